@@ -1,0 +1,60 @@
+"""Options shared by every command, and the wrapper that turns errors into one line and an exit code.
+
+Nothing here imports torch or diffusers: ``i2i --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Annotated, Callable, Optional, TypeVar
+
+import typer
+
+from i2i.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, I2IError
+from i2i.progress import Reporter
+
+T = TypeVar("T")
+
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", help="cpu, cuda, cuda:N or mps. Default: cuda if available, then mps, then cpu.",
+    rich_help_panel="Common")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="fp32, bf16 (autocast; AMX on recent CPUs, tensor cores on GPUs) or fp16 (CUDA only).",
+    rich_help_panel="Common")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed.", rich_help_panel="Common")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info lines (errors still "
+                                        "print).", rich_help_panel="Common")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per result on stdout.",
+                                       rich_help_panel="Common")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.",
+                                        rich_help_panel="Common")]
+
+
+def run_guarded(fn: Callable[[], T], debug: bool, reporter: Reporter | None = None) -> T:
+    """Run ``fn``; map I2IError to one stderr line + its exit code, Ctrl-C to 130, bugs to 70."""
+    console = (reporter or Reporter()).console
+    try:
+        return fn()
+    except I2IError as exc:
+        if debug:
+            traceback.print_exc()
+        console.print(f"error: {exc}", style="bold red", markup=False, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        console.print("interrupted", style="bold red")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # a bug: say so in one line unless --debug
+        if debug:
+            traceback.print_exc()
+        else:
+            console.print(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+                          "traceback)", style="bold red", markup=False, highlight=False)
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def given(**values: object) -> dict[str, object]:
+    """The options the user actually passed (Typer defaults are None for 'not given')."""
+    return {k: v for k, v in values.items() if v is not None}
+

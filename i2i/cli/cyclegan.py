@@ -1,0 +1,303 @@
+"""``i2i cyclegan ...``: train, translate, eval, import, export. Parses flags and calls the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from i2i.cli.common import DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt, given, run_guarded
+from i2i.progress import Reporter
+
+app = typer.Typer(help="CycleGAN (Zhu et al. 2017): unpaired training and translation in both directions.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+ARCH = "Architecture"
+TRAIN = "Training (reference defaults)"
+DATA = "Data"
+RUN = "Run, logging and checkpoints"
+
+NetGOpt = Annotated[Optional[str], typer.Option(
+    "--net-g", "--netG", help="Generator: resnet_9blocks (default), resnet_6blocks, unet_256, unet_128, dcgan.",
+    rich_help_panel=ARCH)]
+NgfOpt = Annotated[Optional[int], typer.Option("--ngf", help="Generator base width (default: 64).",
+                                               rich_help_panel=ARCH)]
+NormOpt = Annotated[Optional[str], typer.Option("--norm", help="instance (default), batch or none.",
+                                                rich_help_panel=ARCH)]
+DropoutOpt = Annotated[Optional[bool], typer.Option(
+    "--dropout/--no-dropout", help="Dropout 0.5 in the generator (default: off, as CycleGAN's reference).",
+    rich_help_panel=ARCH)]
+InputNcOpt = Annotated[Optional[int], typer.Option("--input-nc", help="Channels of domain A: 3 or 1 "
+                                                   "(default: 3).", rich_help_panel=ARCH)]
+OutputNcOpt = Annotated[Optional[int], typer.Option("--output-nc", help="Channels of domain B: 3 or 1 "
+                                                    "(default: 3).", rich_help_panel=ARCH)]
+
+
+def _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc) -> dict:
+    return given(arch=net_g, ngf=ngf, norm=norm, dropout=dropout, input_nc=input_nc, output_nc=output_nc)
+
+
+@app.command()
+def train(
+    dataroot: Annotated[str, typer.Argument(
+        help="Folder with trainA/ and trainB/ (and testA/, testB/), or builtin:shapes (synthetic circles -> "
+             "squares; small preset that learns on a CPU in minutes).")] = "builtin:shapes",
+    run_dir: Annotated[Optional[str], typer.Option("--run-dir", help="Run folder: config, checkpoints, samples, "
+                                                   "log (default: runs/<dataset name>).", rich_help_panel=RUN)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir exactly where its latest "
+                                         "checkpoint stopped.", rich_help_panel=RUN)] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in a --run-dir that already holds a "
+                                            "run (its checkpoints are replaced).", rich_help_panel=RUN)] = False,
+    net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
+    input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None,
+    net_d: Annotated[Optional[str], typer.Option("--net-d", "--netD", help="Discriminator: basic (70x70 "
+                                                 "PatchGAN, default), n_layers, pixel, dcgan.",
+                                                 rich_help_panel=ARCH)] = None,
+    ndf: Annotated[Optional[int], typer.Option("--ndf", help="Discriminator base width (default: 64).",
+                                               rich_help_panel=ARCH)] = None,
+    n_layers_d: Annotated[Optional[int], typer.Option("--n-layers-d", help="Layers for --net-d n_layers "
+                                                      "(default: 3).", rich_help_panel=ARCH)] = None,
+    init_type: Annotated[Optional[str], typer.Option("--init-type", help="normal (default), xavier, kaiming, "
+                                                     "orthogonal.", rich_help_panel=ARCH)] = None,
+    init_gain: Annotated[Optional[float], typer.Option("--init-gain", help="(default: 0.02)",
+                                                       rich_help_panel=ARCH)] = None,
+    gan_mode: Annotated[Optional[str], typer.Option("--gan-mode", help="lsgan (default), vanilla, hinge.",
+                                                    rich_help_panel=TRAIN)] = None,
+    lambda_a: Annotated[Optional[float], typer.Option("--lambda-a", help="Cycle loss weight A->B->A "
+                                                      "(default: 10).", rich_help_panel=TRAIN)] = None,
+    lambda_b: Annotated[Optional[float], typer.Option("--lambda-b", help="Cycle loss weight B->A->B "
+                                                      "(default: 10).", rich_help_panel=TRAIN)] = None,
+    lambda_identity: Annotated[Optional[float], typer.Option(
+        "--lambda-identity", help="Identity loss, relative to the cycle weight (default: 0.5).",
+        rich_help_panel=TRAIN)] = None,
+    pool_size: Annotated[Optional[int], typer.Option("--pool-size", help="Image history for the "
+                                                     "discriminators; 0 disables (default: 50).",
+                                                     rich_help_panel=TRAIN)] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default: 0.0002).",
+                                                rich_help_panel=TRAIN)] = None,
+    beta1: Annotated[Optional[float], typer.Option("--beta1", help="(default: 0.5)", rich_help_panel=TRAIN)] = None,
+    beta2: Annotated[Optional[float], typer.Option("--beta2", help="(default: 0.999)",
+                                                   rich_help_panel=TRAIN)] = None,
+    n_epochs: Annotated[Optional[int], typer.Option("--n-epochs", help="Epochs at the initial LR "
+                                                    "(default: 100).", rich_help_panel=TRAIN)] = None,
+    n_epochs_decay: Annotated[Optional[int], typer.Option("--n-epochs-decay", help="Epochs of linear decay to 0 "
+                                                          "(default: 100).", rich_help_panel=TRAIN)] = None,
+    lr_policy: Annotated[Optional[str], typer.Option("--lr-policy", help="linear (default), step, cosine, "
+                                                     "constant.", rich_help_panel=TRAIN)] = None,
+    lr_decay_iters: Annotated[Optional[int], typer.Option("--lr-decay-iters", help="Epochs per x0.1 step for "
+                                                          "--lr-policy step (default: 50).",
+                                                          rich_help_panel=TRAIN)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="(default: 1)",
+                                                      rich_help_panel=TRAIN)] = None,
+    max_iters: Annotated[Optional[int], typer.Option("--max-iters", help="Stop after this many iterations in "
+                                                     "total (saves a resumable checkpoint).",
+                                                     rich_help_panel=TRAIN)] = None,
+    load_size: Annotated[Optional[int], typer.Option("--load-size", help="Resize to this before cropping "
+                                                     "(default: 286).", rich_help_panel=DATA)] = None,
+    crop_size: Annotated[Optional[int], typer.Option("--crop-size", help="Training crop (default: 256).",
+                                                     rich_help_panel=DATA)] = None,
+    preprocess: Annotated[Optional[str], typer.Option(
+        "--preprocess", help="resize_and_crop (default), crop, scale_width, scale_width_and_crop, none.",
+        rich_help_panel=DATA)] = None,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="No random horizontal flips.",
+                                          rich_help_panel=DATA)] = False,
+    serial_batches: Annotated[bool, typer.Option("--serial-batches", help="Take B images in order instead of at "
+                                                 "random.", rich_help_panel=DATA)] = False,
+    phase: Annotated[Optional[str], typer.Option("--phase", help="Folder prefix: <phase>A, <phase>B "
+                                                 "(default: train).", rich_help_panel=DATA)] = None,
+    max_dataset_size: Annotated[Optional[int], typer.Option("--max-dataset-size", help="Use at most this many "
+                                                            "images per domain.", rich_help_panel=DATA)] = None,
+    shapes_count: Annotated[Optional[int], typer.Option("--shapes-count", help="Images per domain for "
+                                                        "builtin:shapes (default: 1000).",
+                                                        rich_help_panel=DATA)] = None,
+    num_workers: Annotated[Optional[int], typer.Option("--num-workers", "--num-threads", help="DataLoader "
+                                                       "workers (default: 4).", rich_help_panel=DATA)] = None,
+    log_every: Annotated[Optional[int], typer.Option("--log-every", "--print-freq", help="Iterations between "
+                                                     "loss log lines (default: 100).", rich_help_panel=RUN)] = None,
+    sample_every: Annotated[Optional[int], typer.Option("--sample-every", "--display-freq", help="Iterations "
+                                                        "between sample grids (default: 400).",
+                                                        rich_help_panel=RUN)] = None,
+    save_every: Annotated[Optional[int], typer.Option("--save-every", "--save-latest-freq", help="Iterations "
+                                                      "between resumable checkpoints (default: 5000).",
+                                                      rich_help_panel=RUN)] = None,
+    save_epoch_every: Annotated[Optional[int], typer.Option("--save-epoch-every", "--save-epoch-freq",
+                                                            help="Epochs between weight snapshots (default: 5).",
+                                                            rich_help_panel=RUN)] = None,
+    keep_checkpoints: Annotated[Optional[int], typer.Option("--keep-checkpoints", help="Resumable checkpoints "
+                                                            "kept (default: 2).", rich_help_panel=RUN)] = None,
+    log_with: Annotated[Optional[str], typer.Option("--log-with", help="Also log to an accelerate tracker, e.g. "
+                                                    "tensorboard (needs that package).",
+                                                    rich_help_panel=RUN)] = None,
+    device: DeviceOpt = None, precision: Annotated[Optional[str], typer.Option(
+        "--precision", help="fp32 (default), bf16 (autocast) or fp16 (CUDA only).",
+        rich_help_panel="Common")] = None,
+    seed: SeedOpt = None, quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Train a CycleGAN on two unpaired image folders (or builtin:shapes). Ctrl-C saves and exits (130)."""
+    reporter = Reporter(quiet=quiet, json_mode=json)
+
+    def go() -> None:
+        import dataclasses
+
+        from i2i.cyclegan.config import SHAPES_PRESET, TrainConfig
+        from i2i.cyclegan.data import BUILTIN_SHAPES
+        from i2i.cyclegan.trainer import resolve_config, train as train_fn
+
+        name = "shapes" if dataroot == BUILTIN_SHAPES else (Path(dataroot).name or "cyclegan")
+        top = given(dataroot=dataroot, run_dir=run_dir or f"runs/{name}", init_type=init_type,
+                    init_gain=init_gain, gan_mode=gan_mode, lambda_A=lambda_a, lambda_B=lambda_b,
+                    lambda_identity=lambda_identity, pool_size=pool_size, lr=lr, beta1=beta1, beta2=beta2,
+                    n_epochs=n_epochs, n_epochs_decay=n_epochs_decay, lr_policy=lr_policy,
+                    lr_decay_iters=lr_decay_iters, batch_size=batch_size, max_iters=max_iters,
+                    load_size=load_size, crop_size=crop_size, preprocess=preprocess,
+                    flip=False if no_flip else None, serial_batches=True if serial_batches else None,
+                    phase=phase, max_dataset_size=max_dataset_size, shapes_count=shapes_count,
+                    num_workers=num_workers, log_every=log_every, sample_every=sample_every,
+                    save_every=save_every, save_epoch_every=save_epoch_every, keep_checkpoints=keep_checkpoints,
+                    log_with=log_with, seed=seed, precision=precision)
+        gen = _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc)
+        disc = given(arch=net_d, ndf=ndf, n_layers=n_layers_d, norm=norm)
+        base = TrainConfig(**SHAPES_PRESET) if dataroot == BUILTIN_SHAPES else TrainConfig()
+        config = dataclasses.replace(
+            base, **top,
+            generator=dataclasses.replace(base.generator, **gen),
+            discriminator=dataclasses.replace(base.discriminator, **disc))
+        overrides = set(top) | ({"generator"} if gen else set()) | ({"discriminator"} if disc else set())
+        config = resolve_config(config, resume, overrides)
+        result = train_fn(config, resume=resume, device=device, reporter=reporter, overwrite=overwrite)
+        reporter.info(f"done: {result.iterations} iterations in {result.seconds:.0f}s; "
+                      f"checkpoint {result.checkpoint}")
+        reporter.result({"run_dir": str(result.run_dir), "iterations": result.iterations,
+                         "epochs": result.epochs_done, "checkpoint": str(result.checkpoint),
+                         "seconds": round(result.seconds, 2), "losses": result.losses})
+
+    run_guarded(go, debug, reporter)
+
+
+def _load_any_generator(checkpoint: str, direction: str, arch_fields: dict, device):
+    """A generator from a run/checkpoint folder, a generator file, or a reference .pth (with flags)."""
+    from i2i.cyclegan.checkpoint import load_generator, resolve_generator_file
+    from i2i.cyclegan.config import GeneratorConfig
+    from i2i.cyclegan.convert import generator_from_reference, guess_generator_config, load_reference_state
+    from i2i.errors import UsageError
+
+    path = resolve_generator_file(checkpoint, direction)
+    if path.suffix in (".pth", ".pt"):
+        guessed = guess_generator_config(load_reference_state(path))
+        cfg = GeneratorConfig(**{**(guessed.to_dict() if guessed else {}), **arch_fields})
+        return generator_from_reference(path, cfg).to(device).eval(), cfg
+    if arch_fields:
+        raise UsageError("architecture flags (--net-g, --ngf, ...) are only for reference .pth files; "
+                         f"{path.name} describes its own architecture")
+    return load_generator(path, device)
+
+
+@app.command()
+def translate(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs or @list.txt.")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="Run folder (uses its latest "
+                                            "checkpoint), checkpoint folder, generator .safetensors, or a "
+                                            "reference .pth.")],
+    direction: Annotated[str, typer.Option("--direction", help="AtoB (G_A) or BtoA (G_B).")] = "AtoB",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; input sub-folders are kept.")] = Path("out"),
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 4,
+    tile: Annotated[Optional[int], typer.Option("--tile", help="Translate large images in overlapping tiles of "
+                                                "this size (seams blended).")] = None,
+    tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Tile overlap in pixels.")] = 32,
+    ext: Annotated[str, typer.Option("--ext", help="Output format extension.")] = ".png",
+    suffix: Annotated[str, typer.Option("--suffix", help="Appended to each output file name.")] = "",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    num_workers: Annotated[int, typer.Option("--num-workers", help="Background decoding workers.")] = 2,
+    net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
+    input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None,
+    device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Translate every input at its original size. Bad files are reported and skipped; exit 1 if any failed."""
+    reporter = Reporter(quiet=quiet, json_mode=json)
+
+    def go() -> None:
+        from i2i.cyclegan.translator import TranslateConfig, translate_images
+        from i2i.device import check_precision, resolve_device
+        from i2i.errors import PartialFailure
+        from i2i.images import expand_inputs
+
+        dev = resolve_device(device)
+        check_precision(precision, dev)
+        items = expand_inputs(inputs)
+        gen, gen_cfg = _load_any_generator(checkpoint, direction,
+                                           _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev)
+        cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, precision=precision,
+                              ext=ext if ext.startswith(".") else "." + ext, suffix=suffix, overwrite=overwrite,
+                              num_workers=num_workers)
+        result = translate_images(items, gen, gen_cfg, out, cfg, dev, reporter)
+        reporter.info(f"translated {len(result.ok)} of {len(items)} image(s) into {out}")
+        if result.failed:
+            raise PartialFailure(f"{len(result.failed)} of {len(items)} input(s) failed", result.failed)
+
+    run_guarded(go, debug, reporter)
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="A reference generator checkpoint, e.g. latest_net_G_A.pth.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output .safetensors [default: next to "
+                                                "FILE].")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
+    input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None,
+    quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Convert a reference (pytorch-CycleGAN-and-pix2pix) .pth generator into a self-describing safetensors file.
+
+    Read with torch.load(weights_only=True): files that would run code are refused. The architecture is
+    inferred from the weights; flags override it.
+    """
+    reporter = Reporter(quiet=quiet, json_mode=json)
+
+    def go() -> None:
+        from i2i.cyclegan.config import GeneratorConfig
+        from i2i.cyclegan.convert import guess_generator_config, import_reference, load_reference_state
+
+        fields = _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc)
+        guessed = guess_generator_config(load_reference_state(file))
+        cfg = GeneratorConfig(**{**(guessed.to_dict() if guessed else {}), **fields})
+        target = out or file.with_suffix(".safetensors")
+        path = import_reference(file, target, cfg, overwrite=overwrite)
+        reporter.info(f"wrote {path} ({cfg.arch}, ngf {cfg.ngf}, norm {cfg.norm})")
+        reporter.result({"input": str(file), "output": str(path), "config": cfg.to_dict()})
+
+    run_guarded(go, debug, reporter)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="Run folder, checkpoint folder, "
+                                            "generator file or reference .pth.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Output .onnx file.")],
+    direction: Annotated[str, typer.Option("--direction", help="AtoB (G_A) or BtoA (G_B).")] = "AtoB",
+    size: Annotated[int, typer.Option("--size", help="Example input size used for tracing and checking.")] = 256,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 17,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
+    input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None,
+    quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Export a generator to ONNX (dynamic batch/height/width), checked against PyTorch with onnxruntime."""
+    reporter = Reporter(quiet=quiet, json_mode=json)
+
+    def go() -> None:
+        import torch
+
+        from i2i.cyclegan.export import export_onnx
+
+        gen, cfg = _load_any_generator(checkpoint, direction,
+                                       _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc),
+                                       torch.device("cpu"))
+        info = export_onnx(gen, cfg, onnx, size=size, opset=opset, overwrite=overwrite)
+        checked = f"max |onnx - torch| = {info['max_abs_diff']:.2e}" if info.get("checked") else "not checked"
+        reporter.info(f"wrote {onnx} ({checked})")
+        reporter.result({k: (str(v) if isinstance(v, Path) else v) for k, v in info.items()})
+
+    run_guarded(go, debug, reporter)

@@ -1,0 +1,166 @@
+"""CycleGAN checkpoint format: safetensors weights with their config in the metadata, run folders, and atomic,
+crash-safe checkpoint directories.
+
+A **run folder** looks like this::
+
+    RUN/
+      config.json                    the TrainConfig of the run
+      latest                         text: the newest complete checkpoint, e.g. "checkpoints/iter_00001200"
+      checkpoints/iter_00001200/     one complete checkpoint (written to a temp dir, fsynced, renamed)
+          G_A.safetensors G_B.safetensors D_A.safetensors D_B.safetensors
+          train_state.safetensors    optimizer moments, image pools, RNG states (tensors)
+          train_state.json           epoch, iteration, schedulers, param groups, Python RNG (no pickle)
+      samples/iter_00000400.png      real / fake / reconstructed grids
+      log.jsonl                      one JSON line of losses per logged iteration
+
+A **generator file** (``G_A.safetensors``, or the output of ``i2i cyclegan import``) is self-describing: its
+safetensors metadata holds ``{"format": "i2i.cyclegan.generator", "version": "1", "config": <GeneratorConfig>}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig
+from i2i.errors import CheckpointError, UsageError
+from i2i.images import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+GENERATOR_FORMAT = "i2i.cyclegan.generator"
+DISCRIMINATOR_FORMAT = "i2i.cyclegan.discriminator"
+FORMAT_VERSION = "1"
+LATEST_FILE = "latest"
+
+
+def save_weights(path: str | os.PathLike, state_dict: dict[str, "torch.Tensor"], fmt: str,
+                 config: dict[str, Any], overwrite: bool = True) -> Path:
+    """Write ``state_dict`` as safetensors atomically, with ``config`` stored in the metadata."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    meta = {"format": fmt, "version": FORMAT_VERSION, "config": json.dumps(config, sort_keys=True)}
+    data = save(tensors, metadata=meta)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def read_weights(path: str | os.PathLike, fmt: str) -> tuple[dict[str, "torch.Tensor"], dict[str, Any]]:
+    """Read a safetensors file written by :func:`save_weights`; returns (state_dict, config dict)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises several error types for corrupt files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if meta.get("format") != fmt:
+        found = meta.get("format", "no i2i metadata")
+        raise CheckpointError(f"{path}: expected a {fmt} file, found {found}")
+    try:
+        config = json.loads(meta["config"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: config metadata is missing or corrupt") from exc
+    return tensors, config
+
+
+def save_generator(path: str | os.PathLike, net: "nn.Module", config: GeneratorConfig,
+                   overwrite: bool = True) -> Path:
+    """Save a generator (unwrapped from DDP/compile) with its config."""
+    return save_weights(path, unwrap(net).state_dict(), GENERATOR_FORMAT, config.to_dict(), overwrite)
+
+
+def save_discriminator(path: str | os.PathLike, net: "nn.Module", config: DiscriminatorConfig,
+                       overwrite: bool = True) -> Path:
+    return save_weights(path, unwrap(net).state_dict(), DISCRIMINATOR_FORMAT, config.to_dict(), overwrite)
+
+
+def load_state_strict(net: "nn.Module", state: dict[str, "torch.Tensor"], source: str) -> None:
+    """``net.load_state_dict(state, strict=True)`` with a one-line CheckpointError on any mismatch."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: {tuple(state[k].shape)} vs "
+                         f"{tuple(own[k].shape)})")
+        raise CheckpointError(f"{source}: weights do not fit this architecture: " + "; ".join(parts)
+                              + " — check --netG/--ngf/--norm/--dropout")
+    net.load_state_dict(state, strict=True)
+
+
+def load_generator(path: str | os.PathLike, device: "torch.device | str" = "cpu"
+                   ) -> tuple["nn.Module", GeneratorConfig]:
+    """Build the generator described by a generator file and load its weights (eval mode)."""
+    from i2i.cyclegan.networks import define_G
+
+    state, cfg_dict = read_weights(path, GENERATOR_FORMAT)
+    try:
+        config = GeneratorConfig.from_dict(cfg_dict)
+    except (TypeError, UsageError) as exc:
+        raise CheckpointError(f"{path}: invalid generator config ({exc})") from exc
+    net = define_G(config)
+    load_state_strict(net, state, str(path))
+    return net.to(device).eval(), config
+
+
+def unwrap(net: "nn.Module") -> "nn.Module":
+    """Strip DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    while True:
+        if hasattr(net, "module") and not hasattr(net, "model"):
+            net = net.module
+        elif hasattr(net, "_orig_mod"):
+            net = net._orig_mod
+        else:
+            return net
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint directory of a run, or None if the run has none."""
+    run = Path(run_dir)
+    pointer = run / LATEST_FILE
+    if not pointer.is_file():
+        return None
+    target = run / pointer.read_text(encoding="utf-8").strip()
+    if not target.is_dir():
+        raise CheckpointError(f"{pointer}: points to {target}, which does not exist")
+    return target
+
+
+def resolve_generator_file(checkpoint: str | os.PathLike, direction: str = "AtoB") -> Path:
+    """Find the generator file for ``direction`` given a run folder, a checkpoint folder or a file.
+
+    ``AtoB`` uses G_A (A -> B), ``BtoA`` uses G_B. A single generator file is returned as is.
+    """
+    if direction not in ("AtoB", "BtoA"):
+        raise UsageError(f"--direction {direction!r}: use AtoB or BtoA")
+    p = Path(checkpoint)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: no such checkpoint (a run folder, checkpoint folder or .safetensors file)")
+    ckpt = latest_checkpoint(p) or p
+    name = "G_A.safetensors" if direction == "AtoB" else "G_B.safetensors"
+    if (ckpt / name).is_file():
+        return ckpt / name
+    single = sorted(ckpt.glob("*.safetensors"))
+    if len(single) == 1:
+        return single[0]
+    raise CheckpointError(f"{p}: no {name} found (is this a run folder with at least one saved checkpoint?)")

@@ -1,0 +1,83 @@
+"""One exception family for everything a user can cause, each with its own exit code.
+
+The CLI turns an :class:`I2IError` into one line on stderr and exits with :attr:`I2IError.exit_code`;
+a traceback is printed only with ``--debug``. Library callers can catch :class:`I2IError`.
+
+Exit codes (also listed in the README):
+
+====  ======================================================================
+0     success: every input was processed
+1     partial failure: some inputs failed, the rest were written
+2     bad usage: an invalid flag value or combination (also Typer's own usage errors)
+3     input error: a missing, unreadable or invalid input file, folder or dataset
+4     checkpoint or model error: missing, corrupt or incompatible weights/config
+5     numerical error: NaN or inf in a loss; the last good checkpoint is kept
+6     output error: an output cannot be written (permissions, disk full, exists)
+70    internal error: a bug in i2i (rerun with --debug and report the traceback)
+130   interrupted (Ctrl-C / SIGINT / SIGTERM); training saves a checkpoint first
+====  ======================================================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+EXIT_CHECKPOINT = 4
+EXIT_NUMERICAL = 5
+EXIT_OUTPUT = 6
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+class I2IError(Exception):
+    """Base class: a problem the user can fix, reported as one line."""
+
+    exit_code: int = EXIT_USAGE
+
+
+class UsageError(I2IError):
+    """An invalid option value or combination."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(I2IError):
+    """An input file, folder or dataset is missing, unreadable or invalid."""
+
+    exit_code = EXIT_INPUT
+
+
+class CheckpointError(I2IError):
+    """Weights or a model config are missing, corrupt, unsafe or do not match the architecture."""
+
+    exit_code = EXIT_CHECKPOINT
+
+
+class NumericalError(I2IError):
+    """A loss or gradient became NaN/inf."""
+
+    exit_code = EXIT_NUMERICAL
+
+
+class OutputError(I2IError):
+    """An output cannot be written (permissions, full disk, would overwrite without --overwrite)."""
+
+    exit_code = EXIT_OUTPUT
+
+
+class PartialFailure(I2IError):
+    """Some items of a batch failed; the others were processed. ``failures`` holds (item, reason) pairs."""
+
+    exit_code = EXIT_PARTIAL
+
+    def __init__(self, message: str, failures: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []
+
+
+class Interrupted(I2IError):
+    """The run was interrupted by SIGINT/SIGTERM after saving what could be saved."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -1,0 +1,305 @@
+"""Image I/O shared by both backends: robust loading, input expansion, atomic saving, PIL <-> tensor.
+
+Loading accepts anything Pillow reads. It applies EXIF orientation, scales 16-bit and 32-bit data to 8 bits,
+composites transparency on white, takes the first frame of animations, converts to RGB (or L for 1-channel
+models), and refuses decompression bombs. Every problem is raised as one :class:`~i2i.errors.InputError`
+naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from i2i.errors import InputError, OutputError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+# Refuse images with more pixels than this (about 16k x 16k); Pillow's own guard is global state we leave alone.
+DEFAULT_MAX_PIXELS = 268_435_456
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm",
+     ".tga", ".jp2", ".j2k", ".ico", ".dib", ".pcx", ".sgi", ".qoi", ".avif", ".heic", ".heif"}
+)
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One input image: its path and the relative path under which its output is written."""
+
+    path: Path
+    rel: Path
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _walk_dir(root: Path) -> list[InputItem]:
+    items = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if is_image_file(p) and not name.startswith("."):
+                items.append(InputItem(p, p.relative_to(root)))
+    return items
+
+
+def _glob_base(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    base: list[str] = []
+    for part in parts:
+        if _GLOB_CHARS & set(part):
+            break
+        base.append(part)
+    return Path(*base) if base else Path(".")
+
+
+def expand_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
+    """Expand files, directories (recursively), globs and ``@list.txt`` files into input items.
+
+    The relative path of an item keeps the folder structure below a directory or a glob's fixed prefix;
+    a plain file keeps just its name. Missing plain files are kept (loading them reports the error), so a batch
+    can report them among its failures. Raises :class:`InputError` if nothing matches at all and
+    :class:`UsageError` if two different inputs would be written to the same output path.
+    """
+    items: list[InputItem] = []
+    for spec in specs:
+        s = os.fspath(spec)
+        if s.startswith("@"):
+            list_file = Path(s[1:])
+            try:
+                lines = list_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise InputError(f"{list_file}: cannot read input list ({exc.strerror or exc})") from exc
+            entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            items.extend(expand_inputs(entries) if entries else [])
+            continue
+        path = Path(s)
+        if path.is_dir():
+            found = _walk_dir(path)
+            items.extend(found)
+        elif _GLOB_CHARS & set(s) and not path.exists():
+            base = _glob_base(s)
+            matches = sorted(Path(m) for m in glob.glob(s, recursive=True))
+            for m in matches:
+                if m.is_dir():
+                    items.extend(InputItem(it.path, m.relative_to(base) / it.rel) for it in _walk_dir(m))
+                elif m.is_file():
+                    items.append(InputItem(m, m.relative_to(base)))
+        else:
+            items.append(InputItem(path, Path(path.name)))
+    if not items:
+        raise InputError("no input images found in: " + ", ".join(os.fspath(s) for s in specs))
+    # Drop exact duplicates; refuse two different files that would share an output path.
+    seen: dict[Path, Path] = {}
+    unique: list[InputItem] = []
+    for it in items:
+        key = it.rel.with_suffix("")
+        resolved = it.path.resolve()
+        if key in seen:
+            if seen[key] == resolved:
+                continue
+            raise UsageError(
+                f"inputs {seen[key]} and {it.path} would both be written as {key}; "
+                "pass their common parent folder instead so the folder structure keeps them apart")
+        seen[key] = resolved
+        unique.append(it)
+    return unique
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Scale single-channel 16/32-bit integer or float images to 8-bit ``L``."""
+    import numpy as np
+
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
+        scaled = arr.astype(np.float64) / 65535.0 * 255.0
+    elif img.mode == "F":
+        hi = float(arr.max(initial=0.0))
+        scaled = arr * (255.0 if hi <= 1.0 else 1.0)
+    else:  # mode "I" holding 8-bit values
+        scaled = arr.astype(np.float64)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Load an image as ``mode`` ("RGB" or "L"), robustly. See the module docstring for what is handled.
+
+    Raises :class:`InputError` with a one-line reason for anything that cannot be read.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not an image")
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    try:
+        if p.stat().st_size == 0:
+            raise InputError(f"{p}: empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(p)
+    except InputError:
+        raise
+    except PermissionError as exc:
+        raise InputError(f"{p}: permission denied") from exc
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{p}: image too large (decompression bomb guard)") from exc
+    except UnidentifiedImageError as exc:
+        raise InputError(f"{p}: not a recognised image format") from exc
+    except OSError as exc:
+        raise InputError(f"{p}: cannot open ({exc})") from exc
+    with img:
+        w, h = img.size
+        if w * h > max_pixels:
+            raise InputError(f"{p}: {w}x{h} has more than {max_pixels:,} pixels (decompression bomb guard)")
+        if w == 0 or h == 0:
+            raise InputError(f"{p}: image has zero size")
+        try:
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            return _convert(img, mode)
+        except InputError:
+            raise
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if "truncated" in reason.lower() or isinstance(exc, SyntaxError):
+                reason = f"truncated or corrupt ({reason})"
+            raise InputError(f"{p}: cannot decode: {reason}") from exc
+
+
+def _convert(img: Image.Image, mode: str) -> Image.Image:
+    if mode not in ("RGB", "L"):
+        raise UsageError(f"unsupported image mode {mode!r} (use RGB or L)")
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        img = _to_8bit(img)
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode in ("P", "L", "RGB") and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode != mode:
+        img = img.convert(mode)
+    return img
+
+
+def image_to_tensor(img: Image.Image) -> "torch.Tensor":
+    """PIL image -> float tensor ``[C, H, W]`` in [-1, 1]."""
+    import numpy as np
+    import torch
+
+    arr = np.array(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    t = torch.from_numpy(arr).permute(2, 0, 1).float()
+    return t.div_(127.5).sub_(1.0)
+
+
+def tensor_to_image(t: "torch.Tensor") -> Image.Image:
+    """Float tensor ``[C, H, W]`` in [-1, 1] (C = 1 or 3) -> PIL image (L or RGB)."""
+    import torch
+
+    t = t.detach().float().cpu()
+    arr = ((t.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    if arr.shape[2] == 1:
+        return Image.fromarray(arr[:, :, 0], mode="L")
+    return Image.fromarray(arr, mode="RGB")
+
+
+def output_path(item: InputItem, out_dir: str | os.PathLike, suffix: str = "", ext: str = ".png") -> Path:
+    """Where the output for ``item`` goes: its relative path under ``out_dir``, with ``suffix`` and ``ext``."""
+    rel = item.rel
+    return Path(out_dir) / rel.parent / f"{rel.stem}{suffix}{ext}"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success fsync it and move it into place atomically.
+
+    Without ``overwrite`` an existing ``path`` raises :class:`OutputError` (checked before and at the final
+    link, so a concurrent writer cannot be clobbered). On any error the temporary file is removed, so no partial
+    or zero-byte output is ever left behind.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise OutputError(f"{path}: already exists (pass --overwrite to replace it)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError as exc:
+                raise OutputError(f"{path}: already exists (pass --overwrite to replace it)") from exc
+            except OSError:  # file systems without hard links
+                if path.exists():
+                    raise OutputError(f"{path}: already exists (pass --overwrite to replace it)") from None
+                os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_image(img: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Save ``img`` atomically; the format follows the extension of ``path``."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"{path}: unknown image extension {path.suffix!r}")
+    if fmt == "JPEG" and img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        img.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a directory so that renames inside it survive a crash (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# Pillow raises on truncated files by default; keep that (we never silently accept partial images).
+ImageFile.LOAD_TRUNCATED_IMAGES = False

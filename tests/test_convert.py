@@ -1,0 +1,179 @@
+"""Reading reference .pth generators: safe loading, prefix/legacy handling, strict loading, import, guessing."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from i2i.cyclegan.checkpoint import load_generator
+from i2i.cyclegan.config import GeneratorConfig
+from i2i.cyclegan.convert import (
+    generator_from_reference,
+    guess_generator_config,
+    import_reference,
+    load_reference_state,
+)
+from i2i.cyclegan.networks import define_G
+from i2i.errors import CheckpointError, OutputError
+
+SMALL = GeneratorConfig(arch="resnet_6blocks", ngf=8)
+
+
+def _reference_file(path: Path, cfg: GeneratorConfig, legacy_instance_stats: bool = False,
+                    prefix: str = "") -> torch.nn.Module:
+    """Save a reference-style checkpoint (a plain state_dict) of a freshly initialised generator."""
+    torch.manual_seed(1)
+    net = define_G(cfg).eval()
+    state = dict(net.state_dict())
+    if legacy_instance_stats:  # what PyTorch < 0.4 stored for InstanceNorm2d layers
+        for key in ["model.2", "model.5", "model.10.conv_block.2", "model.10.conv_block.6"]:
+            state[f"{key}.running_mean"] = torch.zeros(4)
+            state[f"{key}.running_var"] = torch.ones(4)
+            state[f"{key}.num_batches_tracked"] = torch.tensor(0)
+    torch.save({prefix + k: v for k, v in state.items()}, path)
+    return net
+
+
+def _same_output(a: torch.nn.Module, b: torch.nn.Module, cfg: GeneratorConfig, side: int = 32) -> bool:
+    x = torch.randn(1, cfg.input_nc, side, side)
+    with torch.no_grad():
+        return torch.equal(a.eval()(x), b.eval()(x))
+
+
+def test_legacy_instance_norm_keys_are_dropped_and_outputs_match(tmp_path: Path) -> None:
+    path = tmp_path / "latest_net_G_A.pth"
+    ref = _reference_file(path, SMALL, legacy_instance_stats=True)
+    assert any(k.endswith("running_mean") for k in torch.load(path, weights_only=True))
+    state = load_reference_state(path)
+    assert not any(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in state)
+    net = generator_from_reference(path, SMALL)
+    assert _same_output(ref, net, SMALL)
+
+
+def test_batchnorm_stats_are_kept(tmp_path: Path) -> None:
+    cfg = GeneratorConfig(arch="resnet_6blocks", ngf=8, norm="batch")
+    path = tmp_path / "g.pth"
+    ref = _reference_file(path, cfg)
+    assert "model.2.running_mean" in load_reference_state(path)
+    assert _same_output(ref, generator_from_reference(path, cfg), cfg)
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_wrapper_prefixes_are_stripped(tmp_path: Path, prefix: str) -> None:
+    path = tmp_path / "g.pth"
+    ref = _reference_file(path, SMALL, prefix=prefix)
+    state = load_reference_state(path)
+    assert all(not k.startswith(("module.", "_orig_mod.")) for k in state)
+    assert _same_output(ref, generator_from_reference(path, SMALL), SMALL)
+
+
+class _Payload:
+    """Unpickling this runs a shell command that creates a file."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {shlex.quote(str(self.target))}",))
+
+
+def test_malicious_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
+    # The payload really works under plain pickle ...
+    proof = tmp_path / "proof"
+    pickle.loads(pickle.dumps(_Payload(proof)))
+    assert proof.exists()
+    # ... but a .pth carrying it is refused and never executed.
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"model.1.weight": torch.zeros(1), "x": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match="executable pickle code") as err:
+        load_reference_state(path)
+    assert str(path) in str(err.value)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError):
+        generator_from_reference(path, SMALL)
+    assert not marker.exists()
+
+
+def test_non_state_dict_contents_are_refused(tmp_path: Path) -> None:
+    lst = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], lst)
+    with pytest.raises(CheckpointError, match="state_dict"):
+        load_reference_state(lst)
+    mixed = tmp_path / "mixed.pth"
+    torch.save({"model.1.weight": torch.zeros(1), "epoch": 3}, mixed)
+    with pytest.raises(CheckpointError, match="epoch"):
+        load_reference_state(mixed)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_reference_state(garbage)
+    with pytest.raises(CheckpointError, match="no such"):
+        load_reference_state(tmp_path / "missing.pth")
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        GeneratorConfig(arch="resnet_6blocks", ngf=8, dropout=True),  # dropout shifts conv_block indices
+        GeneratorConfig(arch="resnet_9blocks", ngf=8),
+        GeneratorConfig(arch="resnet_6blocks", ngf=16),
+        GeneratorConfig(arch="resnet_6blocks", ngf=8, norm="batch"),
+    ],
+    ids=["dropout", "blocks", "ngf", "norm"],
+)
+def test_architecture_mismatch_is_a_checkpoint_error(tmp_path: Path, wrong: GeneratorConfig) -> None:
+    path = tmp_path / "g.pth"
+    _reference_file(path, SMALL)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        generator_from_reference(path, wrong)
+
+
+def test_import_writes_a_generator_file(tmp_path: Path) -> None:
+    src, out = tmp_path / "latest_net_G_A.pth", tmp_path / "out" / "G.safetensors"
+    ref = _reference_file(src, SMALL, legacy_instance_stats=True)
+    assert import_reference(src, out, SMALL) == out
+    net, cfg = load_generator(out)
+    assert cfg == SMALL
+    assert _same_output(ref, net, SMALL)
+    with pytest.raises(OutputError):
+        import_reference(src, out, SMALL)
+    import_reference(src, out, SMALL, overwrite=True)
+    assert [p.name for p in out.parent.iterdir()] == ["G.safetensors"]  # no temp files left
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        GeneratorConfig(arch="resnet_9blocks", ngf=8),
+        GeneratorConfig(arch="resnet_6blocks", ngf=8),
+        GeneratorConfig(arch="resnet_6blocks", ngf=16, norm="batch", dropout=True, input_nc=1),
+        GeneratorConfig(arch="resnet_9blocks", ngf=8, norm="none", output_nc=1),
+        GeneratorConfig(arch="unet_128", ngf=8, norm="instance"),
+        GeneratorConfig(arch="unet_128", ngf=8, norm="batch"),
+        GeneratorConfig(arch="unet_256", ngf=4, norm="batch"),
+    ],
+    ids=["resnet9", "resnet6", "resnet6_batch_dropout_gray", "resnet9_none", "unet128", "unet128_batch",
+         "unet256_batch"],
+)
+def test_guess_generator_config(cfg: GeneratorConfig) -> None:
+    assert guess_generator_config(define_G(cfg).state_dict()) == cfg
+
+
+def test_guess_after_loading_legacy_file(tmp_path: Path) -> None:
+    path = tmp_path / "g.pth"
+    _reference_file(path, SMALL, legacy_instance_stats=True, prefix="module.")
+    assert guess_generator_config(load_reference_state(path)) == SMALL
+
+
+def test_guess_returns_none_when_unsure() -> None:
+    assert guess_generator_config({}) is None
+    assert guess_generator_config({"fc.weight": torch.zeros(2, 2)}) is None
+    state = define_G(GeneratorConfig(arch="resnet_6blocks", ngf=8)).state_dict()
+    del state["model.12.conv_block.1.weight"], state["model.12.conv_block.5.weight"]  # a 5-block resnet
+    assert guess_generator_config(state) is None

@@ -1,0 +1,110 @@
+"""Training: the loss goes down, resume is exact, runs are never silently overwritten, NaN stops cleanly."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig, TrainConfig
+from i2i.cyclegan.trainer import resolve_config, train
+from i2i.errors import CheckpointError, NumericalError, OutputError, UsageError
+
+
+def tiny_config(run_dir: Path, **kw) -> TrainConfig:
+    base = TrainConfig(dataroot="builtin:shapes", run_dir=str(run_dir),
+                       generator=GeneratorConfig(arch="resnet_6blocks", ngf=8),
+                       discriminator=DiscriminatorConfig(ndf=8), load_size=32, crop_size=32, preprocess="none",
+                       n_epochs=1, n_epochs_decay=1, shapes_count=16, batch_size=2, num_workers=0,
+                       log_every=2, sample_every=4, save_every=3, save_epoch_every=1, pool_size=4, lr=1e-3)
+    return dataclasses.replace(base, **kw)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in ("G_A", "G_B", "D_A", "D_B", "train_state"):
+        out.update({f"{name}/{k}": v for k, v in load_file(str(folder / f"{name}.safetensors")).items()})
+    return out
+
+
+def test_cycle_loss_goes_down(tmp_path):
+    cfg = tiny_config(tmp_path / "run", shapes_count=64, n_epochs=2, n_epochs_decay=0, log_every=8,
+                      max_iters=64, sample_every=1000, save_every=1000, lambda_identity=0.0)
+    result = train(cfg)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    first, last = log[0], log[-1]
+    assert last["cycle_A"] < 0.6 * first["cycle_A"]
+    assert last["cycle_B"] < 0.6 * first["cycle_B"]
+    assert result.iterations == 64
+
+
+def test_run_folder_layout(tmp_path):
+    run = tmp_path / "run"
+    result = train(tiny_config(run, max_iters=8))
+    assert (run / "config.json").is_file()
+    latest = (run / "latest").read_text().strip()
+    assert latest == "checkpoints/iter_00000008" and result.checkpoint == run / latest
+    assert (run / "samples" / "iter_00000004.png").is_file()
+    assert (run / "checkpoints" / "epoch_0001" / "G_A.safetensors").is_file()   # 8 iterations = 1 epoch
+    # keep_checkpoints=2: older iteration checkpoints are pruned
+    assert len(list((run / "checkpoints").glob("iter_*"))) <= 2
+    assert not list((run / "checkpoints").glob(".*"))
+
+
+def test_resume_is_exact(tmp_path):
+    """Stop at iteration 5 (mid-epoch 1) and resume to 12 (into epoch 2) == an uninterrupted run to 12."""
+    full = train(tiny_config(tmp_path / "full", max_iters=12))
+    train(tiny_config(tmp_path / "split", max_iters=5))
+    cfg2 = resolve_config(tiny_config(tmp_path / "split", max_iters=12), resume=True, overrides={"max_iters"})
+    resumed = train(cfg2, resume=True)
+    assert resumed.iterations == full.iterations == 12
+    a, b = weights(full.checkpoint), weights(resumed.checkpoint)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_existing_run_not_overwritten(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(run, max_iters=2))
+    before = (run / "latest").read_text()
+    with pytest.raises(OutputError):
+        train(tiny_config(run, max_iters=2))
+    assert (run / "latest").read_text() == before
+    train(tiny_config(run, max_iters=2), overwrite=True)
+
+
+def test_resume_refuses_architecture_change(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(run, max_iters=2))
+    changed = tiny_config(run, generator=GeneratorConfig(arch="resnet_9blocks", ngf=8))
+    with pytest.raises(UsageError):
+        resolve_config(changed, resume=True, overrides={"generator"})
+    with pytest.raises(CheckpointError):
+        resolve_config(tiny_config(tmp_path / "none"), resume=True, overrides=set())
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    import i2i.cyclegan.trainer as trainer
+
+    run = tmp_path / "run"
+    train(tiny_config(run, max_iters=3))
+    good = (run / "latest").read_text()
+    real_gan_loss = trainer.gan_loss
+    monkeypatch.setattr(trainer, "gan_loss", lambda *a, **k: real_gan_loss(*a, **k) * float("nan"))
+    cfg = resolve_config(tiny_config(run, max_iters=20), resume=True, overrides={"max_iters"})
+    with pytest.raises(NumericalError, match="NaN"):
+        train(cfg, resume=True)
+    assert (run / "latest").read_text() == good
+    assert (run / good.strip() / "G_A.safetensors").is_file()
+
+
+def test_bad_config_values():
+    with pytest.raises(UsageError):
+        TrainConfig(batch_size=0)
+    with pytest.raises(UsageError):
+        TrainConfig(lambda_A=-1)
+    with pytest.raises(UsageError):
+        TrainConfig(crop_size=300, load_size=286)
