@@ -154,8 +154,8 @@ class ShapesDataset(Dataset):
 
         a, b, aug = key
         size = self.pre.crop_size
-        spec_a = shapes_cyclegan_pair(a, self.seed, size)[0]
-        spec_b = shapes_cyclegan_pair(b, self.seed, size)[1]
+        spec_a = shapes_cyclegan_pair(a, self.seed)[0]
+        spec_b = shapes_cyclegan_pair(b, self.seed)[1]
         rng = random.Random(aug)
         img_a, img_b = render(spec_a, size), render(spec_b, size)
         if self.pre.flip and rng.random() < 0.5:

@@ -1,0 +1,246 @@
+"""Synthetic shape images: one coloured shape on a plain white background, plus a deterministic reader.
+
+Used by CycleGAN's ``builtin:shapes`` (domain A circles, domain B squares with one shared colour / position /
+size distribution, so the true counterpart of every image is known) and by the demo text-to-image model
+(captions like "a red circle", black outline sketches as FreeControl conditions). The reader
+(:func:`read_shape`) recovers shape, colour, mask and centroid from any image of this kind, which is how both
+are evaluated.
+
+Geometry is relative: a :class:`ShapeSpec` has its centre ``(cx, cy)`` and half-extent ``size`` as fractions
+of the image side, so one spec renders at any resolution. Circle, square and triangle with the same spec share
+one bounding box: a circle of radius ``size``, an axis-aligned square of half-side ``size``, and an upward
+isosceles triangle with base and height ``2 * size``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Named colours, far apart in RGB so that a reader can tell them apart after lossy generation.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 160, 50),
+    "blue": (30, 70, 220),
+    "yellow": (240, 210, 20),
+    "purple": (140, 40, 180),
+    "orange": (245, 130, 20),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+OUTLINE: tuple[int, int, int] = (0, 0, 0)
+# Default half-extent range (fraction of the image side) and margin kept free around the shape.
+SIZE_RANGE: tuple[float, float] = (0.16, 0.32)
+MARGIN = 0.04
+_SUPERSAMPLE = 4
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    """One shape: ``shape`` in :data:`SHAPES`, ``colour`` in :data:`COLOURS`, centre and half-extent as
+    fractions of the image side (``cx`` from the left, ``cy`` from the top)."""
+
+    shape: str
+    colour: str
+    cx: float
+    cy: float
+    size: float
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown shape {self.shape!r} (known: {', '.join(SHAPES)})")
+        if self.colour not in COLOURS:
+            raise ValueError(f"unknown colour {self.colour!r} (known: {', '.join(COLOURS)})")
+        if not 0.0 < self.size <= 0.5:
+            raise ValueError(f"size {self.size} must be in (0, 0.5]")
+
+
+def caption(spec: ShapeSpec) -> str:
+    """The text prompt for ``spec``, e.g. ``"a red circle"``."""
+    return f"a {spec.colour} {spec.shape}"
+
+
+def random_spec(rng: random.Random, shape: str | None = None, colour: str | None = None,
+                size_range: tuple[float, float] = SIZE_RANGE) -> ShapeSpec:
+    """A random spec (shape and colour uniform unless given; size uniform in ``size_range``; centre uniform
+    over the positions that keep the whole shape plus :data:`MARGIN` inside the image)."""
+    shape = shape or rng.choice(SHAPES)
+    colour = colour or rng.choice(sorted(COLOURS))
+    size = rng.uniform(*size_range)
+    lo, hi = size + MARGIN, 1.0 - size - MARGIN
+    return ShapeSpec(shape, colour, rng.uniform(lo, hi), rng.uniform(lo, hi), size)
+
+
+def counterpart(spec: ShapeSpec, shape: str) -> ShapeSpec:
+    """The same colour, place and size as ``spec`` drawn as ``shape``."""
+    return replace(spec, shape=shape)
+
+
+def shapes_cyclegan_pair(index: int, seed: int = 0, size_range: tuple[float, float] = SIZE_RANGE
+                         ) -> tuple[ShapeSpec, ShapeSpec]:
+    """The ``index``-th (circle, square) pair of the builtin:shapes dataset for ``seed``: same colour, centre and
+    size, so each is the other's true translation. A pure function of its arguments."""
+    rng = random.Random(f"i2i-shapes:{seed}:{index}")
+    circle = random_spec(rng, shape="circle", size_range=size_range)
+    return circle, counterpart(circle, "square")
+
+
+def _polygon(spec: ShapeSpec, side: float) -> list[tuple[float, float]]:
+    x, y, r = spec.cx * side, spec.cy * side, spec.size * side
+    if spec.shape == "square":
+        return [(x - r, y - r), (x + r, y - r), (x + r, y + r), (x - r, y + r)]
+    if spec.shape == "triangle":
+        return [(x, y - r), (x + r, y + r), (x - r, y + r)]
+    raise ValueError(spec.shape)
+
+
+def _draw(spec: ShapeSpec, side: int, fill, outline, width: int, canvas: Image.Image) -> None:
+    draw = ImageDraw.Draw(canvas)
+    x, y, r = spec.cx * side, spec.cy * side, spec.size * side
+    if spec.shape == "circle":
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=outline, width=width)
+    else:
+        draw.polygon(_polygon(spec, side), fill=fill, outline=outline, width=width)
+
+
+def render(spec: ShapeSpec, size: int, style: str = "filled") -> Image.Image:
+    """Draw ``spec`` on a white ``size`` x ``size`` RGB image, anti-aliased.
+
+    ``style="filled"``: the shape in its colour. ``style="outline"``: a black outline only (a sketch, the kind of
+    condition FreeControl takes); its line width is about 3% of the side (at least 1 px).
+    """
+    if style not in ("filled", "outline"):
+        raise ValueError(f"style must be 'filled' or 'outline', not {style!r}")
+    big = size * _SUPERSAMPLE
+    canvas = Image.new("RGB", (big, big), BACKGROUND)
+    if style == "filled":
+        _draw(spec, big, COLOURS[spec.colour], None, 0, canvas)
+    else:
+        width = max(_SUPERSAMPLE, round(0.03 * big))
+        _draw(spec, big, None, OUTLINE, width, canvas)
+    return canvas.resize((size, size), Image.Resampling.BOX)
+
+
+def render_mask(spec: ShapeSpec, size: int) -> "np.ndarray":
+    """The filled region of ``spec`` at ``size`` px: bool array ``[size, size]`` (pixel more than half covered)."""
+    import numpy as np
+
+    big = size * _SUPERSAMPLE
+    canvas = Image.new("L", (big, big), 0)
+    _draw(spec, big, 255, None, 0, canvas)
+    return np.asarray(canvas.resize((size, size), Image.Resampling.BOX)) >= 128
+
+
+@dataclass(frozen=True)
+class ShapeReading:
+    """What :func:`read_shape` sees: ``shape``/``colour`` (None when there is no foreground), the foreground
+    ``mask`` (bool ``[H, W]``), its ``centroid`` (x, y as fractions of width/height) and ``area`` (fraction)."""
+
+    shape: str | None
+    colour: str | None
+    mask: "np.ndarray"
+    centroid: tuple[float, float] | None
+    area: float
+    fill_ratio: float
+
+
+def _largest_component(mask: "np.ndarray") -> "np.ndarray":
+    import numpy as np
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    return labels == int(counts.argmax())
+
+
+def nearest_colour(rgb: "np.ndarray") -> str:
+    """The name in :data:`COLOURS` nearest to ``rgb`` (length-3, 0-255) in RGB distance."""
+    import numpy as np
+
+    names = list(COLOURS)
+    table = np.array([COLOURS[n] for n in names], dtype=np.float64)
+    return names[int(((table - np.asarray(rgb, dtype=np.float64)) ** 2).sum(1).argmin())]
+
+
+def classify_mask(mask: "np.ndarray") -> tuple[str | None, float]:
+    """Shape name from a bool mask by how much of its bounding box it fills (square ~1.0, circle ~pi/4,
+    triangle ~0.5) and where its width is largest (a triangle's widest row is at the bottom).
+    Returns ``(shape or None, fill_ratio)``."""
+    import numpy as np
+
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 4:
+        return None, 0.0
+    h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    fill = float(len(xs)) / float(h * w)
+    if fill >= 0.89:
+        return "square", fill
+    rows = mask[ys.min():ys.max() + 1].sum(1).astype(np.float64)
+    third = max(1, len(rows) // 3)
+    top, bottom = rows[:third].mean(), rows[-third:].mean()
+    if fill < 0.66 or bottom > 1.6 * top:
+        return "triangle", fill
+    return "circle", fill
+
+
+def foreground_mask(img: Image.Image, threshold: int = 60) -> "np.ndarray":
+    """Pixels that differ from the white background by more than ``threshold`` in some channel: bool [H, W]."""
+    import numpy as np
+
+    arr = np.asarray(img.convert("RGB"), dtype=np.int16)
+    return (255 - arr).max(axis=2) > threshold
+
+
+def read_shape(img: Image.Image, threshold: int = 60) -> ShapeReading:
+    """Read the shape, colour, mask and centroid of the (largest) coloured object in ``img``.
+
+    Deterministic and model-free: the foreground is every pixel far from white, reduced to its largest connected
+    component; the colour is the nearest named colour to the median foreground pixel (its inner part, away from
+    anti-aliased edges, when there is one); the shape comes from :func:`classify_mask`.
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    rgb = img.convert("RGB")
+    arr = np.asarray(rgb)
+    mask = foreground_mask(rgb, threshold)
+    if mask.sum() < 4:
+        return ShapeReading(None, None, mask, None, 0.0, 0.0)
+    mask = _largest_component(mask)
+    inner = ndimage.binary_erosion(mask, iterations=1)
+    pixels = arr[inner if inner.sum() >= 4 else mask]
+    colour = nearest_colour(np.median(pixels, axis=0))
+    shape, fill = classify_mask(mask)
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    centroid = ((float(xs.mean()) + 0.5) / w, (float(ys.mean()) + 0.5) / h)
+    return ShapeReading(shape, colour, mask, centroid, float(mask.mean()), fill)
+
+
+def read_outline_region(img: Image.Image, threshold: int = 100) -> "np.ndarray":
+    """The region enclosed by a dark outline sketch (e.g. ``render(spec, n, "outline")``), outline included:
+    bool ``[H, W]``."""
+    import numpy as np
+    from scipy import ndimage
+
+    arr = np.asarray(img.convert("L"), dtype=np.int16)
+    return ndimage.binary_fill_holes(arr < 255 - threshold)
+
+
+def iou(a: "np.ndarray", b: "np.ndarray") -> float:
+    """Intersection over union of two bool masks of one shape (1.0 when both are empty)."""
+    import numpy as np
+
+    union = np.logical_or(a, b).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(a, b).sum()) / float(union)
