@@ -301,3 +301,38 @@ def export(
         reporter.result({k: (str(v) if isinstance(v, Path) else v) for k, v in info.items()})
 
     run_guarded(go, debug, reporter)
+
+
+@app.command("eval")
+def eval_(
+    run: Annotated[Path, typer.Argument(help="Run folder to evaluate (its latest checkpoint).")],
+    dataroot: Annotated[Optional[str], typer.Option("--dataroot", help="Dataset with testA/testB, or "
+                                                    "builtin:shapes (default: the run's own).")] = None,
+    phase: Annotated[str, typer.Option("--phase", help="Folder prefix: <phase>A, <phase>B.")] = "test",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many images per direction "
+                                                 "(default: all; builtin:shapes: 200).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where summary.json and grid.png go "
+                                                "(default: RUN/eval).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier evaluation.")] = False,
+    device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Cycle and identity L1 on testA/testB; on builtin:shapes also shape/colour/position accuracy."""
+    reporter = Reporter(quiet=quiet, json_mode=json)
+
+    def go() -> None:
+        from i2i.cyclegan.evaluate import EvalConfig, evaluate
+        from i2i.device import check_precision, resolve_device
+
+        dev = resolve_device(device)
+        check_precision(precision, dev)
+        target = out or run / "eval"
+        summary = evaluate(run, target, EvalConfig(dataroot=dataroot, phase=phase, limit=limit,
+                                                   precision=precision), dev, reporter, overwrite=overwrite)
+        for direction in ("AtoB", "BtoA"):
+            reporter.info(f"{direction}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                       for k, v in summary[direction].items()))
+        reporter.info(f"wrote {target / 'summary.json'} and {target / 'grid.png'}")
+        reporter.result(summary)
+
+    run_guarded(go, debug, reporter)

@@ -28,12 +28,12 @@ class ImagePool:
         for image in images.detach():
             image = image.unsqueeze(0)
             if len(self.images) < self.size:
-                self.images.append(image.clone())
+                self.images.append(image.clone(memory_format=torch.contiguous_format))
                 out.append(image)
             elif self.rng.uniform(0, 1) > 0.5:
                 idx = self.rng.randint(0, self.size - 1)
                 out.append(self.images[idx].clone())
-                self.images[idx] = image.clone()
+                self.images[idx] = image.clone(memory_format=torch.contiguous_format)
             else:
                 out.append(image)
         return torch.cat(out, 0)

@@ -42,6 +42,16 @@ def _join_optimizer(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> d
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _match_param_layout(opt: torch.optim.Optimizer) -> None:
+    """Give each restored moment tensor its parameter's memory layout (e.g. channels_last): loading yields
+    contiguous tensors, and fused/foreach kernels must see the same layout as in the uninterrupted run."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def save_train_state(folder: Path, *, optimizers: dict[str, torch.optim.Optimizer], schedulers: dict[str, Any],
                      pools: dict[str, Any], scaler: Any | None, position: dict[str, int]) -> None:
     """Write ``train_state.safetensors`` and ``train_state.json`` into ``folder`` (a fresh temp checkpoint dir)."""
@@ -82,6 +92,7 @@ def load_train_state(folder: Path, *, optimizers: dict[str, torch.optim.Optimize
         raise CheckpointError(f"{folder}: training state version {meta.get('version')} is not supported")
     for name, opt in optimizers.items():
         opt.load_state_dict(_join_optimizer(meta["optimizers"][name], tensors))
+        _match_param_layout(opt)
     for name, sched in schedulers.items():
         sched.load_state_dict(meta["schedulers"][name])
     for name, pool in pools.items():

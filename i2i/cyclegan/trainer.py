@@ -371,7 +371,7 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=config.batch_size, sampler=shard[iter_in_epoch * config.batch_size:],
                 num_workers=config.num_workers, pin_memory=dev.type == "cuda",
-                persistent_workers=False)
+                persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + epoch))
             for batch in loader:
                 real_A = batch["A"].to(dev, non_blocking=True, memory_format=memory_format)
                 real_B = batch["B"].to(dev, non_blocking=True, memory_format=memory_format)
@@ -400,8 +400,10 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
 
                 # ---- discriminators: real vs pooled fake
                 discs.requires_grad_(True)
-                fake_B_pool = pool_B.query(out["fake_B"].detach())
-                fake_A_pool = pool_A.query(out["fake_A"].detach())
+                # one memory format whatever the pool holds (restored pool images are contiguous): same kernels,
+                # same numerics, so a resumed run matches an uninterrupted one bit for bit
+                fake_B_pool = pool_B.query(out["fake_B"].detach()).contiguous(memory_format=memory_format)
+                fake_A_pool = pool_A.query(out["fake_A"].detach()).contiguous(memory_format=memory_format)
                 with autocast(dev, config.precision):
                     d = discs_ddp(real_A, real_B, fake_A_pool, fake_B_pool)
                 loss_D_A = discriminator_loss(d["D_A_real"], d["D_A_fake"], config.gan_mode)

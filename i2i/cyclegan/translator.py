@@ -1,0 +1,251 @@
+"""Translate images with a trained generator: every input, at its original size, batched on the device.
+
+- Sizes: each image is reflect-padded up to the generator's required multiple (4 for ResNet generators, 256 for
+  unet_256, ...) and the output cropped back, so a 97x131 input gives a 97x131 output (the reference resizes or
+  crops instead).
+- Throughput: decoding runs in DataLoader workers ahead of the model; images of one size are batched together;
+  ``inference_mode``, channels_last and an optional bf16/fp16 autocast.
+- Large images: ``tile`` translates overlapping tiles and blends them with linear ramps over the overlap, so no
+  seam shows and memory stays bounded by the tile size.
+- Robustness: an unreadable input is reported and skipped, the batch continues; outputs are written atomically
+  and never replace an existing file unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from i2i.cyclegan.config import GeneratorConfig
+from i2i.cyclegan.networks import required_multiple
+from i2i.device import Precision, autocast, use_channels_last
+from i2i.errors import I2IError, UsageError
+from i2i.images import InputItem, image_to_tensor, load_image, output_path, save_image, tensor_to_image
+from i2i.progress import Reporter
+
+
+@dataclass(frozen=True)
+class TranslateConfig:
+    batch_size: int = 4
+    tile: int | None = None          # tile side in px (None: whole images)
+    tile_overlap: int = 32
+    precision: Precision = "fp32"
+    ext: str = ".png"
+    suffix: str = ""
+    overwrite: bool = False
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        if self.tile is not None and self.tile < 1:
+            raise UsageError("--tile must be a positive number of pixels")
+        if self.tile is not None and not 0 <= self.tile_overlap < self.tile:
+            raise UsageError("--tile-overlap must be at least 0 and smaller than --tile")
+        if self.num_workers < 0:
+            raise UsageError("--num-workers cannot be negative")
+
+
+@dataclass
+class TranslateResult:
+    ok: list[Path] = field(default_factory=list)                 # written outputs
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad ``x`` ``[N, C, H, W]`` on the bottom/right up to multiples of ``multiple`` (reflection where the
+    image is large enough, edge replication otherwise)."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def run_generator(gen: nn.Module, x: torch.Tensor, multiple: int, device: torch.device,
+                  precision: Precision = "fp32") -> torch.Tensor:
+    """``gen`` on ``x`` ``[N, C, H, W]`` in [-1, 1] of any H, W: pad, run, crop. Returns fp32 ``[N, C', H, W]``
+    on ``device``."""
+    h, w = x.shape[-2:]
+    x = pad_to_multiple(x.to(device, non_blocking=True), multiple)
+    if use_channels_last(device):
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        y = gen(x)
+    return y[..., :h, :w].float()
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of side ``tile`` covering ``[0, length)`` with at least ``overlap`` px shared
+    between neighbours; the last tile ends exactly at ``length``."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def blend_ramp(size: int, overlap: int, ramp_start: bool, ramp_end: bool) -> torch.Tensor:
+    """Blending weights ``[size]`` for one tile along one axis: linear ramps of ``overlap`` px at the sides
+    that overlap a neighbour, 1 elsewhere (strictly positive everywhere)."""
+    w = torch.ones(size)
+    if overlap > 0:
+        ramp = (torch.arange(min(overlap, size), dtype=torch.float32) + 0.5) / overlap
+        if ramp_start:
+            w[:len(ramp)] = torch.minimum(w[:len(ramp)], ramp)
+        if ramp_end:
+            w[size - len(ramp):] = torch.minimum(w[size - len(ramp):], ramp.flip(0))
+    return w
+
+
+def translate_tiled(gen: nn.Module, x: torch.Tensor, multiple: int, device: torch.device, tile: int,
+                    overlap: int, precision: Precision = "fp32", batch_size: int = 4) -> torch.Tensor:
+    """Translate one image ``x`` ``[1, C, H, W]`` in overlapping tiles, blended; returns ``[1, C', H, W]`` on
+    the CPU. Tiles smaller than the image are batched ``batch_size`` at a time."""
+    _, _, h, w = x.shape
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    th, tw = min(tile, h), min(tile, w)
+    boxes = [(y, x0) for y in ys for x0 in xs]
+    out: torch.Tensor | None = None
+    weight = torch.zeros(1, 1, h, w)
+    for i in range(0, len(boxes), batch_size):
+        chunk = boxes[i:i + batch_size]
+        tiles = torch.cat([x[..., y:y + th, x0:x0 + tw] for y, x0 in chunk])
+        y_out = run_generator(gen, tiles, multiple, device, precision).cpu()
+        if out is None:
+            out = torch.zeros(1, y_out.shape[1], h, w)
+        for (y, x0), t in zip(chunk, y_out):
+            wy = blend_ramp(th, overlap, y > 0, y + th < h)
+            wx = blend_ramp(tw, overlap, x0 > 0, x0 + tw < w)
+            wt = wy[:, None] * wx[None, :]
+            out[0, :, y:y + th, x0:x0 + tw] += t * wt
+            weight[0, 0, y:y + th, x0:x0 + tw] += wt
+    assert out is not None
+    return out / weight
+
+
+def translate_tensor(gen: nn.Module, gen_cfg: GeneratorConfig, x: torch.Tensor, device: torch.device,
+                     precision: Precision = "fp32", tile: int | None = None, tile_overlap: int = 32,
+                     batch_size: int = 4) -> torch.Tensor:
+    """Translate ``x`` ``[N, C, H, W]`` (one size) in [-1, 1]; tiled per image when ``tile`` is smaller than
+    the image. Returns ``[N, C', H, W]`` on the CPU."""
+    multiple = required_multiple(gen_cfg)
+    h, w = x.shape[-2:]
+    if tile is not None and (h > tile or w > tile):
+        return torch.cat([translate_tiled(gen, x[i:i + 1], multiple, device, tile, tile_overlap, precision,
+                                          batch_size) for i in range(x.shape[0])])
+    return run_generator(gen, x, multiple, device, precision).cpu()
+
+
+def image_mode(gen_cfg: GeneratorConfig) -> str:
+    """PIL mode the generator takes: RGB for 3 input channels, L for 1."""
+    return "RGB" if gen_cfg.input_nc == 3 else "L"
+
+
+def translate_pil(gen: nn.Module, gen_cfg: GeneratorConfig, img: Image.Image, device: torch.device | str,
+                  precision: Precision = "fp32", tile: int | None = None, tile_overlap: int = 32) -> Image.Image:
+    """Translate one PIL image at its own size (converted to the generator's mode first)."""
+    device = torch.device(device)
+    x = image_to_tensor(img.convert(image_mode(gen_cfg)))[None]
+    with torch.inference_mode():
+        y = translate_tensor(gen, gen_cfg, x, device, precision, tile, tile_overlap)
+    return tensor_to_image(y[0])
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Decodes inputs in DataLoader workers: item ``i`` -> ``(i, tensor [C, H, W] or None, error or None)``."""
+
+    def __init__(self, items: Sequence[InputItem], mode: str) -> None:
+        self.items, self.mode = list(items), mode
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            return i, image_to_tensor(load_image(self.items[i].path, mode=self.mode)), None
+        except I2IError as exc:
+            return i, None, str(exc)
+        except Exception as exc:  # a decoder bug on an odd file must not stop the batch
+            return i, None, f"{self.items[i].path}: cannot read ({type(exc).__name__}: {exc})"
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: GeneratorConfig,
+                     out_dir: str | Path, cfg: TranslateConfig = TranslateConfig(),
+                     device: torch.device | str = "cpu", reporter: Reporter | None = None) -> TranslateResult:
+    """Translate every item into ``out_dir`` (keeping its relative path); returns what was written and what
+    failed. Existing outputs are failures unless ``cfg.overwrite`` (checked before any work)."""
+    reporter = reporter or Reporter(quiet=True)
+    device = torch.device(device)
+    gen = gen.to(device).eval()
+    if use_channels_last(device):
+        gen = gen.to(memory_format=torch.channels_last)
+    result = TranslateResult()
+    targets = {i: output_path(it, out_dir, cfg.suffix, cfg.ext) for i, it in enumerate(items)}
+    todo = []
+    for i, it in enumerate(items):
+        if not cfg.overwrite and targets[i].exists():
+            reason = f"{targets[i]}: already exists (pass --overwrite to replace it)"
+            result.failed.append((str(it.path), reason))
+            reporter.item_error(str(it.path), reason)
+            reporter.result({"input": str(it.path), "status": "error", "error": reason})
+        else:
+            todo.append(it)
+    if not todo:
+        return result
+    index = {id(it): i for i, it in enumerate(items)}
+    workers = cfg.num_workers if len(todo) > 2 * max(cfg.num_workers, 1) else 0
+    loader = torch.utils.data.DataLoader(_Decoded(todo, image_mode(gen_cfg)), batch_size=None,
+                                         shuffle=False, num_workers=workers, collate_fn=_as_list,
+                                         pin_memory=device.type == "cuda")
+    pending: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+
+    def flush(key: tuple[int, ...], advance) -> None:
+        group = pending.pop(key)
+        with torch.inference_mode():
+            ys = translate_tensor(gen, gen_cfg, torch.stack([t for _, t in group]), device, cfg.precision,
+                                  cfg.tile, cfg.tile_overlap, cfg.batch_size)
+        for (j, _), y in zip(group, ys):
+            item = todo[j]
+            target = targets[index[id(item)]]
+            try:
+                save_image(tensor_to_image(y), target, overwrite=cfg.overwrite)
+            except I2IError as exc:
+                result.failed.append((str(item.path), str(exc)))
+                reporter.item_error(str(item.path), str(exc))
+                reporter.result({"input": str(item.path), "status": "error", "error": str(exc)})
+            else:
+                result.ok.append(target)
+                reporter.result({"input": str(item.path), "output": str(target), "status": "ok",
+                                 "width": y.shape[-1], "height": y.shape[-2]})
+            advance(1)
+
+    with reporter.progress(len(todo), "translate") as advance:
+        for j, x, error in loader:
+            if x is None:
+                result.failed.append((str(todo[j].path), error or "cannot read"))
+                reporter.item_error(str(todo[j].path), error or "cannot read")
+                reporter.result({"input": str(todo[j].path), "status": "error", "error": error})
+                advance(1)
+                continue
+            key = tuple(x.shape)
+            pending.setdefault(key, []).append((j, x))
+            if len(pending[key]) >= cfg.batch_size:
+                flush(key, advance)
+            elif sum(map(len, pending.values())) > 4 * cfg.batch_size:  # many sizes: bound the memory held
+                flush(max(pending, key=lambda k: len(pending[k])), advance)
+        for key in list(pending):
+            flush(key, advance)
+    return result
