@@ -28,15 +28,15 @@ class Reporter:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message, markup=False)
+            self.console.print(message, markup=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"warning: {message}", style="yellow", markup=False)
+        self.console.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
 
     def item_error(self, name: str, reason: str) -> None:
         """Report one failed item (the batch goes on)."""
         text = reason if reason.startswith(name) else f"{name}: {reason}"
-        self.console.print(f"error: {text}", style="red", markup=False)
+        self.console.print(f"error: {text}", style="red", markup=False, soft_wrap=True)
 
     def result(self, record: dict[str, Any]) -> None:
         """Emit one result: a JSON line on stdout in ``json_mode``."""

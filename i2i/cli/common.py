@@ -38,10 +38,10 @@ def run_guarded(fn: Callable[[], T], debug: bool, reporter: Reporter | None = No
     except I2IError as exc:
         if debug:
             traceback.print_exc()
-        console.print(f"error: {exc}", style="bold red", markup=False, highlight=False)
+        console.print(f"error: {exc}", style="bold red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        console.print("interrupted", style="bold red")
+        console.print("interrupted", style="bold red", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except typer.Exit:
         raise
@@ -50,7 +50,7 @@ def run_guarded(fn: Callable[[], T], debug: bool, reporter: Reporter | None = No
             traceback.print_exc()
         else:
             console.print(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
-                          "traceback)", style="bold red", markup=False, highlight=False)
+                          "traceback)", style="bold red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INTERNAL) from None
 
 

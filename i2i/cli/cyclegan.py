@@ -225,12 +225,12 @@ def translate(
 
         dev = resolve_device(device)
         check_precision(precision, dev)
-        items = expand_inputs(inputs)
-        gen, gen_cfg = _load_any_generator(checkpoint, direction,
-                                           _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev)
         cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, precision=precision,
                               ext=ext if ext.startswith(".") else "." + ext, suffix=suffix, overwrite=overwrite,
                               num_workers=num_workers)
+        items = expand_inputs(inputs)
+        gen, gen_cfg = _load_any_generator(checkpoint, direction,
+                                           _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev)
         result = translate_images(items, gen, gen_cfg, out, cfg, dev, reporter)
         reporter.info(f"translated {len(result.ok)} of {len(items)} image(s) into {out}")
         if result.failed:

@@ -51,7 +51,10 @@ def _grid(rows: list[list[Image.Image]], cell: int = 128) -> Image.Image:
     for y, row in enumerate(rows):
         for x, img in enumerate(row):
             thumb = img.convert("RGB")
-            thumb.thumbnail((cell, cell))
+            scale = min(cell / thumb.width, cell / thumb.height)
+            size = (max(1, round(thumb.width * scale)), max(1, round(thumb.height * scale)))
+            # small images (e.g. 32 px shapes) are enlarged with hard pixel edges, large ones downsampled
+            thumb = thumb.resize(size, Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS)
             grid.paste(thumb, (x * cell + (cell - thumb.width) // 2, y * cell + (cell - thumb.height) // 2))
     return grid
 

@@ -1,0 +1,139 @@
+"""The CLI end to end: train -> translate -> eval -> import/export, --json output, exit codes, cold start."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from i2i.cli.app import app
+
+TINY = ["--ngf", "8", "--ndf", "8", "--shapes-count", "8", "--batch-size", "2", "--crop-size", "32",
+        "--load-size", "32", "--num-workers", "0", "--quiet"]
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def json_lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 6, *TINY, "--json")
+    assert res.exit_code == 0, res.output
+    return run_dir, json_lines(res.stdout)
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from i2i.cli.app import app\n"
+            "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "cyclegan" in out.stdout
+
+
+def test_cyclegan_help_lists_commands():
+    res = run("cyclegan", "--help")
+    assert res.exit_code == 0
+    for cmd in ("train", "translate", "eval", "import", "export"):
+        assert cmd in res.stdout
+
+
+def test_train_json_and_run_folder(shapes_run):
+    run_dir, records = shapes_run
+    assert len(records) == 1 and records[0]["iterations"] == 6
+    assert set(records[0]["losses"]) >= {"D_A", "G_A", "cycle_A", "idt_A"}
+    assert (run_dir / "config.json").is_file() and (run_dir / "latest").is_file()
+
+
+def test_train_refuses_existing_run(shapes_run):
+    run_dir, _ = shapes_run
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 2, *TINY)
+    assert res.exit_code == 6 and "--resume" in res.stderr and "Traceback" not in res.output
+
+
+def test_translate_eval_and_exit_codes(shapes_run, tmp_path):
+    run_dir, _ = shapes_run
+    src = tmp_path / "in"
+    (src / "nested").mkdir(parents=True)
+    Image.new("RGB", (97, 131), "orange").save(src / "nested" / "odd.jpg")
+    Image.new("RGB", (40, 40), "blue").save(src / "b.png")
+    out = tmp_path / "out"
+    res = run("cyclegan", "translate", src, "-c", run_dir, "--out", out, "--json", "--quiet")
+    assert res.exit_code == 0, res.output
+    records = json_lines(res.stdout)
+    assert {r["status"] for r in records} == {"ok"} and len(records) == 2
+    assert Image.open(out / "nested" / "odd.png").size == (97, 131)
+    # again without --overwrite: nothing replaced, exit 1 (some inputs failed)
+    before = (out / "b.png").read_bytes()
+    res = run("cyclegan", "translate", src, "-c", run_dir, "--out", out, "--quiet", "--direction", "BtoA")
+    assert res.exit_code == 1 and "already exists" in res.stderr
+    assert (out / "b.png").read_bytes() == before
+    # a bad file among good ones: the good one is written, exit 1
+    (src / "bad.png").write_bytes(b"garbage")
+    res = run("cyclegan", "translate", src, "-c", run_dir, "--out", tmp_path / "out2", "--quiet")
+    assert res.exit_code == 1 and "bad.png" in res.stderr
+    assert (tmp_path / "out2" / "b.png").is_file()
+    # eval on the shapes run: JSON summary with accuracies, grid written
+    res = run("cyclegan", "eval", run_dir, "--limit", 4, "--out", tmp_path / "ev", "--json", "--quiet")
+    assert res.exit_code == 0, res.output
+    summary = json_lines(res.stdout)[0]
+    assert 0.0 <= summary["AtoB"]["shape_accuracy"] <= 1.0 and summary["AtoB"]["images"] == 4
+    assert json.loads((tmp_path / "ev" / "summary.json").read_text()) == summary
+    assert Image.open(tmp_path / "ev" / "grid.png").size[0] > 0
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["cyclegan", "translate", "missing.png", "-c", "no_such_run"], 4, "no_such_run"),
+    (["cyclegan", "translate", "{tmp}/nothing/*.png", "-c", "x"], 3, "no input images"),
+    (["cyclegan", "train", "{tmp}/no_dataset", "--run-dir", "{tmp}/r"], 3, "no_dataset"),
+    (["cyclegan", "train", "builtin:shapes", "--gan-mode", "wgan", "--run-dir", "{tmp}/r"], 2, "wgan"),
+    (["cyclegan", "translate", "x.png", "-c", "run", "--precision", "fp16", "--device", "cpu"], 2, "fp16"),
+    (["cyclegan", "translate", "x.png", "-c", "run", "--batch-size", "0"], 2, "batch-size"),
+])
+def test_errors_are_one_line_with_exit_code(tmp_path, args, code, words):
+    res = run(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert res.exit_code == code, res.output
+    assert words in res.stderr and "Traceback" not in res.output
+    assert res.stderr.strip().startswith("error:") and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_reference_checkpoint_import_and_translate(tmp_path):
+    from i2i.cyclegan.config import GeneratorConfig
+    from i2i.cyclegan.networks import define_G
+
+    cfg = GeneratorConfig(arch="resnet_6blocks", ngf=8)
+    net = define_G(cfg)
+    pth = tmp_path / "latest_net_G_A.pth"
+    torch.save(net.state_dict(), pth)
+    Image.new("RGB", (30, 22), "red").save(tmp_path / "x.png")
+    direct = run("cyclegan", "translate", tmp_path / "x.png", "-c", pth, "--net-g", "resnet_6blocks", "--ngf", 8,
+                 "--norm", "instance", "--out", tmp_path / "a", "--quiet")
+    assert direct.exit_code == 0, direct.output
+    res = run("cyclegan", "import", pth, "--out", tmp_path / "G.safetensors", "--net-g", "resnet_6blocks",
+              "--ngf", 8, "--quiet")
+    assert res.exit_code == 0, res.output
+    res = run("cyclegan", "translate", tmp_path / "x.png", "-c", tmp_path / "G.safetensors", "--out",
+              tmp_path / "b", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a" / "x.png").read_bytes() == (tmp_path / "b" / "x.png").read_bytes()
+
+
+def test_console_script_runs(tmp_path):
+    exe = Path(sys.executable).parent / "i2i"
+    if not exe.exists():
+        pytest.skip("console script not installed in this environment")
+    out = subprocess.run([str(exe), "--version"], capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0 and out.stdout.startswith("i2i ")

@@ -1,0 +1,183 @@
+"""Image I/O: odd files load correctly or fail with one clear InputError; inputs expand; saves are atomic."""
+
+import io
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from i2i.errors import InputError, OutputError, UsageError
+from i2i.images import (expand_inputs, image_to_tensor, load_image, output_path, save_image, tensor_to_image,
+                        write_bytes_atomic)
+
+
+def test_exif_orientation_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), "red")
+    img.paste((0, 0, 255), (0, 0, 10, 20))             # blue stripe on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6                                     # rotate 90 degrees clockwise on display
+    img.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    out = load_image(tmp_path / "rot.jpg")
+    assert out.size == (20, 40)
+    top = np.asarray(out)[2, 10]
+    assert top[2] > 200 and top[0] < 60                  # the blue stripe is now on top
+
+
+def test_16bit_grey_png_is_scaled(tmp_path):
+    arr = np.full((8, 8), 65535, np.uint16)
+    arr[:, :4] = 32768
+    Image.fromarray(arr).save(tmp_path / "g16.png")
+    out = np.asarray(load_image(tmp_path / "g16.png", mode="L"))
+    assert out[0, 7] == 255 and abs(int(out[0, 0]) - 128) <= 1
+
+
+def _png_rgb16(path, w=4, h=3, value=(65535, 0, 32768)):
+    raw = b"".join(b"\x00" + struct.pack(">HHH", *value) * w for _ in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(png)
+
+
+def test_16bit_rgb_png(tmp_path):
+    _png_rgb16(tmp_path / "c16.png")
+    px = np.asarray(load_image(tmp_path / "c16.png"))[0, 0]
+    assert px[0] == 255 and px[1] == 0 and abs(int(px[2]) - 128) <= 1
+
+
+def test_16bit_tiff(tmp_path):
+    Image.fromarray(np.full((5, 6), 65535, np.uint16)).save(tmp_path / "t.tif")
+    assert np.asarray(load_image(tmp_path / "t.tif")).min() == 255
+
+
+def test_alpha_composited_on_white(tmp_path):
+    Image.new("RGBA", (4, 4), (255, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert np.asarray(load_image(tmp_path / "clear.png"))[0, 0].tolist() == [255, 255, 255]
+    pal = Image.new("P", (4, 4), 0)
+    pal.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "pal.png", transparency=0)
+    assert np.asarray(load_image(tmp_path / "pal.png"))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_cmyk_grey_and_gif(tmp_path):
+    Image.new("CMYK", (6, 6), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    assert load_image(tmp_path / "cmyk.jpg").mode == "RGB"
+    Image.new("L", (6, 6), 90).save(tmp_path / "grey.png")
+    assert load_image(tmp_path / "grey.png").mode == "RGB"
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    first = np.asarray(load_image(tmp_path / "anim.gif"))[0, 0]
+    assert first[0] > 200 and first[2] < 60
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p.write_bytes(b""), "empty"),
+    (lambda p: p.write_text("hello, not a picture"), "not a recognised image"),
+    (lambda p: p.mkdir(), "directory"),
+])
+def test_bad_files_raise_one_clear_error(tmp_path, make, words):
+    p = tmp_path / "bad.png"
+    make(p)
+    with pytest.raises(InputError, match=words) as info:
+        load_image(p)
+    assert str(p) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_files(tmp_path):
+    for ext in ("png", "jpg"):
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(buf, ext.replace(
+            "jpg", "jpeg"))
+        p = tmp_path / f"cut.{ext}"
+        p.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+        with pytest.raises(InputError, match="cut"):
+            load_image(p)
+
+
+def test_decompression_bomb_refused(tmp_path):
+    Image.new("L", (300, 300)).save(tmp_path / "big.png")
+    with pytest.raises(InputError, match="bomb"):
+        load_image(tmp_path / "big.png", max_pixels=10_000)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
+def test_unreadable_file(tmp_path):
+    p = tmp_path / "secret.png"
+    Image.new("RGB", (4, 4)).save(p)
+    p.chmod(0)
+    with pytest.raises(InputError, match="permission"):
+        load_image(p)
+
+
+def test_tensor_round_trip():
+    img = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    t = image_to_tensor(img)
+    assert t.shape == (3, 4, 4) and t.min() >= -1 and t.max() <= 1
+    assert np.array_equal(np.asarray(tensor_to_image(t)), np.asarray(img))
+
+
+def test_expand_inputs(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for rel in ("d/a.png", "d/sub/b.jpg", "d/notes.txt", "c.png"):
+        (tmp_path / rel).write_bytes(b"x")
+    items = expand_inputs([tmp_path / "d"])
+    assert [i.rel.as_posix() for i in items] == ["a.png", "sub/b.jpg"]
+    globbed = expand_inputs([str(tmp_path / "d" / "**" / "*.jpg")])
+    assert [i.rel.as_posix() for i in globbed] == ["sub/b.jpg"]
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# inputs\n{tmp_path / 'c.png'}\n\n{tmp_path / 'd' / 'a.png'}\n")
+    assert [i.rel.as_posix() for i in expand_inputs([f"@{lst}"])] == ["c.png", "a.png"]
+    with pytest.raises(InputError):
+        expand_inputs([str(tmp_path / "none" / "*.png")])
+    (tmp_path / "d" / "a.jpg").write_bytes(b"x")             # a.png and a.jpg would share a.png
+    with pytest.raises(UsageError, match="both be written"):
+        expand_inputs([tmp_path / "d"])
+    assert output_path(items[1], tmp_path / "out", "_fake", ".png") == tmp_path / "out" / "sub" / "b_fake.png"
+
+
+def test_atomic_save_never_overwrites(tmp_path):
+    target = tmp_path / "o.png"
+    save_image(Image.new("RGB", (3, 3)), target)
+    with pytest.raises(OutputError, match="overwrite"):
+        save_image(Image.new("RGB", (5, 5)), target)
+    assert Image.open(target).size == (3, 3)
+    save_image(Image.new("RGB", (5, 5)), target, overwrite=True)
+    assert Image.open(target).size == (5, 5)
+    with pytest.raises(UsageError):
+        save_image(Image.new("RGB", (5, 5)), tmp_path / "o.unknownext")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]      # no temp files left
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    class Boom(Exception):
+        pass
+
+    from i2i.images import atomic_path
+    with pytest.raises(Boom):
+        with atomic_path(tmp_path / "x.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise Boom()
+    assert list(tmp_path.iterdir()) == []
+    write_bytes_atomic(tmp_path / "x.bin", b"whole")
+    assert (tmp_path / "x.bin").read_bytes() == b"whole"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(OutputError, match="cannot write"):
+        save_image(Image.new("RGB", (2, 2)), ro / "x.png")
+
+
+def test_output_under_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot write"):
+        save_image(Image.new("RGB", (2, 2)), tmp_path / "file" / "x.png")

@@ -1,0 +1,87 @@
+"""Synthetic shapes: deterministic pairs, rendering, and a reader that recovers what was drawn."""
+
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from i2i.shapes import (COLOURS, SHAPES, ShapeSpec, caption, counterpart, iou, random_spec, read_outline_region,
+                        read_shape, render, render_mask, shapes_cyclegan_pair)
+
+
+def test_cyclegan_pairs_share_everything_but_shape():
+    circle, square = shapes_cyclegan_pair(7, seed=3)
+    assert (circle.shape, square.shape) == ("circle", "square")
+    assert (circle.colour, circle.cx, circle.cy, circle.size) == (square.colour, square.cx, square.cy, square.size)
+    assert shapes_cyclegan_pair(7, seed=3) == (circle, square)          # pure function
+    assert shapes_cyclegan_pair(8, seed=3) != (circle, square)
+    assert shapes_cyclegan_pair(7, seed=4) != (circle, square)
+
+
+def test_enough_colours_and_all_used():
+    assert len(COLOURS) >= 6
+    rng = random.Random(0)
+    seen = {random_spec(rng).colour for _ in range(300)}
+    assert seen == set(COLOURS)
+
+
+@pytest.mark.parametrize("px", [32, 64])
+def test_reader_recovers_rendered_shapes(px):
+    rng = random.Random(px)
+    for _ in range(150):
+        spec = random_spec(rng)
+        reading = read_shape(render(spec, px))
+        assert (reading.shape, reading.colour) == (spec.shape, spec.colour), spec
+        assert abs(reading.centroid[0] - spec.cx) < 0.05
+        if spec.shape != "triangle":                                  # a triangle's centroid sits lower
+            assert abs(reading.centroid[1] - spec.cy) < 0.05
+        assert iou(reading.mask, render_mask(spec, px)) > 0.8
+
+
+def test_shapes_stay_inside_the_image():
+    rng = random.Random(1)
+    for _ in range(200):
+        spec = random_spec(rng)
+        mask = render_mask(spec, 48)
+        assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
+def test_outline_sketch_encloses_the_filled_shape():
+    for shape in SHAPES:
+        spec = ShapeSpec(shape, "blue", 0.4, 0.6, 0.25)
+        sketch = render(spec, 64, style="outline")
+        arr = np.asarray(sketch)
+        assert (arr.reshape(-1, 3).max(1) - arr.reshape(-1, 3).min(1)).max() < 10   # black and white only
+        assert read_shape(sketch).colour is not None                                  # the outline is dark
+        assert iou(read_outline_region(sketch), render_mask(spec, 64)) > 0.85
+
+
+def test_blank_and_noise_images():
+    blank = read_shape(Image.new("RGB", (32, 32), "white"))
+    assert blank.shape is None and blank.colour is None and blank.centroid is None
+    g = np.random.default_rng(0)
+    speckle = np.full((64, 64, 3), 255, np.uint8)
+    speckle[10:30, 10:30] = COLOURS["green"]
+    speckle[g.integers(0, 64, 20), g.integers(0, 64, 20)] = (0, 0, 0)   # isolated dark pixels
+    reading = read_shape(Image.fromarray(speckle))
+    assert (reading.shape, reading.colour) == ("square", "green")
+
+
+def test_caption_and_counterpart():
+    spec = ShapeSpec("circle", "red", 0.5, 0.5, 0.2)
+    assert caption(spec) == "a red circle"
+    assert counterpart(spec, "triangle") == ShapeSpec("triangle", "red", 0.5, 0.5, 0.2)
+    with pytest.raises(ValueError):
+        ShapeSpec("hexagon", "red", 0.5, 0.5, 0.2)
+    with pytest.raises(ValueError):
+        ShapeSpec("circle", "teal", 0.5, 0.5, 0.2)
+
+
+def test_iou():
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[:2] = True
+    b[1:3] = True
+    assert iou(a, b) == pytest.approx(4 / 12)
+    assert iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
