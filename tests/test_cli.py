@@ -137,3 +137,21 @@ def test_console_script_runs(tmp_path):
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0 and out.stdout.startswith("i2i ")
+
+
+def test_folder_dataset_train_and_eval(tmp_path):
+    for split in ("trainA", "trainB", "testA", "testB"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (34 + 3 * i, 30), ("red", "blue")[i]).save(tmp_path / "data" / split / f"{i}.png")
+    (tmp_path / "data" / "testA" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    res = run("cyclegan", "train", tmp_path / "data", "--run-dir", tmp_path / "run", "--max-iters", 2,
+              "--ngf", 8, "--ndf", 8, "--crop-size", 32, "--load-size", 32, "--num-workers", 0, "--quiet")
+    assert res.exit_code == 0, res.output
+    res = run("cyclegan", "eval", tmp_path / "run", "--json", "--quiet")
+    assert res.exit_code == 0, res.output
+    summary = json_lines(res.stdout)[0]
+    assert summary["AtoB"]["images"] == 2 and summary["BtoA"]["images"] == 2     # the broken file is skipped
+    assert summary["AtoB"]["cycle_l1"] > 0 and summary["AtoB"]["identity_l1"] > 0
+    assert "broken.jpg" in res.stderr
+    assert (tmp_path / "run" / "eval" / "grid.png").is_file()

@@ -370,7 +370,7 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
             shard = plan[rank::world]
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=config.batch_size, sampler=shard[iter_in_epoch * config.batch_size:],
-                num_workers=config.num_workers, pin_memory=dev.type == "cuda",
+                num_workers=min(config.num_workers, os.cpu_count() or 1), pin_memory=dev.type == "cuda",
                 persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + epoch))
             for batch in loader:
                 real_A = batch["A"].to(dev, non_blocking=True, memory_format=memory_format)
