@@ -100,6 +100,14 @@ def make_accelerator(precision: Precision = "fp32", cpu: bool = False, log_with:
 
     kwargs = {}
     if log_with:
+        from accelerate.tracking import get_available_trackers
+
+        available = [str(getattr(t, "value", t)) for t in get_available_trackers()]
+        if log_with not in available:
+            from i2i.errors import UsageError
+
+            raise UsageError(f"--log-with {log_with}: that tracker is not installed here (available: "
+                             f"{', '.join(available) or 'none'}); e.g. pip install tensorboard")
         kwargs["log_with"] = log_with
         kwargs["project_dir"] = project_dir
     return Accelerator(cpu=cpu, mixed_precision="no", **kwargs)

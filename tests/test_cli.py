@@ -101,6 +101,8 @@ def test_translate_eval_and_exit_codes(shapes_run, tmp_path):
     (["cyclegan", "train", "builtin:shapes", "--gan-mode", "wgan", "--run-dir", "{tmp}/r"], 2, "wgan"),
     (["cyclegan", "translate", "x.png", "-c", "run", "--precision", "fp16", "--device", "cpu"], 2, "fp16"),
     (["cyclegan", "translate", "x.png", "-c", "run", "--batch-size", "0"], 2, "batch-size"),
+    (["cyclegan", "train", "builtin:shapes", "--log-with", "nosuchtracker", "--run-dir", "{tmp}/r"], 2,
+     "not installed"),
 ])
 def test_errors_are_one_line_with_exit_code(tmp_path, args, code, words):
     res = run(*[a.replace("{tmp}", str(tmp_path)) for a in args])
