@@ -157,3 +157,15 @@ def test_folder_dataset_train_and_eval(tmp_path):
     assert summary["AtoB"]["cycle_l1"] > 0 and summary["AtoB"]["identity_l1"] > 0
     assert "broken.jpg" in res.stderr
     assert (tmp_path / "run" / "eval" / "grid.png").is_file()
+
+
+def test_export_onnx_cli(shapes_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    run_dir, _ = shapes_run
+    res = run("cyclegan", "export", "-c", run_dir, "--onnx", tmp_path / "g.onnx", "--size", 32, "--json",
+              "--quiet")
+    assert res.exit_code == 0, res.output
+    info = json_lines(res.stdout)[0]
+    assert info["checked"] and info["max_abs_diff"] < 1e-4 and (tmp_path / "g.onnx").stat().st_size > 0
+    again = run("cyclegan", "export", "-c", run_dir, "--onnx", tmp_path / "g.onnx", "--size", 32)
+    assert again.exit_code == 6
