@@ -132,6 +132,11 @@ def unwrap(net: "nn.Module") -> "nn.Module":
             return net
 
 
+# Files of a complete, resumable checkpoint folder.
+CHECKPOINT_FILES = ("G_A.safetensors", "G_B.safetensors", "D_A.safetensors", "D_B.safetensors",
+                    "train_state.safetensors", "train_state.json")
+
+
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint directory of a run, or None if the run has none."""
     run = Path(run_dir)
@@ -139,9 +144,16 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     if not pointer.is_file():
         return None
     target = run / pointer.read_text(encoding="utf-8").strip()
-    if not target.is_dir():
-        raise CheckpointError(f"{pointer}: points to {target}, which does not exist")
-    return target
+    if target.is_dir():
+        return target
+    # The pointer is only moved after its folder is in place, so this means a crash while an existing
+    # checkpoint of the same name was being replaced: fall back to the newest complete one.
+    complete = [p for p in sorted((run / "checkpoints").glob("iter_*"))
+                if all((p / f).is_file() for f in CHECKPOINT_FILES)]
+    if not complete:
+        raise CheckpointError(f"{pointer}: points to {target}, which does not exist, and no other complete "
+                              "checkpoint was found")
+    return complete[-1]
 
 
 def resolve_generator_file(checkpoint: str | os.PathLike, direction: str = "AtoB") -> Path:
