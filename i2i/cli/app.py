@@ -6,6 +6,7 @@ import typer
 
 from i2i import __version__
 from i2i.cli.cyclegan import app as cyclegan_app
+from i2i.cli.freecontrol import app as freecontrol_app
 
 app = typer.Typer(
     name="i2i",
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cyclegan_app, name="cyclegan")
+app.add_typer(freecontrol_app, name="freecontrol")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,100 @@
+"""On-disk cache of tensors (inversion trajectories, semantic bases): safetensors files written atomically, with
+a format version and a checksum, named by a hash of everything that determines their content.
+
+A file that cannot be parsed, has another format version, another key, or a wrong checksum is treated as a miss
+(the caller rebuilds it and overwrites the bad entry); nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from i2i.images import write_bytes_atomic
+
+FORMAT_VERSION = "1"
+
+
+def default_cache_dir() -> Path:
+    """``$I2I_CACHE_DIR/freecontrol`` if set, else ``$XDG_CACHE_HOME/i2i/freecontrol`` (``~/.cache/...``)."""
+    if os.environ.get("I2I_CACHE_DIR"):
+        return Path(os.environ["I2I_CACHE_DIR"]) / "freecontrol"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "i2i" / "freecontrol"
+
+
+def cache_key(fields: dict[str, Any]) -> str:
+    """A stable hex digest of ``fields`` (JSON with sorted keys)."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and raw bytes of ``tensors`` in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_entry(path: Path, tensors: dict[str, torch.Tensor], key: str, info: dict[str, Any]) -> Path:
+    """Write ``tensors`` with their key, ``info`` (JSON) and checksum to ``path`` atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    metadata = {"format_version": FORMAT_VERSION, "key": key, "info": json.dumps(info, default=str),
+                "checksum": tensors_checksum(tensors)}
+    return write_bytes_atomic(path, save(tensors, metadata=metadata), overwrite=True)
+
+
+def read_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's bytes (ValueError if the header is malformed)."""
+    if len(data) < 8:
+        raise ValueError("file too short")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise ValueError("header length past the end of the file")
+    return json.loads(data[8:8 + n]).get("__metadata__") or {}
+
+
+def load_entry(path: Path, key: str | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The tensors and info stored at ``path``, or None when it is missing, corrupt, of another format version,
+    stored under another key (when ``key`` is given), or fails its checksum."""
+    from safetensors.torch import load
+
+    if not path.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+        meta = read_metadata(data)
+        if meta.get("format_version") != FORMAT_VERSION or (key is not None and meta.get("key") != key):
+            return None
+        tensors = load(data)
+        if tensors_checksum(tensors) != meta.get("checksum"):
+            return None
+        return tensors, json.loads(meta.get("info") or "{}")
+    except Exception:  # any parse error means a corrupt entry: rebuild it
+        return None
+
+
+def entry_status(path: Path, key: str | None) -> str:
+    """``"missing"``, ``"ok"`` or ``"corrupt"`` for the entry at ``path``."""
+    if not path.exists():
+        return "missing"
+    return "ok" if load_entry(path, key) is not None else "corrupt"
+
+
+def progress_bar(reporter, total: int, description: str):
+    """``reporter.progress(total, description)``, or a silent stand-in when there is no reporter."""
+    import contextlib
+
+    if reporter is None:
+        return contextlib.nullcontext(lambda n=1, **fields: None)
+    return reporter.progress(total, description)

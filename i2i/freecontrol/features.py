@@ -1,0 +1,181 @@
+"""Attention processors that record what FreeControl needs while the UNet runs (PyTorch SDPA, no xformers).
+
+* self-attention (``attn1``) of the configured decoder block: the keys, i.e. the ``to_k`` output before the
+  head split, ``[B, HW, C]``;
+* cross-attention (``attn2``) of the same block: the softmax(QK^T) probabilities averaged over heads, accumulated
+  as a running mean (weighted by head count) for the subject mask.
+
+A :class:`FeatureStore` says which batch rows to record and can stop the forward pass right after the last
+recorded layer (the rest of the UNet is not needed for the energy), by raising :class:`StopForward`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+class StopForward(Exception):
+    """Raised by a processor after the last layer a truncated forward pass needs."""
+
+
+def default_feature_block(unet: torch.nn.Module) -> str:
+    """The decoder block whose keys FreeControl uses: ``up_blocks.0`` for SDXL-style UNets (text-time added
+    conditioning), ``up_blocks.1`` for SD 1.x / 2.x."""
+    return "up_blocks.0" if getattr(unet.config, "addition_embed_type", None) == "text_time" else "up_blocks.1"
+
+
+def block_attention_layers(unet: torch.nn.Module, block: str) -> tuple[list[str], list[str]]:
+    """Names (as in ``unet.attn_processors``, without ``.processor``) of the self- and cross-attention layers of
+    the transformer blocks in ``block``, in execution order: ``(attn1_names, attn2_names)``."""
+    prefix = block + ".attentions."
+    names = [n[: -len(".processor")] for n in unet.attn_processors]
+    attn1 = [n for n in names if n.startswith(prefix) and n.endswith("attn1")]
+    attn2 = [n for n in names if n.startswith(prefix) and n.endswith("attn2")]
+    return attn1, attn2
+
+
+@dataclass
+class FeatureStore:
+    """What to record during one UNet call, and what was recorded.
+
+    ``rows``: batch rows to record (None: all). ``record_probs``: accumulate cross-attention probabilities.
+    ``stop_after``: a layer name after which the forward pass stops (:class:`StopForward`).
+    """
+
+    rows: list[int] | None = None
+    record_keys: bool = True
+    record_probs: bool = False
+    stop_after: str | None = None
+    keys: dict[str, torch.Tensor] = field(default_factory=dict)   # layer -> [b, HW, C]
+    prob_sum: torch.Tensor | None = None                          # [b, HW, T], summed over heads and layers
+    prob_count: int = 0                                           # heads summed into prob_sum
+
+    def clear(self) -> None:
+        self.keys.clear()
+        self.prob_sum = None
+        self.prob_count = 0
+
+    def _select(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.rows is None else x[self.rows]
+
+
+class RecordingAttnProcessor:
+    """Scaled-dot-product attention (like diffusers' ``AttnProcessor2_0``) that also records keys or
+    cross-attention probabilities of one layer into a :class:`FeatureStore`."""
+
+    def __init__(self, name: str, store: FeatureStore, kind: str) -> None:
+        if kind not in ("key", "probs"):
+            raise ValueError(f"kind must be 'key' or 'probs', not {kind!r}")
+        self.name = name
+        self.store = store
+        self.kind = kind
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 *args, **kwargs) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        spatial = hidden_states.ndim == 4
+        if spatial:
+            b, ch, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, ch, h * w).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        context_len = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape[1]
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, context_len, batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        store = self.store
+        if self.kind == "key" and store.record_keys:
+            store.keys[self.name] = store._select(key)            # [b, HW, C], before the head split
+
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        if self.kind == "probs" and store.record_probs:
+            q, k = store._select(query), store._select(key)
+            probs = (q.float() @ k.float().transpose(-1, -2) * attn.scale).softmax(dim=-1)   # [b, heads, HW, T]
+            summed = probs.sum(dim=1).detach()
+            store.prob_sum = summed if store.prob_sum is None else store.prob_sum + summed
+            store.prob_count += attn.heads
+
+        if store.stop_after == self.name:
+            raise StopForward(self.name)
+
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
+                                             is_causal=False, scale=attn.scale)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if spatial:
+            out = out.transpose(-1, -2).reshape(b, ch, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+@contextlib.contextmanager
+def recording(unet: torch.nn.Module, store: FeatureStore, key_layers: list[str],
+              prob_layers: list[str] = ()) -> Iterator[FeatureStore]:
+    """Install recording processors on ``key_layers`` (attn1) and ``prob_layers`` (attn2) for the duration of
+    the block; every other layer keeps its processor. The original processors are restored afterwards."""
+    original = dict(unet.attn_processors)
+    wanted = {name: "key" for name in key_layers} | {name: "probs" for name in prob_layers}
+    processors = {}
+    for full_name, proc in original.items():
+        name = full_name[: -len(".processor")]
+        processors[full_name] = RecordingAttnProcessor(name, store, wanted[name]) if name in wanted else proc
+    unet.set_attn_processor(processors)
+    try:
+        yield store
+    finally:
+        unet.set_attn_processor(original)
+
+
+def run_until_recorded(unet: torch.nn.Module, store: FeatureStore, *args, **kwargs) -> None:
+    """Call ``unet(*args, **kwargs)``; a :class:`StopForward` from ``store.stop_after`` ends it early (quietly)."""
+    try:
+        unet(*args, **kwargs)
+    except StopForward:
+        pass
+
+
+def subject_token_indices(tokenizer, prompt: str, word: str) -> list[int]:
+    """Positions of ``word``'s tokens in the tokenized ``prompt`` (the BOS token is position 0).
+
+    Every occurrence counts. Raises ValueError if the word's tokens do not occur in the prompt.
+    """
+    ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
+    sub = tokenizer(word.strip(), add_special_tokens=False)["input_ids"]
+    if not sub:
+        raise ValueError(f"subject {word!r} has no tokens")
+    found = [i + j for i in range(len(ids) - len(sub) + 1) if ids[i:i + len(sub)] == sub for j in range(len(sub))]
+    if not found:
+        raise ValueError(f"subject {word!r} does not occur in the prompt {prompt!r}")
+    return sorted(set(found))
+
+
+def prompt_token_indices(tokenizer, prompt: str) -> list[int]:
+    """Positions of every word token of ``prompt`` (no BOS / EOS / padding): the mask's fallback subject."""
+    ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
+    return list(range(1, max(2, len(ids) - 1)))

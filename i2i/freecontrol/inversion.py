@@ -1,0 +1,112 @@
+"""DDIM inversion of the condition image, with an on-disk trajectory cache.
+
+The condition is resized to the output size, VAE-encoded (a latent sample with a fixed generator, so the result
+is a function of the cache key), and inverted with :class:`~diffusers.DDIMInverseScheduler` over
+``inversion_steps`` steps (official: 999) using the inversion prompt and no classifier-free guidance. Only the
+latents at the synthesis timesteps are kept: for each one, the inverted latent at the nearest inversion timestep
+(with 999 steps every timestep 1..999 is present, so this is exact).
+
+The cache key holds the model identity and dtype, the resized image's pixels, the prompt, the size, the inversion
+schedule and the synthesis timesteps (the official cache forgets the model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from PIL import Image
+
+from i2i.freecontrol.cache import cache_key, load_entry, progress_bar, save_entry
+
+if TYPE_CHECKING:
+    from i2i.freecontrol.pipeline import FreeControlPipeline
+    from i2i.progress import Reporter
+
+# The VAE latent is sampled with this seed, so that the trajectory depends only on the cache key.
+VAE_SAMPLE_SEED = 0
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Inverted latents of one condition: ``latents[i]`` ``[1, c, h, w]`` is x_t^g at ``timesteps[i]``."""
+
+    timesteps: tuple[int, ...]
+    latents: torch.Tensor          # [S, c, h, w], float32, CPU
+    clean: torch.Tensor            # [1, c, h, w]: the VAE latent x_0^g
+    cache_path: Path | None = None
+    cache_hit: bool = False
+
+    def at(self, t: int) -> torch.Tensor:
+        """x_t^g ``[1, c, h, w]`` at the stored timestep nearest to ``t``."""
+        ts = torch.tensor(self.timesteps)
+        i = int((ts - int(t)).abs().argmin())
+        return self.latents[i:i + 1]
+
+
+def resize_condition(image: Image.Image, size: int) -> Image.Image:
+    """The condition as the model sees it: RGB, resized (bicubic) to ``size`` x ``size`` like the official code."""
+    return image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+
+
+def trajectory_key(model_id: str, image: Image.Image, prompt: str, size: int, inversion_steps: int,
+                   scheduler_config: dict, timesteps: list[int]) -> str:
+    pixels = hashlib.sha256(image.tobytes()).hexdigest()
+    return cache_key({"kind": "inversion", "model": model_id, "pixels": pixels, "prompt": prompt, "size": size,
+                      "inversion_steps": inversion_steps, "scheduler": dict(scheduler_config),
+                      "timesteps": list(timesteps)})
+
+
+def inversion_timesteps_for(inverse_timesteps: list[int], wanted: list[int]) -> dict[int, int]:
+    """For each wanted (synthesis) timestep, the nearest timestep of the inversion schedule."""
+    inv = torch.tensor(inverse_timesteps)
+    return {int(t): int(inv[(inv - int(t)).abs().argmin()]) for t in wanted}
+
+
+@torch.no_grad()
+def invert_condition(pipe: "FreeControlPipeline", image: Image.Image, prompt: str, size: int,
+                     timesteps: list[int], inversion_steps: int = 999, cache_dir: Path | None = None,
+                     reporter: "Reporter | None" = None) -> Trajectory:
+    """Invert ``image`` and return the trajectory at ``timesteps`` (synthesis timesteps), from the cache when
+    possible. A corrupt or mismatched cache entry is rebuilt."""
+    image = resize_condition(image, size)
+    inverse = pipe.inverse_scheduler
+    inverse.set_timesteps(inversion_steps)
+    inverse_ts = [int(t) for t in inverse.timesteps]
+    key = trajectory_key(pipe.model_id, image, prompt, size, inversion_steps, dict(inverse.config), timesteps)
+    path = Path(cache_dir) / "inversion" / f"{key[:40]}.safetensors" if cache_dir is not None else None
+    if path is not None:
+        entry = load_entry(path, key)
+        if entry is not None:
+            tensors, info = entry
+            return Trajectory(tuple(info["timesteps"]), tensors["latents"], tensors["clean"], path, True)
+        if path.exists() and reporter is not None:
+            reporter.warn(f"inversion cache entry {path.name} is corrupt or stale; rebuilding it")
+
+    wanted = sorted(set(int(t) for t in timesteps))
+    mapping = inversion_timesteps_for(inverse_ts, wanted)
+    keep = set(mapping.values())
+    last = max(keep)
+    clean = pipe.encode_image(image, generator=torch.Generator("cpu").manual_seed(VAE_SAMPLE_SEED))
+    cond = pipe.encode_text([prompt], size=size)
+    latents = clean.to(pipe.device)
+    recorded: dict[int, torch.Tensor] = {}
+    todo = [t for t in inverse_ts if t <= last]
+    with progress_bar(reporter, len(todo), "inverting") as advance:
+        for t in todo:
+            eps = pipe.unet_forward(latents, t, cond)
+            latents = inverse.step(eps, t, latents).prev_sample
+            if t in keep:
+                recorded[t] = latents.float().cpu()
+            advance(1)
+    stored = tuple(wanted)
+    stacked = torch.cat([recorded[mapping[t]] for t in stored])
+    traj = Trajectory(stored, stacked, clean.float().cpu(), path, False)
+    if path is not None:
+        save_entry(path, {"latents": stacked, "clean": traj.clean}, key,
+                   {"timesteps": list(stored), "prompt": prompt, "size": size, "model": pipe.model_id,
+                    "inversion_steps": inversion_steps})
+    return traj

@@ -1,0 +1,548 @@
+"""The FreeControl pipeline (Mo et al., CVPR 2024) on diffusers components, for SD 1.x / 2.x (epsilon and
+v-prediction) and SDXL.
+
+Load once, call many times::
+
+    pipe = FreeControlPipeline.from_pretrained("runwayml/stable-diffusion-v1-5", device="cuda", precision="fp16")
+    out = pipe("a photo of a lion", Image.open("sketch.png"), inversion_prompt="a sketch of a dog",
+               subject="dog;lion", seed=2028)
+    out.images[0].save("lion.png"); out.unguided[0].save("lion_unguided.png")
+
+One call:
+
+1. the condition is resized, VAE-encoded and DDIM-inverted with the inversion prompt (cached on disk);
+2. semantic bases for the concept come from the cache or the analysis stage (:mod:`i2i.freecontrol.bases`);
+3. once per guided timestep, the condition's keys (and its subject cross-attention, for the mask) are computed
+   from the cached trajectory with a UNet pass cut short after the feature block;
+4. sampling runs the guided sample and its unguided sibling (same initial noise) with classifier-free guidance;
+   inside the guidance window a second, truncated UNet pass of the guided sample with gradients gives the keys for
+   the structure and appearance energies, and one gradient per step w.r.t. the latent is applied as the official
+   scheduler does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from PIL import Image
+
+from i2i.errors import CheckpointError, UsageError
+from i2i.freecontrol import guidance as G
+from i2i.freecontrol.bases import SemanticBases, cached_bases
+from i2i.freecontrol.cache import default_cache_dir, progress_bar
+from i2i.freecontrol.config import BasesConfig, FreeControlConfig
+from i2i.freecontrol.features import (FeatureStore, block_attention_layers, default_feature_block,
+                                      prompt_token_indices, recording, run_until_recorded, subject_token_indices)
+from i2i.freecontrol.inversion import Trajectory, invert_condition
+
+if TYPE_CHECKING:
+    from i2i.progress import Reporter
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Conditioning:
+    """Text conditioning for ``B`` samples: ``embeds`` ``[B, T, D]``; SDXL adds ``pooled`` ``[B, P]`` and
+    ``time_ids`` ``[B, 6]``. ``negative`` holds the same for classifier-free guidance (None without CFG)."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+    time_ids: torch.Tensor | None = None
+    negative: "Conditioning | None" = None
+
+    def expand(self, n: int) -> "Conditioning":
+        """Each row repeated ``n`` times (``[B, ...]`` -> ``[B * n, ...]``)."""
+        rep = lambda x: None if x is None else x.repeat_interleave(n, dim=0)  # noqa: E731
+        return Conditioning(rep(self.embeds), rep(self.pooled), rep(self.time_ids),
+                            None if self.negative is None else self.negative.expand(n))
+
+    def positive(self) -> "Conditioning":
+        return Conditioning(self.embeds, self.pooled, self.time_ids)
+
+    def with_negative(self) -> "Conditioning":
+        """``[negative rows; positive rows]`` as one conditioning (the CFG batch layout)."""
+        neg = self.negative
+        cat = lambda a, b: None if a is None else torch.cat([a, b])  # noqa: E731
+        return Conditioning(cat(neg.embeds, self.embeds), cat(neg.pooled, self.pooled),
+                            cat(neg.time_ids, self.time_ids))
+
+    def unet_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"encoder_hidden_states": self.embeds}
+        if self.pooled is not None:
+            kwargs["added_cond_kwargs"] = {"text_embeds": self.pooled, "time_ids": self.time_ids}
+        return kwargs
+
+
+@dataclass
+class FreeControlOutput:
+    """Result of one call. Images: PIL lists of length ``num_images``; latents ``[N, c, h, w]`` (CPU)."""
+
+    images: list[Image.Image]
+    unguided: list[Image.Image]
+    latents: torch.Tensor
+    unguided_latents: torch.Tensor
+    initial_latents: torch.Tensor                 # where the guided sample started (x_T^g with img2img)
+    timesteps: list[int]
+    guided_steps: int
+    skipped_steps: list[int] = field(default_factory=list)   # guided steps skipped for a non-finite gradient
+    mask: torch.Tensor | None = None              # the last subject mask, [h, w] at the feature resolution
+    trajectory: Trajectory | None = None
+    bases: SemanticBases | None = None
+    energies: list[float] = field(default_factory=list)      # total energy per guided step (NaN when skipped)
+
+
+def parse_subject(subject: str | None) -> tuple[str | None, str | None]:
+    """``"dog;lion"`` / ``"(dog; lion)"`` -> ``("dog", "lion")``; ``"dog"`` -> ``("dog", None)``; None -> (None, None).
+
+    The first word is found in the inversion prompt (for the mask); the second names the generated concept."""
+    if subject is None or not subject.strip():
+        return None, None
+    parts = [p.strip() for p in subject.strip().strip("()").split(";")]
+    if len(parts) > 2 or not parts[0]:
+        raise UsageError(f"--subject {subject!r}: use 'CONDITION_WORD' or 'CONDITION_WORD;GENERATED_WORD'")
+    return parts[0], (parts[1] or None) if len(parts) == 2 else None
+
+
+def default_concept(prompt: str, subject: str | None = None) -> str:
+    """The concept to analyse: the generated word of ``subject``, else the last word before the prompt's first
+    comma ("a photo of a lion, in the desert" -> "lion")."""
+    ref, gen = parse_subject(subject)
+    if gen:
+        return gen
+    words = prompt.split(",")[0].strip().rstrip(".!?").split()
+    if not words:
+        raise UsageError("the prompt is empty")
+    return words[-1]
+
+
+def _fingerprint_file(path: Path, chunk: int = 4 << 20) -> str:
+    size = path.stat().st_size
+    h = hashlib.sha256(f"{path.name}|{size}|".encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(chunk))
+        if size > 2 * chunk:
+            fh.seek(size - chunk)
+            h.update(fh.read(chunk))
+    return h.hexdigest()
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Model identity of a diffusers folder: its configs, and per weight file its size and the sha256 of its first
+    and last 4 MiB (cheap, and different weights of the same architecture differ)."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(folder).as_posix()
+        if p.suffix == ".json" or p.name == "merges.txt":
+            h.update(rel.encode() + b"|" + p.read_bytes())
+        elif p.suffix in (".safetensors", ".bin", ".ckpt", ".pt", ".pth"):
+            h.update(rel.encode() + b"|" + _fingerprint_file(p).encode())
+    return h.hexdigest()[:24]
+
+
+def modules_fingerprint(*modules: torch.nn.Module | None) -> str:
+    """Model identity of in-memory modules: sha256 of every parameter and buffer."""
+    h = hashlib.sha256()
+    for m in modules:
+        if m is None:
+            continue
+        for name, t in list(m.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Move a frozen, eval-mode ``module`` to ``device`` (and ``dtype`` only when it differs)."""
+    module.to(device)
+    if next(module.parameters()).dtype != dtype:
+        module.to(dtype)
+    return module.requires_grad_(False).eval()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def resolve_model_folder(model: str) -> Path:
+    """A local diffusers folder for ``model`` (a folder, or a hub id found in / downloaded to the HF cache)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise CheckpointError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
+        return path.resolve()
+    if model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1) or model.count("/") > 1:
+        raise CheckpointError(f"{model}: no such model folder")
+    from diffusers import DiffusionPipeline
+
+    try:
+        folder = DiffusionPipeline.download(model, local_files_only=_offline())
+    except Exception as exc:
+        hint = " (offline: HF_HUB_OFFLINE is set and it is not in the local cache)" if _offline() else ""
+        raise CheckpointError(f"{model}: cannot find this model{hint}: {type(exc).__name__}") from exc
+    return Path(folder)
+
+
+class FreeControlPipeline:
+    """FreeControl on a diffusers Stable Diffusion (1.x / 2.x) or SDXL pipeline.
+
+    ``base`` is a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` whose components (UNet, VAE, text
+    encoders, tokenizers, ``encode_prompt``) are reused; sampling uses a ``DDIMScheduler`` and inversion a
+    ``DDIMInverseScheduler``, both made from the model's scheduler config. ``model_id`` names the weights in cache
+    keys (default: a fingerprint of the weights).
+    """
+
+    def __init__(self, base, model_id: str | None = None, device: str | torch.device | None = None,
+                 precision: str = "fp32", cache_dir: str | Path | None = None) -> None:
+        from i2i.device import check_precision, resolve_device
+
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.precision = check_precision(precision, self.device)
+        self.dtype = DTYPES[self.precision]
+        self.base = base
+        self.is_sdxl = getattr(base, "text_encoder_2", None) is not None
+        self.unet = _place(base.unet, self.device, self.dtype)
+        self.vae = _place(base.vae, self.device, torch.float32)     # the VAE runs in fp32, as in the official code
+        for name in ("text_encoder", "text_encoder_2"):
+            if getattr(base, name, None) is not None:
+                _place(getattr(base, name), self.device, self.dtype)
+        self.tokenizer = base.tokenizer
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.feature_block = default_feature_block(self.unet)
+        self.scheduler = self.make_scheduler()
+        from diffusers import DDIMInverseScheduler
+
+        self.inverse_scheduler = DDIMInverseScheduler.from_config(base.scheduler.config)
+        identity = model_id or modules_fingerprint(base.unet, base.vae, base.text_encoder,
+                                                   getattr(base, "text_encoder_2", None))
+        self.model_id = f"{identity}|{self.precision}"
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self._condition_memo: dict[tuple, list] = {}
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike, device: str | torch.device | None = None,
+                        precision: str = "fp32", cache_dir: str | Path | None = None) -> "FreeControlPipeline":
+        """Load a diffusers SD 1.x / 2.x / SDXL folder or hub id (hub files only from the local cache when
+        ``HF_HUB_OFFLINE`` is set). The safety checker is not loaded."""
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        from i2i.device import check_precision, resolve_device
+
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        check_precision(precision, dev)
+        folder = resolve_model_folder(os.fspath(model))
+        try:
+            class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{folder}: unreadable model_index.json ({exc})") from exc
+        dtype = DTYPES[precision]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if "XL" in class_name:
+                    base = StableDiffusionXLPipeline.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+                else:
+                    base = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, local_files_only=True,
+                                                                   safety_checker=None, feature_extractor=None,
+                                                                   requires_safety_checker=False)
+        except Exception as exc:
+            raise CheckpointError(f"{model}: cannot load the pipeline ({type(exc).__name__}: {exc})") from exc
+        base.set_progress_bar_config(disable=True)
+        return cls(base, model_id=f"{os.fspath(model)}@{folder_fingerprint(folder)}", device=dev,
+                   precision=precision, cache_dir=cache_dir)
+
+    def make_scheduler(self):
+        """A fresh ``DDIMScheduler`` from the model's scheduler config (its timestep spacing and offset)."""
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler.from_config(self.base.scheduler.config)
+
+    @property
+    def default_size(self) -> int:
+        """The model's native resolution: UNet sample size x VAE factor (SD 1.5: 512, SDXL: 1024)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    def check_size(self, size: int) -> int:
+        unit = self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
+        if size <= 0 or size % unit:
+            raise UsageError(f"--size {size}: must be a positive multiple of {unit} for this model")
+        return size
+
+    # ------------------------------------------------------------------ building blocks
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str], size: int, negative: str | None = None) -> Conditioning:
+        """Text conditioning for ``prompts`` (``negative``: also the CFG negative, same for every prompt)."""
+        cfg = negative is not None
+        negs = [negative] * len(prompts) if cfg else None
+        if self.is_sdxl:
+            pos, neg, pooled, neg_pooled = self.base.encode_prompt(
+                prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=cfg,
+                negative_prompt=negs)
+            proj = self.base.text_encoder_2.config.projection_dim
+            ids = self.base._get_add_time_ids((size, size), (0, 0), (size, size), dtype=pos.dtype,
+                                              text_encoder_projection_dim=proj).to(self.device)
+            ids = ids.repeat(len(prompts), 1)
+            out = Conditioning(pos, pooled, ids)
+            if cfg:
+                out.negative = Conditioning(neg, neg_pooled, ids)
+            return out
+        pos, neg = self.base.encode_prompt(prompts, self.device, 1, cfg, negative_prompt=negs)
+        return Conditioning(pos, negative=Conditioning(neg) if cfg else None)
+
+    def unet_forward(self, latents: torch.Tensor, t, cond: Conditioning) -> torch.Tensor:
+        """UNet prediction (float32) for latents ``[B, c, h, w]`` at timestep ``t`` with ``B``-row ``cond``."""
+        return self.unet(latents.to(self.dtype), t, **cond.unet_kwargs()).sample.float()
+
+    def cfg_noise(self, latents: torch.Tensor, t, cond: Conditioning, guidance_scale: float) -> torch.Tensor:
+        """Classifier-free guided prediction for ``latents`` ``[B, ...]`` (batch ``[negative; positive]``)."""
+        pred = self.unet_forward(torch.cat([latents, latents]), t, cond.with_negative())
+        uncond, text = pred.chunk(2)
+        return uncond + guidance_scale * (text - uncond)
+
+    def initial_noise(self, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+        """Initial latents ``[n, c, s, s]`` drawn on the CPU with ``generator`` (device independent)."""
+        s = size // self.vae_scale_factor
+        noise = torch.randn((n, self.unet.config.in_channels, s, s), generator=generator, dtype=torch.float32)
+        return noise.to(self.device) * self.scheduler.init_noise_sigma
+
+    @torch.no_grad()
+    def encode_image(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        """VAE latent ``[1, c, h, w]`` (a sample of the latent distribution, times the scaling factor)."""
+        from i2i.images import image_to_tensor
+
+        x = image_to_tensor(image.convert("RGB"))[None].to(self.device)
+        dist = self.vae.encode(x).latent_dist
+        return dist.sample(generator=generator) * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        from i2i.images import tensor_to_image
+
+        images = self.vae.decode(latents.float() / self.vae.config.scaling_factor).sample
+        return [tensor_to_image(img) for img in images]
+
+    # ------------------------------------------------------------------ stages
+    def invert(self, condition: Image.Image, prompt: str, config: FreeControlConfig, timesteps: list[int],
+               reporter: "Reporter | None" = None) -> Trajectory:
+        size = self.check_size(config.size or self.default_size)
+        return invert_condition(self, condition, prompt, size, timesteps, config.inversion_steps, self.cache_dir,
+                                reporter)
+
+    def semantic_bases(self, concept: str, config: BasesConfig | None = None, size: int | None = None,
+                       reporter: "Reporter | None" = None) -> SemanticBases:
+        """Bases for ``concept`` from the cache, or computed by the analysis stage and cached."""
+        config = config or BasesConfig()
+        size = self.check_size(size or config.size or self.default_size)
+        return cached_bases(self, concept, config, size, self.cache_dir, reporter)
+
+    def _check_bases(self, bases: SemanticBases) -> list[str]:
+        names = [n[: -len(".processor")] for n in self.unet.attn_processors]
+        missing = [layer for layer in bases.layers if layer not in names]
+        if missing:
+            raise CheckpointError(f"the semantic bases are for layers this UNet lacks ({missing[0]}, ...)")
+        return list(bases.layers)
+
+    @torch.no_grad()
+    def condition_features(self, trajectory: Trajectory, timesteps: list[int], cond: Conditioning,
+                           bases: SemanticBases, layers: list[str], config: FreeControlConfig,
+                           token_indices: list[int] | None,
+                           reporter: "Reporter | None" = None) -> list[tuple[list[torch.Tensor], torch.Tensor | None]]:
+        """Per guided timestep: the condition's normalised coordinates per layer (``[HW, K]`` each) and the subject
+        mask ``[HW]`` (None without a mask). One truncated UNet pass per timestep, on the cached trajectory."""
+        key = (trajectory.cache_path or id(trajectory), tuple(timesteps), bases.path or id(bases), tuple(layers),
+               config.n_components, config.mask_threshold, tuple(token_indices or ()))
+        if key in self._condition_memo:
+            return self._condition_memo[key]
+        _, attn2 = block_attention_layers(self.unet, config.bases.block or self.feature_block)
+        use_mask = token_indices is not None
+        store = FeatureStore(record_probs=use_mask, stop_after=(attn2[-1] if use_mask else layers[-1]))
+        prob_sum, prob_count = None, 0
+        result = []
+        with recording(self.unet, store, layers, attn2 if use_mask else []), \
+                progress_bar(reporter, len(timesteps), "condition features") as advance:
+            for t in timesteps:
+                store.clear()
+                run_until_recorded(self.unet, store, trajectory.at(t).to(self.device, self.dtype), t,
+                                   **cond.unet_kwargs())
+                coords = []
+                for j, name in enumerate(layers):
+                    mean, basis = bases.at(t, j, self.device)
+                    s = G.semantic_coordinates(store.keys[name], mean, basis, config.n_components)
+                    coords.append(G.minmax_normalize(s)[0])
+                mask = None
+                if use_mask:
+                    prob_sum = store.prob_sum[0] if prob_sum is None else prob_sum + store.prob_sum[0]
+                    prob_count += store.prob_count
+                    mask = G.cross_attention_mask(prob_sum / prob_count, token_indices, config.mask_threshold)
+                result.append((coords, mask))
+                advance(1)
+        self._condition_memo = {key: result}
+        return result
+
+    def _warn(self, reporter: "Reporter | None", message: str) -> None:
+        if reporter is not None:
+            reporter.warn(message)
+        else:
+            warnings.warn(message, stacklevel=3)
+
+    # ------------------------------------------------------------------ synthesis
+    def __call__(self, prompt: str, condition: Image.Image | str | os.PathLike,
+                 config: FreeControlConfig = FreeControlConfig(), *, inversion_prompt: str | None = None,
+                 subject: str | None = None, concept: str | None = None, seed: int = 2028, num_images: int = 1,
+                 bases: SemanticBases | None = None, latents: torch.Tensor | None = None,
+                 reporter: "Reporter | None" = None) -> FreeControlOutput:
+        """Generate ``num_images`` images for ``prompt`` following ``condition``'s structure, plus the unguided
+        siblings (same initial noise, no guidance).
+
+        ``inversion_prompt`` describes the condition (default: ``prompt``); ``subject`` is ``"ref;gen"`` with ``ref``
+        a word of the inversion prompt whose cross-attention gives the mask (default: all of its words);
+        ``concept`` picks the bases (default: see :func:`default_concept`); ``bases`` overrides them. ``latents``
+        ``[N, c, h, w]`` replaces the seeded initial noise.
+        """
+        from i2i.images import load_image
+
+        config.validate()
+        if num_images < 1:
+            raise UsageError("--num-images must be at least 1")
+        if not isinstance(condition, Image.Image):
+            condition = load_image(condition)
+        size = self.check_size(config.size or self.default_size)
+        inversion_prompt = prompt if inversion_prompt is None else inversion_prompt
+        ref_word, _ = parse_subject(subject)
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(config.num_inference_steps, device=self.device)
+        timesteps = scheduler.timesteps
+        ts = [int(t) for t in timesteps]
+        n_guided = config.guided_steps if config.structure_weight > 0 else 0
+        need_condition = n_guided > 0 or config.img2img
+
+        token_indices = None
+        if n_guided and not config.img2img and config.mask_threshold > 0:
+            try:
+                token_indices = (subject_token_indices(self.tokenizer, inversion_prompt, ref_word) if ref_word
+                                 else prompt_token_indices(self.tokenizer, inversion_prompt))
+            except ValueError as exc:
+                raise UsageError(f"--subject: {exc}") from exc
+
+        trajectory = None
+        if need_condition:
+            trajectory = self.invert(condition, inversion_prompt, config, ts, reporter)
+        if n_guided:
+            if bases is None:
+                bases = self.semantic_bases(concept or default_concept(prompt, subject), config.bases, size, reporter)
+            layers = self._check_bases(bases)
+            far = max(abs(int(bases.timesteps[bases.index(t)]) - t) for t in ts[:n_guided])
+            if far > max(2 * bases.spacing(), 25):
+                self._warn(reporter, f"the semantic bases cover timesteps {int(bases.timesteps.min())}.."
+                           f"{int(bases.timesteps.max())}; guided steps reach {far} timesteps from the nearest one")
+            inv_cond = self.encode_text([inversion_prompt], size)
+            cond_feats = self.condition_features(trajectory, ts[:n_guided], inv_cond, bases, layers, config,
+                                                 token_indices, reporter)
+
+        text = self.encode_text([prompt], size, negative=config.negative_prompt)
+        if latents is None:
+            noise = self.initial_noise(num_images, size, torch.Generator("cpu").manual_seed(seed))
+        else:
+            noise = latents.to(self.device, torch.float32)
+            num_images = noise.shape[0]
+        x_a = noise.clone()
+        x_c = trajectory.at(ts[0]).to(self.device).expand_as(noise).clone() if config.img2img else noise.clone()
+        if config.img2img and config.appearance_same_latent:
+            x_a = x_c.clone()
+        initial = x_c.detach().cpu().clone()
+        separate = need_condition        # without guidance or img2img the guided sample *is* the unguided one
+        n = num_images
+        skipped: list[int] = []
+        energies: list[float] = []
+        mask = None
+        alphas = scheduler.alphas_cumprod
+        step_ratio = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+
+        with progress_bar(reporter, len(ts), "freecontrol") as advance:
+            for i, t in enumerate(timesteps):
+                weight = G.warmup_weight(i, config.structure_weight, config.warmup_steps) if i < n_guided else 0.0
+                want_app = weight > 0 and config.appearance_weight > 0
+                x = torch.cat([x_c, x_a]) if separate else x_a
+                store = FeatureStore(rows=list(range(3 * n, 4 * n)))    # positive rows of the sibling
+                with torch.no_grad():
+                    if want_app:
+                        with recording(self.unet, store, layers):
+                            eps = self.cfg_noise(x, t, text.expand(x.shape[0]), config.guidance_scale)
+                    else:
+                        eps = self.cfg_noise(x, t, text.expand(x.shape[0]), config.guidance_scale)
+                prev = scheduler.step(eps, t, x).prev_sample
+                keys_a = {k: v.float() for k, v in store.keys.items()}
+                del eps, store
+                if separate:
+                    prev_c, x_a = prev[:n], prev[n:]
+                else:
+                    prev_c = x_a = prev
+                if weight > 0:
+                    coords_g, mask = cond_feats[i]
+                    grad, energy = self._energy_gradient(x_c, t, text.positive().expand(n), layers, bases, coords_g,
+                                                         mask, keys_a, weight, config)
+                    energies.append(energy)
+                    if grad is None:
+                        skipped.append(i)
+                        self._warn(reporter, f"step {i} (t={int(t)}): the guidance gradient is not finite; "
+                                   "guidance skipped for this step")
+                    else:
+                        prev_t = int(t) - step_ratio
+                        a_prev = float(alphas[prev_t]) if prev_t >= 0 else float(scheduler.final_alpha_cumprod)
+                        prev_c = G.guided_update(prev_c, grad, float(alphas[int(t)]), a_prev)
+                x_c = prev_c.detach()
+                del keys_a
+                advance(1)
+
+        images = self.decode(x_c)
+        unguided = self.decode(x_a) if separate else list(images)
+        if mask is not None:
+            side = int(round(mask.numel() ** 0.5))
+            mask = mask.reshape(side, -1).cpu()
+        return FreeControlOutput(images, unguided, x_c.cpu(), x_a.cpu(), initial, ts, n_guided, skipped, mask,
+                                 trajectory, bases if n_guided else None, energies)
+
+    def _energy_gradient(self, x_c: torch.Tensor, t, cond: Conditioning, layers: list[str], bases: SemanticBases,
+                         coords_g: list[torch.Tensor], mask: torch.Tensor | None,
+                         keys_a: dict[str, torch.Tensor], weight: float,
+                         config: FreeControlConfig) -> tuple[torch.Tensor | None, float]:
+        """∇_x of ``weight * mean_layers(g_s + appearance_weight * g_a)`` (summed over the ``N`` samples) for the
+        guided latents ``x_c`` ``[N, c, h, w]``, from a UNet pass with gradients stopped after the last key layer.
+        Returns ``(None, energy)`` when the gradient is not finite."""
+        x = x_c.detach().requires_grad_(True)
+        store = FeatureStore(stop_after=layers[-1])
+        with torch.enable_grad():
+            with recording(self.unet, store, layers):
+                run_until_recorded(self.unet, store, x.to(self.dtype), t, **cond.unet_kwargs())
+            total = x.new_zeros(())
+            for j, name in enumerate(layers):
+                keys = store.keys[name].float()
+                mean, basis = bases.at(t, j, self.device)
+                coords = G.minmax_normalize(G.semantic_coordinates(keys, mean, basis, config.n_components))
+                energy = G.structure_energy(coords_g[j], coords, mask, config.penalty)
+                if config.appearance_weight > 0 and name in keys_a:
+                    ref = keys_a[name]
+                    ref_coords = G.minmax_normalize(G.semantic_coordinates(ref, mean, basis, config.n_components))
+                    energy = energy + config.appearance_weight * G.appearance_energy(
+                        G.appearance_vectors(keys, coords, config.appearance_components, config.appearance_threshold),
+                        G.appearance_vectors(ref, ref_coords, config.appearance_components,
+                                             config.appearance_threshold))
+                total = total + energy
+            loss = weight * total / len(layers) * x.shape[0]
+            (grad,) = torch.autograd.grad(loss, x)
+        value = float(loss.detach())
+        store.clear()
+        if not torch.isfinite(grad).all():
+            return None, value
+        return grad, value

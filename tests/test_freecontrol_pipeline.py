@@ -1,0 +1,272 @@
+"""The FreeControl pipeline on tiny SD / SDXL pipelines built in code (random weights, CPU, offline)."""
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+from tiny_sd import one_thread, sd_pipeline, sdxl_pipeline  # noqa: F401  (one_thread: autouse fixture)
+
+from i2i.errors import UsageError
+from i2i.freecontrol.config import BasesConfig, FreeControlConfig
+from i2i.freecontrol.pipeline import FreeControlPipeline
+from i2i.progress import Reporter
+from i2i.shapes import ShapeSpec, render
+
+PROMPT = "a photo of a red square"
+INV = "an outline of a square"
+SMALL = FreeControlConfig(num_inference_steps=6, inversion_steps=6,
+                          bases=BasesConfig(num_images=2, num_inference_steps=6, batch_size=2))
+
+
+class Recorder(Reporter):
+    def __init__(self):
+        super().__init__(quiet=True)
+        self.warnings = []
+
+    def warn(self, message):
+        self.warnings.append(message)
+
+
+@pytest.fixture(scope="module")
+def condition():
+    return render(ShapeSpec("square", "red", 0.3, 0.34, 0.2), 32, style="outline")
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    return FreeControlPipeline(sd_pipeline(0), device="cpu", cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def run(pipe, condition, config=SMALL, **kwargs):
+    kwargs.setdefault("inversion_prompt", INV)
+    kwargs.setdefault("subject", "square;square")
+    return pipe(PROMPT, condition, config, **kwargs)
+
+
+def plain(base, config, noise):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return base(PROMPT, negative_prompt=config.negative_prompt, latents=noise.clone(), output_type="latent",
+                    num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale).images
+
+
+def test_zero_weights_reproduce_plain_sampling_exactly(sd, condition):
+    cfg = dataclasses.replace(SMALL, structure_weight=0.0, appearance_weight=0.0)
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    out = run(sd, condition, cfg, latents=noise)
+    assert torch.equal(out.latents, plain(sd.base, cfg, noise))
+    assert torch.equal(out.latents, out.unguided_latents)
+    assert out.guided_steps == 0 and out.trajectory is None      # nothing to invert without guidance
+    # the same seed gives the same noise as the seeded call
+    seeded = run(sd, condition, cfg, seed=7)
+    assert torch.equal(seeded.latents, plain(sd.base, cfg, sd.initial_noise(1, 32, torch.Generator().manual_seed(7))))
+
+
+def test_guided_run_returns_guided_image_and_unguided_sibling(sd, condition):
+    out = run(sd, condition, seed=3)
+    assert len(out.images) == len(out.unguided) == 1 and out.images[0].size == (32, 32)
+    assert out.guided_steps == int(0.6 * 6) and not out.skipped_steps
+    assert all(torch.isfinite(torch.tensor(out.energies)))
+    assert not torch.allclose(out.latents, out.unguided_latents, atol=1e-3)   # guidance changed the sample
+    noise = sd.initial_noise(1, 32, torch.Generator().manual_seed(3))
+    assert torch.allclose(out.unguided_latents, plain(sd.base, SMALL, noise), atol=1e-4)   # sibling = plain
+    assert out.mask is not None and out.mask.shape == (4, 4) and set(out.mask.unique().tolist()) <= {0.0, 1.0}
+    again = run(sd, condition, seed=3)
+    assert torch.equal(again.latents, out.latents)                  # deterministic, caches included
+    assert again.trajectory.cache_hit and again.bases.cache_hit
+
+
+def test_energy_gradient_is_a_descent_direction(sd, condition):
+    cfg = SMALL
+    scheduler = sd.make_scheduler()
+    scheduler.set_timesteps(cfg.num_inference_steps)
+    ts = [int(t) for t in scheduler.timesteps]
+    traj = sd.invert(condition, INV, cfg, ts)
+    bases = sd.semantic_bases("square", cfg.bases, 32)
+    layers = list(bases.layers)
+    feats = sd.condition_features(traj, ts[:3], sd.encode_text([INV], 32), bases, layers, cfg, [3, 4])
+    cond = sd.encode_text([PROMPT], 32)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = scheduler.timesteps[1]
+    coords, mask = feats[1]
+    keys_a = {}                                                       # appearance off: structure energy only
+    cfg0 = dataclasses.replace(cfg, appearance_weight=0.0)
+    grad, e0 = sd._energy_gradient(x, t, cond, layers, bases, coords, mask, keys_a, 1.0, cfg0)
+    _, e1 = sd._energy_gradient(x - 1e-2 * grad / grad.norm(), t, cond, layers, bases, coords, mask, keys_a, 1.0,
+                                cfg0)
+    assert grad.abs().sum() > 0 and e1 < e0
+
+
+def test_inversion_then_regeneration_reconstructs_the_condition_latent(tmp_path, condition):
+    base = sd_pipeline(0)
+    with torch.no_grad():         # a smooth (small) noise prediction, as a trained model's is consistent over t
+        base.unet.conv_out.weight.mul_(0.02)
+        base.unet.conv_out.bias.mul_(0.02)
+    pipe = FreeControlPipeline(base, device="cpu", cache_dir=tmp_path)
+    cfg = FreeControlConfig(num_inference_steps=25, inversion_steps=25, structure_weight=0.0, img2img=True,
+                            guidance_scale=1.0)
+    out = pipe(INV, condition, cfg, inversion_prompt=INV)
+    clean = out.trajectory.clean
+    error = float((out.latents - clean).norm() / clean.norm())
+    from_noise = float((out.unguided_latents - clean).norm() / clean.norm())
+    assert error < 0.08 and from_noise > 10 * error
+
+
+def test_img2img_starts_from_the_inverted_latent(sd, condition):
+    cfg = dataclasses.replace(SMALL, img2img=True)
+    out = run(sd, condition, cfg, seed=4)
+    x_T = out.trajectory.at(out.timesteps[0])
+    assert torch.equal(out.initial_latents, x_T)
+    assert out.mask is None                                           # image-to-image drops the mask
+    assert torch.equal(out.trajectory.latents[-1:], x_T)              # the largest stored timestep is the first
+    same = run(sd, condition, dataclasses.replace(cfg, appearance_same_latent=True, structure_weight=0.0), seed=4)
+    assert torch.equal(same.latents, same.unguided_latents)           # both start from x_T, nothing guides
+
+
+def test_bases_cache_hits_misses_and_separates_models(tmp_path, condition):
+    cfg = SMALL.bases
+    a = FreeControlPipeline(sd_pipeline(0), device="cpu", cache_dir=tmp_path)
+    first = a.semantic_bases("cat", cfg, 32)
+    again = a.semantic_bases("cat", cfg, 32)
+    assert not first.cache_hit and again.cache_hit and again.path == first.path
+    assert torch.equal(first.bases, again.bases)
+    assert first.layers == tuple(f"up_blocks.1.attentions.{j}.transformer_blocks.0.attn1" for j in range(3))
+    assert first.means.shape[:2] == (int(round(0.6 * 6)), 3)
+    other_concept = a.semantic_bases("dog", cfg, 32)
+    assert not other_concept.cache_hit and other_concept.path != first.path
+    other_seeds = a.semantic_bases("cat", dataclasses.replace(cfg, seed=1), 32)
+    assert not other_seeds.cache_hit and other_seeds.path != first.path
+    b = FreeControlPipeline(sd_pipeline(1), device="cpu", cache_dir=tmp_path)     # another model, same cache
+    assert b.model_id != a.model_id
+    from_b = b.semantic_bases("cat", cfg, 32)
+    assert not from_b.cache_hit and from_b.path != first.path
+    assert not torch.allclose(from_b.means, first.means)
+    # the inversion cache is separated by model too
+    ts = [901, 801]
+    assert a.invert(condition, INV, SMALL, ts).cache_path != b.invert(condition, INV, SMALL, ts).cache_path
+
+
+def test_timestep_keyed_bases_serve_a_different_step_count(tmp_path, condition):
+    pipe = FreeControlPipeline(sd_pipeline(0), device="cpu", cache_dir=tmp_path)
+    bases_cfg = BasesConfig(num_images=2, num_inference_steps=10, batch_size=2)
+    bases = pipe.semantic_bases("square", bases_cfg, 32)
+    assert bases.timesteps.tolist() == [901, 801, 701, 601, 501, 401]
+    cfg = FreeControlConfig(num_inference_steps=7, inversion_steps=7, bases=bases_cfg)
+    out = run(pipe, condition, cfg)
+    assert out.bases.cache_hit and out.bases.path == bases.path    # the 10-step analysis serves 7 steps
+    guided = out.timesteps[:out.guided_steps]
+    assert guided == [853, 711, 569, 427]
+    assert [int(bases.timesteps[bases.index(t)]) for t in guided] == [901, 701, 601, 401]
+    assert not torch.allclose(out.latents, out.unguided_latents, atol=1e-3)
+
+
+def test_corrupt_cache_entries_are_rebuilt(tmp_path, condition):
+    pipe = FreeControlPipeline(sd_pipeline(0), device="cpu", cache_dir=tmp_path)
+    first = run(pipe, condition, seed=2)
+    for path in (first.trajectory.cache_path, first.bases.path):
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    reporter = Recorder()
+    pipe._condition_memo.clear()
+    second = run(pipe, condition, seed=2, reporter=reporter)
+    assert not second.trajectory.cache_hit and not second.bases.cache_hit
+    assert sum("corrupt" in w for w in reporter.warnings) == 2
+    assert torch.equal(second.latents, first.latents)
+    third = run(pipe, condition, seed=2)
+    assert third.trajectory.cache_hit and third.bases.cache_hit
+
+
+def test_condition_runs_once_per_timestep_and_gradients_only_for_the_guided_sample(sd, condition):
+    batches = []
+    hook = sd.unet.conv_in.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    try:
+        first = run(sd, condition, seed=11, num_images=2)
+        n_first = list(batches)
+        batches.clear()
+        second = run(sd, condition, seed=12, num_images=2)
+    finally:
+        hook.remove()
+    guided = first.guided_steps
+    from i2i.freecontrol.guidance import warmup_weight
+
+    weighted = sum(1 for i in range(guided) if warmup_weight(i, SMALL.structure_weight, SMALL.warmup_steps) > 0)
+    # second call: inversion and condition features are cached; per step one no-grad CFG pass of both samples
+    # (batch 2 x 2 x 2 = 8) and, on guided steps with a non-zero weight, one truncated pass of the 2 guided ones
+    assert batches.count(1) == 0
+    assert batches.count(8) == SMALL.num_inference_steps
+    assert batches.count(2) == weighted
+    assert n_first.count(1) >= guided                               # condition passes (plus any inversion)
+    assert not torch.equal(first.latents, second.latents)
+
+
+def test_nan_gradient_skips_guidance_with_a_warning(sd, condition, monkeypatch):
+    from i2i.freecontrol import guidance
+
+    monkeypatch.setattr(guidance, "structure_energy", lambda c, g, m, p: g.sum() * float("nan"))
+    reporter = Recorder()
+    out = run(sd, condition, seed=3, reporter=reporter)
+    assert out.skipped_steps and len(reporter.warnings) == len(out.skipped_steps)
+    assert "not finite" in reporter.warnings[0]
+    assert torch.isfinite(out.latents).all()
+    assert torch.allclose(out.latents, out.unguided_latents, atol=1e-4)    # every guided update was skipped
+
+
+def test_invalid_settings_are_usage_errors(sd, condition):
+    for bad in (dict(num_inference_steps=0), dict(structure_weight=-1.0), dict(appearance_weight=-0.1),
+                dict(guidance_end=1.5), dict(mask_threshold=1.0)):
+        with pytest.raises(UsageError):
+            run(sd, condition, dataclasses.replace(SMALL, **bad))
+    with pytest.raises(UsageError, match="multiple of"):
+        run(sd, condition, dataclasses.replace(SMALL, size=36))
+    with pytest.raises(UsageError, match="does not occur"):
+        run(sd, condition, subject="lion;lion")
+
+
+def test_v_prediction_model(tmp_path, condition):
+    pipe = FreeControlPipeline(sd_pipeline(0, prediction_type="v_prediction"), device="cpu", cache_dir=tmp_path)
+    out = run(pipe, condition, seed=1)
+    assert torch.isfinite(out.latents).all() and not out.skipped_steps
+    zero = dataclasses.replace(SMALL, structure_weight=0.0)
+    noise = pipe.initial_noise(1, 32, torch.Generator().manual_seed(1))
+    assert torch.equal(run(pipe, condition, zero, latents=noise).latents, plain(pipe.base, zero, noise))
+
+
+def test_sdxl_shaped_model(tmp_path, condition):
+    base = sdxl_pipeline(0)
+    pipe = FreeControlPipeline(base, device="cpu", cache_dir=tmp_path)
+    assert pipe.is_sdxl and pipe.feature_block == "up_blocks.0"
+    out = run(pipe, condition, seed=1)
+    # up_blocks.0: 2 attentions x 2 transformer blocks (SDXL: 3 x 10), every attn1 of the block
+    assert len(out.bases.layers) == 4 and all(n.startswith("up_blocks.0.") for n in out.bases.layers)
+    assert out.bases.layers[-1] == "up_blocks.0.attentions.1.transformer_blocks.1.attn1"
+    assert torch.isfinite(out.latents).all() and not out.skipped_steps
+    assert not torch.allclose(out.latents, out.unguided_latents, atol=1e-3)
+    zero = dataclasses.replace(SMALL, structure_weight=0.0)
+    noise = pipe.initial_noise(1, 32, torch.Generator().manual_seed(1))
+    assert torch.allclose(run(pipe, condition, zero, latents=noise).latents, plain(base, zero, noise), atol=1e-6)
+
+
+def test_bf16_precision_runs(tmp_path, condition):
+    pipe = FreeControlPipeline(sd_pipeline(0), device="cpu", precision="bf16", cache_dir=tmp_path)
+    assert pipe.unet.dtype == torch.bfloat16 and pipe.vae.dtype == torch.float32
+    out = run(pipe, condition, seed=1)
+    assert torch.isfinite(out.latents).all() and out.latents.dtype == torch.float32
+
+
+def test_truncated_pass_records_the_same_keys_as_a_full_forward(sd):
+    from i2i.freecontrol.features import FeatureStore, block_attention_layers, recording, run_until_recorded
+
+    layers, _ = block_attention_layers(sd.unet, "up_blocks.1")
+    cond = sd.encode_text([PROMPT], 32)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    full, cut = FeatureStore(), FeatureStore(stop_after=layers[-1])
+    with torch.no_grad():
+        with recording(sd.unet, full, layers):
+            eps = sd.unet_forward(x, 500, cond)
+        with recording(sd.unet, cut, layers):
+            run_until_recorded(sd.unet, cut, x, 500, **cond.unet_kwargs())
+        assert torch.equal(sd.unet_forward(x, 500, cond), eps)   # the original processors are back
+    assert list(cut.keys) == layers and all(torch.equal(full.keys[n], cut.keys[n]) for n in layers)
+    assert full.keys[layers[0]].shape == (1, 16, 32)             # [B, HW, C] before the head split
