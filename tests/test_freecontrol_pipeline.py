@@ -86,16 +86,25 @@ def test_energy_gradient_is_a_descent_direction(sd, condition):
     bases = sd.semantic_bases("square", cfg.bases, 32)
     layers = list(bases.layers)
     feats = sd.condition_features(traj, ts[:3], sd.encode_text([INV], 32), bases, layers, cfg, [3, 4])
-    cond = sd.encode_text([PROMPT], 32)
+    cond = sd.encode_text([PROMPT], 32, negative="")
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     t = scheduler.timesteps[1]
     coords, mask = feats[1]
-    keys_a = {}                                                       # appearance off: structure energy only
-    cfg0 = dataclasses.replace(cfg, appearance_weight=0.0)
-    grad, e0 = sd._energy_gradient(x, t, cond, layers, bases, coords, mask, keys_a, 1.0, cfg0)
-    _, e1 = sd._energy_gradient(x - 1e-2 * grad / grad.norm(), t, cond, layers, bases, coords, mask, keys_a, 1.0,
-                                cfg0)
+    cfg0 = dataclasses.replace(cfg, appearance_weight=0.0)           # appearance off: structure energy only
+    eps, eps_a, grad, e0 = sd._guided_step(x, None, t, cond, layers, bases, coords, mask, 1.0, cfg0)
+    _, _, _, e1 = sd._guided_step(x - 1e-2 * grad / grad.norm(), None, t, cond, layers, bases, coords, mask, 1.0,
+                                  cfg0)
     assert grad.abs().sum() > 0 and e1 < e0
+    # The pass that gives the energy's keys also gives the guided sample's prediction: the plain CFG one.
+    assert eps_a is None
+    assert torch.allclose(eps, sd.cfg_noise(x, t, cond, cfg.guidance_scale), atol=1e-5)
+    assert torch.is_grad_enabled()                                   # grad mode restored after the pass
+    # With a sibling: its prediction is its plain CFG one too.
+    x_a = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    eps2, eps_a2, grad2, _ = sd._guided_step(x, x_a, t, cond, layers, bases, coords, mask, 1.0, cfg)
+    assert torch.allclose(eps2, eps, atol=1e-5)
+    assert torch.allclose(eps_a2, sd.cfg_noise(x_a, t, cond, cfg.guidance_scale), atol=1e-5)
+    assert not torch.allclose(grad2, grad)                            # the appearance energy now contributes
 
 
 def test_inversion_then_regeneration_reconstructs_the_condition_latent(tmp_path, condition):
@@ -186,19 +195,27 @@ def test_condition_runs_once_per_timestep_and_gradients_only_for_the_guided_samp
         n_first = list(batches)
         batches.clear()
         second = run(sd, condition, seed=12, num_images=2)
+        n_second = list(batches)
+        batches.clear()
+        third = run(sd, condition, seed=12, num_images=2, unguided=False)
     finally:
         hook.remove()
     guided = first.guided_steps
     from i2i.freecontrol.guidance import warmup_weight
 
     weighted = sum(1 for i in range(guided) if warmup_weight(i, SMALL.structure_weight, SMALL.warmup_steps) > 0)
-    # second call: inversion and condition features are cached; per step one no-grad CFG pass of both samples
-    # (batch 2 x 2 x 2 = 8) and, on guided steps with a non-zero weight, one truncated pass of the 2 guided ones
-    assert batches.count(1) == 0
-    assert batches.count(8) == SMALL.num_inference_steps
-    assert batches.count(2) == weighted
+    # second call: inversion and condition features are cached. On guided steps with a non-zero weight, one
+    # no-grad pass of the rows that need no gradient (guided|negative, sibling|negative, sibling|prompt: 3 x 2)
+    # and one pass with gradients of the 2 guided|prompt rows; on the other steps one CFG pass of both (2 x 2 x 2)
+    assert n_second.count(1) == 0
+    assert n_second.count(6) == weighted and n_second.count(2) == weighted
+    assert n_second.count(8) == SMALL.num_inference_steps - weighted
     assert n_first.count(1) >= guided                               # condition passes (plus any inversion)
     assert not torch.equal(first.latents, second.latents)
+    # without the unguided siblings they stop after the guidance window: CFG of the guided samples only (2 x 2)
+    assert batches.count(4) == SMALL.num_inference_steps - guided
+    assert third.unguided == [] and third.unguided_latents is None
+    assert torch.allclose(third.latents, second.latents, atol=1e-5)
 
 
 def test_nan_gradient_skips_guidance_with_a_warning(sd, condition, monkeypatch):

@@ -251,10 +251,11 @@ def generate(
 
         from i2i.device import check_precision, resolve_device
         from i2i.errors import I2IError, InputError, PartialFailure
-        from i2i.freecontrol.config import FreeControlConfig
+        from i2i.freecontrol.config import FreeControlConfig, apply_model_defaults, read_model_defaults
         from i2i.images import load_image, save_image
 
-        base = FreeControlConfig()
+        model_name = _model_name(model)
+        base = apply_model_defaults(FreeControlConfig(), read_model_defaults(model_name))
         bases_cfg = dataclasses.replace(base.bases, **given(num_images=seed_images, num_inference_steps=bases_steps,
                                                            seed=bases_seed, n_components=components, size=size))
         config = dataclasses.replace(base, bases=bases_cfg, img2img=img2img, **given(
@@ -295,7 +296,6 @@ def generate(
         from i2i.freecontrol.pipeline import FreeControlPipeline
 
         fixed_bases = read_bases_file(bases) if bases is not None else None
-        model_name = _model_name(model)
         reporter.info(f"loading {model_name}")
         pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision, cache_dir=cache_dir)
         for job, image in ready:
@@ -312,7 +312,8 @@ def generate(
                 job_cfg = dataclasses.replace(config, img2img=bool(job["img2img"]))
                 result = pipe(job["prompt"], image, job_cfg, inversion_prompt=job["inversion_prompt"],
                               subject=job["subject"], concept=job["concept"], seed=job["seed"],
-                              num_images=job["num_images"], bases=fixed_bases, reporter=reporter)
+                              num_images=job["num_images"], bases=fixed_bases, unguided=save_unguided,
+                              reporter=reporter)
                 seconds = time.perf_counter() - start
                 for k, (guided_path, unguided_path) in enumerate(names):
                     save_image(result.images[k], guided_path, overwrite=overwrite)
@@ -372,7 +373,7 @@ def bases_command(
         from i2i.errors import UsageError
         from i2i.freecontrol.bases import import_official as import_fn
         from i2i.freecontrol.bases import save_bases
-        from i2i.freecontrol.config import BasesConfig
+        from i2i.freecontrol.config import FreeControlConfig, apply_model_defaults, read_model_defaults
 
         if import_official is not None:
             if out is None:
@@ -385,7 +386,9 @@ def bases_command(
             return
         if not concept:
             raise UsageError("give --concept (or --import-official FILE)")
-        cfg = dataclasses.replace(BasesConfig(), **given(
+        model_name = _model_name(model)
+        recommended = apply_model_defaults(FreeControlConfig(), read_model_defaults(model_name)).bases
+        cfg = dataclasses.replace(recommended, **given(
             num_images=seed_images, num_inference_steps=bases_steps, seed=seed, n_components=components,
             analysis_end=analysis_end, prompt_template=prompt_template, batch_size=batch_size, size=size)).validate()
         from i2i.device import check_precision, resolve_device
@@ -395,7 +398,6 @@ def bases_command(
         _quiet_libraries()
         from i2i.freecontrol.pipeline import FreeControlPipeline
 
-        model_name = _model_name(model)
         reporter.info(f"loading {model_name}")
         pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision, cache_dir=cache_dir)
         result = pipe.semantic_bases(concept, cfg, reporter=reporter)

@@ -97,3 +97,39 @@ class FreeControlConfig:
     @property
     def warmup_steps(self) -> int:
         return int(round(self.warmup * self.num_inference_steps))
+
+
+# A model folder may ship its own recommended settings (e.g. the small demo model: fewer steps, no negative
+# prompt); flags given on the command line still win.
+MODEL_DEFAULTS_FILE = "i2i_freecontrol.json"
+
+
+def read_model_defaults(model: str) -> dict:
+    """The recommended settings in ``MODEL/i2i_freecontrol.json`` (``{}`` when ``model`` is not a local folder
+    or has none): FreeControlConfig field names, plus ``"bases"`` with BasesConfig field names."""
+    import json
+    from pathlib import Path
+
+    from i2i.errors import CheckpointError
+
+    path = Path(model) / MODEL_DEFAULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable recommended settings ({exc})") from exc
+    fields = {f.name for f in dataclasses.fields(FreeControlConfig)} - {"bases"}
+    bases_fields = {f.name for f in dataclasses.fields(BasesConfig)}
+    bad = [k for k in data if k not in fields and k != "bases"]
+    bad += [f"bases.{k}" for k in data.get("bases", {}) if k not in bases_fields]
+    if bad:
+        raise CheckpointError(f"{path}: unknown setting(s) {', '.join(bad)}")
+    return data
+
+
+def apply_model_defaults(config: FreeControlConfig, defaults: dict) -> FreeControlConfig:
+    """``config`` with a model's recommended settings (see :func:`read_model_defaults`) applied."""
+    top = {k: v for k, v in defaults.items() if k != "bases"}
+    return dataclasses.replace(config, **top, bases=dataclasses.replace(config.bases, **defaults.get("bases", {})))
+

@@ -45,12 +45,15 @@ class FeatureStore:
 
     ``rows``: batch rows to record (None: all). ``record_probs``: accumulate cross-attention probabilities.
     ``stop_after``: a layer name after which the forward pass stops (:class:`StopForward`).
+    ``grad_off_after``: a layer name after whose key gradient recording is switched off for the rest of the pass
+    (the caller restores it, e.g. with a ``torch.enable_grad()`` block around the UNet call).
     """
 
     rows: list[int] | None = None
     record_keys: bool = True
     record_probs: bool = False
     stop_after: str | None = None
+    grad_off_after: str | None = None
     keys: dict[str, torch.Tensor] = field(default_factory=dict)   # layer -> [b, HW, C]
     prob_sum: torch.Tensor | None = None                          # [b, HW, T], summed over heads and layers
     prob_count: int = 0                                           # heads summed into prob_sum
@@ -103,6 +106,8 @@ class RecordingAttnProcessor:
         store = self.store
         if self.kind == "key" and store.record_keys:
             store.keys[self.name] = store._select(key)            # [b, HW, C], before the head split
+        if store.grad_off_after == self.name:
+            torch.set_grad_enabled(False)                         # nothing after this key feeds the energy
 
         head_dim = key.shape[-1] // attn.heads
         query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)

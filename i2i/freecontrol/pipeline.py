@@ -22,6 +22,7 @@ One call:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -74,6 +75,13 @@ class Conditioning:
         return Conditioning(cat(neg.embeds, self.embeds), cat(neg.pooled, self.pooled),
                             cat(neg.time_ids, self.time_ids))
 
+    @staticmethod
+    def stack(parts: list["Conditioning"]) -> "Conditioning":
+        """Rows of ``parts`` one after another (their ``negative`` parts are dropped)."""
+        cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
+        return Conditioning(cat([p.embeds for p in parts]), cat([p.pooled for p in parts]),
+                            cat([p.time_ids for p in parts]))
+
     def unet_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"encoder_hidden_states": self.embeds}
         if self.pooled is not None:
@@ -88,7 +96,7 @@ class FreeControlOutput:
     images: list[Image.Image]
     unguided: list[Image.Image]
     latents: torch.Tensor
-    unguided_latents: torch.Tensor
+    unguided_latents: torch.Tensor | None         # None when the siblings were not asked for
     initial_latents: torch.Tensor                 # where the guided sample started (x_T^g with img2img)
     timesteps: list[int]
     guided_steps: int
@@ -400,10 +408,14 @@ class FreeControlPipeline:
     def __call__(self, prompt: str, condition: Image.Image | str | os.PathLike,
                  config: FreeControlConfig = FreeControlConfig(), *, inversion_prompt: str | None = None,
                  subject: str | None = None, concept: str | None = None, seed: int = 2028, num_images: int = 1,
-                 bases: SemanticBases | None = None, latents: torch.Tensor | None = None,
+                 bases: SemanticBases | None = None, latents: torch.Tensor | None = None, unguided: bool = True,
                  reporter: "Reporter | None" = None) -> FreeControlOutput:
         """Generate ``num_images`` images for ``prompt`` following ``condition``'s structure, plus the unguided
         siblings (same initial noise, no guidance).
+
+        The siblings run alongside as long as the appearance energy reads their keys (the guidance window);
+        with ``unguided=False`` they stop there and ``FreeControlOutput.unguided`` is empty (the CLI without
+        ``--save-unguided``: fewer UNet rows after the window).
 
         ``inversion_prompt`` describes the condition (default: ``prompt``); ``subject`` is ``"ref;gen"`` with ``ref``
         a word of the inversion prompt whose cross-attention gives the mask (default: all of its words);
@@ -472,27 +484,25 @@ class FreeControlPipeline:
         with progress_bar(reporter, len(ts), "freecontrol") as advance:
             for i, t in enumerate(timesteps):
                 weight = G.warmup_weight(i, config.structure_weight, config.warmup_steps) if i < n_guided else 0.0
-                want_app = weight > 0 and config.appearance_weight > 0
-                x = torch.cat([x_c, x_a]) if separate else x_a
-                store = FeatureStore(rows=list(range(3 * n, 4 * n)))    # positive rows of the sibling
-                with torch.no_grad():
-                    if want_app:
-                        with recording(self.unet, store, layers):
-                            eps = self.cfg_noise(x, t, text.expand(x.shape[0]), config.guidance_scale)
-                    else:
-                        eps = self.cfg_noise(x, t, text.expand(x.shape[0]), config.guidance_scale)
-                prev = scheduler.step(eps, t, x).prev_sample
-                keys_a = {k: v.float() for k, v in store.keys.items()}
-                del eps, store
-                if separate:
-                    prev_c, x_a = prev[:n], prev[n:]
-                else:
-                    prev_c = x_a = prev
+                sibling = separate and (unguided or (i < n_guided and config.appearance_weight > 0))
+                grad = None
                 if weight > 0:
                     coords_g, mask = cond_feats[i]
-                    grad, energy = self._energy_gradient(x_c, t, text.positive().expand(n), layers, bases, coords_g,
-                                                         mask, keys_a, weight, config)
+                    eps_c, eps_a, grad, energy = self._guided_step(
+                        x_c, x_a if sibling else None, t, text, layers, bases, coords_g, mask, weight, config)
                     energies.append(energy)
+                else:
+                    x = torch.cat([x_c, x_a]) if sibling else x_c
+                    with torch.no_grad():
+                        eps = self.cfg_noise(x, t, text.expand(x.shape[0]), config.guidance_scale)
+                    eps_c, eps_a = (eps[:n], eps[n:]) if sibling else (eps, None)
+                if sibling:
+                    prev = scheduler.step(torch.cat([eps_c, eps_a]), t, torch.cat([x_c, x_a])).prev_sample
+                    prev_c, x_a = prev[:n], prev[n:]
+                else:
+                    prev_c = scheduler.step(eps_c, t, x_c).prev_sample
+                del eps_c, eps_a
+                if weight > 0:
                     if grad is None:
                         skipped.append(i)
                         self._warn(reporter, f"step {i} (t={int(t)}): the guidance gradient is not finite; "
@@ -502,36 +512,56 @@ class FreeControlPipeline:
                         a_prev = float(alphas[prev_t]) if prev_t >= 0 else float(scheduler.final_alpha_cumprod)
                         prev_c = G.guided_update(prev_c, grad, float(alphas[int(t)]), a_prev)
                 x_c = prev_c.detach()
-                del keys_a
                 advance(1)
 
         images = self.decode(x_c)
-        unguided = self.decode(x_a) if separate else list(images)
+        if not separate:
+            x_a = x_c
+        siblings = (self.decode(x_a) if separate else list(images)) if unguided else []
         if mask is not None:
             side = int(round(mask.numel() ** 0.5))
             mask = mask.reshape(side, -1).cpu()
-        return FreeControlOutput(images, unguided, x_c.cpu(), x_a.cpu(), initial, ts, n_guided, skipped, mask,
-                                 trajectory, bases if n_guided else None, energies)
+        return FreeControlOutput(images, siblings, x_c.cpu(), x_a.cpu() if unguided else None, initial, ts,
+                                 n_guided, skipped, mask, trajectory, bases if n_guided else None, energies)
 
-    def _energy_gradient(self, x_c: torch.Tensor, t, cond: Conditioning, layers: list[str], bases: SemanticBases,
-                         coords_g: list[torch.Tensor], mask: torch.Tensor | None,
-                         keys_a: dict[str, torch.Tensor], weight: float,
-                         config: FreeControlConfig) -> tuple[torch.Tensor | None, float]:
-        """∇_x of ``weight * mean_layers(g_s + appearance_weight * g_a)`` (summed over the ``N`` samples) for the
-        guided latents ``x_c`` ``[N, c, h, w]``, from a UNet pass with gradients stopped after the last key layer.
-        Returns ``(None, energy)`` when the gradient is not finite."""
+    def _guided_step(self, x_c: torch.Tensor, x_a: torch.Tensor | None, t, text: Conditioning, layers: list[str],
+                     bases: SemanticBases, coords_g: list[torch.Tensor], mask: torch.Tensor | None, weight: float,
+                     config: FreeControlConfig) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, float]:
+        """One guided step's UNet work for the guided latents ``x_c`` and the siblings ``x_a`` (``[N, c, h, w]``
+        each; ``x_a`` None when no sibling runs).
+
+        Two calls instead of a CFG batch plus a separate energy pass: the rows that need no gradient
+        ``[x_c | negative; x_a | negative; x_a | prompt]`` (recording the siblings' keys for the appearance
+        energy), then ``x_c | prompt`` with gradients on up to the last key layer and off after it. That call's
+        output is the guided sample's conditional prediction and its keys give the energy, so the keys cost no
+        extra forward pass.
+
+        Returns ``(eps_c, eps_a, grad, energy)``: the CFG predictions (``eps_a`` None without siblings) and
+        ∇_x of ``weight * mean_layers(g_s + appearance_weight * g_a)`` (summed over the ``N`` samples), or None
+        when it is not finite.
+        """
+        n = x_c.shape[0]
+        neg, pos = text.negative.expand(n), text.positive().expand(n)
+        want_app = x_a is not None and config.appearance_weight > 0
+        store_a = FeatureStore(rows=list(range(2 * n, 3 * n)))       # the siblings' prompt rows
+        rows, conds = ([x_c, x_a, x_a], [neg, neg, pos]) if x_a is not None else ([x_c], [neg])
+        with torch.no_grad(), (recording(self.unet, store_a, layers) if want_app else contextlib.nullcontext()):
+            out = self.unet_forward(torch.cat(rows), t, Conditioning.stack(conds))
+        keys_a = {k: v.float() for k, v in store_a.keys.items()}
+        store_a.clear()
+
         x = x_c.detach().requires_grad_(True)
-        store = FeatureStore(stop_after=layers[-1])
+        store = FeatureStore(grad_off_after=layers[-1])
         with torch.enable_grad():
-            with recording(self.unet, store, layers):
-                run_until_recorded(self.unet, store, x.to(self.dtype), t, **cond.unet_kwargs())
+            with recording(self.unet, store, layers), torch.enable_grad():   # the inner one restores grad mode
+                text_c = self.unet_forward(x, t, pos).detach()
             total = x.new_zeros(())
             for j, name in enumerate(layers):
                 keys = store.keys[name].float()
                 mean, basis = bases.at(t, j, self.device)
                 coords = G.minmax_normalize(G.semantic_coordinates(keys, mean, basis, config.n_components))
                 energy = G.structure_energy(coords_g[j], coords, mask, config.penalty)
-                if config.appearance_weight > 0 and name in keys_a:
+                if want_app and name in keys_a:
                     ref = keys_a[name]
                     ref_coords = G.minmax_normalize(G.semantic_coordinates(ref, mean, basis, config.n_components))
                     energy = energy + config.appearance_weight * G.appearance_energy(
@@ -539,10 +569,15 @@ class FreeControlPipeline:
                         G.appearance_vectors(ref, ref_coords, config.appearance_components,
                                              config.appearance_threshold))
                 total = total + energy
-            loss = weight * total / len(layers) * x.shape[0]
+            loss = weight * total / len(layers) * n
             (grad,) = torch.autograd.grad(loss, x)
         value = float(loss.detach())
         store.clear()
+        del keys_a
+        s = config.guidance_scale
+        uncond_c = out[:n]
+        eps_c = uncond_c + s * (text_c - uncond_c)
+        eps_a = None if x_a is None else out[n:2 * n] + s * (out[2 * n:] - out[n:2 * n])
         if not torch.isfinite(grad).all():
-            return None, value
-        return grad, value
+            return eps_c, eps_a, None, value
+        return eps_c, eps_a, grad, value

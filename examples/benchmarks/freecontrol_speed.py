@@ -1,0 +1,246 @@
+"""Benchmark: FreeControl's cost over plain classifier-free-guided sampling, and its analysis / inversion costs.
+
+For one model, size, step count and device:
+
+- ``plain``: diffusers' own pipeline (``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``) with CFG, the
+  same scheduler, steps and size, decoded to an image by the same float32 VAE as FreeControl's;
+- ``guided``: one FreeControl image (guided sample + its unguided sibling, structure and appearance energies on the
+  default 60 % of steps) with the semantic bases and the condition's inversion already cached, i.e. the cost of
+  every run after the first for a concept and a condition;
+- ``bases`` and ``inversion``: the analysis stage and the condition's DDIM inversion, cold (computed and cached)
+  and warm (read back from the cache), and the first ``guided`` call (condition features included).
+
+The reported ratio is median(guided) / median(plain) over ``--repeats`` runs after a warm-up. Peak memory is the
+CUDA allocator's peak per stage on a GPU, and the process's peak RSS on a CPU.
+
+Models: ``demo`` (the bundled model), a local diffusers folder, or ``sd15-random`` / ``sdxl-random``: SD 1.5- and
+SDXL-shaped pipelines with random weights (speed and memory do not depend on the weight values; the tokenizer is a
+small generated one, the text encoders have the real shapes). Usage:
+
+    python examples/benchmarks/freecontrol_speed.py --model demo --steps 50 --repeats 3
+    python examples/benchmarks/freecontrol_speed.py --model sd15-random --device cuda --precision bf16 --steps 50
+    python examples/benchmarks/freecontrol_speed.py --model sdxl-random --device cuda --precision bf16 --steps 50
+
+Prints a table and one JSON line (machine, versions, settings, results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+CONDITION = Path(__file__).resolve().parents[1] / "conditions" / "square_sketch.png"
+WORDS = ("a", "an", "photo", "of", "red", "blue", "square", "with", "simple", "background", "best", "quality",
+         "extremely", "detailed", "outline", "sketch", "low", "worst", "cropped", "fewer", "digits", "lowres", "bad")
+
+
+def _clip(tok, hidden: int, layers: int, heads: int, projection: int | None = None, act: str = "quick_gelu"):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cfg = CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=heads, max_position_embeddings=77, hidden_act=act,
+                         projection_dim=projection or hidden, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg)
+
+
+def _sd_vae(sample_size: int, scaling: float):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
+                         layers_per_block=2, latent_channels=4, sample_size=sample_size, scaling_factor=scaling)
+
+
+def _scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+def random_pipeline(kind: str, device: torch.device, dtype: torch.dtype):
+    """An SD 1.5- (``sd15-random``) or SDXL-shaped (``sdxl-random``) diffusers pipeline with random weights, built
+    directly on ``device`` in ``dtype`` (the VAE in float32)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    from i2i.demo.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(WORDS, 77)
+    torch.manual_seed(0)
+    with warnings.catch_warnings(), torch.device(device):
+        warnings.simplefilter("ignore")
+        if kind == "sd15-random":
+            unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+            pipe = StableDiffusionPipeline(
+                vae=_sd_vae(512, 0.18215), text_encoder=_clip(tok, 768, 12, 12).to(dtype), tokenizer=tok,
+                unet=unet.to(dtype), scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
+                image_encoder=None, requires_safety_checker=False)
+        elif kind == "sdxl-random":
+            unet = UNet2DConditionModel(
+                sample_size=128, block_out_channels=(320, 640, 1280),
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+                use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+                projection_class_embeddings_input_dim=2816)
+            pipe = StableDiffusionXLPipeline(
+                vae=_sd_vae(1024, 0.13025), text_encoder=_clip(tok, 768, 12, 12).to(dtype),
+                text_encoder_2=_clip(tok, 1280, 32, 20, projection=1280, act="gelu").to(dtype), tokenizer=tok,
+                tokenizer_2=tok, unet=unet.to(dtype), scheduler=_scheduler(), add_watermarker=False)
+        else:
+            raise SystemExit(f"unknown random model {kind!r}")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20   # KiB on Linux
+
+
+def _timed(fn, device: torch.device) -> tuple[float, float]:
+    _reset_peak(device)
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0, _peak_gb(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="demo", help="demo, sd15-random, sdxl-random or a diffusers folder")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    ap.add_argument("--size", type=int, default=None, help="output side (default: the model's native size)")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--bases-steps", type=int, default=None, help="analysis steps (default: --steps)")
+    ap.add_argument("--seed-images", type=int, default=20)
+    ap.add_argument("--inversion-steps", type=int, default=None,
+                    help="default: the model's recommended value, else the official 999")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    args = ap.parse_args()
+
+    from i2i.device import resolve_device
+    from i2i.freecontrol import FreeControlPipeline
+    from i2i.freecontrol.config import FreeControlConfig, apply_model_defaults, read_model_defaults
+    from i2i.images import load_image
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    cache = tempfile.mkdtemp(prefix="i2i-bench-")
+    t0 = time.perf_counter()
+    if args.model.endswith("-random"):
+        base = random_pipeline(args.model, device, dtype)
+        pipe = FreeControlPipeline(base, model_id=args.model, device=device, precision=args.precision,
+                                   cache_dir=cache)
+        defaults: dict = {}
+    else:
+        from i2i.demo.model import demo_model_path
+
+        folder = str(demo_model_path()) if args.model == "demo" else args.model
+        pipe = FreeControlPipeline.from_pretrained(folder, device=device, precision=args.precision, cache_dir=cache)
+        base = pipe.base
+        defaults = read_model_defaults(folder)
+    _sync(device)
+    load_s = time.perf_counter() - t0
+
+    config = apply_model_defaults(FreeControlConfig(), defaults)
+    size = args.size or pipe.default_size
+    config = dataclasses.replace(
+        config, num_inference_steps=args.steps, size=size,
+        inversion_steps=args.inversion_steps or config.inversion_steps,
+        bases=dataclasses.replace(config.bases, num_images=args.seed_images,
+                                  num_inference_steps=args.bases_steps or args.steps))
+    prompt, concept = "a photo of a red square", "square"
+    condition = load_image(CONDITION).resize((size, size))
+    scheduler = pipe.make_scheduler()
+    scheduler.set_timesteps(config.num_inference_steps)
+    ts = [int(t) for t in scheduler.timesteps]
+
+    results: dict[str, dict[str, float]] = {}
+
+    def stage(name: str, fn) -> None:
+        sec, peak = _timed(fn, device)
+        results[name] = {"seconds": round(sec, 3), "peak_gb": round(peak, 3)}
+
+    stage("bases (cold)", lambda: pipe.semantic_bases(concept, config.bases, size))
+    stage("bases (cached)", lambda: pipe.semantic_bases(concept, config.bases, size))
+    stage("inversion (cold)", lambda: pipe.invert(condition, prompt, config, ts))
+    stage("inversion (cached)", lambda: pipe.invert(condition, prompt, config, ts))
+    stage("guided, first call", lambda: pipe(prompt, condition, config, concept=concept, seed=0))
+
+    kwargs = dict(num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
+                  height=size, width=size, negative_prompt=config.negative_prompt)
+    base.scheduler = pipe.make_scheduler()
+
+    def plain(seed: int):      # diffusers' sampling loop, then the same float32 VAE decode as FreeControl's
+        latents = base(prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
+                       **kwargs).images
+        return pipe.decode(latents)
+
+    def guided(seed: int):
+        return pipe(prompt, condition, config, concept=concept, seed=seed).images
+
+    plain(0)                                                  # warm-up
+    plain_runs = [_timed(lambda: plain(r + 1), device) for r in range(args.repeats)]
+    guided_runs = [_timed(lambda: guided(r + 1), device) for r in range(args.repeats)]
+    plain_s = statistics.median(s for s, _ in plain_runs)
+    guided_s = statistics.median(s for s, _ in guided_runs)
+    results["plain CFG sampling"] = {"seconds": round(plain_s, 3), "peak_gb": round(max(p for _, p in plain_runs), 3)}
+    results["guided (cached bases + inversion)"] = {"seconds": round(guided_s, 3),
+                                                    "peak_gb": round(max(p for _, p in guided_runs), 3)}
+    ratio = guided_s / plain_s
+
+    import diffusers
+    import transformers
+
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    settings = {"model": args.model, "device": str(device), "precision": args.precision, "size": size,
+                "steps": config.num_inference_steps, "guided_steps": config.guided_steps,
+                "bases_steps": config.bases.num_inference_steps, "seed_images": config.bases.num_images,
+                "inversion_steps": config.inversion_steps, "repeats": args.repeats, "load_seconds": round(load_s, 2)}
+    width = max(map(len, results)) + 2
+    print(f"{'stage':<{width}}{'seconds':>10}{'peak GB':>10}")
+    for name, r in results.items():
+        print(f"{name:<{width}}{r['seconds']:>10.3f}{r['peak_gb']:>10.2f}")
+    print(f"guided / plain = {ratio:.2f}  ({args.model}, {size}px, {config.num_inference_steps} steps, "
+          f"{args.precision}, {device})")
+    print(json.dumps({"benchmark": "freecontrol_speed", "machine": machine,
+                      "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                                   "transformers": transformers.__version__, "python": platform.python_version()},
+                      "settings": settings, "results": results, "guided_over_plain": round(ratio, 3)}))
+
+
+if __name__ == "__main__":
+    main()
