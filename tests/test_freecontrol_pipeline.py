@@ -15,7 +15,8 @@ from i2i.shapes import ShapeSpec, render
 
 PROMPT = "a photo of a red square"
 INV = "an outline of a square"
-SMALL = FreeControlConfig(num_inference_steps=6, inversion_steps=6,
+# (the official negative prompt is longer than the tiny tokenizer's 16 positions: a short one avoids the warning)
+SMALL = FreeControlConfig(num_inference_steps=6, inversion_steps=6, negative_prompt="worst quality, low quality",
                           bases=BasesConfig(num_images=2, num_inference_steps=6, batch_size=2))
 
 
@@ -287,3 +288,28 @@ def test_truncated_pass_records_the_same_keys_as_a_full_forward(sd):
         assert torch.equal(sd.unet_forward(x, 500, cond), eps)   # the original processors are back
     assert list(cut.keys) == layers and all(torch.equal(full.keys[n], cut.keys[n]) for n in layers)
     assert full.keys[layers[0]].shape == (1, 16, 32)             # [B, HW, C] before the head split
+
+
+@pytest.mark.parametrize("img2img", [False, True])
+def test_condition_of_another_aspect_ratio_is_not_squashed(sd, img2img):
+    wide = render(ShapeSpec("circle", "blue", 0.5, 0.5, 0.3), 32, style="outline").resize((64, 32))   # 2:1
+    assert sd.output_shape((64, 32), 32) == (16, 32)            # long side 32, short side a multiple of 16
+    assert sd.output_shape((30, 100), 64) == (64, 16)           # at least one unit, rounded
+    assert sd.output_shape((32, 32), 32) == (32, 32)
+    out = run(sd, wide, dataclasses.replace(SMALL, img2img=img2img), seed=4)
+    assert out.images[0].size == (32, 16) and out.unguided[0].size == (32, 16)      # PIL: (width, height)
+    assert out.trajectory.clean.shape[-2:] == (4, 8)
+    if not img2img:
+        assert out.mask is not None and out.mask.shape[1] == 2 * out.mask.shape[0]
+
+
+def test_prompt_longer_than_the_tokenizer_limit_warns_and_runs(sd, condition):
+    reporter = Recorder()
+    long_prompt = "a photo of a red square " + "with a simple background " * 6
+    out = sd(long_prompt, condition, SMALL, inversion_prompt=INV, subject="square;square", seed=5, reporter=reporter)
+    warned = [w for w in reporter.warnings if "the prompt is" in w]
+    assert len(warned) == 1 and "tokens long" in warned[0] and "the rest is ignored" in warned[0]
+    assert torch.isfinite(out.latents).all()
+    reporter = Recorder()
+    run(sd, condition, seed=5, reporter=reporter)
+    assert not [w for w in reporter.warnings if "tokens long" in w]

@@ -47,15 +47,16 @@ class Trajectory:
         return self.latents[i:i + 1]
 
 
-def resize_condition(image: Image.Image, size: int) -> Image.Image:
-    """The condition as the model sees it: RGB, resized (bicubic) to ``size`` x ``size`` like the official code."""
-    return image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+def resize_condition(image: Image.Image, shape: tuple[int, int]) -> Image.Image:
+    """The condition as the model sees it: RGB, resized (bicubic, like the official code) to ``shape`` =
+    ``(height, width)``."""
+    return image.convert("RGB").resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
 
 
-def trajectory_key(model_id: str, image: Image.Image, prompt: str, size: int, inversion_steps: int,
+def trajectory_key(model_id: str, image: Image.Image, prompt: str, size: tuple[int, int], inversion_steps: int,
                    scheduler_config: dict, timesteps: list[int]) -> str:
     pixels = hashlib.sha256(image.tobytes()).hexdigest()
-    return cache_key({"kind": "inversion", "model": model_id, "pixels": pixels, "prompt": prompt, "size": size,
+    return cache_key({"kind": "inversion", "model": model_id, "pixels": pixels, "prompt": prompt, "size": list(size),
                       "inversion_steps": inversion_steps, "scheduler": dict(scheduler_config),
                       "timesteps": list(timesteps)})
 
@@ -67,11 +68,12 @@ def inversion_timesteps_for(inverse_timesteps: list[int], wanted: list[int]) -> 
 
 
 @torch.no_grad()
-def invert_condition(pipe: "FreeControlPipeline", image: Image.Image, prompt: str, size: int,
+def invert_condition(pipe: "FreeControlPipeline", image: Image.Image, prompt: str, size: tuple[int, int],
                      timesteps: list[int], inversion_steps: int = 999, cache_dir: Path | None = None,
                      reporter: "Reporter | None" = None) -> Trajectory:
-    """Invert ``image`` and return the trajectory at ``timesteps`` (synthesis timesteps), from the cache when
-    possible. A corrupt or mismatched cache entry is rebuilt."""
+    """Invert ``image`` at ``size`` = ``(height, width)`` and return the trajectory at ``timesteps`` (synthesis
+    timesteps), from the cache when possible. A corrupt or mismatched cache entry is rebuilt."""
+    size = (int(size[0]), int(size[1]))
     image = resize_condition(image, size)
     inverse = pipe.inverse_scheduler
     inverse.set_timesteps(inversion_steps)
@@ -107,6 +109,6 @@ def invert_condition(pipe: "FreeControlPipeline", image: Image.Image, prompt: st
     traj = Trajectory(stored, stacked, clean.float().cpu(), path, False)
     if path is not None:
         save_entry(path, {"latents": stacked, "clean": traj.clean}, key,
-                   {"timesteps": list(stored), "prompt": prompt, "size": size, "model": pipe.model_id,
+                   {"timesteps": list(stored), "prompt": prompt, "size": list(size), "model": pipe.model_id,
                     "inversion_steps": inversion_steps})
     return traj

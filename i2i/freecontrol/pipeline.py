@@ -281,16 +281,33 @@ class FreeControlPipeline:
         """The model's native resolution: UNet sample size x VAE factor (SD 1.5: 512, SDXL: 1024)."""
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
+    @property
+    def size_unit(self) -> int:
+        """Output sides must be multiples of this (VAE factor x UNet downsampling; SD: 64)."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
+
     def check_size(self, size: int) -> int:
-        unit = self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
+        unit = self.size_unit
         if size <= 0 or size % unit:
             raise UsageError(f"--size {size}: must be a positive multiple of {unit} for this model")
         return size
 
+    def output_shape(self, condition_size: tuple[int, int], size: int) -> tuple[int, int]:
+        """``(height, width)`` of the output for a condition of PIL size ``(width, height)``: the long side is
+        ``size`` and the short side keeps the condition's aspect ratio, rounded to a multiple of
+        :attr:`size_unit` (at least one unit), so nothing is squashed."""
+        w, h = condition_size
+        unit = self.size_unit
+        short = max(unit, int(round(size * min(w, h) / max(w, h) / unit)) * unit)
+        return (size, short) if h >= w else (short, size)
+
     # ------------------------------------------------------------------ building blocks
     @torch.no_grad()
-    def encode_text(self, prompts: list[str], size: int, negative: str | None = None) -> Conditioning:
-        """Text conditioning for ``prompts`` (``negative``: also the CFG negative, same for every prompt)."""
+    def encode_text(self, prompts: list[str], size: int | tuple[int, int],
+                    negative: str | None = None) -> Conditioning:
+        """Text conditioning for ``prompts`` (``negative``: also the CFG negative, same for every prompt) at
+        ``size`` (a side, or ``(height, width)``: SDXL's size conditioning)."""
+        hw = (size, size) if isinstance(size, int) else tuple(size)
         cfg = negative is not None
         negs = [negative] * len(prompts) if cfg else None
         if self.is_sdxl:
@@ -298,7 +315,7 @@ class FreeControlPipeline:
                 prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=cfg,
                 negative_prompt=negs)
             proj = self.base.text_encoder_2.config.projection_dim
-            ids = self.base._get_add_time_ids((size, size), (0, 0), (size, size), dtype=pos.dtype,
+            ids = self.base._get_add_time_ids(hw, (0, 0), hw, dtype=pos.dtype,
                                               text_encoder_projection_dim=proj).to(self.device)
             ids = ids.repeat(len(prompts), 1)
             out = Conditioning(pos, pooled, ids)
@@ -318,10 +335,13 @@ class FreeControlPipeline:
         uncond, text = pred.chunk(2)
         return uncond + guidance_scale * (text - uncond)
 
-    def initial_noise(self, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
-        """Initial latents ``[n, c, s, s]`` drawn on the CPU with ``generator`` (device independent)."""
-        s = size // self.vae_scale_factor
-        noise = torch.randn((n, self.unet.config.in_channels, s, s), generator=generator, dtype=torch.float32)
+    def initial_noise(self, n: int, size: int | tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        """Initial latents ``[n, c, h/f, w/f]`` for ``size`` (a side or ``(h, w)``), drawn on the CPU with
+        ``generator`` (device independent)."""
+        h, w = (size, size) if isinstance(size, int) else size
+        f = self.vae_scale_factor
+        noise = torch.randn((n, self.unet.config.in_channels, h // f, w // f), generator=generator,
+                            dtype=torch.float32)
         return noise.to(self.device) * self.scheduler.init_noise_sigma
 
     @torch.no_grad()
@@ -344,8 +364,8 @@ class FreeControlPipeline:
     def invert(self, condition: Image.Image, prompt: str, config: FreeControlConfig, timesteps: list[int],
                reporter: "Reporter | None" = None) -> Trajectory:
         size = self.check_size(config.size or self.default_size)
-        return invert_condition(self, condition, prompt, size, timesteps, config.inversion_steps, self.cache_dir,
-                                reporter)
+        return invert_condition(self, condition, prompt, self.output_shape(condition.size, size), timesteps,
+                                config.inversion_steps, self.cache_dir, reporter)
 
     def semantic_bases(self, concept: str, config: BasesConfig | None = None, size: int | None = None,
                        reporter: "Reporter | None" = None) -> SemanticBases:
@@ -398,6 +418,15 @@ class FreeControlPipeline:
         self._condition_memo = {key: result}
         return result
 
+    def check_prompt_length(self, text: str, what: str, reporter: "Reporter | None" = None) -> None:
+        """Warn when ``text`` has more tokens than the text encoder reads: like diffusers, the rest is cut off."""
+        limit = self.tokenizer.model_max_length
+        ids = self.tokenizer(text, truncation=False, verbose=False)["input_ids"]
+        if len(ids) > limit:
+            kept = self.tokenizer.decode(ids[1:limit - 1]).strip()
+            self._warn(reporter, f"{what} is {len(ids) - 2} tokens long; the model reads only the first "
+                       f"{limit - 2} (\"{kept}\"), the rest is ignored")
+
     def _warn(self, reporter: "Reporter | None", message: str) -> None:
         if reporter is not None:
             reporter.warn(message)
@@ -430,7 +459,11 @@ class FreeControlPipeline:
         if not isinstance(condition, Image.Image):
             condition = load_image(condition)
         size = self.check_size(config.size or self.default_size)
+        shape = self.output_shape(condition.size, size)      # (h, w): the condition's aspect ratio, long side size
         inversion_prompt = prompt if inversion_prompt is None else inversion_prompt
+        for text, what in ((prompt, "the prompt"), (inversion_prompt, "the inversion prompt"),
+                           (config.negative_prompt, "the negative prompt")):
+            self.check_prompt_length(text, what, reporter)
         ref_word, _ = parse_subject(subject)
         scheduler = self.make_scheduler()
         scheduler.set_timesteps(config.num_inference_steps, device=self.device)
@@ -458,13 +491,13 @@ class FreeControlPipeline:
             if far > max(2 * bases.spacing(), 25):
                 self._warn(reporter, f"the semantic bases cover timesteps {int(bases.timesteps.min())}.."
                            f"{int(bases.timesteps.max())}; guided steps reach {far} timesteps from the nearest one")
-            inv_cond = self.encode_text([inversion_prompt], size)
+            inv_cond = self.encode_text([inversion_prompt], shape)
             cond_feats = self.condition_features(trajectory, ts[:n_guided], inv_cond, bases, layers, config,
                                                  token_indices, reporter)
 
-        text = self.encode_text([prompt], size, negative=config.negative_prompt)
+        text = self.encode_text([prompt], shape, negative=config.negative_prompt)
         if latents is None:
-            noise = self.initial_noise(num_images, size, torch.Generator("cpu").manual_seed(seed))
+            noise = self.initial_noise(num_images, shape, torch.Generator("cpu").manual_seed(seed))
         else:
             noise = latents.to(self.device, torch.float32)
             num_images = noise.shape[0]
@@ -518,9 +551,10 @@ class FreeControlPipeline:
         if not separate:
             x_a = x_c
         siblings = (self.decode(x_a) if separate else list(images)) if unguided else []
-        if mask is not None:
-            side = int(round(mask.numel() ** 0.5))
-            mask = mask.reshape(side, -1).cpu()
+        if mask is not None:                  # at the feature block's resolution: the latent's, downsampled
+            lh, lw = x_c.shape[-2:]
+            scale = (mask.numel() / (lh * lw)) ** 0.5
+            mask = mask.reshape(int(round(lh * scale)), -1).cpu()
         return FreeControlOutput(images, siblings, x_c.cpu(), x_a.cpu() if unguided else None, initial, ts,
                                  n_guided, skipped, mask, trajectory, bases if n_guided else None, energies)
 
