@@ -152,8 +152,43 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def main(model: str = "", seeds: int = 3, steps: int = 50, device: str = "cpu") -> None:
-    """Run the full report on MODEL (default: the bundled demo model) and print the table and a JSON line."""
+# The README's picture: (prompt, example condition) as given to `i2i freecontrol --prompt P --condition C`.
+FIGURE_JOBS: tuple[tuple[str, str], ...] = (("a red square", "square_sketch.png"),
+                                            ("a blue circle", "circle_sketch.png"),
+                                            ("a yellow triangle", "triangle_sketch.png"))
+
+
+def figure(pipe, fc, conditions_dir, path, seed: int | None = None, cell: int = 160) -> None:
+    """Write a picture with one row per :data:`FIGURE_JOBS` entry: condition | FreeControl | unguided sibling,
+    each made exactly as the CLI makes it (prompt and condition only, the CLI's default seed), upscaled to
+    ``cell`` pixels (nearest neighbour, so the pixels are the model's own)."""
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    from i2i.cli.freecontrol import DEFAULT_SEED
+    from i2i.images import load_image
+
+    seed = DEFAULT_SEED if seed is None else seed
+    label_h = 18
+    sheet = Image.new("RGB", (3 * cell, label_h + len(FIGURE_JOBS) * cell), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, title in enumerate(("condition", "FreeControl", "unguided (same seed)")):
+        draw.text((k * cell + 4, 3), title, fill="black")
+    for row, (prompt, name) in enumerate(FIGURE_JOBS):
+        condition = load_image(Path(conditions_dir) / name)
+        out = pipe(prompt, condition, fc, seed=seed)
+        y = label_h + row * cell
+        for k, img in enumerate((condition, out.images[0], out.unguided[0])):
+            sheet.paste(img.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST), (k * cell, y))
+        draw.text((cell + 4, y + 3), prompt, fill="black")
+    sheet.save(path)
+
+
+def main(model: str = "", seeds: int = 3, steps: int = 50, device: str = "cpu", figure_path: str = "",
+         conditions: str = "examples/conditions") -> None:
+    """Run the full report on MODEL (default: the bundled demo model) and print the table and a JSON line.
+    With --figure-path, only write the README's picture (condition | FreeControl | unguided)."""
     from i2i.demo.model import demo_model_path
     from i2i.freecontrol.config import FreeControlConfig, apply_model_defaults, read_model_defaults
     from i2i.freecontrol.pipeline import FreeControlPipeline
@@ -161,6 +196,10 @@ def main(model: str = "", seeds: int = 3, steps: int = 50, device: str = "cpu") 
     model = model or str(demo_model_path())
     pipe = FreeControlPipeline.from_pretrained(model, device=device)
     fc = apply_model_defaults(FreeControlConfig(), read_model_defaults(model))
+    if figure_path:
+        figure(pipe, fc, conditions, figure_path)
+        print(figure_path)
+        return
     report = run_report(pipe, ReportConfig(seeds=tuple(range(seeds)), steps=steps), fc)
     print(markdown_table(report))
     print(json.dumps(report))
