@@ -6,7 +6,7 @@ identity 0.5, batch 1, Adam 2e-4/(0.5, 0.999)) on random 3 x S x S inputs:
 - ``reference layout``: the reference implementation's step structure re-created here (six separate generator
   calls, separate D calls, plain per-parameter Adam, contiguous tensors) as a same-machine baseline;
 - ``i2i``: the project's own step (``i2i.cyclegan.trainer``: batched generator/discriminator calls, fused Adam,
-  channels_last, no per-step host syncs), fp32 and bf16 autocast.
+  no per-step host syncs), fp32 and bf16 autocast, each with contiguous and channels_last tensors.
 
 Prints a table and one JSON line (machine, versions, settings, medians). Usage:
 
@@ -59,7 +59,7 @@ def reference_layout_step(nets, opts, pools, real_A, real_B):
     opt_D.step()
 
 
-def i2i_step(gens, discs, nets, opts, pools, real_A, real_B, precision, device):
+def i2i_step(gens, discs, nets, opts, pools, real_A, real_B, precision, device, memory_format):
     G_A, G_B, D_A, D_B = nets
     opt_G, opt_D = opts
     discs.requires_grad_(False)
@@ -73,8 +73,8 @@ def i2i_step(gens, discs, nets, opts, pools, real_A, real_B, precision, device):
     loss_G.backward()
     opt_G.step()
     discs.requires_grad_(True)
-    fb = pools[1].query(out["fake_B"].detach()).contiguous(memory_format=torch.channels_last)
-    fa = pools[0].query(out["fake_A"].detach()).contiguous(memory_format=torch.channels_last)
+    fb = pools[1].query(out["fake_B"].detach()).contiguous(memory_format=memory_format)
+    fa = pools[0].query(out["fake_A"].detach()).contiguous(memory_format=memory_format)
     with autocast(device, precision):
         d = discs(real_A, real_B, fa, fb)
     loss_D = discriminator_loss(d["D_A_real"], d["D_A_fake"], "lsgan") + \
@@ -129,14 +129,15 @@ def main() -> None:
     nets, opts, pools = build(channels_last=False, fused=False)
     results["reference layout fp32"] = time_it(lambda: reference_layout_step(nets, opts, pools, real_A, real_B),
                                                args.iters, args.warmup)
-    for precision in ("fp32", "bf16"):
-        nets, opts, pools = build(channels_last=True, fused=True)
+    for precision, channels_last in itertools.product(("fp32", "bf16"), (False, True)):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        nets, opts, pools = build(channels_last=channels_last, fused=True)
         gens = GeneratorPair(nets[0], nets[1], identity=True, fuse=True)
         discs = DiscriminatorPair(nets[2], nets[3], fuse=True)
-        a = real_A.contiguous(memory_format=torch.channels_last)
-        b = real_B.contiguous(memory_format=torch.channels_last)
-        results[f"i2i {precision}"] = time_it(
-            lambda: i2i_step(gens, discs, nets, opts, pools, a, b, precision, dev), args.iters, args.warmup)
+        a, b = real_A.contiguous(memory_format=fmt), real_B.contiguous(memory_format=fmt)
+        name = f"i2i {precision}" + (", channels_last" if channels_last else "")
+        results[name] = time_it(lambda: i2i_step(gens, discs, nets, opts, pools, a, b, precision, dev, fmt),
+                                args.iters, args.warmup)
 
     base = statistics.median(results["reference layout fp32"])
     print(f"| step ({args.size} px, batch 1, {args.threads} threads) | median s/iter | vs reference layout |")

@@ -4,9 +4,10 @@ For one model, size, step count and device:
 
 - ``plain``: diffusers' own pipeline (``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``) with CFG, the
   same scheduler, steps and size, decoded to an image by the same float32 VAE as FreeControl's;
-- ``guided``: one FreeControl image (guided sample + its unguided sibling, structure and appearance energies on the
-  default 60 % of steps) with the semantic bases and the condition's inversion already cached, i.e. the cost of
-  every run after the first for a concept and a condition;
+- ``guided``: one FreeControl image as the CLI makes it without ``--save-unguided`` (structure and appearance
+  energies on the default 60 % of steps; the unguided sibling runs only as long as the appearance energy needs
+  it) with the semantic bases and the condition's inversion already cached, i.e. the cost of every run after the
+  first for a concept and a condition; also with the sibling finished (``--save-unguided``);
 - ``bases`` and ``inversion``: the analysis stage and the condition's DDIM inversion, cold (computed and cached)
   and warm (read back from the cache), and the first ``guided`` call (condition features included).
 
@@ -207,17 +208,21 @@ def main() -> None:
                        **kwargs).images
         return pipe.decode(latents)
 
-    def guided(seed: int):
-        return pipe(prompt, condition, config, concept=concept, seed=seed).images
+    def guided(seed: int, unguided: bool = False):       # the CLI's default: no --save-unguided
+        return pipe(prompt, condition, config, concept=concept, seed=seed, unguided=unguided).images
 
     plain(0)                                                  # warm-up
     plain_runs = [_timed(lambda: plain(r + 1), device) for r in range(args.repeats)]
     guided_runs = [_timed(lambda: guided(r + 1), device) for r in range(args.repeats)]
+    sibling_runs = [_timed(lambda: guided(r + 1, True), device) for r in range(args.repeats)]
     plain_s = statistics.median(s for s, _ in plain_runs)
     guided_s = statistics.median(s for s, _ in guided_runs)
     results["plain CFG sampling"] = {"seconds": round(plain_s, 3), "peak_gb": round(max(p for _, p in plain_runs), 3)}
     results["guided (cached bases + inversion)"] = {"seconds": round(guided_s, 3),
                                                     "peak_gb": round(max(p for _, p in guided_runs), 3)}
+    results["guided + unguided sibling (--save-unguided)"] = {
+        "seconds": round(statistics.median(s for s, _ in sibling_runs), 3),
+        "peak_gb": round(max(p for _, p in sibling_runs), 3)}
     ratio = guided_s / plain_s
 
     import diffusers

@@ -6,7 +6,8 @@ on the same folder of PNG files and write a PNG per input:
 - ``one at a time``: the reference implementation's test loop re-created as a baseline: open, convert, run the
   generator on one image under ``torch.no_grad()``, save, next;
 - ``i2i``: :func:`i2i.cyclegan.translator.translate_images` (decoding and prefetch in DataLoader workers,
-  batches, ``inference_mode``, channels_last), in fp32 and with ``--precision bf16``.
+  batches, ``inference_mode``, channels_last on CUDA; by default the batch size and workers i2i picks for the
+  device), in fp32 and with ``--precision bf16``.
 
 Images/s is the median over ``--repeats`` passes over the folder after one warm-up pass. Prints a table and one JSON
 line. Usage:
@@ -17,6 +18,7 @@ line. Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -46,8 +48,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: i2i's for the device")
+    ap.add_argument("--num-workers", type=int, default=None, help="default: i2i's for the device")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
@@ -102,7 +104,9 @@ def main() -> None:
         "versions": {"torch": torch.__version__, "python": platform.python_version(),
                      "i2i": getattr(i2i, "__version__", "?")},
         "settings": {"images": args.images, "size": args.size, "batch_size": args.batch_size,
-                     "num_workers": args.num_workers, "repeats": args.repeats, "netG": gen_cfg.arch},
+                     "num_workers": args.num_workers, "resolved": dataclasses.asdict(
+                         TranslateConfig(args.batch_size, num_workers=args.num_workers).for_device(
+                             torch.device("cpu"))), "repeats": args.repeats, "netG": gen_cfg.arch},
         "images_per_second": {k: round(v, 3) for k, v in rows.items()},
         "speedup": {k: round(v / base, 2) for k, v in rows.items()}}))
 

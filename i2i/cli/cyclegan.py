@@ -201,14 +201,18 @@ def translate(
                                             "reference .pth.")],
     direction: Annotated[str, typer.Option("--direction", help="AtoB (G_A) or BtoA (G_B).")] = "AtoB",
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; input sub-folders are kept.")] = Path("out"),
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 4,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", help="Images per forward pass (default: 4 on a GPU, 1 on a CPU, where batches measured "
+        "slower).", show_default=False)] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Translate large images in overlapping tiles of "
                                                 "this size (seams blended).")] = None,
     tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Tile overlap in pixels.")] = 32,
     ext: Annotated[str, typer.Option("--ext", help="Output format extension.")] = ".png",
     suffix: Annotated[str, typer.Option("--suffix", help="Appended to each output file name.")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    num_workers: Annotated[int, typer.Option("--num-workers", help="Background decoding workers.")] = 2,
+    num_workers: Annotated[Optional[int], typer.Option(
+        "--num-workers", help="Background decoding processes (default: 2 on a GPU or a CPU with more than 4 "
+        "cores, else 0: decoding in the main process).", show_default=False)] = None,
     net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
     input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None,
     device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,

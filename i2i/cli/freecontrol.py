@@ -37,8 +37,9 @@ PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
     "fp32.", rich_help_panel="Common", show_default=False)]
 SizeOpt = Annotated[Optional[int], typer.Option(
-    "--size", help="Output side in pixels; the condition is resized to it (default: the model's native size, "
-    "e.g. 512 for SD 1.5, 1024 for SDXL).")]
+    "--size", help="Long side of the output in pixels; the short side follows the condition's aspect ratio "
+    "(rounded to the model's size unit) and the condition is resized to that (default: the model's native size, "
+    "e.g. 512 for SD 1.5, 1024 for SDXL). The analysis runs square at this size.")]
 ComponentsOpt = Annotated[Optional[int], typer.Option(
     "--components", help="PCA components used by the structure energy, and kept by the analysis (default: 64).",
     rich_help_panel=GUIDE)]

@@ -514,7 +514,11 @@ class FreeControlPipeline:
         alphas = scheduler.alphas_cumprod
         step_ratio = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
 
-        with progress_bar(reporter, len(ts), "freecontrol") as advance:
+        # The recording processors are installed once for the whole loop (installing them costs a walk over
+        # every module); between the calls that record, ``live`` records nothing and they compute plain attention.
+        live = FeatureStore(record_keys=False)
+        with progress_bar(reporter, len(ts), "freecontrol") as advance, \
+                (recording(self.unet, live, layers) if n_guided else contextlib.nullcontext()):
             for i, t in enumerate(timesteps):
                 weight = G.warmup_weight(i, config.structure_weight, config.warmup_steps) if i < n_guided else 0.0
                 sibling = separate and (unguided or (i < n_guided and config.appearance_weight > 0))
@@ -522,7 +526,7 @@ class FreeControlPipeline:
                 if weight > 0:
                     coords_g, mask = cond_feats[i]
                     eps_c, eps_a, grad, energy = self._guided_step(
-                        x_c, x_a if sibling else None, t, text, layers, bases, coords_g, mask, weight, config)
+                        x_c, x_a if sibling else None, t, text, layers, bases, coords_g, mask, weight, config, live)
                     energies.append(energy)
                 else:
                     x = torch.cat([x_c, x_a]) if sibling else x_c
@@ -560,7 +564,8 @@ class FreeControlPipeline:
 
     def _guided_step(self, x_c: torch.Tensor, x_a: torch.Tensor | None, t, text: Conditioning, layers: list[str],
                      bases: SemanticBases, coords_g: list[torch.Tensor], mask: torch.Tensor | None, weight: float,
-                     config: FreeControlConfig) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, float]:
+                     config: FreeControlConfig, live: FeatureStore | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, float]:
         """One guided step's UNet work for the guided latents ``x_c`` and the siblings ``x_a`` (``[N, c, h, w]``
         each; ``x_a`` None when no sibling runs).
 
@@ -570,24 +575,33 @@ class FreeControlPipeline:
         output is the guided sample's conditional prediction and its keys give the energy, so the keys cost no
         extra forward pass.
 
+        ``live``: the store of recording processors already installed on ``layers`` (see ``__call__``); without
+        it they are installed for this step.
+
         Returns ``(eps_c, eps_a, grad, energy)``: the CFG predictions (``eps_a`` None without siblings) and
         ∇_x of ``weight * mean_layers(g_s + appearance_weight * g_a)`` (summed over the ``N`` samples), or None
         when it is not finite.
         """
+        if live is None:
+            live = FeatureStore(record_keys=False)
+            with recording(self.unet, live, layers):
+                return self._guided_step(x_c, x_a, t, text, layers, bases, coords_g, mask, weight, config, live)
         n = x_c.shape[0]
         neg, pos = text.negative.expand(n), text.positive().expand(n)
         want_app = x_a is not None and config.appearance_weight > 0
-        store_a = FeatureStore(rows=list(range(2 * n, 3 * n)))       # the siblings' prompt rows
         rows, conds = ([x_c, x_a, x_a], [neg, neg, pos]) if x_a is not None else ([x_c], [neg])
-        with torch.no_grad(), (recording(self.unet, store_a, layers) if want_app else contextlib.nullcontext()):
+        live.clear()
+        live.rows, live.record_keys, live.grad_off_after = list(range(2 * n, 3 * n)), want_app, None  # siblings|prompt
+        with torch.no_grad():
             out = self.unet_forward(torch.cat(rows), t, Conditioning.stack(conds))
-        keys_a = {k: v.float() for k, v in store_a.keys.items()}
-        store_a.clear()
+        keys_a = {k: v.float() for k, v in live.keys.items()}
 
         x = x_c.detach().requires_grad_(True)
-        store = FeatureStore(grad_off_after=layers[-1])
+        store = live
+        store.clear()
+        store.rows, store.record_keys, store.grad_off_after = None, True, layers[-1]
         with torch.enable_grad():
-            with recording(self.unet, store, layers), torch.enable_grad():   # the inner one restores grad mode
+            with torch.enable_grad():                   # restores grad mode after the processors switch it off
                 text_c = self.unet_forward(x, t, pos).detach()
             total = x.new_zeros(())
             for j, name in enumerate(layers):
@@ -607,6 +621,7 @@ class FreeControlPipeline:
             (grad,) = torch.autograd.grad(loss, x)
         value = float(loss.detach())
         store.clear()
+        store.rows, store.record_keys, store.grad_off_after = None, False, None
         del keys_a
         s = config.guidance_scale
         uncond_c = out[:n]
