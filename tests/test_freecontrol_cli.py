@@ -92,11 +92,10 @@ def test_bad_inputs_and_models(cli, tmp_path):
     assert res.exit_code == 2
 
 
-def test_without_model_the_error_says_to_pass_one(cli, tmp_path):
-    from i2i.demo.model import DEMO_MODEL_NAME
+def test_without_model_the_error_says_to_pass_one(cli, tmp_path, monkeypatch):
+    from i2i.demo import model as demo
 
-    if (ROOT / "i2i" / "assets" / DEMO_MODEL_NAME / "model_index.json").exists():
-        pytest.skip("the bundled demo model exists")
+    monkeypatch.setattr(demo, "ASSETS", tmp_path / "no-assets")      # as if the package shipped without it
     res = cli("--prompt", "a red square", "--condition", SQUARE, "--out", tmp_path, model=False,
               env={"I2I_FREECONTROL_MODEL": ""})
     assert res.exit_code == 4 and "--model" in res.output

@@ -10,14 +10,16 @@ Load once, call many times::
 
 One call:
 
-1. the condition is resized, VAE-encoded and DDIM-inverted with the inversion prompt (cached on disk);
+1. the condition is resized (its aspect ratio kept), VAE-encoded and DDIM-inverted with the inversion prompt
+   (cached on disk);
 2. semantic bases for the concept come from the cache or the analysis stage (:mod:`i2i.freecontrol.bases`);
 3. once per guided timestep, the condition's keys (and its subject cross-attention, for the mask) are computed
    from the cached trajectory with a UNet pass cut short after the feature block;
 4. sampling runs the guided sample and its unguided sibling (same initial noise) with classifier-free guidance;
-   inside the guidance window a second, truncated UNet pass of the guided sample with gradients gives the keys for
-   the structure and appearance energies, and one gradient per step w.r.t. the latent is applied as the official
-   scheduler does.
+   inside the guidance window the guided sample's prompt row runs in a call of its own with gradients on up to
+   the last key layer, so the same pass gives its prediction and the keys of the structure and appearance
+   energies, and one gradient per step w.r.t. the latent is applied as the official scheduler does. The sibling
+   stops after the window unless it is asked for.
 """
 
 from __future__ import annotations
