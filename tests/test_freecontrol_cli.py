@@ -215,3 +215,29 @@ def test_example_batch_script(model_dir, tmp_path):
     assert len(results) == 3 and all(Path(r["unguided"]).exists() for r in results)
     usage = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
     assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_bad_condition_files_are_reported_and_the_batch_goes_on(cli, tmp_path):
+    from PIL import Image
+
+    conds = tmp_path / "conds"
+    conds.mkdir()
+    (conds / "zero.png").write_bytes(b"")
+    (conds / "text.png").write_text("not an image")
+    (conds / "cut.png").write_bytes(SQUARE.read_bytes()[:200])                   # truncated PNG
+    (conds / "dir.png").mkdir()                                                  # a folder named like an image
+    Image.new("P", (32, 32)).save(conds / "palette.png", transparency=0)        # palette with transparency: fine
+    names = ["zero.png", "text.png", "cut.png", "dir.png", "palette.png"]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps({"prompt": "a red square", "condition": f"conds/{n}", "name": n[:-4]}) + "\n"
+                            for n in names))
+    out = tmp_path / "out"
+    res = cli("--jobs", jobs, "--out", out, "--json")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    for n in names[:4]:
+        assert n in res.stderr
+    assert [Path(r["image"]).name for r in json_lines(res.stdout)] == ["palette.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["palette.png"]            # nothing partial left behind
+    res = cli("--prompt", "a red square", "--condition", conds / "zero.png", "--out", tmp_path / "one")
+    assert res.exit_code == 3 and "zero.png" in res.stderr and "Traceback" not in res.output
+    assert not (tmp_path / "one").exists() or not any((tmp_path / "one").iterdir())
