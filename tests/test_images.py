@@ -4,6 +4,7 @@ import io
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,13 +107,52 @@ def test_decompression_bomb_refused(tmp_path):
         load_image(tmp_path / "big.png", max_pixels=10_000)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
-def test_unreadable_file(tmp_path):
-    p = tmp_path / "secret.png"
+def _unprivileged(fn) -> None:
+    """Run ``fn()`` as an ordinary user: directly, or, under root (which ignores file permissions), in a forked
+    child that has switched to the user "nobody" (uid 65534)."""
+    if os.geteuid() != 0:
+        fn()
+        return
+    pid = os.fork()
+    if pid == 0:                                   # child: never return into pytest
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            fn()
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the check failed in the unprivileged child (see stderr)"
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder an unprivileged user can enter (pytest's tmp_path is private to its owner)."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="i2i-perm-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_unreadable_file(shared_dir):
+    p = shared_dir / "secret.png"
     Image.new("RGB", (4, 4)).save(p)
     p.chmod(0)
-    with pytest.raises(InputError, match="permission"):
-        load_image(p)
+
+    def check():
+        with pytest.raises(InputError, match="permission denied"):
+            load_image(p)
+
+    _unprivileged(check)
 
 
 def test_tensor_round_trip():
@@ -168,13 +208,17 @@ def test_failed_write_leaves_nothing(tmp_path):
     assert (tmp_path / "x.bin").read_bytes() == b"whole"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_output_folder(tmp_path):
-    ro = tmp_path / "ro"
+def test_unwritable_output_folder(shared_dir):
+    ro = shared_dir / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
-    with pytest.raises(OutputError, match="cannot write"):
-        save_image(Image.new("RGB", (2, 2)), ro / "x.png")
+    ro.chmod(0o555)
+
+    def check():
+        with pytest.raises(OutputError, match="cannot write"):
+            save_image(Image.new("RGB", (2, 2)), ro / "x.png")
+        assert list(ro.iterdir()) == []
+
+    _unprivileged(check)
 
 
 def test_output_under_a_file_is_a_clear_error(tmp_path):
