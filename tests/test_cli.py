@@ -169,3 +169,20 @@ def test_export_onnx_cli(shapes_run, tmp_path):
     assert info["checked"] and info["max_abs_diff"] < 1e-4 and (tmp_path / "g.onnx").stat().st_size > 0
     again = run("cyclegan", "export", "-c", run_dir, "--onnx", tmp_path / "g.onnx", "--size", 32)
     assert again.exit_code == 6
+
+
+def test_bad_training_arguments_are_clear_errors(tmp_path):
+    for d in ("small/trainA", "small/trainB", "empty/trainA", "empty/trainB"):
+        (tmp_path / d).mkdir(parents=True)
+    for d in ("small/trainA", "small/trainB"):
+        for i in range(2):
+            Image.new("RGB", (24, 24), "red").save(tmp_path / d / f"{i}.png")
+    Image.new("RGB", (40, 40)).save(tmp_path / "empty" / "trainB" / "0.png")
+    tiny = ["--max-iters", 2, "--ngf", 8, "--ndf", 8, "--num-workers", 0, "--quiet"]
+    cases = [(["small", "--preprocess", "crop", "--crop-size", 32], 3, "smaller than --crop-size 32"),
+             (["empty"], 3, "trainA: contains no images"),
+             (["small", "--crop-size", 64, "--load-size", 32], 2, "--crop-size 64 is larger than --load-size 32")]
+    for k, (args, code, words) in enumerate(cases):
+        res = run("cyclegan", "train", tmp_path / args[0], *args[1:], "--run-dir", tmp_path / f"run{k}", *tiny)
+        assert res.exit_code == code, res.output
+        assert words in res.stderr and "Traceback" not in res.output
