@@ -599,15 +599,14 @@ class FreeControlPipeline:
         keys_a = {k: v.float() for k, v in live.keys.items()}
 
         x = x_c.detach().requires_grad_(True)
-        store = live
-        store.clear()
-        store.rows, store.record_keys, store.grad_off_after = None, True, layers[-1]
+        live.clear()
+        live.rows, live.record_keys, live.grad_off_after = None, True, layers[-1]
         with torch.enable_grad():
             with torch.enable_grad():                   # restores grad mode after the processors switch it off
                 text_c = self.unet_forward(x, t, pos).detach()
             total = x.new_zeros(())
             for j, name in enumerate(layers):
-                keys = store.keys[name].float()
+                keys = live.keys[name].float()
                 mean, basis = bases.at(t, j, self.device)
                 coords = G.minmax_normalize(G.semantic_coordinates(keys, mean, basis, config.n_components))
                 energy = G.structure_energy(coords_g[j], coords, mask, config.penalty)
@@ -622,8 +621,8 @@ class FreeControlPipeline:
             loss = weight * total / len(layers) * n
             (grad,) = torch.autograd.grad(loss, x)
         value = float(loss.detach())
-        store.clear()
-        store.rows, store.record_keys, store.grad_off_after = None, False, None
+        live.clear()
+        live.rows, live.record_keys, live.grad_off_after = None, False, None     # plain attention until next time
         del keys_a
         s = config.guidance_scale
         uncond_c = out[:n]
