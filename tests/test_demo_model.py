@@ -31,9 +31,9 @@ def pipe(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fc():
-    from i2i.freecontrol.config import FreeControlConfig, apply_model_defaults, read_model_defaults
+    from i2i.freecontrol.config import model_config
 
-    return apply_model_defaults(FreeControlConfig(), read_model_defaults(str(demo_model_path())))
+    return model_config(str(demo_model_path()))
 
 
 def test_demo_model_ships_small_and_loads_offline():

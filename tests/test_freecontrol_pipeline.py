@@ -9,6 +9,7 @@ from tiny_sd import one_thread, sd_pipeline, sdxl_pipeline  # noqa: F401  (one_t
 
 from i2i.errors import UsageError
 from i2i.freecontrol.config import BasesConfig, FreeControlConfig
+from i2i.freecontrol.features import FeatureStore, recording
 from i2i.freecontrol.pipeline import FreeControlPipeline
 from i2i.progress import Reporter
 from i2i.shapes import ShapeSpec, render
@@ -92,17 +93,19 @@ def test_energy_gradient_is_a_descent_direction(sd, condition):
     t = scheduler.timesteps[1]
     coords, mask = feats[1]
     cfg0 = dataclasses.replace(cfg, appearance_weight=0.0)           # appearance off: structure energy only
-    eps, eps_a, grad, e0 = sd._guided_step(x, None, t, cond, layers, bases, coords, mask, 1.0, cfg0)
-    _, _, _, e1 = sd._guided_step(x - 1e-2 * grad / grad.norm(), None, t, cond, layers, bases, coords, mask, 1.0,
-                                  cfg0)
+    x_a = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    live = FeatureStore(record_keys=False)
+    with recording(sd.unet, live, layers):                           # as __call__ installs them, once
+        eps, eps_a, grad, e0 = sd._guided_step(x, None, t, cond, layers, bases, coords, mask, 1.0, cfg0, live)
+        _, _, _, e1 = sd._guided_step(x - 1e-2 * grad / grad.norm(), None, t, cond, layers, bases, coords, mask,
+                                      1.0, cfg0, live)
+        eps2, eps_a2, grad2, _ = sd._guided_step(x, x_a, t, cond, layers, bases, coords, mask, 1.0, cfg, live)
     assert grad.abs().sum() > 0 and e1 < e0
     # The pass that gives the energy's keys also gives the guided sample's prediction: the plain CFG one.
     assert eps_a is None
     assert torch.allclose(eps, sd.cfg_noise(x, t, cond, cfg.guidance_scale), atol=1e-5)
     assert torch.is_grad_enabled()                                   # grad mode restored after the pass
     # With a sibling: its prediction is its plain CFG one too.
-    x_a = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    eps2, eps_a2, grad2, _ = sd._guided_step(x, x_a, t, cond, layers, bases, coords, mask, 1.0, cfg)
     assert torch.allclose(eps2, eps, atol=1e-5)
     assert torch.allclose(eps_a2, sd.cfg_noise(x_a, t, cond, cfg.guidance_scale), atol=1e-5)
     assert not torch.allclose(grad2, grad)                            # the appearance energy now contributes

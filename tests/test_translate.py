@@ -164,3 +164,17 @@ def test_tiling_a_real_generator_is_close_and_sized(gen):
     tiled = translate_pil(gen, CFG, img, "cpu", tile=64, tile_overlap=24)
     assert tiled.size == whole.size == (120, 88)
     assert (image_to_tensor(tiled) - image_to_tensor(whole)).abs().mean() < 0.1
+
+
+def test_unset_batch_size_and_workers_follow_the_device(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    cpu = TranslateConfig().for_device(torch.device("cpu"))
+    assert (cpu.batch_size, cpu.num_workers) == (1, 0)           # measured faster on a 2-core CPU
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert TranslateConfig().for_device(torch.device("cpu")).num_workers == 2
+    gpu = TranslateConfig().for_device(torch.device("cuda"))
+    assert (gpu.batch_size, gpu.num_workers) == (4, 2)
+    given = TranslateConfig(batch_size=8, num_workers=3).for_device(torch.device("cpu"))
+    assert (given.batch_size, given.num_workers) == (8, 3)       # given values are kept

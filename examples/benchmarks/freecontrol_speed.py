@@ -149,32 +149,31 @@ def main() -> None:
     args = ap.parse_args()
 
     from i2i.device import resolve_device
-    from i2i.freecontrol import FreeControlPipeline
-    from i2i.freecontrol.config import FreeControlConfig, apply_model_defaults, read_model_defaults
+    from i2i.freecontrol.config import FreeControlConfig, model_config
+    from i2i.freecontrol.pipeline import DTYPES, FreeControlPipeline
     from i2i.images import load_image
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    dtype = DTYPES[args.precision]
     cache = tempfile.mkdtemp(prefix="i2i-bench-")
     t0 = time.perf_counter()
     if args.model.endswith("-random"):
         base = random_pipeline(args.model, device, dtype)
         pipe = FreeControlPipeline(base, model_id=args.model, device=device, precision=args.precision,
                                    cache_dir=cache)
-        defaults: dict = {}
+        config = FreeControlConfig()
     else:
         from i2i.demo.model import demo_model_path
 
         folder = str(demo_model_path()) if args.model == "demo" else args.model
         pipe = FreeControlPipeline.from_pretrained(folder, device=device, precision=args.precision, cache_dir=cache)
         base = pipe.base
-        defaults = read_model_defaults(folder)
+        config = model_config(folder)
     _sync(device)
     load_s = time.perf_counter() - t0
 
-    config = apply_model_defaults(FreeControlConfig(), defaults)
     size = args.size or pipe.default_size
     config = dataclasses.replace(
         config, num_inference_steps=args.steps, size=size,

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from i2i.cli.common import DebugOpt, DeviceOpt, JsonOpt, QuietOpt, given, run_guarded
+from i2i.freecontrol.config import DEFAULT_SEED
 from i2i.progress import Reporter
 
 app = typer.Typer(help="FreeControl (Mo et al., CVPR 2024): training-free spatial control of a text-to-image "
@@ -25,7 +26,6 @@ GUIDE = "Guidance (official defaults)"
 BATCH = "Inputs and batches"
 ANALYSIS = "Analysis stage (semantic bases)"
 JOB_KEYS = {"prompt", "condition", "inversion_prompt", "subject", "concept", "seed", "num_images", "img2img", "name"}
-DEFAULT_SEED = 2028
 
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="A diffusers SD 1.x/2.x/SDXL folder or hub id (hub: from the local cache when "
@@ -252,11 +252,11 @@ def generate(
 
         from i2i.device import check_precision, resolve_device
         from i2i.errors import I2IError, InputError, PartialFailure
-        from i2i.freecontrol.config import FreeControlConfig, apply_model_defaults, read_model_defaults
+        from i2i.freecontrol.config import model_config
         from i2i.images import load_image, save_image
 
         model_name = _model_name(model)
-        base = apply_model_defaults(FreeControlConfig(), read_model_defaults(model_name))
+        base = model_config(model_name)
         bases_cfg = dataclasses.replace(base.bases, **given(num_images=seed_images, num_inference_steps=bases_steps,
                                                            seed=bases_seed, n_components=components, size=size))
         config = dataclasses.replace(base, bases=bases_cfg, img2img=img2img, **given(
@@ -374,7 +374,7 @@ def bases_command(
         from i2i.errors import UsageError
         from i2i.freecontrol.bases import import_official as import_fn
         from i2i.freecontrol.bases import save_bases
-        from i2i.freecontrol.config import FreeControlConfig, apply_model_defaults, read_model_defaults
+        from i2i.freecontrol.config import model_config
 
         if import_official is not None:
             if out is None:
@@ -388,7 +388,7 @@ def bases_command(
         if not concept:
             raise UsageError("give --concept (or --import-official FILE)")
         model_name = _model_name(model)
-        recommended = apply_model_defaults(FreeControlConfig(), read_model_defaults(model_name)).bases
+        recommended = model_config(model_name).bases
         cfg = dataclasses.replace(recommended, **given(
             num_images=seed_images, num_inference_steps=bases_steps, seed=seed, n_components=components,
             analysis_end=analysis_end, prompt_template=prompt_template, batch_size=batch_size, size=size)).validate()

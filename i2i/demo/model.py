@@ -23,7 +23,7 @@ def demo_model_path() -> Path:
 # needs far fewer steps than SD's official 200/999, and it was trained with an empty unconditional prompt, so the
 # official negative prompt (words it never saw) is replaced by "". The energy's scale depends on the model; here
 # the structure weight is doubled (measured on the shipped model, seed 0 x 18 prompts, outline sketches: mean IoU
-# 0.47 at the official 600, 0.61 at 1200, 0.59 at 2400). Everything else keeps the official defaults.
+# 0.47 at the official 600, 0.61 at 1200). Everything else keeps the official defaults.
 DEMO_FREECONTROL_DEFAULTS: dict = {
     "num_inference_steps": 50,
     "structure_weight": 1200.0,

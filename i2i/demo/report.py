@@ -112,8 +112,8 @@ def image_to_image(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
 
 
 def run_report(pipe, cfg: ReportConfig = ReportConfig(), fc=None) -> dict[str, Any]:
-    """All enabled measurements with the FreeControl settings ``fc`` (default: the official ones with the
-    model's recommended settings applied); returns a JSON-able summary (with timings and versions)."""
+    """All enabled measurements with the FreeControl settings ``fc`` (default: the official ones; ``main``
+    passes the model's recommended settings); returns a JSON-able summary (with timings and versions)."""
     import diffusers
 
     from i2i.freecontrol.config import FreeControlConfig
@@ -166,7 +166,7 @@ def figure(pipe, fc, conditions_dir, path, seed: int | None = None, cell: int = 
 
     from PIL import Image, ImageDraw
 
-    from i2i.cli.freecontrol import DEFAULT_SEED
+    from i2i.freecontrol.config import DEFAULT_SEED
     from i2i.images import load_image
 
     seed = DEFAULT_SEED if seed is None else seed
@@ -190,12 +190,12 @@ def main(model: str = "", seeds: int = 3, steps: int = 50, device: str = "cpu", 
     """Run the full report on MODEL (default: the bundled demo model) and print the table and a JSON line.
     With --figure-path, only write the README's picture (condition | FreeControl | unguided)."""
     from i2i.demo.model import demo_model_path
-    from i2i.freecontrol.config import FreeControlConfig, apply_model_defaults, read_model_defaults
+    from i2i.freecontrol.config import model_config
     from i2i.freecontrol.pipeline import FreeControlPipeline
 
     model = model or str(demo_model_path())
     pipe = FreeControlPipeline.from_pretrained(model, device=device)
-    fc = apply_model_defaults(FreeControlConfig(), read_model_defaults(model))
+    fc = model_config(model)
     if figure_path:
         figure(pipe, fc, conditions, figure_path)
         print(figure_path)

@@ -13,6 +13,7 @@ NEGATIVE_PROMPT = ("longbody, lowres, bad anatomy, bad hands, missing fingers, e
                    "worst quality, low quality")
 BASES_NEGATIVE_PROMPT = "fewer digits, cropped, worst quality, low quality"
 BASES_PROMPT = "A photo of a {}, with a simple background, best quality, extremely detailed"
+DEFAULT_SEED = 2028                    # the official synthesis seed
 
 
 def _check(ok: bool, message: str) -> None:
@@ -132,4 +133,9 @@ def apply_model_defaults(config: FreeControlConfig, defaults: dict) -> FreeContr
     """``config`` with a model's recommended settings (see :func:`read_model_defaults`) applied."""
     top = {k: v for k, v in defaults.items() if k != "bases"}
     return dataclasses.replace(config, **top, bases=dataclasses.replace(config.bases, **defaults.get("bases", {})))
+
+
+def model_config(model: str) -> FreeControlConfig:
+    """The official defaults with ``model``'s recommended settings (if it ships any) applied."""
+    return apply_model_defaults(FreeControlConfig(), read_model_defaults(model))
 

@@ -40,7 +40,7 @@ from i2i.errors import CheckpointError, UsageError
 from i2i.freecontrol import guidance as G
 from i2i.freecontrol.bases import SemanticBases, cached_bases
 from i2i.freecontrol.cache import default_cache_dir, progress_bar
-from i2i.freecontrol.config import BasesConfig, FreeControlConfig
+from i2i.freecontrol.config import DEFAULT_SEED, BasesConfig, FreeControlConfig
 from i2i.freecontrol.features import (FeatureStore, block_attention_layers, default_feature_block,
                                       prompt_token_indices, recording, run_until_recorded, subject_token_indices)
 from i2i.freecontrol.inversion import Trajectory, invert_condition
@@ -72,10 +72,7 @@ class Conditioning:
 
     def with_negative(self) -> "Conditioning":
         """``[negative rows; positive rows]`` as one conditioning (the CFG batch layout)."""
-        neg = self.negative
-        cat = lambda a, b: None if a is None else torch.cat([a, b])  # noqa: E731
-        return Conditioning(cat(neg.embeds, self.embeds), cat(neg.pooled, self.pooled),
-                            cat(neg.time_ids, self.time_ids))
+        return Conditioning.stack([self.negative, self])
 
     @staticmethod
     def stack(parts: list["Conditioning"]) -> "Conditioning":
@@ -438,7 +435,7 @@ class FreeControlPipeline:
     # ------------------------------------------------------------------ synthesis
     def __call__(self, prompt: str, condition: Image.Image | str | os.PathLike,
                  config: FreeControlConfig = FreeControlConfig(), *, inversion_prompt: str | None = None,
-                 subject: str | None = None, concept: str | None = None, seed: int = 2028, num_images: int = 1,
+                 subject: str | None = None, concept: str | None = None, seed: int = DEFAULT_SEED, num_images: int = 1,
                  bases: SemanticBases | None = None, latents: torch.Tensor | None = None, unguided: bool = True,
                  reporter: "Reporter | None" = None) -> FreeControlOutput:
         """Generate ``num_images`` images for ``prompt`` following ``condition``'s structure, plus the unguided
@@ -566,7 +563,7 @@ class FreeControlPipeline:
 
     def _guided_step(self, x_c: torch.Tensor, x_a: torch.Tensor | None, t, text: Conditioning, layers: list[str],
                      bases: SemanticBases, coords_g: list[torch.Tensor], mask: torch.Tensor | None, weight: float,
-                     config: FreeControlConfig, live: FeatureStore | None = None,
+                     config: FreeControlConfig, live: FeatureStore,
                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, float]:
         """One guided step's UNet work for the guided latents ``x_c`` and the siblings ``x_a`` (``[N, c, h, w]``
         each; ``x_a`` None when no sibling runs).
@@ -577,17 +574,13 @@ class FreeControlPipeline:
         output is the guided sample's conditional prediction and its keys give the energy, so the keys cost no
         extra forward pass.
 
-        ``live``: the store of recording processors already installed on ``layers`` (see ``__call__``); without
-        it they are installed for this step.
+        ``live``: the store of the recording processors installed on ``layers`` (``recording``, once per call of
+        ``__call__``); it is left recording nothing.
 
         Returns ``(eps_c, eps_a, grad, energy)``: the CFG predictions (``eps_a`` None without siblings) and
         ∇_x of ``weight * mean_layers(g_s + appearance_weight * g_a)`` (summed over the ``N`` samples), or None
         when it is not finite.
         """
-        if live is None:
-            live = FeatureStore(record_keys=False)
-            with recording(self.unet, live, layers):
-                return self._guided_step(x_c, x_a, t, text, layers, bases, coords_g, mask, weight, config, live)
         n = x_c.shape[0]
         neg, pos = text.negative.expand(n), text.positive().expand(n)
         want_app = x_a is not None and config.appearance_weight > 0
