@@ -44,6 +44,30 @@ def cli(model_dir, cache):
     return invoke
 
 
+def test_one_call_flag_gives_the_same_image(cli, tmp_path, monkeypatch):
+    import numpy as np
+
+    from i2i.freecontrol.pipeline import FreeControlPipeline
+
+    layouts = []
+    original = FreeControlPipeline._guided_step
+
+    def spy(self, *args, **kwargs):
+        layouts.append(self.one_call)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FreeControlPipeline, "_guided_step", spy)
+    images = []
+    for flag in ("--two-calls", "--one-call"):
+        res = cli("--prompt", "a red square", "--condition", SQUARE, "--json", "--out", tmp_path / flag[2:], flag,
+                  "--subject", "square;square")
+        assert res.exit_code == 0, res.output
+        (record,) = json_lines(res.stdout)
+        images.append(np.asarray(Image.open(record["image"]), dtype=np.float32))
+    assert set(layouts[:2]) == {False} and set(layouts[-2:]) == {True}
+    assert np.abs(images[0] - images[1]).mean() < 2.0                # rounding of other batch sizes only
+
+
 def test_end_to_end_json_guided_and_unguided(cli, tmp_path):
     out = tmp_path / "out"
     res = cli("--prompt", "a red square", "--condition", SQUARE, "--save-unguided", "--json", "--out", out,

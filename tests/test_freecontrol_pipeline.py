@@ -100,6 +100,19 @@ def test_energy_gradient_is_a_descent_direction(sd, condition):
         _, _, _, e1 = sd._guided_step(x - 1e-2 * grad / grad.norm(), None, t, cond, layers, bases, coords, mask,
                                       1.0, cfg0, live)
         eps2, eps_a2, grad2, _ = sd._guided_step(x, x_a, t, cond, layers, bases, coords, mask, 1.0, cfg, live)
+        sd.one_call = True              # the other layout: the same numbers, up to the rounding of other batch sizes
+        try:
+            for a, b in ((x_a, None), (None, None)):
+                got = sd._guided_step(x, a, t, cond, layers, bases, coords, mask, 1.0, cfg if a is not None else cfg0,
+                                      live)
+                want = (eps2, eps_a2, grad2) if a is not None else (eps, eps_a, grad)
+                cosine = torch.nn.functional.cosine_similarity(got[2].flatten(), want[2].flatten(), dim=0)
+                assert torch.allclose(got[0], want[0], atol=1e-4) and cosine > 0.999
+                assert float(got[2].norm()) == pytest.approx(float(want[2].norm()), rel=0.02)
+                assert (got[1] is None) == (want[1] is None)
+                assert got[1] is None or torch.allclose(got[1], want[1], atol=1e-5)
+        finally:
+            sd.one_call = False
     assert grad.abs().sum() > 0 and e1 < e0
     # The pass that gives the energy's keys also gives the guided sample's prediction: the plain CFG one.
     assert eps_a is None
@@ -220,6 +233,34 @@ def test_condition_runs_once_per_timestep_and_gradients_only_for_the_guided_samp
     assert batches.count(4) == SMALL.num_inference_steps - guided
     assert third.unguided == [] and third.unguided_latents is None
     assert torch.allclose(third.latents, second.latents, atol=1e-5)
+
+
+def test_one_call_layout_gives_the_same_images(sd, condition):
+    assert sd.one_call is False                                      # the CPU default: two calls per guided step
+    two = run(sd, condition, seed=13, num_images=2)
+    batches = []
+    hook = sd.unet.conv_in.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    sd.one_call = True
+    try:
+        one = run(sd, condition, seed=13, num_images=2)
+    finally:
+        sd.one_call = False
+        hook.remove()
+    # every step is one call of 8 rows: guided|negative, sibling|negative, sibling|prompt, guided|prompt (x 2)
+    assert batches == [8] * SMALL.num_inference_steps
+    # the same up to the rounding of other batch sizes (amplified by this random model's large guidance steps)
+    assert float((one.latents - two.latents).norm() / two.latents.norm()) < 1e-2
+    assert torch.allclose(one.unguided_latents, two.unguided_latents, atol=1e-4)
+    assert one.energies == pytest.approx(two.energies, rel=5e-3)
+    assert FreeControlPipeline(sd.base, model_id="x", device="cpu", one_call=True).one_call
+
+
+def test_one_call_default_per_device_and_model():
+    from i2i.freecontrol.pipeline import default_one_call
+
+    assert default_one_call(torch.device("cuda"), is_sdxl=False)
+    assert not default_one_call(torch.device("cuda"), is_sdxl=True)      # memory: 22.8 GB instead of 11.6 GB
+    assert not default_one_call(torch.device("cpu"), is_sdxl=False)
 
 
 def test_nan_gradient_skips_guidance_with_a_warning(sd, condition, monkeypatch):

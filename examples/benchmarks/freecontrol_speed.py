@@ -11,6 +11,10 @@ For one model, size, step count and device:
 - ``bases`` and ``inversion``: the analysis stage and the condition's DDIM inversion, cold (computed and cached)
   and warm (read back from the cache), and the first ``guided`` call (condition features included).
 
+With ``--breakdown``, one more guided call is timed piece by piece (every UNet call, grouped by its number of
+rows and whether it records gradients, and the backward pass; each synchronised on a GPU), which shows where the
+time over plain sampling goes.
+
 The reported ratio is median(guided) / median(plain) over ``--repeats`` runs after a warm-up. Peak memory is the
 CUDA allocator's peak per stage on a GPU, and the process's peak RSS on a CPU.
 
@@ -28,6 +32,7 @@ Prints a table and one JSON line (machine, versions, settings, results).
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import os
@@ -133,6 +138,42 @@ def _timed(fn, device: torch.device) -> tuple[float, float]:
     return time.perf_counter() - t0, _peak_gb(device)
 
 
+def breakdown(pipe, run, device: torch.device) -> dict[str, dict[str, float]]:
+    """Time one call of ``run`` (a guided FreeControl call on ``pipe``) piece by piece: seconds and count of the
+    UNet calls per (rows, gradients) and of the backward passes; "other" is the rest (scheduler, energy, decode)."""
+    seconds: dict[str, float] = collections.defaultdict(float)
+    counts: collections.Counter = collections.Counter()
+
+    def timed(key_of, fn):
+        def wrapper(*args, **kwargs):
+            key = key_of(*args)                # before the call: the recording processors switch gradients off
+            _sync(device)
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            _sync(device)
+            seconds[key] += time.perf_counter() - t0
+            counts[key] += 1
+            return out
+        return wrapper
+
+    def unet_key(latents, *_):
+        grad = torch.is_grad_enabled() and latents.requires_grad
+        return f"UNet call, {latents.shape[0]} row(s), {'with' if grad else 'no'} gradients"
+
+    original_grad = torch.autograd.grad
+    pipe.unet_forward = timed(unet_key, pipe.unet_forward)     # instance attribute, removed below
+    torch.autograd.grad = timed(lambda *_: "backward (autograd.grad)", original_grad)
+    try:
+        total, _ = _timed(run, device)
+    finally:
+        del pipe.unet_forward
+        torch.autograd.grad = original_grad
+    out = {k: {"seconds": round(v, 3), "count": counts[k]} for k, v in sorted(seconds.items())}
+    out["other"] = {"seconds": round(total - sum(seconds.values()), 3), "count": 1}
+    out["total"] = {"seconds": round(total, 3), "count": 1}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="demo", help="demo, sd15-random, sdxl-random or a diffusers folder")
@@ -146,6 +187,10 @@ def main() -> None:
                     help="default: the model's recommended value, else the official 999")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    ap.add_argument("--breakdown", action="store_true", help="also time one guided call piece by piece")
+    ap.add_argument("--one-call", default="auto", choices=("auto", "on", "off", "both"),
+                    help="guided-step layout: one UNet call per step (on), two (off), the device's default "
+                         "(auto: one on CUDA), or both side by side")
     args = ap.parse_args()
 
     from i2i.device import resolve_device
@@ -212,17 +257,31 @@ def main() -> None:
 
     plain(0)                                                  # warm-up
     plain_runs = [_timed(lambda: plain(r + 1), device) for r in range(args.repeats)]
-    guided_runs = [_timed(lambda: guided(r + 1), device) for r in range(args.repeats)]
-    sibling_runs = [_timed(lambda: guided(r + 1, True), device) for r in range(args.repeats)]
     plain_s = statistics.median(s for s, _ in plain_runs)
-    guided_s = statistics.median(s for s, _ in guided_runs)
     results["plain CFG sampling"] = {"seconds": round(plain_s, 3), "peak_gb": round(max(p for _, p in plain_runs), 3)}
-    results["guided (cached bases + inversion)"] = {"seconds": round(guided_s, 3),
-                                                    "peak_gb": round(max(p for _, p in guided_runs), 3)}
-    results["guided + unguided sibling (--save-unguided)"] = {
-        "seconds": round(statistics.median(s for s, _ in sibling_runs), 3),
-        "peak_gb": round(max(p for _, p in sibling_runs), 3)}
-    ratio = guided_s / plain_s
+    default_layout = pipe.one_call
+    layouts = {"auto": [default_layout], "on": [True], "off": [False], "both": [False, True]}[args.one_call]
+    ratios: dict[str, float] = {}
+    pieces: dict[str, dict] = {}
+    for one_call in layouts:
+        pipe.one_call = one_call
+        tag = "one call" if one_call else "two calls"
+        label = f" [{tag}]" if len(layouts) > 1 else ""
+        guided(0)                                             # warm-up of this layout
+        guided_runs = [_timed(lambda: guided(r + 1), device) for r in range(args.repeats)]
+        sibling_runs = [_timed(lambda: guided(r + 1, True), device) for r in range(args.repeats)]
+        guided_s = statistics.median(s for s, _ in guided_runs)
+        results["guided (cached bases + inversion)" + label] = {
+            "seconds": round(guided_s, 3), "peak_gb": round(max(p for _, p in guided_runs), 3)}
+        results["guided + unguided sibling (--save-unguided)" + label] = {
+            "seconds": round(statistics.median(s for s, _ in sibling_runs), 3),
+            "peak_gb": round(max(p for _, p in sibling_runs), 3)}
+        ratios[tag] = guided_s / plain_s
+        if args.breakdown:
+            pieces[tag] = breakdown(pipe, lambda: guided(0), device)
+    pipe.one_call = default_layout
+    reported = layouts[0] if len(layouts) == 1 else default_layout      # "both": the device's default layout
+    ratio = ratios["one call" if reported else "two calls"]
 
     import diffusers
     import transformers
@@ -233,17 +292,27 @@ def main() -> None:
     settings = {"model": args.model, "device": str(device), "precision": args.precision, "size": size,
                 "steps": config.num_inference_steps, "guided_steps": config.guided_steps,
                 "bases_steps": config.bases.num_inference_steps, "seed_images": config.bases.num_images,
-                "inversion_steps": config.inversion_steps, "repeats": args.repeats, "load_seconds": round(load_s, 2)}
+                "inversion_steps": config.inversion_steps, "repeats": args.repeats,
+                "default_layout": "one call" if default_layout else "two calls", "load_seconds": round(load_s, 2)}
     width = max(map(len, results)) + 2
     print(f"{'stage':<{width}}{'seconds':>10}{'peak GB':>10}")
     for name, r in results.items():
         print(f"{name:<{width}}{r['seconds']:>10.3f}{r['peak_gb']:>10.2f}")
+    for tag, table in pieces.items():
+        print(f"\none guided call [{tag}], piece by piece (plain sampling: "
+              f"{plain_s / config.num_inference_steps:.4f} s per step)")
+        for name, r in table.items():
+            print(f"{name:<{width + 10}}{r['seconds']:>10.3f}{r['count']:>6}")
+    for tag, r in ratios.items():
+        print(f"guided / plain [{tag}] = {r:.2f}")
     print(f"guided / plain = {ratio:.2f}  ({args.model}, {size}px, {config.num_inference_steps} steps, "
           f"{args.precision}, {device})")
     print(json.dumps({"benchmark": "freecontrol_speed", "machine": machine,
                       "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
                                    "transformers": transformers.__version__, "python": platform.python_version()},
-                      "settings": settings, "results": results, "guided_over_plain": round(ratio, 3)}))
+                      "settings": settings, "results": results, "guided_over_plain": round(ratio, 3),
+                      "guided_over_plain_by_layout": {k: round(v, 3) for k, v in ratios.items()},
+                      **({"breakdown": pieces} if pieces else {})}))
 
 
 if __name__ == "__main__":

@@ -234,6 +234,10 @@ def generate(
                                             rich_help_panel=BATCH)] = False,
     seed_images: SeedImagesOpt = None, bases_steps: BasesStepsOpt = None, bases_seed: BasesSeedOpt = None,
     cache_dir: CacheOpt = None,
+    one_call: Annotated[Optional[bool], typer.Option(
+        "--one-call/--two-calls", help="Speed/memory trade-off of a guided step (same images up to rounding): one "
+        "UNet call on all rows (faster on GPUs, more memory) or two. Default: one call on CUDA for SD 1.x/2.x, two "
+        "for SDXL and on CPUs.", show_default=False, rich_help_panel="Common")] = None,
     device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -298,7 +302,8 @@ def generate(
 
         fixed_bases = read_bases_file(bases) if bases is not None else None
         reporter.info(f"loading {model_name}")
-        pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision, cache_dir=cache_dir)
+        pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision, cache_dir=cache_dir,
+                                                   one_call=one_call)
         for job, image in ready:
             names = output_names(job, out)
             try:

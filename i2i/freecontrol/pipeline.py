@@ -200,6 +200,12 @@ def resolve_model_folder(model: str) -> Path:
     return Path(folder)
 
 
+def default_one_call(device: torch.device, is_sdxl: bool) -> bool:
+    """Whether a guided step makes one UNet call by default: on CUDA for SD 1.x/2.x only (see
+    :class:`FreeControlPipeline`)."""
+    return device.type == "cuda" and not is_sdxl
+
+
 class FreeControlPipeline:
     """FreeControl on a diffusers Stable Diffusion (1.x / 2.x) or SDXL pipeline.
 
@@ -207,10 +213,18 @@ class FreeControlPipeline:
     encoders, tokenizers, ``encode_prompt``) are reused; sampling uses a ``DDIMScheduler`` and inversion a
     ``DDIMInverseScheduler``, both made from the model's scheduler config. ``model_id`` names the weights in cache
     keys (default: a fingerprint of the weights).
+
+    ``one_call`` picks how a guided step spends its UNet work (the result is the same up to rounding): True, one
+    call on all rows with gradients recorded up to the feature block; False, a call on the rows that need no
+    gradient plus one on the guided row with gradients. None: one call on CUDA for SD 1.x/2.x (an SD-1.5-shaped
+    UNet at 512 px on an H200: 1.8x plain sampling instead of 2.6x), two calls for SDXL (one call keeps the
+    activations of 4 rows through 30 transformer layers for the backward pass: 22.8 GB peak instead of 11.6 GB
+    at 1024 px) and on a CPU (about equal there). Measured with
+    ``examples/benchmarks/freecontrol_speed.py --one-call both``.
     """
 
     def __init__(self, base, model_id: str | None = None, device: str | torch.device | None = None,
-                 precision: str = "fp32", cache_dir: str | Path | None = None) -> None:
+                 precision: str = "fp32", cache_dir: str | Path | None = None, one_call: bool | None = None) -> None:
         from i2i.device import check_precision, resolve_device
 
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -218,6 +232,7 @@ class FreeControlPipeline:
         self.dtype = DTYPES[self.precision]
         self.base = base
         self.is_sdxl = getattr(base, "text_encoder_2", None) is not None
+        self.one_call = default_one_call(self.device, self.is_sdxl) if one_call is None else one_call
         self.unet = _place(base.unet, self.device, self.dtype)
         self.vae = _place(base.vae, self.device, torch.float32)     # the VAE runs in fp32, as in the official code
         for name in ("text_encoder", "text_encoder_2"):
@@ -239,9 +254,10 @@ class FreeControlPipeline:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike, device: str | torch.device | None = None,
-                        precision: str = "fp32", cache_dir: str | Path | None = None) -> "FreeControlPipeline":
+                        precision: str = "fp32", cache_dir: str | Path | None = None,
+                        one_call: bool | None = None) -> "FreeControlPipeline":
         """Load a diffusers SD 1.x / 2.x / SDXL folder or hub id (hub files only from the local cache when
-        ``HF_HUB_OFFLINE`` is set). The safety checker is not loaded."""
+        ``HF_HUB_OFFLINE`` is set). The safety checker is not loaded. ``one_call``: see the class docstring."""
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         from i2i.device import check_precision, resolve_device
@@ -267,7 +283,7 @@ class FreeControlPipeline:
             raise CheckpointError(f"{model}: cannot load the pipeline ({type(exc).__name__}: {exc})") from exc
         base.set_progress_bar_config(disable=True)
         return cls(base, model_id=f"{os.fspath(model)}@{folder_fingerprint(folder)}", device=dev,
-                   precision=precision, cache_dir=cache_dir)
+                   precision=precision, cache_dir=cache_dir, one_call=one_call)
 
     def make_scheduler(self):
         """A fresh ``DDIMScheduler`` from the model's scheduler config (its timestep spacing and offset)."""
@@ -568,11 +584,11 @@ class FreeControlPipeline:
         """One guided step's UNet work for the guided latents ``x_c`` and the siblings ``x_a`` (``[N, c, h, w]``
         each; ``x_a`` None when no sibling runs).
 
-        Two calls instead of a CFG batch plus a separate energy pass: the rows that need no gradient
-        ``[x_c | negative; x_a | negative; x_a | prompt]`` (recording the siblings' keys for the appearance
-        energy), then ``x_c | prompt`` with gradients on up to the last key layer and off after it. That call's
-        output is the guided sample's conditional prediction and its keys give the energy, so the keys cost no
-        extra forward pass.
+        The rows are ``[x_c | negative; x_a | negative; x_a | prompt; x_c | prompt]``: the siblings' conditional
+        keys feed the appearance energy and the guided row's keys the energy, with gradients on up to the last
+        key layer and off after it, so the keys cost no extra forward pass and the guided row's output is its
+        conditional prediction. With ``self.one_call`` they go through the UNet in one call; otherwise the rows
+        that need no gradient go first (no autograd) and ``x_c | prompt`` after them on its own.
 
         ``live``: the store of the recording processors installed on ``layers`` (``recording``, once per call of
         ``__call__``); it is left recording nothing.
@@ -585,42 +601,67 @@ class FreeControlPipeline:
         neg, pos = text.negative.expand(n), text.positive().expand(n)
         want_app = x_a is not None and config.appearance_weight > 0
         rows, conds = ([x_c, x_a, x_a], [neg, neg, pos]) if x_a is not None else ([x_c], [neg])
-        live.clear()
-        live.rows, live.record_keys, live.grad_off_after = list(range(2 * n, 3 * n)), want_app, None  # siblings|prompt
-        with torch.no_grad():
-            out = self.unet_forward(torch.cat(rows), t, Conditioning.stack(conds))
-        keys_a = {k: v.float() for k, v in live.keys.items()}
-
         x = x_c.detach().requires_grad_(True)
         live.clear()
-        live.rows, live.record_keys, live.grad_off_after = None, True, layers[-1]
-        with torch.enable_grad():
-            with torch.enable_grad():                   # restores grad mode after the processors switch it off
-                text_c = self.unet_forward(x, t, pos).detach()
-            total = x.new_zeros(())
-            for j, name in enumerate(layers):
-                keys = live.keys[name].float()
-                mean, basis = bases.at(t, j, self.device)
-                coords = G.minmax_normalize(G.semantic_coordinates(keys, mean, basis, config.n_components))
-                energy = G.structure_energy(coords_g[j], coords, mask, config.penalty)
-                if want_app and name in keys_a:
-                    ref = keys_a[name]
-                    ref_coords = G.minmax_normalize(G.semantic_coordinates(ref, mean, basis, config.n_components))
-                    energy = energy + config.appearance_weight * G.appearance_energy(
-                        G.appearance_vectors(keys, coords, config.appearance_components, config.appearance_threshold),
-                        G.appearance_vectors(ref, ref_coords, config.appearance_components,
-                                             config.appearance_threshold))
-                total = total + energy
-            loss = weight * total / len(layers) * n
-            (grad,) = torch.autograd.grad(loss, x)
-        value = float(loss.detach())
+        if self.one_call:            # [x_c | neg; (x_a | neg; x_a | prompt;) x | prompt], gradients up to the keys
+            total = (len(rows) + 1) * n
+            live.rows = list(range(total - (2 * n if want_app else n), total))
+            live.record_keys, live.grad_off_after = True, layers[-1]
+            with torch.enable_grad():
+                with torch.enable_grad():               # restores grad mode after the processors switch it off
+                    out = self.unet_forward(torch.cat([*rows, x]), t, Conditioning.stack([*conds, pos]))
+                keys_a = {k: v[:n].detach().float() for k, v in live.keys.items()} if want_app else {}
+                keys_c = {k: v[-n:].float() for k, v in live.keys.items()}
+                grad, loss = self._energy_gradient(x, keys_c, keys_a, t, layers, bases, coords_g, mask, weight,
+                                                   config)
+            out = out.detach()
+            text_c = out[-n:]
+        else:
+            live.rows, live.record_keys, live.grad_off_after = list(range(2 * n, 3 * n)), want_app, None
+            with torch.no_grad():                       # siblings|prompt keys for the appearance energy
+                out = self.unet_forward(torch.cat(rows), t, Conditioning.stack(conds))
+            keys_a = {k: v.float() for k, v in live.keys.items()}
+            live.clear()
+            live.rows, live.record_keys, live.grad_off_after = None, True, layers[-1]
+            with torch.enable_grad():
+                with torch.enable_grad():               # restores grad mode after the processors switch it off
+                    text_c = self.unet_forward(x, t, pos).detach()
+                keys_c = {k: v.float() for k, v in live.keys.items()}
+                grad, loss = self._energy_gradient(x, keys_c, keys_a, t, layers, bases, coords_g, mask, weight,
+                                                   config)
+        value = float(loss)
         live.clear()
         live.rows, live.record_keys, live.grad_off_after = None, False, None     # plain attention until next time
         del keys_a
         s = config.guidance_scale
         uncond_c = out[:n]
         eps_c = uncond_c + s * (text_c - uncond_c)
-        eps_a = None if x_a is None else out[n:2 * n] + s * (out[2 * n:] - out[n:2 * n])
+        eps_a = None if x_a is None else out[n:2 * n] + s * (out[2 * n:3 * n] - out[n:2 * n])
         if not torch.isfinite(grad).all():
             return eps_c, eps_a, None, value
         return eps_c, eps_a, grad, value
+
+    def _energy_gradient(self, x: torch.Tensor, keys_c: dict[str, torch.Tensor], keys_a: dict[str, torch.Tensor],
+                         t, layers: list[str], bases: SemanticBases, coords_g: list[torch.Tensor],
+                         mask: torch.Tensor | None, weight: float, config: FreeControlConfig,
+                         ) -> tuple[torch.Tensor, float]:
+        """``(∇_x L, L)`` for ``L = weight * mean_layers(g_s + appearance_weight * g_a) * N``: ``keys_c`` are the
+        guided rows' keys ``[N, HW, C]`` per layer (in ``x``'s graph), ``keys_a`` the siblings' (empty: no
+        appearance energy)."""
+        n = x.shape[0]
+        total = x.new_zeros(())
+        for j, name in enumerate(layers):
+            keys = keys_c[name]
+            mean, basis = bases.at(t, j, self.device)
+            coords = G.minmax_normalize(G.semantic_coordinates(keys, mean, basis, config.n_components))
+            energy = G.structure_energy(coords_g[j], coords, mask, config.penalty)
+            if name in keys_a:
+                ref = keys_a[name]
+                ref_coords = G.minmax_normalize(G.semantic_coordinates(ref, mean, basis, config.n_components))
+                energy = energy + config.appearance_weight * G.appearance_energy(
+                    G.appearance_vectors(keys, coords, config.appearance_components, config.appearance_threshold),
+                    G.appearance_vectors(ref, ref_coords, config.appearance_components, config.appearance_threshold))
+            total = total + energy
+        loss = weight * total / len(layers) * n
+        (grad,) = torch.autograd.grad(loss, x)
+        return grad, float(loss.detach())
