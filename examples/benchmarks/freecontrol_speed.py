@@ -15,7 +15,8 @@ With ``--breakdown``, one more guided call is timed piece by piece (every UNet c
 rows and whether it records gradients, and the backward pass; each synchronised on a GPU), which shows where the
 time over plain sampling goes.
 
-The reported ratio is median(guided) / median(plain) over ``--repeats`` runs after a warm-up. Peak memory is the
+The reported ratio is median(guided) / median(plain) over ``--repeats`` runs after a warm-up; the plain and guided
+runs alternate. Peak memory is the
 CUDA allocator's peak per stage on a GPU, and the process's peak RSS on a CPU.
 
 Models: ``demo`` (the bundled model), a local diffusers folder, or ``sd15-random`` / ``sdxl-random``: SD 1.5- and
@@ -255,33 +256,45 @@ def main() -> None:
     def guided(seed: int, unguided: bool = False):       # the CLI's default: no --save-unguided
         return pipe(prompt, condition, config, concept=concept, seed=seed, unguided=unguided).images
 
-    plain(0)                                                  # warm-up
-    plain_runs = [_timed(lambda: plain(r + 1), device) for r in range(args.repeats)]
-    plain_s = statistics.median(s for s, _ in plain_runs)
-    results["plain CFG sampling"] = {"seconds": round(plain_s, 3), "peak_gb": round(max(p for _, p in plain_runs), 3)}
     default_layout = pipe.one_call
     layouts = {"auto": [default_layout], "on": [True], "off": [False], "both": [False, True]}[args.one_call]
+    tags = {True: "one call", False: "two calls"}
+
+    def use(one_call: bool) -> None:
+        pipe.one_call = one_call
+
+    # Plain and guided runs alternate, so that a slow phase of the machine hits both sides alike.
+    plain(0)                                                  # warm-ups
+    for one_call in layouts:
+        use(one_call)
+        guided(0)
+    runs: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    for r in range(args.repeats):
+        runs["plain"].append(_timed(lambda: plain(r + 1), device))
+        for one_call in layouts:
+            use(one_call)
+            runs[f"guided {one_call}"].append(_timed(lambda: guided(r + 1), device))
+            runs[f"sibling {one_call}"].append(_timed(lambda: guided(r + 1, True), device))
+
+    def summary(name: str) -> dict[str, float]:
+        return {"seconds": round(statistics.median(s for s, _ in runs[name]), 3),
+                "peak_gb": round(max(p for _, p in runs[name]), 3)}
+
+    results["plain CFG sampling"] = summary("plain")
+    plain_s = statistics.median(s for s, _ in runs["plain"])
     ratios: dict[str, float] = {}
     pieces: dict[str, dict] = {}
     for one_call in layouts:
-        pipe.one_call = one_call
-        tag = "one call" if one_call else "two calls"
-        label = f" [{tag}]" if len(layouts) > 1 else ""
-        guided(0)                                             # warm-up of this layout
-        guided_runs = [_timed(lambda: guided(r + 1), device) for r in range(args.repeats)]
-        sibling_runs = [_timed(lambda: guided(r + 1, True), device) for r in range(args.repeats)]
-        guided_s = statistics.median(s for s, _ in guided_runs)
-        results["guided (cached bases + inversion)" + label] = {
-            "seconds": round(guided_s, 3), "peak_gb": round(max(p for _, p in guided_runs), 3)}
-        results["guided + unguided sibling (--save-unguided)" + label] = {
-            "seconds": round(statistics.median(s for s, _ in sibling_runs), 3),
-            "peak_gb": round(max(p for _, p in sibling_runs), 3)}
-        ratios[tag] = guided_s / plain_s
+        label = f" [{tags[one_call]}]" if len(layouts) > 1 else ""
+        results["guided (cached bases + inversion)" + label] = summary(f"guided {one_call}")
+        results["guided + unguided sibling (--save-unguided)" + label] = summary(f"sibling {one_call}")
+        ratios[tags[one_call]] = statistics.median(s for s, _ in runs[f"guided {one_call}"]) / plain_s
         if args.breakdown:
-            pieces[tag] = breakdown(pipe, lambda: guided(0), device)
+            use(one_call)
+            pieces[tags[one_call]] = breakdown(pipe, lambda: guided(0), device)
     pipe.one_call = default_layout
     reported = layouts[0] if len(layouts) == 1 else default_layout      # "both": the device's default layout
-    ratio = ratios["one call" if reported else "two calls"]
+    ratio = ratios[tags[reported]]
 
     import diffusers
     import transformers
