@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
                               "--inversion-steps", "4", "--threads", "1", "--one-call", "both", "--breakdown"],
      "guided_over_plain"),
     ("cold_start.py", ["--repeats", "1"], "results"),
+    ("bf16_losses.py", ["--size", "32", "--iters", "4", "--log-every", "2", "--threads", "1"], "largest_cycle_gap"),
 ])
 def test_benchmark_script_runs(script, args, key, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", I2I_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")

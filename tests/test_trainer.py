@@ -40,6 +40,20 @@ def test_cycle_loss_goes_down(tmp_path):
     assert result.iterations == 64
 
 
+def test_bf16_losses_track_the_fp32_run(tmp_path):
+    logs = {}
+    for precision in ("fp32", "bf16"):
+        cfg = tiny_config(tmp_path / precision, shapes_count=64, n_epochs=2, n_epochs_decay=0, log_every=16,
+                          max_iters=64, sample_every=1000, save_every=1000, precision=precision)
+        train(cfg, device="cpu")
+        logs[precision] = [json.loads(line) for line in
+                           (tmp_path / precision / "log.jsonl").read_text().splitlines()]
+    assert len(logs["fp32"]) == len(logs["bf16"]) == 4
+    gaps = [abs(b[n] - a[n]) / a[n] for a, b in zip(logs["fp32"], logs["bf16"]) for n in ("cycle_A", "cycle_B")]
+    assert max(gaps) < 0.15, gaps                 # same seed and data order: only the rounding differs
+    assert logs["bf16"][-1]["cycle_A"] < 0.6 * logs["bf16"][0]["cycle_A"]
+
+
 def test_run_folder_layout(tmp_path):
     run = tmp_path / "run"
     result = train(tiny_config(run, max_iters=8))
