@@ -102,7 +102,7 @@ def test_energy_gradient_is_a_descent_direction(sd, condition):
         eps2, eps_a2, grad2, _ = sd._guided_step(x, x_a, t, cond, layers, bases, coords, mask, 1.0, cfg, live)
         sd.one_call = True              # the other layout: the same numbers, up to the rounding of other batch sizes
         try:
-            for a, b in ((x_a, None), (None, None)):
+            for a in (x_a, None):
                 got = sd._guided_step(x, a, t, cond, layers, bases, coords, mask, 1.0, cfg if a is not None else cfg0,
                                       live)
                 want = (eps2, eps_a2, grad2) if a is not None else (eps, eps_a, grad)

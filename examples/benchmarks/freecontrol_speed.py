@@ -16,8 +16,7 @@ rows and whether it records gradients, and the backward pass; each synchronised 
 time over plain sampling goes.
 
 The reported ratio is median(guided) / median(plain) over ``--repeats`` runs after a warm-up; the plain and guided
-runs alternate. Peak memory is the
-CUDA allocator's peak per stage on a GPU, and the process's peak RSS on a CPU.
+runs alternate. Peak memory is the CUDA allocator's peak per stage on a GPU, and the process's peak RSS on a CPU.
 
 Models: ``demo`` (the bundled model), a local diffusers folder, or ``sd15-random`` / ``sdxl-random``: SD 1.5- and
 SDXL-shaped pipelines with random weights (speed and memory do not depend on the weight values; the tokenizer is a
@@ -26,6 +25,7 @@ small generated one, the text encoders have the real shapes). Usage:
     python examples/benchmarks/freecontrol_speed.py --model demo --steps 50 --repeats 3
     python examples/benchmarks/freecontrol_speed.py --model sd15-random --device cuda --precision bf16 --steps 50
     python examples/benchmarks/freecontrol_speed.py --model sdxl-random --device cuda --precision bf16 --steps 50
+    python examples/benchmarks/freecontrol_speed.py --model demo --one-call both --breakdown   # both layouts, timed
 
 Prints a table and one JSON line (machine, versions, settings, results).
 """
@@ -191,7 +191,7 @@ def main() -> None:
     ap.add_argument("--breakdown", action="store_true", help="also time one guided call piece by piece")
     ap.add_argument("--one-call", default="auto", choices=("auto", "on", "off", "both"),
                     help="guided-step layout: one UNet call per step (on), two (off), the device's default "
-                         "(auto: one on CUDA), or both side by side")
+                         "(auto: one on CUDA for SD 1.x/2.x), or both side by side")
     args = ap.parse_args()
 
     from i2i.device import resolve_device
@@ -260,19 +260,16 @@ def main() -> None:
     layouts = {"auto": [default_layout], "on": [True], "off": [False], "both": [False, True]}[args.one_call]
     tags = {True: "one call", False: "two calls"}
 
-    def use(one_call: bool) -> None:
-        pipe.one_call = one_call
-
     # Plain and guided runs alternate, so that a slow phase of the machine hits both sides alike.
     plain(0)                                                  # warm-ups
     for one_call in layouts:
-        use(one_call)
+        pipe.one_call = one_call
         guided(0)
     runs: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
     for r in range(args.repeats):
         runs["plain"].append(_timed(lambda: plain(r + 1), device))
         for one_call in layouts:
-            use(one_call)
+            pipe.one_call = one_call
             runs[f"guided {one_call}"].append(_timed(lambda: guided(r + 1), device))
             runs[f"sibling {one_call}"].append(_timed(lambda: guided(r + 1, True), device))
 
@@ -290,7 +287,7 @@ def main() -> None:
         results["guided + unguided sibling (--save-unguided)" + label] = summary(f"sibling {one_call}")
         ratios[tags[one_call]] = statistics.median(s for s, _ in runs[f"guided {one_call}"]) / plain_s
         if args.breakdown:
-            use(one_call)
+            pipe.one_call = one_call
             pieces[tags[one_call]] = breakdown(pipe, lambda: guided(0), device)
     pipe.one_call = default_layout
     reported = layouts[0] if len(layouts) == 1 else default_layout      # "both": the device's default layout
