@@ -138,4 +138,3 @@ def apply_model_defaults(config: FreeControlConfig, defaults: dict) -> FreeContr
 def model_config(model: str) -> FreeControlConfig:
     """The official defaults with ``model``'s recommended settings (if it ships any) applied."""
     return apply_model_defaults(FreeControlConfig(), read_model_defaults(model))
-

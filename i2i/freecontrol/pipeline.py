@@ -16,10 +16,10 @@ One call:
 3. once per guided timestep, the condition's keys (and its subject cross-attention, for the mask) are computed
    from the cached trajectory with a UNet pass cut short after the feature block;
 4. sampling runs the guided sample and its unguided sibling (same initial noise) with classifier-free guidance;
-   inside the guidance window the guided sample's prompt row runs in a call of its own with gradients on up to
-   the last key layer, so the same pass gives its prediction and the keys of the structure and appearance
-   energies, and one gradient per step w.r.t. the latent is applied as the official scheduler does. The sibling
-   stops after the window unless it is asked for.
+   inside the guidance window the guided sample's prompt row records gradients up to the last key layer (in the
+   same UNet call as the other rows, or in one of its own: ``one_call``), so the same pass gives its prediction
+   and the keys of the structure and appearance energies, and one gradient per step w.r.t. the latent is applied
+   as the official scheduler does. The sibling stops after the window unless it is asked for.
 """
 
 from __future__ import annotations
@@ -612,7 +612,7 @@ class FreeControlPipeline:
                     out = self.unet_forward(torch.cat([*rows, x]), t, Conditioning.stack([*conds, pos]))
                 keys_a = {k: v[:n].detach().float() for k, v in live.keys.items()} if want_app else {}
                 keys_c = {k: v[-n:].float() for k, v in live.keys.items()}
-                grad, loss = self._energy_gradient(x, keys_c, keys_a, t, layers, bases, coords_g, mask, weight,
+                grad, value = self._energy_gradient(x, keys_c, keys_a, t, layers, bases, coords_g, mask, weight,
                                                    config)
             out = out.detach()
             text_c = out[-n:]
@@ -627,12 +627,10 @@ class FreeControlPipeline:
                 with torch.enable_grad():               # restores grad mode after the processors switch it off
                     text_c = self.unet_forward(x, t, pos).detach()
                 keys_c = {k: v.float() for k, v in live.keys.items()}
-                grad, loss = self._energy_gradient(x, keys_c, keys_a, t, layers, bases, coords_g, mask, weight,
+                grad, value = self._energy_gradient(x, keys_c, keys_a, t, layers, bases, coords_g, mask, weight,
                                                    config)
-        value = float(loss)
         live.clear()
         live.rows, live.record_keys, live.grad_off_after = None, False, None     # plain attention until next time
-        del keys_a
         s = config.guidance_scale
         uncond_c = out[:n]
         eps_c = uncond_c + s * (text_c - uncond_c)
