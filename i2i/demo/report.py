@@ -45,6 +45,9 @@ class ReportConfig:
     plain: bool = True
     structure: bool = True
     img2img: bool = True
+    # Describes the sketch for its inversion; "{shape}" and "{colour}" (the prompt's) are filled in. The CLI's
+    # default, the prompt itself, is "a {colour} {shape}".
+    inversion_prompt: str = "an outline of a {shape}"
 
 
 def _mean(xs: list[float]) -> float:
@@ -73,6 +76,7 @@ def structure_control(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
     fc = dataclasses.replace(fc, num_inference_steps=cfg.steps)
     guided_iou, unguided_iou, colour_ok, shape_ok = [], [], [], []
     per_shape: dict[str, float] = {}
+    colour_by_name: dict[str, list[bool]] = {c: [] for c in cfg.colours}
     for shape in cfg.shapes:
         first = len(guided_iou)
         spec = SKETCH_SPECS[shape]
@@ -80,17 +84,20 @@ def structure_control(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
         target = render_mask(spec, size)
         for colour in cfg.colours:
             for seed in cfg.seeds:
-                out = pipe(f"a {colour} {shape}", sketch, fc, inversion_prompt=f"an outline of a {shape}",
+                out = pipe(f"a {colour} {shape}", sketch, fc,
+                           inversion_prompt=cfg.inversion_prompt.format(shape=shape, colour=colour),
                            subject=shape, concept=shape, seed=seed)
                 g, u = read_shape(out.images[0]), read_shape(out.unguided[0])
                 guided_iou.append(iou(g.mask, target))
                 unguided_iou.append(iou(u.mask, target))
                 colour_ok.append(g.colour == colour)
+                colour_by_name[colour].append(g.colour == colour)
                 shape_ok.append(g.shape == shape)
         per_shape[shape] = _mean(guided_iou[first:])
     return {"images": len(guided_iou), "guided_iou": _mean(guided_iou), "unguided_iou": _mean(unguided_iou),
             "guided_colour_accuracy": _mean(colour_ok), "guided_shape_accuracy": _mean(shape_ok),
-            "guided_iou_per_shape": per_shape}
+            "guided_iou_per_shape": per_shape,
+            "guided_colour_accuracy_per_colour": {c: _mean(v) for c, v in colour_by_name.items()}}
 
 
 def image_to_image(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
@@ -185,10 +192,13 @@ def figure(pipe, fc, conditions_dir, path, seed: int | None = None, cell: int = 
     sheet.save(path)
 
 
-def main(model: str = "", seeds: int = 3, steps: int = 50, device: str = "cpu", figure_path: str = "",
-         conditions: str = "examples/conditions") -> None:
-    """Run the full report on MODEL (default: the bundled demo model) and print the table and a JSON line.
-    With --figure-path, only write the README's picture (condition | FreeControl | unguided)."""
+def main(model: str = "", seeds: int = 6, first_seed: int = 0, steps: int = 50, device: str = "cpu",
+         inversion_prompt: str = ReportConfig.inversion_prompt, structure_only: bool = False,
+         figure_path: str = "", conditions: str = "examples/conditions") -> None:
+    """Run the full report on MODEL (default: the bundled demo model) over SEEDS seeds from FIRST_SEED, and print
+    the table and a JSON line. INVERSION_PROMPT describes the sketches ("{shape}", "{colour}" filled in);
+    --structure-only skips the plain and img2img rows. With --figure-path, only write the README's picture
+    (condition | FreeControl | unguided)."""
     from i2i.demo.model import demo_model_path
     from i2i.freecontrol.config import model_config
     from i2i.freecontrol.pipeline import FreeControlPipeline
@@ -200,7 +210,9 @@ def main(model: str = "", seeds: int = 3, steps: int = 50, device: str = "cpu", 
         figure(pipe, fc, conditions, figure_path)
         print(figure_path)
         return
-    report = run_report(pipe, ReportConfig(seeds=tuple(range(seeds)), steps=steps), fc)
+    report = run_report(pipe, ReportConfig(seeds=tuple(range(first_seed, first_seed + seeds)), steps=steps,
+                                            inversion_prompt=inversion_prompt, plain=not structure_only,
+                                            img2img=not structure_only), fc)
     print(markdown_table(report))
     print(json.dumps(report))
 
