@@ -75,8 +75,8 @@ def test_sketch_controls_the_layout_and_keeps_the_colour(pipe, fc, shape, colour
 
 def test_sketch_guidance_over_every_prompt(pipe, fc):
     """All 18 prompts at one seed: a small version of the report's structure row. With the settings the model
-    shipped with before (subject mask at 0.3, no negative prompt) this gave colour 13/18 and IoU 0.57 (red and
-    yellow copied the sketch's outline); with the shipped ones 16/18 and 0.66."""
+    shipped with before (subject mask at 0.3, no negative prompt) this gave colour 13/18 and IoU 0.57; with the
+    shipped ones 16/18 and 0.66."""
     colour_ok, ious, unguided_ious = 0, [], []
     for shape, spec in SKETCH_SPECS.items():
         sketch, target = render(spec, 64, style="outline"), render_mask(spec, 64)

@@ -74,9 +74,9 @@ def structure_control(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
     """FreeControl from outline sketches: IoU with the sketch's filled region (guided vs unguided sibling)."""
     size = pipe.default_size
     fc = dataclasses.replace(fc, num_inference_steps=cfg.steps)
-    guided_iou, unguided_iou, colour_ok, shape_ok = [], [], [], []
+    guided_iou, unguided_iou, shape_ok = [], [], []
     per_shape: dict[str, float] = {}
-    colour_by_name: dict[str, list[bool]] = {c: [] for c in cfg.colours}
+    colour_ok: dict[str, list[bool]] = {c: [] for c in cfg.colours}
     for shape in cfg.shapes:
         first = len(guided_iou)
         spec = SKETCH_SPECS[shape]
@@ -90,14 +90,13 @@ def structure_control(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
                 g, u = read_shape(out.images[0]), read_shape(out.unguided[0])
                 guided_iou.append(iou(g.mask, target))
                 unguided_iou.append(iou(u.mask, target))
-                colour_ok.append(g.colour == colour)
-                colour_by_name[colour].append(g.colour == colour)
+                colour_ok[colour].append(g.colour == colour)
                 shape_ok.append(g.shape == shape)
         per_shape[shape] = _mean(guided_iou[first:])
     return {"images": len(guided_iou), "guided_iou": _mean(guided_iou), "unguided_iou": _mean(unguided_iou),
-            "guided_colour_accuracy": _mean(colour_ok), "guided_shape_accuracy": _mean(shape_ok),
-            "guided_iou_per_shape": per_shape,
-            "guided_colour_accuracy_per_colour": {c: _mean(v) for c, v in colour_by_name.items()}}
+            "guided_colour_accuracy": _mean([ok for oks in colour_ok.values() for ok in oks]),
+            "guided_shape_accuracy": _mean(shape_ok), "guided_iou_per_shape": per_shape,
+            "guided_colour_accuracy_per_colour": {c: _mean(v) for c, v in colour_ok.items()}}
 
 
 def image_to_image(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
