@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
 
@@ -27,8 +28,25 @@ def test_benchmark_script_runs(script, args, key, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads(proc.stdout.strip().splitlines()[-1])
     assert record["benchmark"] == script[:-3] and key in record
+    if script == "translate_throughput.py":        # resnet_9blocks is fully convolutional: 99.1 GFLOP at 256 px
+        assert record["gflop_per_image"] == pytest.approx(99.103 * (32 / 256) ** 2, abs=0.05)
+    if script in ("translate_throughput.py", "cyclegan_train_step.py"):
+        assert record["fp32_matmul_peak_gflops"] > 0
     if script == "freecontrol_speed.py":           # both layouts measured, each broken down into its UNet calls
         assert set(record["guided_over_plain_by_layout"]) == set(record["breakdown"]) == {"one call", "two calls"}
         two, one = record["breakdown"]["two calls"], record["breakdown"]["one call"]
         assert "UNet call, 1 row(s), with gradients" in two and "UNet call, 4 row(s), with gradients" in one
         assert two["backward (autograd.grad)"]["count"] == one["backward (autograd.grad)"]["count"] > 0
+
+
+def test_roofline_counts_convolution_and_matmul_flops():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from roofline import count_gflop
+    finally:
+        sys.path.remove(str(BENCH))
+    conv = torch.nn.Conv2d(3, 4, 3)                 # 6 x 6 outputs x 4 channels x 27 multiply-adds
+    x = torch.zeros(1, 3, 8, 8)
+    assert count_gflop(lambda: conv(x)) * 1e9 == pytest.approx(2 * 36 * 4 * 27)
+    a, b = torch.zeros(5, 7), torch.zeros(7, 3)
+    assert count_gflop(lambda: a @ b) * 1e9 == pytest.approx(2 * 5 * 7 * 3)

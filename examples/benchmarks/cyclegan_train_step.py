@@ -8,6 +8,10 @@ identity 0.5, batch 1, Adam 2e-4/(0.5, 0.999)) on random 3 x S x S inputs:
 - ``i2i``: the project's own step (``i2i.cyclegan.trainer``: batched generator/discriminator calls, fused Adam,
   no per-step host syncs), fp32 and bf16 autocast, each with contiguous and channels_last tensors.
 
+The table also gives each row's rate in GFLOP/s (the step's convolution and matrix-product FLOPs, counted once, over
+its time) and the compute bound: the step's FLOPs at the machine's fp32 matrix-multiply peak (``roofline.py``).
+``--compile`` adds rows with the four nets compiled by ``torch.compile`` (the compile time is printed, not timed).
+
 Prints a table and one JSON line (machine, versions, settings, medians). Usage:
 
     python examples/benchmarks/cyclegan_train_step.py --size 128 --iters 10 --warmup 3
@@ -16,6 +20,7 @@ Prints a table and one JSON line (machine, versions, settings, medians). Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import platform
@@ -30,6 +35,7 @@ from i2i.cyclegan.networks import define_D, define_G
 from i2i.cyclegan.pool import ImagePool
 from i2i.cyclegan.trainer import DiscriminatorPair, GeneratorPair, make_adam
 from i2i.device import autocast
+from roofline import count_gflop, fp32_matmul_peak
 
 
 def reference_layout_step(nets, opts, pools, real_A, real_B):
@@ -118,6 +124,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--compile", action="store_true", help="add fp32 rows with torch.compile'd nets")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = torch.device("cpu")
@@ -127,27 +134,44 @@ def main() -> None:
     results = {}
 
     nets, opts, pools = build(channels_last=False, fused=False)
+    gflop = count_gflop(lambda: reference_layout_step(nets, opts, pools, real_A, real_B))
     results["reference layout fp32"] = time_it(lambda: reference_layout_step(nets, opts, pools, real_A, real_B),
                                                args.iters, args.warmup)
-    for precision, channels_last in itertools.product(("fp32", "bf16"), (False, True)):
+    variants = list(itertools.product(("fp32", "bf16"), (False, True), (False,)))
+    if args.compile:
+        variants += [("fp32", False, True), ("fp32", True, True)]
+    for precision, channels_last, compiled in variants:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         nets, opts, pools = build(channels_last=channels_last, fused=True)
+        if compiled:
+            for net in nets:
+                net.compile()
         gens = GeneratorPair(nets[0], nets[1], identity=True, fuse=True)
         discs = DiscriminatorPair(nets[2], nets[3], fuse=True)
         a, b = real_A.contiguous(memory_format=fmt), real_B.contiguous(memory_format=fmt)
-        name = f"i2i {precision}" + (", channels_last" if channels_last else "")
-        results[name] = time_it(lambda: i2i_step(gens, discs, nets, opts, pools, a, b, precision, dev, fmt),
-                                args.iters, args.warmup)
+        name = f"i2i {precision}" + (", channels_last" if channels_last else "") + (", compiled" if compiled else "")
+        step = functools.partial(i2i_step, gens, discs, nets, opts, pools, a, b, precision, dev, fmt)
+        if compiled:
+            t0 = time.perf_counter()
+            step()
+            step()
+            print(f"{name}: first two steps (compile) {time.perf_counter() - t0:.0f} s")
+        results[name] = time_it(step, args.iters, args.warmup)
 
+    peak = fp32_matmul_peak()
     base = statistics.median(results["reference layout fp32"])
-    print(f"| step ({args.size} px, batch 1, {args.threads} threads) | median s/iter | vs reference layout |")
-    print("|---|---|---|")
+    print(f"| step ({args.size} px, batch 1, {args.threads} threads) | median s/iter | vs reference layout "
+          f"| GFLOP/s |")
+    print("|---|---|---|---|")
     for name, times in results.items():
         med = statistics.median(times)
-        print(f"| {name} | {med:.3f} | {med / base:.2f}x |")
+        print(f"| {name} | {med:.3f} | {med / base:.2f}x | {gflop / med:.0f} |")
+    print(f"| bound: {gflop:.0f} GFLOP at the fp32 matmul peak of {peak:.0f} GFLOP/s | {gflop / peak:.3f} "
+          f"| {gflop / peak / base:.2f}x | {peak:.0f} |")
     print(json.dumps({"benchmark": "cyclegan_train_step", "machine": platform.processor() or platform.machine(),
                       "threads": args.threads, "torch": torch.__version__, "size": args.size,
-                      "iters": args.iters, "warmup": args.warmup,
+                      "iters": args.iters, "warmup": args.warmup, "gflop_per_step": round(gflop, 1),
+                      "fp32_matmul_peak_gflops": round(peak), "compile": args.compile,
                       "median_s": {k: statistics.median(v) for k, v in results.items()}}))
 
 

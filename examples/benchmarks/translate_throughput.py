@@ -9,7 +9,9 @@ on the same folder of PNG files and write a PNG per input:
   batches, ``inference_mode``, channels_last on CUDA; by default the batch size and workers i2i picks for the
   device), in fp32 and with ``--precision bf16``.
 
-Images/s is the median over ``--repeats`` passes over the folder after one warm-up pass. Prints a table and one JSON
+Images/s is the median over ``--repeats`` passes over the folder after one warm-up pass. The last row is the compute
+bound: the generator's FLOPs per image at the machine's fp32 matrix-multiply peak (``roofline.py``), the images/s
+that no fp32 implementation doing the same multiply-adds could exceed on this machine. Prints a table and one JSON
 line. Usage:
 
     python examples/benchmarks/translate_throughput.py --images 24 --size 256 --repeats 3
@@ -34,6 +36,7 @@ from i2i.cyclegan.config import GeneratorConfig
 from i2i.cyclegan.networks import define_G
 from i2i.cyclegan.translator import TranslateConfig, translate_images
 from i2i.images import expand_inputs, image_to_tensor, tensor_to_image
+from roofline import count_gflop, fp32_matmul_peak
 
 
 def one_at_a_time(gen: torch.nn.Module, files: list[Path], out: Path) -> None:
@@ -91,10 +94,14 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         rows[name] = len(files) / statistics.median(times)
     base = rows["one at a time (reference loop), fp32"]
-    width = max(map(len, rows)) + 2
-    print(f"{'':<{width}}{'images/s':>10}{'speed-up':>10}")
-    for name, ips in rows.items():
-        print(f"{name:<{width}}{ips:>10.3f}{ips / base:>9.2f}x")
+    with torch.inference_mode():
+        gflop = count_gflop(lambda: gen(torch.zeros(1, 3, args.size, args.size)))
+    peak = fp32_matmul_peak()
+    bound = f"bound: {gflop:.1f} GFLOP/image at {peak:.0f} GFLOP/s fp32"
+    width = max(map(len, [*rows, bound])) + 2
+    print(f"{'':<{width}}{'images/s':>10}{'speed-up':>10}{'GFLOP/s':>10}")
+    for name, ips in [*rows.items(), (bound, peak / gflop)]:
+        print(f"{name:<{width}}{ips:>10.3f}{ips / base:>9.2f}x{ips * gflop:>10.0f}")
     import i2i
 
     print(json.dumps({
@@ -107,6 +114,7 @@ def main() -> None:
                      "num_workers": args.num_workers, "resolved": dataclasses.asdict(
                          TranslateConfig(args.batch_size, num_workers=args.num_workers).for_device(
                              torch.device("cpu"))), "repeats": args.repeats, "netG": gen_cfg.arch},
+        "gflop_per_image": round(gflop, 1), "fp32_matmul_peak_gflops": round(peak),
         "images_per_second": {k: round(v, 3) for k, v in rows.items()},
         "speedup": {k: round(v / base, 2) for k, v in rows.items()}}))
 
