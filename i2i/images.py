@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
+import secrets
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -228,6 +228,32 @@ def output_path(item: InputItem, out_dir: str | os.PathLike, suffix: str = "", e
     return Path(out_dir) / rel.parent / f"{rel.stem}{suffix}{ext}"
 
 
+def _create_temp_beside(path: Path) -> Path:
+    """Create a new empty hidden file next to ``path``, with the permissions a plain ``open()`` would give it
+    (0666 less the umask: ``tempfile.mkstemp`` would make it 0600, readable by its owner only)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def names_one_file(out: Path, count: int, what: str) -> bool:
+    """Whether ``--out`` names one output image (``zebra.png``) rather than a folder.
+
+    True when ``out`` has an image extension and is not an existing folder; then ``count`` (the number of
+    images the command would write) must be 1, else :class:`UsageError`.
+    """
+    if not is_image_file(out) or out.is_dir():
+        return False
+    if count != 1:
+        raise UsageError(f"--out {out} names one image file, but {count} {what} would be written: give a folder")
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and move it into place atomically.
@@ -241,11 +267,9 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         raise OutputError(f"{path}: already exists (pass --overwrite to replace it)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp = _create_temp_beside(path)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    tmp = Path(tmp_name)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

@@ -94,6 +94,22 @@ def test_translate_eval_and_exit_codes(shapes_run, tmp_path):
     assert Image.open(tmp_path / "ev" / "grid.png").size[0] > 0
 
 
+def test_translate_out_may_name_the_output_file(shapes_run, tmp_path):
+    run_dir, _ = shapes_run
+    Image.new("RGB", (45, 30), "orange").save(tmp_path / "a.jpg")
+    Image.new("RGB", (40, 40), "blue").save(tmp_path / "b.png")
+    res = run("cyclegan", "translate", tmp_path / "a.jpg", "-c", run_dir, "--out", tmp_path / "res" / "zebra.webp",
+              "--quiet")
+    assert res.exit_code == 0, res.output
+    out = Image.open(tmp_path / "res" / "zebra.webp")
+    assert out.format == "WEBP" and out.size == (45, 30)
+    assert [p.name for p in (tmp_path / "res").iterdir()] == ["zebra.webp"]
+    # several inputs into one file name: a usage error, nothing written
+    res = run("cyclegan", "translate", tmp_path / "a.jpg", tmp_path / "b.png", "-c", run_dir, "--out",
+              tmp_path / "both.png")
+    assert res.exit_code == 2 and "give a folder" in res.stderr and not (tmp_path / "both.png").exists()
+
+
 @pytest.mark.parametrize("args, code, words", [
     (["cyclegan", "translate", "missing.png", "-c", "no_such_run"], 4, "no_such_run"),
     (["cyclegan", "translate", "{tmp}/nothing/*.png", "-c", "x"], 3, "no input images"),

@@ -87,6 +87,19 @@ def test_end_to_end_json_guided_and_unguided(cli, tmp_path):
     assert forced.exit_code == 0 and Image.open(guided).tobytes() == a.tobytes()   # deterministic
 
 
+def test_out_may_name_the_one_image_file(cli, tmp_path):
+    out = tmp_path / "lion.png"
+    res = cli("--prompt", "a red square", "--condition", SQUARE, "--save-unguided", "--json", "--out", out,
+              "--subject", "square;square")
+    assert res.exit_code == 0, res.output
+    (record,) = json_lines(res.stdout)
+    assert record["image"] == str(out) and record["unguided"] == str(tmp_path / "lion_unguided.png")
+    assert Image.open(out).size == (32, 32) and (tmp_path / "lion_unguided.png").is_file()
+    # two images cannot share one file name: a usage error before any work, nothing written
+    res = cli("--prompt", "a red square", "--condition", SQUARE, "--num-images", "2", "--out", tmp_path / "two.png")
+    assert res.exit_code == 2 and "give a folder" in res.output and not (tmp_path / "two.png").exists()
+
+
 @pytest.mark.parametrize("args, code, text", [
     (["--steps", "0"], 2, "--steps"),
     (["--structure-weight", "-1"], 2, "--structure-weight"),

@@ -2,6 +2,7 @@
 
 import io
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -225,3 +226,17 @@ def test_output_under_a_file_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="cannot write"):
         save_image(Image.new("RGB", (2, 2)), tmp_path / "file" / "x.png")
+
+
+def test_outputs_get_the_usual_file_permissions(tmp_path):
+    """Atomic writes go through a temporary file, which must not leave outputs readable by their owner only."""
+    umask = os.umask(0o022)
+    try:
+        path = save_image(Image.new("RGB", (4, 4)), tmp_path / "x.png")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        os.umask(0o077)
+        path = save_image(Image.new("RGB", (4, 4)), tmp_path / "private.png")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        os.umask(umask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["private.png", "x.png"]   # no temporary files left

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -200,7 +201,8 @@ def translate(
                                             "checkpoint), checkpoint folder, generator .safetensors, or a "
                                             "reference .pth.")],
     direction: Annotated[str, typer.Option("--direction", help="AtoB (G_A) or BtoA (G_B).")] = "AtoB",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; input sub-folders are kept.")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (input sub-folders are kept), or for one "
+                                      "input the output file itself, e.g. zebra.png.")] = Path("out"),
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", help="Images per forward pass (default: 4 on a GPU, 1 on a CPU, where batches measured "
         "slower).", show_default=False)] = None,
@@ -225,7 +227,7 @@ def translate(
         from i2i.cyclegan.translator import TranslateConfig, translate_images
         from i2i.device import check_precision, resolve_device
         from i2i.errors import PartialFailure
-        from i2i.images import expand_inputs
+        from i2i.images import InputItem, expand_inputs, names_one_file
 
         dev = resolve_device(device)
         check_precision(precision, dev)
@@ -233,9 +235,14 @@ def translate(
                               ext=ext if ext.startswith(".") else "." + ext, suffix=suffix, overwrite=overwrite,
                               num_workers=num_workers)
         items = expand_inputs(inputs)
+        out_dir = out
+        if names_one_file(out, len(items), "translated images"):     # --out zebra.png: exactly that file
+            items = [InputItem(items[0].path, Path(out.stem))]
+            out_dir = out.parent
+            cfg = dataclasses.replace(cfg, ext=out.suffix, suffix="")
         gen, gen_cfg = _load_any_generator(checkpoint, direction,
                                            _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev)
-        result = translate_images(items, gen, gen_cfg, out, cfg, dev, reporter)
+        result = translate_images(items, gen, gen_cfg, out_dir, cfg, dev, reporter)
         reporter.info(f"translated {len(result.ok)} of {len(items)} image(s) into {out}")
         if result.failed:
             raise PartialFailure(f"{len(result.failed)} of {len(items)} input(s) failed", result.failed)

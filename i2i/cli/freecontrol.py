@@ -153,8 +153,10 @@ def shard(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int, int]:
     return [job for job in jobs if job["index"] % world == rank], rank, world
 
 
-def output_names(job: dict[str, Any], out: Path) -> list[tuple[Path, Path]]:
-    """(guided, unguided) output paths of each image of ``job``."""
+def output_names(job: dict[str, Any], out: Path, one_file: bool = False) -> list[tuple[Path, Path]]:
+    """(guided, unguided) output paths of each image of ``job``; with ``one_file``, ``out`` is the one image."""
+    if one_file:
+        return [(out, out.with_name(f"{out.stem}_unguided{out.suffix}"))]
     n = job["num_images"]
     stems = [job["name"]] if n == 1 else [f"{job['name']}-{k}" for k in range(n)]
     return [(out / f"{s}.png", out / f"{s}_unguided.png") for s in stems]
@@ -228,7 +230,8 @@ def generate(
     save_unguided: Annotated[bool, typer.Option(
         "--save-unguided", help="Also save the unguided sibling (same noise, no guidance) as NAME_unguided.png.",
         rich_help_panel=BATCH)] = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (default: out).", show_default=False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (default: out), or for a run that "
+                                      "makes one image the file itself, e.g. lion.png.", show_default=False,
                                       rich_help_panel=BATCH)] = Path("out"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.",
                                             rich_help_panel=BATCH)] = False,
@@ -257,7 +260,7 @@ def generate(
         from i2i.device import check_precision, resolve_device
         from i2i.errors import I2IError, InputError, PartialFailure
         from i2i.freecontrol.config import model_config
-        from i2i.images import load_image, save_image
+        from i2i.images import load_image, names_one_file, save_image
 
         model_name = _model_name(model)
         base = model_config(model_name)
@@ -276,6 +279,7 @@ def generate(
                               {"inversion_prompt": inversion_prompt, "subject": subject, "concept": concept,
                                "num_images": num_images, "img2img": img2img},
                               DEFAULT_SEED if seed is None else seed)
+        one_file = names_one_file(out, sum(job["num_images"] for job in all_jobs), "images")
         mine, rank, world = shard(all_jobs)
         dev = resolve_device(device)
         check_precision(precision, dev)
@@ -305,7 +309,7 @@ def generate(
         pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision, cache_dir=cache_dir,
                                                    one_call=one_call)
         for job, image in ready:
-            names = output_names(job, out)
+            names = output_names(job, out, one_file)
             try:
                 if not overwrite:
                     for guided_path, unguided_path in names:

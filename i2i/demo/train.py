@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -211,7 +211,9 @@ def evaluate_prompts(pipe, steps: int, guidance: float, seeds: tuple[int, ...] =
 def save_pipeline(pipe, out: Path, cfg: DemoTrainConfig, extra: dict) -> None:
     """Write the pipeline folder atomically (temp folder, then rename over the old one)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")      # a plain mkdir: usual permissions, not 0700
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     pipe.save_pretrained(tmp, safe_serialization=True)
     (tmp / "i2i_demo.json").write_text(json.dumps({"train_config": asdict(cfg), **extra}, indent=2))
     from i2i.demo.model import write_freecontrol_defaults
