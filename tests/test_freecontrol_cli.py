@@ -138,6 +138,20 @@ def test_without_model_the_error_says_to_pass_one(cli, tmp_path, monkeypatch):
     assert res.exit_code == 4 and "--model" in res.output
 
 
+def test_words_the_demo_model_does_not_know_are_named(cli, model_dir, tmp_path):
+    from i2i.demo.model import demo_vocabulary_warning
+
+    res = cli("--prompt", "a photo of a lion, in the desert", "--condition", tmp_path / "missing.png", model=False,
+              env={"I2I_FREECONTROL_MODEL": ""})
+    assert res.exit_code == 3                                  # the missing condition, after the warning
+    warning = res.output.split("error:")[0]
+    assert "demo model" in warning and "'lion'" in warning and "'desert'" in warning and "'photo'" not in warning
+    res = cli("--prompt", "a red square", "--condition", tmp_path / "missing.png", model=False,
+              env={"I2I_FREECONTROL_MODEL": ""})
+    assert res.exit_code == 3 and "demo model" not in res.output
+    assert demo_vocabulary_warning(["a lion"], model_dir) is None            # other models: no vocabulary check
+
+
 def _jobs(tmp_path):
     (tmp_path / "conds").mkdir()
     for p in (SQUARE, CIRCLE):

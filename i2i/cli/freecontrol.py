@@ -280,6 +280,13 @@ def generate(
                                "num_images": num_images, "img2img": img2img},
                               DEFAULT_SEED if seed is None else seed)
         one_file = names_one_file(out, sum(job["num_images"] for job in all_jobs), "images")
+        from i2i.demo.model import demo_vocabulary_warning
+
+        texts = [str(job[key] or "") for job in all_jobs
+                 for key in ("prompt", "inversion_prompt", "subject", "concept")]
+        warning = demo_vocabulary_warning([config.negative_prompt, *texts], model_name)
+        if warning:
+            reporter.warn(warning)
         mine, rank, world = shard(all_jobs)
         dev = resolve_device(device)
         check_precision(precision, dev)

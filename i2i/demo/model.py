@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from i2i.errors import CheckpointError
@@ -39,6 +41,25 @@ DEMO_FREECONTROL_DEFAULTS: dict = {
     "negative_prompt": "outline",
     "bases": {"num_inference_steps": 50, "negative_prompt": ""},
 }
+
+
+def demo_vocabulary_warning(texts: Iterable[str], model: str | Path) -> str | None:
+    """A warning naming the words of ``texts`` that a demo model (a folder with ``i2i_demo.json``) has no
+    tokens for, or None (all known, or not a demo model). The demo model knows a few dozen words (shapes,
+    colours, its prompt templates), so "a lion" gives it nothing to draw a lion from."""
+    if not (Path(model) / "i2i_demo.json").is_file():
+        return None
+    from i2i.demo.data import VOCABULARY
+    from i2i.shapes import COLOURS, SHAPES
+
+    words = {w for text in texts for w in re.findall(r"[a-z]+", text.lower())}
+    unknown = sorted(words - set(VOCABULARY))
+    if not unknown:
+        return None
+    listed = ", ".join(repr(w) for w in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+    return (f"{model} is the small demo model: it knows only shapes ({', '.join(SHAPES)}) and colours "
+            f"({', '.join(COLOURS)}), not {listed}; pass --model with a Stable Diffusion checkpoint for other "
+            "subjects")
 
 
 def write_freecontrol_defaults(folder: Path) -> Path:
