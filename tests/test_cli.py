@@ -57,6 +57,17 @@ def test_train_json_and_run_folder(shapes_run):
     assert (run_dir / "config.json").is_file() and (run_dir / "latest").is_file()
 
 
+def test_resume_of_a_finished_run_says_so(shapes_run):
+    run_dir, _ = shapes_run
+    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--resume", "--max-iters", 6, "--json")
+    assert res.exit_code == 0, res.output
+    (record,) = json_lines(res.stdout)
+    assert record["iterations"] == record["start_iteration"] == 6
+    assert record["checkpoint"].endswith("iter_00000006") and "nothing to do" in res.stderr
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
+
+
 def test_train_refuses_existing_run(shapes_run):
     run_dir, _ = shapes_run
     res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 2, *TINY)

@@ -167,9 +167,16 @@ def train(
         overrides = set(top) | ({"generator"} if gen else set()) | ({"discriminator"} if disc else set())
         config = resolve_config(config, resume, overrides)
         result = train_fn(config, resume=resume, device=device, reporter=reporter, overwrite=overwrite)
-        reporter.info(f"done: {result.iterations} iterations in {result.seconds:.0f}s; "
-                      f"checkpoint {result.checkpoint}")
+        if result.iterations == result.start_iteration:
+            reporter.info(f"nothing to do: {result.run_dir} is already at iteration {result.iterations}, where "
+                          "training ends (raise --max-iters, --n-epochs or --n-epochs-decay to go on); "
+                          f"checkpoint {result.checkpoint}")
+        else:
+            first, last = result.start_iteration + 1, result.iterations
+            span = f"iteration {last}" if first == last else f"iterations {first}-{last}"
+            reporter.info(f"done: {span} in {result.seconds:.0f} s; checkpoint {result.checkpoint}")
         reporter.result({"run_dir": str(result.run_dir), "iterations": result.iterations,
+                         "start_iteration": result.start_iteration,
                          "epochs": result.epochs_done, "checkpoint": str(result.checkpoint),
                          "seconds": round(result.seconds, 2), "losses": result.losses})
 

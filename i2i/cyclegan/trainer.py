@@ -96,6 +96,7 @@ class TrainResult:
     seconds: float = 0.0
     interrupted: bool = False
     nets: dict[str, nn.Module] = field(default_factory=dict, repr=False)  # G_A, G_B, D_A, D_B (this process)
+    start_iteration: int = 0           # where this call began (a resumed run's checkpoint)
 
 
 class _StopSignal:
@@ -302,6 +303,7 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
                        pools={"A": pool_A, "B": pool_B}, scaler=scaler)
 
     epoch, iter_in_epoch, global_iter = 1, 0, 0
+    last_ckpt: Path | None = None      # the newest checkpoint: the resumed one until this call saves another
     if resume:
         folder = latest_checkpoint(run_dir)
         _load_nets(folder, {"G_A": G_A, "G_B": G_B, "D_A": D_A, "D_B": D_B})
@@ -311,6 +313,7 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
             raise CheckpointError(f"{run_dir}: the dataset or batch size changed since the checkpoint "
                                   f"({pos['iters_per_epoch']} -> {iters_per_epoch} iterations per epoch)")
         reporter.info(f"resuming {run_dir} from {folder.name}: epoch {epoch}, iteration {global_iter}")
+        last_ckpt = folder
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         writer.clean_stale()
@@ -346,7 +349,7 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
     loss_sums = torch.zeros(len(LOSS_NAMES), device=dev)
     loss_count = 0
     last_losses: dict[str, float] = {}
-    last_ckpt: Path | None = None
+    start_iter = global_iter
     t_start = time.perf_counter()
     t_log = t_start
     log_path = run_dir / "log.jsonl"
@@ -480,7 +483,7 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
         accelerator.end_training()
     result = TrainResult(run_dir, global_iter, epoch - 1, last_ckpt, last_losses,
                          time.perf_counter() - t_start, interrupted,
-                         nets={"G_A": G_A, "G_B": G_B, "D_A": D_A, "D_B": D_B})
+                         nets={"G_A": G_A, "G_B": G_B, "D_A": D_A, "D_B": D_B}, start_iteration=start_iter)
     if interrupted:
         raise Interrupted(f"interrupted by {stop.requested}: saved {last_ckpt}; continue with --resume")
     return result
