@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ class Reporter:
     quiet: bool = False
     json_mode: bool = False
     console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    plain_every: float = 60.0          # without a terminal: seconds between plain progress lines at most
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -48,10 +50,15 @@ class Reporter:
     def progress(self, total: int | None, description: str) -> Iterator[Callable[..., None]]:
         """A rich progress bar with ETA; yields ``advance(n=1, **fields)`` where fields fill ``{task.fields}``.
 
-        Disabled with ``quiet``. The bar shows ``status`` text (e.g. current losses) when given.
+        Disabled with ``quiet``. The bar shows ``status`` text (e.g. current losses) when given. Without a
+        terminal, plain lines instead (:meth:`_plain_progress`).
         """
         if self.quiet:
             yield lambda n=1, **fields: None
+            return
+        if not self.console.is_terminal:
+            with self._plain_progress(total, description) as advance:
+                yield advance
             return
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
@@ -62,3 +69,46 @@ class Reporter:
                 bar.update(task, advance=n, **fields)
 
             yield advance
+
+    @contextmanager
+    def _plain_progress(self, total: int | None, description: str) -> Iterator[Callable[..., None]]:
+        """Progress for logs and pipes (stderr is not a terminal), where a live bar would print nothing until the
+        end: one plain line whenever the status text changes, at least every ``plain_every`` seconds, and at the
+        end."""
+        state = {"done": 0, "status": "", "start": None, "printed_at": time.monotonic(), "printed_done": 0}
+
+        def line() -> None:
+            now = time.monotonic()
+            done, text = state["done"], f"{description} {state['done']}"
+            if total:
+                text += f"/{total} ({100 * done // total}%)"
+            if state["start"] is not None:
+                t0, done0 = state["start"]
+                text += f", {_clock(now - t0)} elapsed"
+                if total and done > done0 and now > t0:
+                    text += f", ETA {_clock((total - done) * (now - t0) / (done - done0))}"
+            if state["status"]:
+                text += f"  {state['status'].strip()}"
+            self.console.print(text, markup=False, soft_wrap=True)
+            state["printed_at"], state["printed_done"] = now, done
+
+        def advance(n: int = 1, **fields: Any) -> None:
+            state["done"] += n
+            if state["start"] is None:            # the first call may jump (a resumed run): time from here
+                state["start"] = (time.monotonic(), state["done"])
+            status = fields.get("status", state["status"])
+            changed, state["status"] = status != state["status"], status
+            if changed or time.monotonic() - state["printed_at"] >= self.plain_every:
+                line()
+
+        try:
+            yield advance
+        finally:
+            if state["done"] != state["printed_done"]:
+                line()
+
+
+def _clock(seconds: float) -> str:
+    """``H:MM:SS``."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
