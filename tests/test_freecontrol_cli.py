@@ -150,6 +150,9 @@ def test_words_the_demo_model_does_not_know_are_named(cli, model_dir, tmp_path):
               env={"I2I_FREECONTROL_MODEL": ""})
     assert res.exit_code == 3 and "demo model" not in res.output
     assert demo_vocabulary_warning(["a lion"], model_dir) is None            # other models: no vocabulary check
+    res = CliRunner().invoke(app, ["freecontrol", "bases", "--concept", "lion", "--device", "cpu", "--precision",
+                                   "fp16"], env={"I2I_FREECONTROL_MODEL": ""})   # stops before loading the model
+    assert res.exit_code == 2 and "'lion'" in res.output.split("error:")[0]
 
 
 def _jobs(tmp_path):

@@ -408,6 +408,11 @@ def bases_command(
         cfg = dataclasses.replace(recommended, **given(
             num_images=seed_images, num_inference_steps=bases_steps, seed=seed, n_components=components,
             analysis_end=analysis_end, prompt_template=prompt_template, batch_size=batch_size, size=size)).validate()
+        from i2i.demo.model import demo_vocabulary_warning
+
+        warning = demo_vocabulary_warning([concept], model_name)
+        if warning:
+            reporter.warn(warning)
         from i2i.device import check_precision, resolve_device
 
         dev = resolve_device(device)
