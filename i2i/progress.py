@@ -47,23 +47,24 @@ class Reporter:
             sys.stdout.flush()
 
     @contextmanager
-    def progress(self, total: int | None, description: str) -> Iterator[Callable[..., None]]:
+    def progress(self, total: int | None, description: str, completed: int = 0) -> Iterator[Callable[..., None]]:
         """A rich progress bar with ETA; yields ``advance(n=1, **fields)`` where fields fill ``{task.fields}``.
 
-        Disabled with ``quiet``. The bar shows ``status`` text (e.g. current losses) when given. Without a
-        terminal, plain lines instead (:meth:`_plain_progress`).
+        ``completed``: work already done before this call (a resumed run), not counted in the speed. Disabled
+        with ``quiet``. The bar shows ``status`` text (e.g. current losses) when given. Without a terminal, plain
+        lines instead (:meth:`_plain_progress`).
         """
         if self.quiet:
             yield lambda n=1, **fields: None
             return
         if not self.console.is_terminal:
-            with self._plain_progress(total, description) as advance:
+            with self._plain_progress(total, description, completed) as advance:
                 yield advance
             return
         columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}")]
         with Progress(*columns, console=self.console, transient=False, refresh_per_second=4) as bar:
-            task = bar.add_task(description, total=total, status="")
+            task = bar.add_task(description, total=total, completed=completed, status="")
 
             def advance(n: int = 1, **fields: Any) -> None:
                 bar.update(task, advance=n, **fields)
@@ -71,22 +72,21 @@ class Reporter:
             yield advance
 
     @contextmanager
-    def _plain_progress(self, total: int | None, description: str) -> Iterator[Callable[..., None]]:
+    def _plain_progress(self, total: int | None, description: str, completed: int) -> Iterator[Callable[..., None]]:
         """Progress for logs and pipes (stderr is not a terminal), where a live bar would print nothing until the
         end: one plain line whenever the status text changes, at least every ``plain_every`` seconds, and at the
         end."""
-        state = {"done": 0, "status": "", "start": None, "printed_at": time.monotonic(), "printed_done": 0}
+        start = time.monotonic()
+        state = {"done": completed, "status": "", "printed_at": start, "printed_done": completed}
 
         def line() -> None:
             now = time.monotonic()
             done, text = state["done"], f"{description} {state['done']}"
             if total:
                 text += f"/{total} ({100 * done // total}%)"
-            if state["start"] is not None:
-                t0, done0 = state["start"]
-                text += f", {_clock(now - t0)} elapsed"
-                if total and done > done0 and now > t0:
-                    text += f", ETA {_clock((total - done) * (now - t0) / (done - done0))}"
+            text += f", {_clock(now - start)} elapsed"
+            if total and done > completed:
+                text += f", ETA {_clock((total - done) * (now - start) / (done - completed))}"
             if state["status"]:
                 text += f"  {state['status'].strip()}"
             self.console.print(text, markup=False, soft_wrap=True)
@@ -94,8 +94,6 @@ class Reporter:
 
         def advance(n: int = 1, **fields: Any) -> None:
             state["done"] += n
-            if state["start"] is None:            # the first call may jump (a resumed run): time from here
-                state["start"] = (time.monotonic(), state["done"])
             status = fields.get("status", state["status"])
             changed, state["status"] = status != state["status"], status
             if changed or time.monotonic() - state["printed_at"] >= self.plain_every:

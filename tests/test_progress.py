@@ -13,8 +13,7 @@ def reporter(buf, every=60.0):
 
 def test_plain_progress_prints_on_status_change_and_at_the_end():
     buf = io.StringIO()
-    with reporter(buf).progress(10, "train") as advance:
-        advance(4)                                   # a resumed run's jump: no line yet, ETA counts from here
+    with reporter(buf).progress(10, "train", completed=4) as advance:     # a resumed run: 4 done before
         advance(1)
         advance(0, status="loss 0.500")
         advance(1)

@@ -365,8 +365,7 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
                                  + (f" ({last_ckpt})" if last_ckpt else "")
                                  + " — try a lower --lr or --precision fp32")
 
-    with stop, reporter.progress(total_iters, "train") as advance:
-        advance(global_iter)
+    with stop, reporter.progress(total_iters, "train", completed=global_iter) as advance:
         while epoch <= config.total_epochs and global_iter < total_iters:
             plan = epoch_plan(n_a, n_b, epoch, config.seed, config.serial_batches)
             plan += plan[: per_rank * world - len(plan)]  # equal shards, like DistributedSampler
