@@ -245,8 +245,11 @@ def names_one_file(out: Path, count: int, what: str) -> bool:
     """Whether ``--out`` names one output image (``zebra.png``) rather than a folder.
 
     True when ``out`` has an image extension and is not an existing folder; then ``count`` (the number of
-    images the command would write) must be 1, else :class:`UsageError`.
+    images the command would write) must be 1, else :class:`UsageError`. An existing file without an image
+    extension is a :class:`UsageError` too (it cannot be the output folder).
     """
+    if out.exists() and not out.is_dir() and not is_image_file(out):
+        raise UsageError(f"--out {out} is an existing file, not a folder")
     if not is_image_file(out) or out.is_dir():
         return False
     if count != 1:

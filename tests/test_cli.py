@@ -119,6 +119,9 @@ def test_translate_out_may_name_the_output_file(shapes_run, tmp_path):
     res = run("cyclegan", "translate", tmp_path / "a.jpg", tmp_path / "b.png", "-c", run_dir, "--out",
               tmp_path / "both.png")
     assert res.exit_code == 2 and "give a folder" in res.stderr and not (tmp_path / "both.png").exists()
+    (tmp_path / "notes").write_text("x")
+    res = run("cyclegan", "translate", tmp_path / "a.jpg", "-c", run_dir, "--out", tmp_path / "notes")
+    assert res.exit_code == 2 and "not a folder" in res.stderr
 
 
 @pytest.mark.parametrize("args, code, words", [
