@@ -145,6 +145,8 @@ def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEF
     if p.is_dir():
         raise InputError(f"{p}: is a directory, not an image")
     if not p.exists():
+        if os.fspath(path).lower().startswith(("http://", "https://")):
+            raise InputError(f"{os.fspath(path)}: URLs are not downloaded; save the image and pass its path")
         raise InputError(f"{p}: no such file")
     try:
         if p.stat().st_size == 0:

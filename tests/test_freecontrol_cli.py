@@ -127,6 +127,10 @@ def test_bad_inputs_and_models(cli, tmp_path):
     assert res.exit_code == 2 and "--prompt" in res.output
     res = cli("--prompt", "a", "--prompt", "b", "--condition", SQUARE, "--condition", SQUARE, "--condition", CIRCLE)
     assert res.exit_code == 2
+    res = cli("--prompt", " ", "--condition", tmp_path / "missing.png", "--out", tmp_path)  # before any reading
+    assert res.exit_code == 2 and "prompt is empty" in res.output
+    res = cli("--prompt", "a red square", "--condition", "https://example.com/sketch.png", "--out", tmp_path)
+    assert res.exit_code == 3 and "URLs are not downloaded" in res.output
 
 
 def test_without_model_the_error_says_to_pass_one(cli, tmp_path, monkeypatch):

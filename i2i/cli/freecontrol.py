@@ -129,6 +129,8 @@ def build_jobs(prompts: list[str], conditions: list[str], jobs_file: Path | None
     if not jobs:
         raise UsageError("nothing to do: give --prompt and --condition, or --jobs FILE.jsonl")
     for index, job in enumerate(jobs):
+        if not str(job["prompt"]).strip():
+            raise UsageError(f"the prompt is empty (job {index})")
         for key, value in defaults.items():
             job.setdefault(key, value)
         job["index"] = index
