@@ -250,9 +250,11 @@ def names_one_file(out: Path, count: int, what: str) -> bool:
     images the command would write) must be 1, else :class:`UsageError`. An existing file without an image
     extension is a :class:`UsageError` too (it cannot be the output folder).
     """
-    if out.exists() and not out.is_dir() and not is_image_file(out):
-        raise UsageError(f"--out {out} is an existing file, not a folder")
-    if not is_image_file(out) or out.is_dir():
+    if out.is_dir():
+        return False
+    if not is_image_file(out):
+        if out.exists():
+            raise UsageError(f"--out {out} is an existing file, not a folder")
         return False
     if count != 1:
         raise UsageError(f"--out {out} names one image file, but {count} {what} would be written: give a folder")

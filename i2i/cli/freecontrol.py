@@ -61,6 +61,15 @@ def _model_name(model: str | None) -> str:
     return str(demo_model_path())
 
 
+def _warn_unknown_demo_words(texts: list[str], model_name: str, reporter: Reporter) -> None:
+    """Warn when ``model_name`` is a demo model and ``texts`` use words it was never trained on."""
+    from i2i.demo.model import demo_vocabulary_warning
+
+    warning = demo_vocabulary_warning(texts, model_name)
+    if warning:
+        reporter.warn(warning)
+
+
 def _quiet_libraries() -> None:
     """Silence diffusers'/transformers' loading bars and import notices (this process only; our own bars stay)."""
     import diffusers
@@ -282,13 +291,9 @@ def generate(
                                "num_images": num_images, "img2img": img2img},
                               DEFAULT_SEED if seed is None else seed)
         one_file = names_one_file(out, sum(job["num_images"] for job in all_jobs), "images")
-        from i2i.demo.model import demo_vocabulary_warning
-
-        texts = [str(job[key] or "") for job in all_jobs
-                 for key in ("prompt", "inversion_prompt", "subject", "concept")]
-        warning = demo_vocabulary_warning([config.negative_prompt, *texts], model_name)
-        if warning:
-            reporter.warn(warning)
+        _warn_unknown_demo_words([config.negative_prompt, *(str(job[key] or "") for job in all_jobs
+                                  for key in ("prompt", "inversion_prompt", "subject", "concept"))],
+                                 model_name, reporter)
         mine, rank, world = shard(all_jobs)
         dev = resolve_device(device)
         check_precision(precision, dev)
@@ -410,11 +415,7 @@ def bases_command(
         cfg = dataclasses.replace(recommended, **given(
             num_images=seed_images, num_inference_steps=bases_steps, seed=seed, n_components=components,
             analysis_end=analysis_end, prompt_template=prompt_template, batch_size=batch_size, size=size)).validate()
-        from i2i.demo.model import demo_vocabulary_warning
-
-        warning = demo_vocabulary_warning([concept], model_name)
-        if warning:
-            reporter.warn(warning)
+        _warn_unknown_demo_words([concept], model_name, reporter)
         from i2i.device import check_precision, resolve_device
 
         dev = resolve_device(device)
