@@ -101,7 +101,7 @@ def test_resume_refuses_architecture_change(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
-    import i2i.cyclegan.trainer as trainer
+    import i2i.cyclegan.methods.cyclegan as trainer
 
     run = tmp_path / "run"
     train(tiny_config(run, max_iters=3))

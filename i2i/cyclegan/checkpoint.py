@@ -132,9 +132,10 @@ def unwrap(net: "nn.Module") -> "nn.Module":
             return net
 
 
-# Files of a complete, resumable checkpoint folder.
+# Files of a complete, resumable CycleGAN checkpoint folder; a one-sided method (CUT) has G_A, D_A and F.
 CHECKPOINT_FILES = ("G_A.safetensors", "G_B.safetensors", "D_A.safetensors", "D_B.safetensors",
                     "train_state.safetensors", "train_state.json")
+_ALWAYS_PRESENT = ("G_A.safetensors", "train_state.safetensors", "train_state.json")
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -149,7 +150,7 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     # The pointer is only moved after its folder is in place, so this means a crash while an existing
     # checkpoint of the same name was being replaced: fall back to the newest complete one.
     complete = [p for p in sorted((run / "checkpoints").glob("iter_*"))
-                if all((p / f).is_file() for f in CHECKPOINT_FILES)]
+                if all((p / f).is_file() for f in _ALWAYS_PRESENT)]
     if not complete:
         raise CheckpointError(f"{pointer}: points to {target}, which does not exist, and no other complete "
                               "checkpoint was found")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from i2i.errors import UsageError
@@ -95,6 +95,8 @@ class TrainConfig:
 
     dataroot: str = "builtin:shapes"
     run_dir: str = "runs/cyclegan"
+    model: str = "cyclegan"             # the training method (i2i.cyclegan.methods.REGISTRY)
+    options: dict[str, Any] = field(default_factory=dict)   # the method's own hyperparameters
     generator: GeneratorConfig = GeneratorConfig()
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
     init_type: str = "normal"
@@ -132,6 +134,9 @@ class TrainConfig:
     log_with: str | None = None
 
     def __post_init__(self) -> None:
+        from i2i.cyclegan.methods import REGISTRY
+
+        _check(self.model, tuple(REGISTRY), "model")
         _check(self.gan_mode, GAN_MODES, "gan mode")
         _check(self.lr_policy, LR_POLICIES, "lr policy")
         _check(self.preprocess, PREPROCESS, "preprocess")
@@ -174,8 +179,7 @@ class TrainConfig:
 
 # Fields that may differ from the saved config when a run is resumed (they don't change the math so far).
 RESUMABLE_FIELDS = frozenset({"run_dir", "max_iters", "log_every", "sample_every", "save_every", "save_epoch_every",
-                              "keep_checkpoints", "num_workers", "log_with", "n_epochs", "n_epochs_decay",
-                              "dataroot"})
+                              "keep_checkpoints", "num_workers", "log_with", "n_epochs", "n_epochs_decay"})
 
 # The embedded default: small enough to visibly learn circles -> squares on a CPU in minutes.
 SHAPES_PRESET: dict[str, Any] = {

@@ -1,0 +1,329 @@
+"""The one training loop for every method (CycleGAN, CUT, FastCUT, ...), visible top to bottom in :func:`train`.
+
+The loop owns the data plan, epochs, signals, progress, logging, sample grids, NaN checks, checkpoints and exact
+resume; the method (:mod:`i2i.cyclegan.methods`) owns its networks, optimizers, schedulers and one step.
+
+Runs unchanged on one device or under ``accelerate launch`` (DDP): each rank takes its shard of every epoch,
+only rank 0 writes checkpoints, samples and logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from i2i.cyclegan.checkpoint import LATEST_FILE, latest_checkpoint
+from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
+from i2i.cyclegan.config import RESUMABLE_FIELDS, TrainConfig
+from i2i.cyclegan.data import Preprocess, build_dataset, epoch_plan
+from i2i.cyclegan.methods import get_method
+from i2i.cyclegan.methods.base import Method, StepContext
+from i2i.cyclegan.networks import required_multiple
+from i2i.cyclegan.signals import StopSignal
+from i2i.cyclegan.train_state import load_train_state, save_train_state
+from i2i.device import make_accelerator, use_channels_last
+from i2i.errors import CheckpointError, Interrupted, NumericalError, OutputError, UsageError
+from i2i.images import atomic_path, save_image, tensor_to_image
+from i2i.progress import Reporter
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    epochs_done: int
+    checkpoint: Path | None
+    losses: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    interrupted: bool = False
+    nets: dict[str, nn.Module] = field(default_factory=dict, repr=False)  # e.g. G_A, G_B, D_A, D_B (this process)
+    start_iteration: int = 0           # where this call began (a resumed run's checkpoint)
+    method: Method | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class PeriodicHook:
+    """A callback run on rank 0 every ``every`` iterations (e.g. an evaluation).
+
+    ``fn(method, iteration)`` returns ``None`` or a dict of numbers, written to ``log.jsonl`` as
+    ``{"iter": N, "hook": name, ...}``. If the dict holds ``"checkpoint": NAME`` (a string), the current weights
+    are also saved as ``checkpoints/NAME`` (weights only, replaced each time; e.g. ``best``).
+    """
+
+    name: str
+    every: int
+    fn: Callable[[Method, int], dict[str, Any] | None]
+
+
+def resume_command(run_dir: Path | str) -> str:
+    """The command that continues the run in ``run_dir``."""
+    return f"i2i cyclegan train --run-dir {shlex.quote(str(run_dir))} --resume"
+
+
+def resolve_config(config: TrainConfig, resume: bool, overrides: set[str]) -> TrainConfig:
+    """On resume, the run's saved config wins; only RESUMABLE_FIELDS given in ``overrides`` may change.
+
+    ``dataroot`` may be given again only if it names the recorded dataset.
+    """
+    saved_path = Path(config.run_dir) / "config.json"
+    if not resume:
+        return config
+    if not saved_path.is_file():
+        raise CheckpointError(f"{config.run_dir}: nothing to resume (no config.json); drop --resume to start")
+    try:
+        saved = TrainConfig.from_dict(json.loads(saved_path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, UsageError) as exc:
+        raise CheckpointError(f"{saved_path}: unreadable run config ({exc})") from exc
+    if "dataroot" in overrides and not _same_dataroot(config.dataroot, saved.dataroot):
+        raise UsageError(f"DATAROOT {config.dataroot} differs from the run's recorded {saved.dataroot}; "
+                         f"omit DATAROOT to resume on the recorded dataset")
+    changed = {name for name in overrides - {"dataroot"} if getattr(config, name) != getattr(saved, name)}
+    refused = sorted(changed - RESUMABLE_FIELDS)
+    if refused:
+        raise UsageError("cannot change " + ", ".join("--" + n.replace("_", "-") for n in refused)
+                         + " when resuming (they are fixed by the run's config.json)")
+    return dataclasses.replace(saved, **{name: getattr(config, name) for name in changed})
+
+
+def _same_dataroot(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    return ":" not in a[:10] and ":" not in b[:10] and Path(a).resolve() == Path(b).resolve()
+
+
+def _sample_grid(rows: list[list[torch.Tensor]]) -> "Any":
+    """One row of tiles per list (the first image of each batch)."""
+    from PIL import Image
+
+    tiles = [[tensor_to_image(v[0]).convert("RGB") for v in row] for row in rows]
+    w = max(t.width for row in tiles for t in row)
+    h = max(t.height for row in tiles for t in row)
+    grid = Image.new("RGB", (max(len(r) for r in tiles) * w, len(tiles) * h), (255, 255, 255))
+    for y, row in enumerate(tiles):
+        for x, t in enumerate(row):
+            grid.paste(t, (x * w, y * h))
+    return grid
+
+
+def train(config: TrainConfig, resume: bool = False, device: str | None = None,
+          reporter: Reporter | None = None, overwrite: bool = False,
+          hooks: Sequence[PeriodicHook] = ()) -> TrainResult:
+    """Train ``config.model`` as described by ``config``; see the module docstring. Returns a :class:`TrainResult`.
+
+    ``resume`` continues from ``RUN/latest`` exactly (weights, optimizers, schedulers, pools, RNG, position).
+    Without ``resume`` an existing run with checkpoints is refused unless ``overwrite``.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    method_cls = get_method(config.model)
+    method_cls.check_options(config.options)
+    run_dir = Path(config.run_dir)
+    writer = CheckpointWriter(run_dir, config.keep_checkpoints)
+    existing = latest_checkpoint(run_dir) if run_dir.exists() else None
+    if resume and existing is None:
+        raise CheckpointError(f"{run_dir}: no complete checkpoint to resume from")
+    if not resume and existing is not None and not overwrite:
+        raise OutputError(f"{run_dir}: already holds a run (checkpoint {existing.name}); pass --resume to "
+                          "continue it, --overwrite to start over, or choose another --run-dir")
+
+    accelerator = make_accelerator(precision=config.precision, cpu=device == "cpu",
+                                   log_with=config.log_with, project_dir=str(run_dir))
+    dev = accelerator.device
+    if device not in (None, "auto", "cpu") and torch.device(device).type != dev.type:
+        raise UsageError(f"--device {device}: not available here (accelerate chose {dev})")
+    if config.precision == "fp16" and dev.type != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA device; use bf16 on CPU")
+    is_main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    torch.manual_seed(config.seed)
+
+    # ---- data
+    multiple = required_multiple(config.generator)
+    pre = Preprocess(config.preprocess, config.load_size, config.crop_size, config.flip, multiple)
+    if config.preprocess in ("crop", "resize_and_crop", "scale_width_and_crop") and config.crop_size % multiple:
+        raise UsageError(f"--crop-size {config.crop_size} must be a multiple of {multiple} for "
+                         f"{config.generator.arch}")
+    dataset = build_dataset(config.dataroot, config.phase, pre, config.generator.input_nc,
+                            config.generator.output_nc, config.max_dataset_size, config.shapes_count, config.seed,
+                            warn=reporter.warn if is_main else (lambda m: None))
+    n_a, n_b = dataset.sizes
+    per_rank = math.ceil(max(n_a, n_b) / world)
+    iters_per_epoch = math.ceil(per_rank / config.batch_size)
+
+    # ---- the method: networks, optimizers, schedulers, losses
+    memory_format = torch.channels_last if use_channels_last(dev) else torch.contiguous_format
+    scaler = torch.amp.GradScaler(dev.type, enabled=config.precision == "fp16")
+    method = method_cls(config, StepContext(dev, config.precision, memory_format, scaler))
+
+    def state_parts() -> dict[str, Any]:
+        return dict(method.train_state(), scaler=scaler)
+
+    epoch, iter_in_epoch, global_iter = 1, 0, 0
+    last_ckpt: Path | None = None      # the newest checkpoint: the resumed one until this call saves another
+    if resume:
+        folder = latest_checkpoint(run_dir)
+        load_nets(folder, method.networks())
+        pos = load_train_state(folder, device=dev, **state_parts())
+        epoch, iter_in_epoch, global_iter = pos["epoch"], pos["iter_in_epoch"], pos["global_iter"]
+        if pos.get("iters_per_epoch") not in (None, iters_per_epoch):
+            raise CheckpointError(f"{run_dir}: the dataset or batch size changed since the checkpoint "
+                                  f"({pos['iters_per_epoch']} -> {iters_per_epoch} iterations per epoch)")
+        reporter.info(f"resuming {run_dir} from {folder.name}: epoch {epoch}, iteration {global_iter}")
+        last_ckpt = folder
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        writer.clean_stale()
+        with atomic_path(run_dir / "config.json", overwrite=True) as p:
+            p.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+        if not resume and overwrite:
+            for stale in (run_dir / "log.jsonl", run_dir / LATEST_FILE):
+                stale.unlink(missing_ok=True)
+    if config.log_with:
+        accelerator.init_trackers("cyclegan", config={k: v for k, v in config.to_dict().items()
+                                                      if isinstance(v, (int, float, str, bool))})
+    method.prepare(accelerator)
+
+    total_iters = config.total_epochs * iters_per_epoch
+    if config.max_iters is not None:
+        total_iters = min(total_iters, config.max_iters)
+
+    def position() -> dict[str, int]:
+        return {"epoch": epoch, "iter_in_epoch": iter_in_epoch, "global_iter": global_iter,
+                "iters_per_epoch": iters_per_epoch}
+
+    def save(name: str, with_state: bool = True) -> Path | None:
+        accelerator.wait_for_everyone()
+        path = None
+        if is_main:
+            state_fn = (lambda folder: save_train_state(folder, position=position(), **state_parts())) \
+                if with_state else None
+            path = writer.write(name, method.networks(), state_fn, update_latest=with_state)
+        accelerator.wait_for_everyone()
+        return path
+
+    loss_names = method.loss_names
+    loss_sums = torch.zeros(len(loss_names), device=dev)
+    loss_count = 0
+    last_losses: dict[str, float] = {}
+    start_iter = global_iter
+    t_start = time.perf_counter()
+    t_log = t_start
+    log_path = run_dir / "log.jsonl"
+    stop = StopSignal()
+    interrupted = False
+
+    def check_finite(where: str) -> None:
+        if not bool(torch.isfinite(loss_sums).all()):
+            bad = [n for n, v in zip(loss_names, loss_sums.tolist()) if not math.isfinite(v)]
+            raise NumericalError(f"loss {', '.join(bad)} became NaN/inf near iteration {global_iter} ({where}); "
+                                 f"the last good checkpoint is kept"
+                                 + (f" ({last_ckpt})" if last_ckpt else "")
+                                 + " — try a lower --lr or --precision fp32")
+
+    def write_log(record: dict[str, Any]) -> None:
+        if is_main:
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def run_hooks() -> None:
+        for hook in hooks:
+            if global_iter % hook.every:
+                continue
+            values = (hook.fn(method, global_iter) or {}) if is_main else {}
+            name = values.pop("checkpoint", None)
+            if world > 1:
+                from accelerate.utils import broadcast_object_list
+                name = broadcast_object_list([name])[0]
+            if values:
+                write_log({"epoch": epoch, "iter": global_iter, "hook": hook.name, **values})
+            if name:
+                save(str(name), with_state=False)
+
+    with stop, reporter.progress(total_iters, "train", completed=global_iter) as advance:
+        while epoch <= config.total_epochs and global_iter < total_iters:
+            dataset.pre = method.preprocess(pre, epoch)
+            plan = epoch_plan(n_a, n_b, epoch, config.seed, config.serial_batches)
+            plan += plan[: per_rank * world - len(plan)]  # equal shards, like DistributedSampler
+            shard = plan[rank::world]
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=config.batch_size, sampler=shard[iter_in_epoch * config.batch_size:],
+                num_workers=min(config.num_workers, os.cpu_count() or 1), pin_memory=dev.type == "cuda",
+                persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + epoch))
+            for batch in loader:
+                real_A = batch["A"].to(dev, non_blocking=True, memory_format=memory_format)
+                real_B = batch["B"].to(dev, non_blocking=True, memory_format=memory_format)
+                loss_sums += method.step(real_A, real_B)
+                loss_count += 1
+                global_iter += 1
+                iter_in_epoch += 1
+                advance(1)
+
+                if global_iter % config.log_every == 0 or global_iter == total_iters:
+                    check_finite("log")
+                    last_losses = dict(zip(loss_names, (loss_sums / loss_count).tolist()))
+                    now = time.perf_counter()
+                    write_log({"epoch": epoch, "iter": global_iter, "lr": method.lr(),
+                               "sec_per_iter": (now - t_log) / loss_count, **last_losses})
+                    t_log = now
+                    loss_sums.zero_()
+                    loss_count = 0
+                    if config.log_with:
+                        accelerator.log(last_losses, step=global_iter)
+                    advance(0, status=" ".join(f"{k} {v:.3f}" for k, v in last_losses.items()
+                                               if k in method.status_names))
+                if is_main and global_iter % config.sample_every == 0:
+                    with torch.no_grad():
+                        grid = _sample_grid(method.sample_rows())
+                    save_image(grid, run_dir / "samples" / f"iter_{global_iter:08d}.png", overwrite=True)
+                run_hooks()
+
+                stop_now = stop.requested is not None
+                if world > 1:
+                    flag = torch.tensor([1.0 if stop_now else 0.0], device=dev)
+                    stop_now = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+                if iter_in_epoch >= iters_per_epoch:
+                    break
+                if global_iter % config.save_every == 0 or global_iter >= total_iters or stop_now:
+                    if loss_count:
+                        check_finite("save")
+                    last_ckpt = save(f"iter_{global_iter:08d}")
+                if stop_now:
+                    interrupted = True
+                    break
+                if global_iter >= total_iters:
+                    break
+            if interrupted or (global_iter >= total_iters and iter_in_epoch < iters_per_epoch):
+                break
+            # ---- end of epoch: LR decay, epoch snapshot (weights only) and a resumable checkpoint
+            method.end_epoch()
+            finished = epoch
+            epoch += 1
+            iter_in_epoch = 0
+            if loss_count:
+                check_finite("epoch end")
+            if finished % config.save_epoch_every == 0:
+                save(f"epoch_{finished:04d}", with_state=False)
+            last_ckpt = save(f"iter_{global_iter:08d}")
+            if stop.requested is not None:
+                interrupted = True
+                break
+
+    if config.log_with:
+        accelerator.end_training()
+    result = TrainResult(run_dir, global_iter, epoch - 1, last_ckpt, last_losses,
+                         time.perf_counter() - t_start, interrupted,
+                         nets={name: s.net for name, s in method.networks().items()}, start_iteration=start_iter,
+                         method=method)
+    if interrupted:
+        raise Interrupted(f"interrupted by {stop.requested}: saved {last_ckpt}; continue with: "
+                          f"{resume_command(run_dir)}")
+    return result

@@ -1,0 +1,126 @@
+"""The method contract: what a training method (CycleGAN, CUT, ...) provides to the one training loop.
+
+The loop (:mod:`i2i.cyclegan.loop`) owns data, epochs, signals, progress, logging, sample grids, NaN checks,
+checkpoints, exact resume, DDP and rank-0 writes. A :class:`Method` owns its networks, optimizers, LR
+schedulers, losses and one training step. A new method is one module with a :class:`Method` subclass plus one
+line in :data:`i2i.cyclegan.methods.REGISTRY`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from i2i.cyclegan.config import TrainConfig
+from i2i.cyclegan.data import Preprocess
+
+
+class Saved(NamedTuple):
+    """One network of a checkpoint: saved as ``<name>.safetensors`` with ``fmt`` and ``config`` in its metadata."""
+
+    net: nn.Module
+    fmt: str
+    config: dict[str, Any]
+
+
+@dataclass
+class StepContext:
+    """What the loop hands a method: where to run and how (precision, memory format, loss scaler for fp16)."""
+
+    device: torch.device
+    precision: str
+    memory_format: torch.memory_format
+    scaler: Any                          # torch.amp.GradScaler (enabled only for fp16)
+
+
+def lr_lambda(config: TrainConfig):
+    """Multiplicative LR factor per epoch index e (0-based), as the reference's schedulers."""
+    if config.lr_policy == "linear":
+        return lambda e: 1.0 - max(0, e + 1 - config.n_epochs) / float(config.n_epochs_decay + 1)
+    if config.lr_policy == "step":
+        return lambda e: 0.1 ** (e // config.lr_decay_iters)
+    if config.lr_policy == "cosine":
+        t_max = max(config.n_epochs, 1)
+        return lambda e: 0.5 * (1.0 + math.cos(math.pi * (e % (2 * t_max)) / t_max))
+    return lambda e: 1.0
+
+
+def make_adam(params, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam with the fused kernel where available (same math, fewer passes over memory)."""
+    kwargs = dict(lr=config.lr, betas=(config.beta1, config.beta2))
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, foreach=device.type != "cpu", **kwargs)
+
+
+class Method:
+    """Base class of a training method. Subclasses set the class attributes and implement the hooks below.
+
+    Construction (``__init__(config, ctx)``) builds and initialises the networks in a fixed order (the global
+    torch seed is set just before, so the order fixes the initial weights), moves them to ``ctx.device`` and
+    builds optimizers and schedulers.
+    """
+
+    name: ClassVar[str] = ""
+    #: losses returned by :meth:`step`, in order; logged as the keys of ``log.jsonl``
+    loss_names: ClassVar[tuple[str, ...]] = ()
+    #: losses shown in the progress line
+    status_names: ClassVar[tuple[str, ...]] = ()
+    #: True when the method trains only A -> B (no G_B): translate/eval offer AtoB only
+    one_sided: ClassVar[bool] = False
+    #: TrainConfig fields whose default differs for this method (e.g. epochs, init)
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: the method's own hyperparameters (``TrainConfig.options``) and their defaults
+    options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: TrainConfig, ctx: StepContext) -> None:
+        self.config, self.ctx = config, ctx
+        self.opt = {**self.options, **config.options}
+
+    # ---- what a checkpoint holds
+    def networks(self) -> dict[str, Saved]:
+        """Every network saved in a checkpoint, by file name (``G_A`` is the A -> B generator)."""
+        raise NotImplementedError
+
+    def train_state(self) -> dict[str, dict[str, Any]]:
+        """``{"optimizers": {...}, "schedulers": {...}, "pools": {...}}``: restored exactly on resume."""
+        raise NotImplementedError
+
+    # ---- training
+    def prepare(self, accelerator: Any) -> None:
+        """Wrap the modules that take gradients for DDP (``accelerator.prepare``); called once, after resume."""
+
+    def step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> torch.Tensor:
+        """One training iteration; returns the detached float losses in :attr:`loss_names` order."""
+        raise NotImplementedError
+
+    def sample_rows(self) -> list[list[torch.Tensor]]:
+        """Image batches of the last step for a sample grid, one row per list (first image of each is shown)."""
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        """Called after every epoch: step the LR schedulers."""
+        for sched in self.train_state()["schedulers"].values():
+            sched.step()
+
+    def lr(self) -> float:
+        return next(iter(self.train_state()["optimizers"].values())).param_groups[0]["lr"]
+
+    def preprocess(self, pre: Preprocess, epoch: int) -> Preprocess:
+        """The data augmentation for ``epoch`` (1-based); CUT turns the random resize-crop off when decaying."""
+        return pre
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Raise :class:`~i2i.errors.UsageError` for an unknown or invalid option."""
+        from i2i.errors import UsageError
+
+        unknown = set(options) - set(cls.options)
+        if unknown:
+            raise UsageError(f"--model {cls.name}: unknown option(s) {', '.join(sorted(unknown))}")
