@@ -18,6 +18,7 @@ ARCH = "Architecture"
 TRAIN = "Training (reference defaults)"
 DATA = "Data"
 RUN = "Run, logging and checkpoints"
+CUT = "CUT / FastCUT (--model cut|fastcut)"
 
 NetGOpt = Annotated[Optional[str], typer.Option(
     "--net-g", "--netG", help="Generator: resnet_9blocks (default), resnet_6blocks, unet_256, unet_128, dcgan.",
@@ -41,9 +42,13 @@ def _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc) -> dict:
 
 @app.command()
 def train(
-    dataroot: Annotated[str, typer.Argument(
+    dataroot: Annotated[Optional[str], typer.Argument(
         help="Folder with trainA/ and trainB/ (and testA/, testB/), or builtin:shapes (synthetic circles -> "
-             "squares; small preset that learns on a CPU in minutes).")] = "builtin:shapes",
+             "squares; small preset that learns on a CPU in minutes). Default: builtin:shapes; with --resume, "
+             "the run's recorded dataset.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", help="Training method: cyclegan (default; two generators, cycle loss), cut or fastcut "
+        "(one-sided A->B with PatchNCE; Park et al. 2020).", show_default=False)] = None,
     run_dir: Annotated[Optional[str], typer.Option("--run-dir", help="Run folder: config, checkpoints, samples, "
                                                    "log (default: runs/<dataset name>).", rich_help_panel=RUN)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir exactly where its latest "
@@ -130,23 +135,57 @@ def train(
     log_with: Annotated[Optional[str], typer.Option("--log-with", help="Also log to an accelerate tracker, e.g. "
                                                     "tensorboard (needs that package).",
                                                     rich_help_panel=RUN)] = None,
+    lambda_gan: Annotated[Optional[float], typer.Option("--lambda-gan", help="GAN loss weight (default: 1).",
+                                                        rich_help_panel=CUT)] = None,
+    lambda_nce: Annotated[Optional[float], typer.Option("--lambda-nce", help="PatchNCE weight (default: cut 1, "
+                                                        "fastcut 10).", rich_help_panel=CUT)] = None,
+    nce_idt: Annotated[Optional[bool], typer.Option("--nce-idt/--no-nce-idt", help="Identity NCE on B -> G(B) "
+                                                    "(default: on for cut, off for fastcut).",
+                                                    show_default=False, rich_help_panel=CUT)] = None,
+    flip_equivariance: Annotated[Optional[bool], typer.Option(
+        "--flip-equivariance/--no-flip-equivariance", help="Flip G's input at random and its NCE features back "
+        "(default: off for cut, on for fastcut).", show_default=False, rich_help_panel=CUT)] = None,
+    nce_layers: Annotated[Optional[str], typer.Option("--nce-layers", help="Generator layer indices for PatchNCE "
+                                                      "(default: 0,4,8,12,16).", rich_help_panel=CUT)] = None,
+    num_patches: Annotated[Optional[int], typer.Option("--num-patches", help="Locations sampled per layer "
+                                                       "(default: 256).", rich_help_panel=CUT)] = None,
+    nce_t: Annotated[Optional[float], typer.Option("--nce-t", help="PatchNCE temperature (default: 0.07).",
+                                                   rich_help_panel=CUT)] = None,
+    netf_nc: Annotated[Optional[int], typer.Option("--netf-nc", help="Width of the projection MLP F "
+                                                   "(default: 256).", rich_help_panel=CUT)] = None,
+    nce_all_negatives: Annotated[Optional[bool], typer.Option(
+        "--nce-all-negatives/--no-nce-all-negatives", help="Take negatives from every image of the batch, not "
+        "only the same image (default: off).", show_default=False, rich_help_panel=CUT)] = None,
+    antialias: Annotated[Optional[bool], typer.Option(
+        "--antialias/--no-antialias", help="Blur-pool downsampling in G and D (default: on for cut/fastcut, off "
+        "for cyclegan).", show_default=False, rich_help_panel=ARCH)] = None,
+    antialias_up: Annotated[Optional[bool], typer.Option(
+        "--antialias-up/--no-antialias-up", help="Fixed-filter upsampling + conv in G instead of transposed "
+        "convs (default: on for cut/fastcut, off for cyclegan).", show_default=False,
+        rich_help_panel=ARCH)] = None,
     device: DeviceOpt = None, precision: Annotated[Optional[str], typer.Option(
         "--precision", help="fp32 (default), bf16 (autocast) or fp16 (CUDA only).",
         rich_help_panel="Common")] = None,
     seed: SeedOpt = None, quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
-    """Train a CycleGAN on two unpaired image folders (or builtin:shapes). Ctrl-C saves and exits (130)."""
+    """Train CycleGAN, CUT or FastCUT (--model) on two unpaired image folders (or builtin:shapes).
+
+    Defaults are each method's reference defaults. Ctrl-C saves a resumable checkpoint and exits (130).
+    """
     reporter = Reporter(quiet=quiet, json_mode=json)
 
     def go() -> None:
-        import dataclasses
-
-        from i2i.cyclegan.config import SHAPES_PRESET, TrainConfig
         from i2i.cyclegan.data import BUILTIN_SHAPES
-        from i2i.cyclegan.trainer import resolve_config, train as train_fn
+        from i2i.cyclegan.methods import default_config, merge_config
+        from i2i.cyclegan.trainer import resolve_config, saved_config, train as train_fn
+        from i2i.errors import UsageError
 
-        name = "shapes" if dataroot == BUILTIN_SHAPES else (Path(dataroot).name or "cyclegan")
-        top = given(dataroot=dataroot, run_dir=run_dir or f"runs/{name}", init_type=init_type,
+        if resume and run_dir is None:
+            raise UsageError("--resume needs --run-dir (the run folder to continue)")
+        data = dataroot or BUILTIN_SHAPES
+        name = "shapes" if data == BUILTIN_SHAPES else (Path(data).name or "cyclegan")
+        top = given(dataroot=dataroot if resume else data, run_dir=run_dir or f"runs/{name}", model=model,
+                    init_type=init_type,
                     init_gain=init_gain, gan_mode=gan_mode, lambda_A=lambda_a, lambda_B=lambda_b,
                     lambda_identity=lambda_identity, pool_size=pool_size, lr=lr, beta1=beta1, beta2=beta2,
                     n_epochs=n_epochs, n_epochs_decay=n_epochs_decay, lr_policy=lr_policy,
@@ -157,15 +196,18 @@ def train(
                     num_workers=num_workers, log_every=log_every, sample_every=sample_every,
                     save_every=save_every, save_epoch_every=save_epoch_every, keep_checkpoints=keep_checkpoints,
                     log_with=log_with, seed=seed, precision=precision)
-        gen = _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc)
-        disc = given(arch=net_d, ndf=ndf, n_layers=n_layers_d, norm=norm)
-        base = TrainConfig(**SHAPES_PRESET) if dataroot == BUILTIN_SHAPES else TrainConfig()
-        config = dataclasses.replace(
-            base, **top,
-            generator=dataclasses.replace(base.generator, **gen),
-            discriminator=dataclasses.replace(base.discriminator, **disc))
-        overrides = set(top) | ({"generator"} if gen else set()) | ({"discriminator"} if disc else set())
-        config = resolve_config(config, resume, overrides)
+        nested = {
+            "generator": {**_gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc),
+                          **given(antialias=antialias, antialias_up=antialias_up)},
+            "discriminator": given(arch=net_d, ndf=ndf, n_layers=n_layers_d, norm=norm, antialias=antialias),
+            "options": given(lambda_gan=lambda_gan, lambda_nce=lambda_nce, nce_idt=nce_idt,
+                             flip_equivariance=flip_equivariance, nce_layers=nce_layers, num_patches=num_patches,
+                             nce_t=nce_t, netf_nc=netf_nc, nce_all_negatives=nce_all_negatives)}
+        nested = {k: v for k, v in nested.items() if v}
+        base = saved_config(run_dir) if resume else None
+        base = base or default_config(model or "cyclegan", shapes=data == BUILTIN_SHAPES)
+        config = merge_config(base, {**top, **nested})
+        config = resolve_config(config, resume, set(top) | set(nested))
         result = train_fn(config, resume=resume, device=device, reporter=reporter, overwrite=overwrite)
         if result.iterations == result.start_iteration:
             reporter.info(f"nothing to do: {result.run_dir} is already at iteration {result.iterations}, where "
@@ -347,7 +389,7 @@ def eval_(
         target = out or run / "eval"
         summary = evaluate(run, target, EvalConfig(dataroot=dataroot, phase=phase, limit=limit,
                                                    precision=precision), dev, reporter, overwrite=overwrite)
-        for direction in ("AtoB", "BtoA"):
+        for direction in [d for d in ("AtoB", "BtoA") if d in summary]:
             reporter.info(f"{direction}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                        for k, v in summary[direction].items()))
         reporter.info(f"wrote {target / 'summary.json'} and {target / 'grid.png'}")

@@ -157,6 +157,19 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return complete[-1]
 
 
+def run_model(path: str | os.PathLike) -> str | None:
+    """The training method recorded in a run folder's ``config.json`` (``path`` may also be one of its checkpoint
+    folders), or None when there is none."""
+    for folder in (Path(path), Path(path).parent.parent):
+        cfg = folder / "config.json"
+        if cfg.is_file():
+            try:
+                return json.loads(cfg.read_text(encoding="utf-8")).get("model", "cyclegan")
+            except (OSError, json.JSONDecodeError):
+                return None
+    return None
+
+
 def resolve_generator_file(checkpoint: str | os.PathLike, direction: str = "AtoB") -> Path:
     """Find the generator file for ``direction`` given a run folder, a checkpoint folder or a file.
 
@@ -173,6 +186,10 @@ def resolve_generator_file(checkpoint: str | os.PathLike, direction: str = "AtoB
     name = "G_A.safetensors" if direction == "AtoB" else "G_B.safetensors"
     if (ckpt / name).is_file():
         return ckpt / name
+    if direction == "BtoA" and (ckpt / "G_A.safetensors").is_file():
+        model = run_model(p) or "a one-sided method"
+        raise UsageError(f"{p}: --direction BtoA is not available: this run was trained with {model}, which learns "
+                         "only A -> B (it has no B -> A generator); use --direction AtoB")
     single = sorted(ckpt.glob("*.safetensors"))
     if len(single) == 1:
         return single[0]

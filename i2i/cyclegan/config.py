@@ -43,10 +43,14 @@ class GeneratorConfig:
     ngf: int = 64
     norm: str = "instance"
     dropout: bool = False
+    antialias: bool = False            # resnet only: stride-1 conv + blur-pool instead of stride-2 convs (CUT)
+    antialias_up: bool = False         # resnet only: fixed upsampling + conv instead of transposed convs (CUT)
 
     def __post_init__(self) -> None:
         _check(self.arch, GENERATOR_ARCHS, "generator architecture")
         _check(self.norm, NORMS, "norm")
+        if (self.antialias or self.antialias_up) and not self.arch.startswith("resnet"):
+            raise UsageError(f"anti-aliasing is implemented for the resnet generators only, not {self.arch}")
         if self.input_nc not in (1, 3) or self.output_nc not in (1, 3):
             raise UsageError("input/output channels must be 1 or 3")
 
@@ -72,10 +76,13 @@ class DiscriminatorConfig:
     ndf: int = 64
     n_layers: int = 3
     norm: str = "instance"
+    antialias: bool = False            # basic/n_layers only: stride-1 conv + blur-pool instead of stride 2 (CUT)
 
     def __post_init__(self) -> None:
         _check(self.arch, DISCRIMINATOR_ARCHS, "discriminator architecture")
         _check(self.norm, NORMS, "norm")
+        if self.antialias and self.arch not in ("basic", "n_layers"):
+            raise UsageError(f"anti-aliasing is implemented for the basic/n_layers discriminators, not {self.arch}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -22,7 +22,7 @@ from i2i.cyclegan.checkpoint import load_generator, resolve_generator_file
 from i2i.cyclegan.config import TrainConfig
 from i2i.cyclegan.data import BUILTIN_SHAPES, list_images
 from i2i.cyclegan.translator import translate_pil
-from i2i.errors import InputError
+from i2i.errors import InputError, UsageError
 from i2i.images import image_to_tensor, load_image, save_image
 from i2i.progress import Reporter
 
@@ -72,7 +72,10 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
     if dataroot is None:
         raise InputError(f"{run_dir}: no config.json; pass --dataroot")
     G_A, cfg_a = load_generator(resolve_generator_file(run_dir, "AtoB"), device)
-    G_B, cfg_b = load_generator(resolve_generator_file(run_dir, "BtoA"), device)
+    try:
+        G_B, cfg_b = load_generator(resolve_generator_file(run_dir, "BtoA"), device)
+    except UsageError:             # a one-sided run (CUT/FastCUT): A -> B only, no cycle
+        G_B, cfg_b = None, None
     mode_a = "RGB" if cfg_a.input_nc == 3 else "L"
     mode_b = "RGB" if cfg_a.output_nc == 3 else "L"
 
@@ -90,6 +93,8 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
             n = config.limit or 200
             for direction, G, cfg, G_back, cfg_back, src, dst in (
                     ("AtoB", G_A, cfg_a, G_B, cfg_b, 0, "square"), ("BtoA", G_B, cfg_b, G_A, cfg_a, 1, "circle")):
+                if G is None:
+                    continue
                 counts = {"shape": 0, "colour": 0, "position": 0, "all": 0}
                 cycle = 0.0
                 with reporter.progress(n, f"eval {direction}") as advance:
@@ -97,8 +102,8 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
                         spec = shapes_cyclegan_pair(SHAPES_TEST_OFFSET + i, seed)[src]
                         real = render(spec, size)
                         fake = fwd(G, cfg, real)
-                        rec = fwd(G_back, cfg_back, fake)
-                        cycle += _l1(rec, real)
+                        rec = fwd(G_back, cfg_back, fake) if G_back is not None else None
+                        cycle += _l1(rec, real) if rec is not None else 0.0
                         reading = read_shape(fake)
                         want = counterpart(spec, dst)
                         ok_shape = reading.shape == want.shape
@@ -111,15 +116,20 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
                         counts["position"] += ok_pos
                         counts["all"] += ok_shape and ok_colour and ok_pos
                         if i < config.grid_rows:
-                            grid_rows.append([real, fake, rec])
+                            grid_rows.append([im for im in (real, fake, rec) if im is not None])
                         advance(1)
-                summary[direction] = {"images": n, "cycle_l1": cycle / n,
+                summary[direction] = {"images": n, **({"cycle_l1": cycle / n} if G_back is not None else {}),
                                       **{f"{k}_accuracy": v / n for k, v in counts.items()}}
         else:
             root = Path(dataroot)
             for direction, G, cfg, G_back, cfg_back, folder, mode in (
                     ("AtoB", G_A, cfg_a, G_B, cfg_b, f"{config.phase}A", mode_a),
                     ("BtoA", G_B, cfg_b, G_A, cfg_a, f"{config.phase}B", mode_b)):
+                if G is None:
+                    continue
+                if G_back is None:
+                    raise UsageError(f"{run_dir}: a one-sided run has no B -> A generator, so cycle and identity "
+                                     "L1 cannot be measured on an image folder")
                 paths = list_images(root / folder, config.limit)
                 cycle = identity = 0.0
                 done = 0

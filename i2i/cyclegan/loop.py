@@ -76,15 +76,11 @@ def resolve_config(config: TrainConfig, resume: bool, overrides: set[str]) -> Tr
 
     ``dataroot`` may be given again only if it names the recorded dataset.
     """
-    saved_path = Path(config.run_dir) / "config.json"
     if not resume:
         return config
-    if not saved_path.is_file():
+    saved = saved_config(config.run_dir)
+    if saved is None:
         raise CheckpointError(f"{config.run_dir}: nothing to resume (no config.json); drop --resume to start")
-    try:
-        saved = TrainConfig.from_dict(json.loads(saved_path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError, UsageError) as exc:
-        raise CheckpointError(f"{saved_path}: unreadable run config ({exc})") from exc
     if "dataroot" in overrides and not _same_dataroot(config.dataroot, saved.dataroot):
         raise UsageError(f"DATAROOT {config.dataroot} differs from the run's recorded {saved.dataroot}; "
                          f"omit DATAROOT to resume on the recorded dataset")
@@ -94,6 +90,17 @@ def resolve_config(config: TrainConfig, resume: bool, overrides: set[str]) -> Tr
         raise UsageError("cannot change " + ", ".join("--" + n.replace("_", "-") for n in refused)
                          + " when resuming (they are fixed by the run's config.json)")
     return dataclasses.replace(saved, **{name: getattr(config, name) for name in changed})
+
+
+def saved_config(run_dir: str | Path) -> TrainConfig | None:
+    """The config recorded in ``run_dir/config.json``, or None if there is none."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, UsageError) as exc:
+        raise CheckpointError(f"{path}: unreadable run config ({exc})") from exc
 
 
 def _same_dataroot(a: str, b: str) -> bool:

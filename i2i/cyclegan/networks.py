@@ -4,6 +4,8 @@ implementation (junyanz/pytorch-CycleGAN-and-pix2pix) exactly, plus a small DCGA
 Generators (``GeneratorConfig.arch``):
 
 * ``resnet_9blocks`` / ``resnet_6blocks`` -- :class:`ResnetGenerator`; input sides must be multiples of 4.
+  With ``antialias``/``antialias_up`` (CUT's default) it has CUT's anti-aliased layout: stride-1 convs followed by
+  a blur-pool, and fixed upsampling followed by a 3x3 conv; layer indices and keys match the CUT reference.
 * ``unet_256`` / ``unet_128`` -- :class:`UnetGenerator` with 8 / 7 downsamplings.
 * ``dcgan`` -- :class:`DCGANGenerator`, a 4-level encoder-decoder; sides must be multiples of 16.
 
@@ -21,11 +23,12 @@ have a bias only when the norm is ``instance`` (a quirk: with ``none`` they have
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
+from i2i.cyclegan.antialias import Downsample, Upsample
 from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig
 from i2i.errors import UsageError
 
@@ -129,7 +132,8 @@ class ResnetGenerator(nn.Module):
     """
 
     def __init__(self, input_nc: int, output_nc: int, ngf: int = 64, norm: str = "instance",
-                 dropout: bool = False, n_blocks: int = 9) -> None:
+                 dropout: bool = False, n_blocks: int = 9, antialias: bool = False,
+                 antialias_up: bool = False) -> None:
         super().__init__()
         norm_layer, bias = get_norm_layer(norm), uses_bias(norm)
         layers: list[nn.Module] = [
@@ -141,17 +145,24 @@ class ResnetGenerator(nn.Module):
         for i in range(2):  # downsample: ngf -> 2ngf -> 4ngf
             mult = 2**i
             layers += [
-                nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=bias),
+                nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=1 if antialias else 2, padding=1,
+                          bias=bias),
                 norm_layer(ngf * mult * 2),
                 nn.ReLU(True),
             ]
+            if antialias:
+                layers.append(Downsample(ngf * mult * 2))
         for _ in range(n_blocks):
             layers.append(ResnetBlock(ngf * 4, norm, dropout))
         for i in range(2):  # upsample: 4ngf -> 2ngf -> ngf
             mult = 2 ** (2 - i)
+            if antialias_up:
+                layers += [Upsample(ngf * mult),
+                           nn.Conv2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=1, padding=1, bias=bias)]
+            else:
+                layers.append(nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1,
+                                                 output_padding=1, bias=bias))
             layers += [
-                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1,
-                                   output_padding=1, bias=bias),
                 norm_layer(ngf * mult // 2),
                 nn.ReLU(True),
             ]
@@ -164,6 +175,21 @@ class ResnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+        """The outputs of the ``self.model`` modules at indices ``layers`` (index 0 = the padded input), in
+        order; stops after the last one (CUT's PatchNCE taps)."""
+        wanted, feats = set(layers), []
+        last = max(wanted)
+        if last >= len(self.model):
+            raise UsageError(f"NCE layer {last} does not exist: this generator has {len(self.model)} layers")
+        for i, module in enumerate(self.model):
+            x = module(x)
+            if i in wanted:
+                feats.append(x)
+            if i == last:
+                break
+        return feats
 
 
 class UnetSkipConnectionBlock(nn.Module):
@@ -282,21 +308,27 @@ class NLayerDiscriminator(nn.Module):
     (the 70x70 PatchGAN) a 256x256 input gives 30x30 and 128x128 gives 14x14.
     """
 
-    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm: str = "instance") -> None:
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm: str = "instance",
+                 antialias: bool = False) -> None:
         super().__init__()
         norm_layer, bias = get_norm_layer(norm), uses_bias(norm)
+        stride = 1 if antialias else 2
         layers: list[nn.Module] = [
-            nn.Conv2d(input_nc, ndf, kernel_size=4, stride=2, padding=1),
+            nn.Conv2d(input_nc, ndf, kernel_size=4, stride=stride, padding=1),
             nn.LeakyReLU(0.2, True),
         ]
+        if antialias:
+            layers.append(Downsample(ndf))
         mult = 1
         for n in range(1, n_layers):
             prev, mult = mult, min(2**n, 8)
             layers += [
-                nn.Conv2d(ndf * prev, ndf * mult, kernel_size=4, stride=2, padding=1, bias=bias),
+                nn.Conv2d(ndf * prev, ndf * mult, kernel_size=4, stride=stride, padding=1, bias=bias),
                 norm_layer(ndf * mult),
                 nn.LeakyReLU(0.2, True),
             ]
+            if antialias:
+                layers.append(Downsample(ndf * mult))
         prev, mult = mult, min(2**n_layers, 8)
         layers += [
             nn.Conv2d(ndf * prev, ndf * mult, kernel_size=4, stride=1, padding=1, bias=bias),
@@ -370,7 +402,8 @@ def define_G(cfg: GeneratorConfig, *, init_type: str = "normal", init_gain: floa
     ``(N, cfg.input_nc, H, W) -> (N, cfg.output_nc, H, W)``, H and W multiples of :func:`required_multiple`."""
     if cfg.arch in ("resnet_9blocks", "resnet_6blocks"):
         n_blocks = 9 if cfg.arch == "resnet_9blocks" else 6
-        net: nn.Module = ResnetGenerator(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.norm, cfg.dropout, n_blocks)
+        net: nn.Module = ResnetGenerator(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.norm, cfg.dropout, n_blocks,
+                                         cfg.antialias, cfg.antialias_up)
     elif cfg.arch in ("unet_256", "unet_128"):
         num_downs = 8 if cfg.arch == "unet_256" else 7
         net = UnetGenerator(cfg.input_nc, cfg.output_nc, num_downs, cfg.ngf, cfg.norm, cfg.dropout)
@@ -385,11 +418,11 @@ def define_D(cfg: DiscriminatorConfig, *, init_type: str = "normal", init_gain: 
     """Build and initialise the discriminator described by ``cfg``: ``(N, cfg.input_nc, H, W) -> (N, 1, H', W')``
     logits."""
     if cfg.arch == "basic":
-        net: nn.Module = NLayerDiscriminator(cfg.input_nc, cfg.ndf, 3, cfg.norm)
+        net: nn.Module = NLayerDiscriminator(cfg.input_nc, cfg.ndf, 3, cfg.norm, cfg.antialias)
     elif cfg.arch == "n_layers":
         if cfg.n_layers < 1:
             raise UsageError(f"--n-layers must be at least 1 (got {cfg.n_layers})")
-        net = NLayerDiscriminator(cfg.input_nc, cfg.ndf, cfg.n_layers, cfg.norm)
+        net = NLayerDiscriminator(cfg.input_nc, cfg.ndf, cfg.n_layers, cfg.norm, cfg.antialias)
     elif cfg.arch == "pixel":
         net = PixelDiscriminator(cfg.input_nc, cfg.ndf, cfg.norm)
     elif cfg.arch == "dcgan":

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from i2i.cyclegan.loop import PeriodicHook, TrainResult, resolve_config, resume_command, train
+from i2i.cyclegan.loop import PeriodicHook, TrainResult, resolve_config, resume_command, saved_config, train
 from i2i.cyclegan.methods.base import lr_lambda, make_adam
 from i2i.cyclegan.methods.cyclegan import CycleGAN, DiscriminatorPair, GeneratorPair
 
 LOSS_NAMES = CycleGAN.loss_names
 
-__all__ = ["train", "resolve_config", "resume_command", "TrainResult", "PeriodicHook", "LOSS_NAMES", "GeneratorPair",
+__all__ = ["train", "resolve_config", "resume_command", "saved_config", "TrainResult", "PeriodicHook", "LOSS_NAMES", "GeneratorPair",
            "DiscriminatorPair", "make_adam", "lr_lambda"]

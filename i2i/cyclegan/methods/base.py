@@ -78,6 +78,8 @@ class Method:
     defaults: ClassVar[dict[str, Any]] = {}
     #: the method's own hyperparameters (``TrainConfig.options``) and their defaults
     options: ClassVar[dict[str, Any]] = {}
+    #: builtin:shapes only: fields applied on top of the shared shapes preset (config.SHAPES_PRESET)
+    shapes_preset: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: TrainConfig, ctx: StepContext) -> None:
         self.config, self.ctx = config, ctx
@@ -123,4 +125,5 @@ class Method:
 
         unknown = set(options) - set(cls.options)
         if unknown:
-            raise UsageError(f"--model {cls.name}: unknown option(s) {', '.join(sorted(unknown))}")
+            flags = ", ".join("--" + n.replace("_", "-") for n in sorted(unknown))
+            raise UsageError(f"{flags}: not an option of --model {cls.name}")

@@ -1,0 +1,191 @@
+"""CUT and FastCUT (Park, Efros, Zhang, Zhu, ECCV 2020): one-sided translation A -> B with PatchNCE.
+
+One step is the reference's ``optimize_parameters``: G forward (on cat(A, B) for CUT's identity NCE; FastCUT
+flips the input with p = 0.5), then a D step (LSGAN on real B vs G(A)), then one G + F step on
+``lambda_GAN * GAN + NCE`` where NCE is ``lambda_NCE * PatchNCE(A, G(A))``, averaged with
+``lambda_NCE * PatchNCE(B, G(B))`` for CUT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from i2i.cyclegan.checkpoint import DISCRIMINATOR_FORMAT, GENERATOR_FORMAT
+from i2i.cyclegan.config import TrainConfig
+from i2i.cyclegan.data import Preprocess
+from i2i.cyclegan.losses import discriminator_loss, gan_loss
+from i2i.cyclegan.methods.base import Method, Saved, StepContext, lr_lambda, make_adam
+from i2i.cyclegan.methods.cyclegan import DiscriminatorPair
+from i2i.cyclegan.networks import ResnetGenerator, define_D, define_G, init_weights
+from i2i.cyclegan.patchnce import PROJECTION_FORMAT, PatchSampleMLP, nce_loss
+from i2i.device import autocast
+from i2i.errors import UsageError
+
+
+def parse_layers(text: str) -> list[int]:
+    try:
+        layers = sorted({int(v) for v in str(text).split(",") if v.strip()})
+    except ValueError:
+        layers = []
+    if not layers or layers[0] < 0:
+        raise UsageError(f"--nce-layers {text!r}: give comma-separated layer indices, e.g. 0,4,8,12,16")
+    return layers
+
+
+class GeneratorSide(nn.Module):
+    """G and F and everything of one step that takes their gradients (one DDP call): the translation, the
+    identity translation (CUT) and the PatchNCE losses."""
+
+    def __init__(self, G: ResnetGenerator, netF: PatchSampleMLP, opt: dict[str, Any]) -> None:
+        super().__init__()
+        self.G, self.F, self.opt = G, netF, opt
+        self.layers = parse_layers(opt["nce_layers"])
+
+    def forward(self, real_A: torch.Tensor, real_B: torch.Tensor, flipped: bool) -> dict[str, torch.Tensor]:
+        o, n = self.opt, real_A.shape[0]
+        real = torch.cat([real_A, real_B]) if o["nce_idt"] else real_A
+        if flipped:
+            real = torch.flip(real, [3])
+        fake = self.G(real)
+        out = {"fake_B": fake[:n]}
+
+        def nce(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+            return o["lambda_nce"] * nce_loss(self.G, self.F, src, tgt, self.layers, o["num_patches"], o["nce_t"],
+                                              flipped, o["nce_all_negatives"])
+
+        zero = torch.zeros((), device=real_A.device)
+        out["NCE"] = nce(real_A, out["fake_B"]) if o["lambda_nce"] > 0 else zero
+        if o["nce_idt"]:
+            out["idt_B"] = fake[n:]
+            out["NCE_Y"] = nce(real_B, out["idt_B"]) if o["lambda_nce"] > 0 else zero
+        return out
+
+
+class CUT(Method):
+    name = "cut"
+    loss_names = ("G_GAN", "D_real", "D_fake", "NCE", "NCE_Y")
+    status_names = ("G_GAN", "D_real", "D_fake", "NCE", "NCE_Y")
+    one_sided = True
+    defaults = {"n_epochs": 200, "n_epochs_decay": 200, "init_type": "xavier", "pool_size": 0, "gan_mode": "lsgan",
+                "generator": {"antialias": True, "antialias_up": True}, "discriminator": {"antialias": True}}
+    options = {"lambda_gan": 1.0, "lambda_nce": 1.0, "nce_idt": True, "flip_equivariance": False,
+               "nce_layers": "0,4,8,12,16", "num_patches": 256, "nce_t": 0.07, "netf_nc": 256,
+               "nce_all_negatives": False}
+
+    def __init__(self, config: TrainConfig, ctx: StepContext) -> None:
+        super().__init__(config, ctx)
+        if not config.generator.arch.startswith("resnet"):
+            raise UsageError(f"--model {self.name} needs a resnet generator (its NCE layers index the resnet's "
+                             f"layers), not {config.generator.arch}")
+        if config.generator.input_nc != config.generator.output_nc and self.opt["nce_idt"]:
+            raise UsageError(f"--model {self.name}: identity NCE needs as many channels in A as in B")
+        init = dict(init_type=config.init_type, init_gain=config.init_gain)
+        self.g_cfg, self.d_cfg = config.generator, config.discriminator
+        self.d_cfg = type(self.d_cfg)(**{**self.d_cfg.to_dict(), "input_nc": config.generator.output_nc})
+        self.G, self.D = define_G(self.g_cfg, **init), define_D(self.d_cfg, **init)
+        self.F = self._build_projection(init)
+        self.gen = GeneratorSide(self.G, self.F, self.opt)
+        self.gen.to(ctx.device, memory_format=ctx.memory_format)
+        self.D.to(ctx.device, memory_format=ctx.memory_format)
+        self.gen_ddp, self.D_ddp = self.gen, self.D
+        self.fuse_d = config.discriminator.norm != "batch"
+        self.opt_G = make_adam(self.G.parameters(), config, ctx.device)
+        self.opt_D = make_adam(self.D.parameters(), config, ctx.device)
+        self.opt_F = make_adam(self.F.parameters(), config, ctx.device)
+        self.scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(config))
+                       for k, o in (("G", self.opt_G), ("D", self.opt_D), ("F", self.opt_F))}
+        self._last: dict[str, torch.Tensor] = {}
+
+    def _build_projection(self, init: dict[str, Any]) -> PatchSampleMLP:
+        """F's layer widths are those of G's tapped features: read from one forward of a small blank image (the
+        reference builds F at the first batch; the shapes and the initialisation are the same)."""
+        probe = torch.zeros(1, self.g_cfg.input_nc, 32, 32)
+        with torch.no_grad():
+            feats = self.G.encode(probe, parse_layers(self.opt["nce_layers"]))
+        return init_weights(PatchSampleMLP([f.shape[1] for f in feats], self.opt["netf_nc"]), **init)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        super().check_options(options)
+        opt = {**cls.options, **options}
+        parse_layers(opt["nce_layers"])
+        if opt["num_patches"] < 1 or opt["nce_t"] <= 0 or opt["netf_nc"] < 1:
+            raise UsageError("--num-patches and --netf-nc must be at least 1 and --nce-t positive")
+        if opt["lambda_nce"] < 0 or opt["lambda_gan"] < 0:
+            raise UsageError("--lambda-nce and --lambda-gan must not be negative")
+
+    def networks(self) -> dict[str, Saved]:
+        return {"G_A": Saved(self.G, GENERATOR_FORMAT, self.g_cfg.to_dict()),
+                "D_A": Saved(self.D, DISCRIMINATOR_FORMAT, self.d_cfg.to_dict()),
+                "F": Saved(self.F, PROJECTION_FORMAT, self.F.config())}
+
+    def train_state(self) -> dict[str, dict[str, Any]]:
+        return dict(optimizers={"G": self.opt_G, "D": self.opt_D, "F": self.opt_F}, schedulers=self.scheds,
+                    pools={})
+
+    def prepare(self, accelerator: Any) -> None:
+        self.gen_ddp, self.D_ddp = accelerator.prepare(self.gen, self.D)
+
+    def preprocess(self, pre: Preprocess, epoch: int) -> Preprocess:
+        """In the decay phase the random resize-crop stops (load size := crop size); flips remain."""
+        if epoch > self.config.n_epochs:
+            import dataclasses
+
+            return dataclasses.replace(pre, load_size=pre.crop_size)
+        return pre
+
+    def step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> torch.Tensor:
+        c, ctx, o = self.config, self.ctx, self.opt
+        flipped = bool(o["flip_equivariance"]) and bool(torch.rand(()) < 0.5)
+        with autocast(ctx.device, ctx.precision):
+            out = self.gen_ddp(real_A, real_B, flipped)
+        # ---- D: real B vs G(A)
+        self.D.requires_grad_(True)
+        with autocast(ctx.device, ctx.precision):
+            pred_real, pred_fake = DiscriminatorPair._score(self.D_ddp, real_B, out["fake_B"].detach(), self.fuse_d)
+        loss_D_real = gan_loss(pred_real, True, c.gan_mode)
+        loss_D_fake = gan_loss(pred_fake, False, c.gan_mode)
+        self.opt_D.zero_grad(set_to_none=True)
+        ctx.scaler.scale(0.5 * (loss_D_real + loss_D_fake)).backward()
+        ctx.scaler.step(self.opt_D)
+        # ---- G and F: GAN + NCE, D frozen
+        self.D.requires_grad_(False)
+        if o["lambda_gan"] > 0:
+            with autocast(ctx.device, ctx.precision):
+                pred = self.D(out["fake_B"])
+            loss_G_GAN = gan_loss(pred, True, c.gan_mode, for_discriminator=False) * o["lambda_gan"]
+        else:
+            loss_G_GAN = torch.zeros((), device=ctx.device)
+        loss_NCE_Y = out.get("NCE_Y", torch.zeros((), device=ctx.device))
+        loss_nce = (out["NCE"] + loss_NCE_Y) * 0.5 if o["nce_idt"] else out["NCE"]
+        self.opt_G.zero_grad(set_to_none=True)
+        self.opt_F.zero_grad(set_to_none=True)
+        ctx.scaler.scale(loss_G_GAN + loss_nce).backward()
+        ctx.scaler.step(self.opt_G)
+        ctx.scaler.step(self.opt_F)
+        ctx.scaler.update()
+
+        unflip = (lambda t: torch.flip(t, [3])) if flipped else (lambda t: t)
+        self._last = {"real_A": real_A, "real_B": real_B, "fake_B": unflip(out["fake_B"].detach())}
+        if "idt_B" in out:
+            self._last["idt_B"] = unflip(out["idt_B"].detach())
+        losses = [loss_G_GAN, loss_D_real, loss_D_fake, out["NCE"], loss_NCE_Y][:len(self.loss_names)]
+        return torch.stack([v.float() for v in losses]).detach()
+
+    def sample_rows(self) -> list[list[torch.Tensor]]:
+        o = self._last
+        rows = [[o["real_A"], o["fake_B"]]]
+        if "idt_B" in o:
+            rows.append([o["real_B"], o["idt_B"]])
+        return rows
+
+
+class FastCUT(CUT):
+    name = "fastcut"
+    loss_names = ("G_GAN", "D_real", "D_fake", "NCE")
+    status_names = loss_names
+    defaults = {**CUT.defaults, "n_epochs": 150, "n_epochs_decay": 50}
+    options = {**CUT.options, "lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}
