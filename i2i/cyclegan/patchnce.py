@@ -44,7 +44,8 @@ class PatchSampleMLP(nn.Module):
             else:
                 idx = patch_ids[i]
             x = getattr(self, f"mlp_{i}")(flat[:, idx, :].flatten(0, 1))       # [B * P, nc]
-            out.append(x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-7))
+            # same value as the reference's x / (sqrt(sum x^2) + 1e-7); the norm's gradient is 0 (not NaN) at x = 0
+            out.append(x / (torch.linalg.vector_norm(x, dim=1, keepdim=True) + 1e-7))
             ids.append(idx)
         return out, ids
 

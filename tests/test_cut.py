@@ -1,0 +1,165 @@
+"""CUT / FastCUT: PatchNCE math, the anti-aliased layers, one-sided training, resume and the CLI."""
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from i2i.cyclegan.antialias import Downsample, Upsample
+from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig
+from i2i.cyclegan.methods import default_config, merge_config
+from i2i.cyclegan.networks import define_D, define_G
+from i2i.cyclegan.patchnce import PatchSampleMLP, patch_nce
+from i2i.cyclegan.trainer import PeriodicHook, resolve_config, train
+
+
+def tiny(run_dir, model="fastcut", **kw):
+    fields = dict(run_dir=str(run_dir), generator={"ngf": 4}, discriminator={"ndf": 4}, shapes_count=8,
+                  batch_size=2, n_epochs=1, n_epochs_decay=1, log_every=1, sample_every=3, save_every=3,
+                  options={"num_patches": 16, "netf_nc": 8})
+    fields.update(kw)
+    return merge_config(default_config(model, shapes=True), fields)
+
+
+def test_patch_nce_matches_a_hand_computed_value():
+    q = torch.tensor([[0.6, 0.8], [1.0, 0.0]])
+    k = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    tau = 0.07
+    # row 0: positive q0.k0 = 0.6, negatives [masked -10, q0.k1 = 0.8]; row 1: positive q1.k1 = 0, negatives
+    # [q1.k0 = 1, masked -10]
+    rows = [(0.6, [-10.0, 0.8]), (0.0, [1.0, -10.0])]
+    want = [-pos / tau + math.log(math.exp(pos / tau) + sum(math.exp(n / tau) for n in negs)) for pos, negs in rows]
+    got = patch_nce(q, k, batch=1, tau=tau)
+    assert torch.allclose(got, torch.tensor(want), atol=1e-4), (got, want)
+    # two images of one patch each: the only negative is the masked diagonal
+    got2 = patch_nce(q, k, batch=2, tau=tau)
+    want2 = [-p / tau + math.log(math.exp(p / tau) + math.exp(-10 / tau)) for p in (0.6, 0.0)]
+    assert torch.allclose(got2, torch.tensor(want2), atol=1e-4)
+
+
+def test_projection_samples_the_same_locations_and_normalises():
+    torch.manual_seed(0)
+    netF = PatchSampleMLP([3, 5], nc=8)
+    feats = [torch.randn(2, 3, 4, 4), torch.randn(2, 5, 2, 2)]
+    out, ids = netF(feats, num_patches=6)
+    assert [o.shape for o in out] == [(12, 8), (8, 8)]          # 6 of 16 locations; all 4 of 4
+    assert torch.allclose(out[0].norm(dim=1), torch.ones(12), atol=1e-5)
+    again, _ = netF(feats, 6, ids)
+    assert all(torch.equal(a, b) for a, b in zip(out, again))
+    assert sorted(netF.state_dict()) == ["mlp_0.0.bias", "mlp_0.0.weight", "mlp_0.2.bias", "mlp_0.2.weight",
+                                         "mlp_1.0.bias", "mlp_1.0.weight", "mlp_1.2.bias", "mlp_1.2.weight"]
+
+
+def test_antialiased_layers_shapes_and_filters():
+    x = torch.randn(2, 5, 8, 6)
+    down, up = Downsample(5), Upsample(5)
+    assert down(x).shape == (2, 5, 4, 3) and up(x).shape == (2, 5, 16, 12)
+    assert torch.equal(down.filt[0, 0] * 16, torch.tensor([[1., 2, 1], [2, 4, 2], [1, 2, 1]]))
+    assert torch.allclose(up.filt[0, 0].sum(), torch.tensor(4.0))
+    # a constant image stays constant through both (the blur sums to 1, the upsampler interpolates)
+    c = torch.full((1, 2, 8, 8), 0.5)
+    assert torch.allclose(Downsample(2)(c), torch.full((1, 2, 4, 4), 0.5))
+    assert torch.allclose(Upsample(2)(c), torch.full((1, 2, 16, 16), 0.5))
+
+
+def test_antialiased_generator_has_the_reference_keys_and_taps():
+    G = define_G(GeneratorConfig(antialias=True, antialias_up=True))
+    shapes = {k: tuple(v.shape) for k, v in G.state_dict().items()}
+    assert sum(p.numel() for p in G.parameters()) == 11_378_179
+    expected = {"model.1.weight": (64, 3, 7, 7), "model.4.weight": (128, 64, 3, 3), "model.7.filt": (128, 1, 3, 3),
+                "model.8.weight": (256, 128, 3, 3), "model.11.filt": (256, 1, 3, 3),
+                "model.12.conv_block.5.weight": (256, 256, 3, 3), "model.20.conv_block.1.weight": (256, 256, 3, 3),
+                "model.21.filt": (256, 1, 4, 4), "model.22.weight": (128, 256, 3, 3),
+                "model.25.filt": (128, 1, 4, 4), "model.26.weight": (64, 128, 3, 3), "model.30.weight": (3, 64, 7, 7)}
+    for key, shape in expected.items():
+        assert shapes[key] == shape, key
+    outside_blocks = {k for k in shapes if "conv_block" not in k}
+    assert outside_blocks == {f"model.{i}.{leaf}" for i in (1, 4, 8, 22, 26, 30) for leaf in ("weight", "bias")} \
+        | {f"model.{i}.filt" for i in (7, 11, 21, 25)}
+    assert {int(k.split(".")[1]) for k in shapes if "conv_block" in k} == set(range(12, 21))
+    small = define_G(GeneratorConfig(ngf=4, antialias=True, antialias_up=True))
+    feats = small.encode(torch.zeros(1, 3, 32, 32), [0, 4, 8, 12, 16])
+    assert [tuple(f.shape[1:]) for f in feats] == [(3, 38, 38), (8, 32, 32), (16, 16, 16), (16, 8, 8), (16, 8, 8)]
+    D = define_D(DiscriminatorConfig(antialias=True))
+    assert sum(p.numel() for p in D.parameters()) == 2_764_737
+    assert "model.2.filt" in D.state_dict()
+    assert D(torch.zeros(1, 3, 256, 256)).shape == (1, 1, 30, 30)
+
+
+def test_per_method_defaults():
+    cut, fast = default_config("cut"), default_config("fastcut")
+    assert (cut.options["lambda_nce"], cut.options["nce_idt"], cut.options["flip_equivariance"]) == (1.0, True, False)
+    assert (fast.options["lambda_nce"], fast.options["nce_idt"], fast.options["flip_equivariance"]) == (10.0, False,
+                                                                                                      True)
+    assert (cut.n_epochs, cut.n_epochs_decay, fast.n_epochs, fast.n_epochs_decay) == (200, 200, 150, 50)
+    assert cut.init_type == "xavier" and cut.pool_size == 0 and cut.gan_mode == "lsgan"
+    assert cut.generator.antialias and cut.generator.antialias_up and cut.discriminator.antialias
+    assert default_config("cut", shapes=True).generator.antialias      # the shapes preset keeps anti-aliasing
+
+
+def _weights(folder):
+    out = {}
+    for name in ("G_A", "D_A", "F", "train_state"):
+        out.update({f"{name}/{k}": v for k, v in load_file(str(folder / f"{name}.safetensors")).items()})
+    return out
+
+
+@pytest.mark.parametrize("model", ["cut", "fastcut"])
+def test_one_sided_resume_is_exact(tmp_path, model):
+    """Stop at 3 (mid-epoch 1), resume to 6 (into epoch 2, the decay phase) == a straight run to 6."""
+    full = train(tiny(tmp_path / "full", model, max_iters=6))
+    train(tiny(tmp_path / "split", model, max_iters=3))
+    resumed = train(resolve_config(tiny(tmp_path / "split", model, max_iters=6), True, {"max_iters"}), resume=True)
+    a, b = _weights(full.checkpoint), _weights(resumed.checkpoint)
+    assert a.keys() == b.keys() and any(k.startswith("F/mlp_4") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (tmp_path / "full" / "samples" / "iter_00000003.png").is_file()
+
+
+def test_periodic_hook_logs_and_saves_a_named_checkpoint(tmp_path):
+    calls = []
+
+    def hook(method, iteration):
+        calls.append(iteration)
+        return {"score": float(iteration), "checkpoint": "best"} if iteration == 2 else {"score": 0.0}
+
+    train(tiny(tmp_path / "run", max_iters=4), hooks=[PeriodicHook("eval", 2, hook)])
+    assert calls == [2, 4]
+    assert (tmp_path / "run" / "checkpoints" / "best" / "G_A.safetensors").is_file()
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    assert '"hook": "eval"' in log and '"score": 2.0' in log
+
+
+def i2i(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "i2i", *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_fastcut_run_translate_and_resume(tmp_path):
+    run = tmp_path / "run"
+    done = i2i("cyclegan", "train", "--model", "fastcut", "--run-dir", run, "--max-iters", 2, "--ngf", 4, "--ndf", 4,
+               "--shapes-count", 4, "--batch-size", 2, "--num-patches", 8, "--netf-nc", 8, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert '"model": "fastcut"' in (run / "config.json").read_text()
+    img = tmp_path / "in.png"
+    from PIL import Image
+    Image.new("RGB", (36, 28), (200, 30, 30)).save(img)
+    bad = i2i("cyclegan", "translate", img, "-c", run, "--direction", "BtoA", "-o", tmp_path / "out")
+    assert bad.returncode == 2 and "only A -> B" in bad.stderr
+    ok = i2i("cyclegan", "translate", img, "-c", run, "-o", tmp_path / "out.png")
+    assert ok.returncode == 0, ok.stderr
+    assert Image.open(tmp_path / "out.png").size == (36, 28)
+    # resume with no DATAROOT takes everything from config.json; another DATAROOT is refused
+    more = i2i("cyclegan", "train", "--run-dir", run, "--resume", "--max-iters", 3, "--quiet")
+    assert more.returncode == 0, more.stderr
+    assert (run / "latest").read_text().strip() == "checkpoints/iter_00000003"
+    other = i2i("cyclegan", "train", tmp_path, "--run-dir", run, "--resume", "--max-iters", 4)
+    assert other.returncode == 2 and str(tmp_path) in other.stderr and "builtin:shapes" in other.stderr
+    wrong = i2i("cyclegan", "train", "--lambda-nce", 2, "--run-dir", tmp_path / "cg", "--max-iters", 1)
+    assert wrong.returncode == 2 and "--lambda-nce" in wrong.stderr
