@@ -163,3 +163,49 @@ def test_cli_fastcut_run_translate_and_resume(tmp_path):
     assert other.returncode == 2 and str(tmp_path) in other.stderr and "builtin:shapes" in other.stderr
     wrong = i2i("cyclegan", "train", "--lambda-nce", 2, "--run-dir", tmp_path / "cg", "--max-iters", 1)
     assert wrong.returncode == 2 and "--lambda-nce" in wrong.stderr
+
+
+@pytest.mark.parametrize("cfg", [GeneratorConfig(antialias=True, antialias_up=True),
+                                 GeneratorConfig(arch="resnet_6blocks", ngf=8, antialias=True, antialias_up=True),
+                                 GeneratorConfig(arch="resnet_6blocks", ngf=8, antialias=True),
+                                 GeneratorConfig(arch="resnet_6blocks", ngf=16, norm="batch", dropout=True)])
+def test_reference_layouts_are_recognised_from_their_keys(tmp_path, cfg):
+    """A reference file (CUT's anti-aliased layout or CycleGAN's, saved from DataParallel with ``module.``) is
+    recognised from its keys and shapes and loads with the reference forward's output."""
+    from i2i.cyclegan.convert import generator_from_reference, guess_generator_config, load_reference_state
+
+    torch.manual_seed(0)
+    net = define_G(cfg, init_type="xavier").eval()
+    path = tmp_path / "latest_net_G.pth"
+    torch.save({"module." + k: v for k, v in net.state_dict().items()}, path)
+    guessed = guess_generator_config(load_reference_state(path))
+    assert guessed == cfg
+    x = torch.rand(1, 3, 36, 44) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(generator_from_reference(path, guessed)(x), net(x))
+
+
+def test_cut_reference_file_translates_and_imports_without_flags(tmp_path):
+    from PIL import Image
+
+    from i2i.cyclegan.checkpoint import load_generator
+    from i2i.errors import CheckpointError
+
+    net = define_G(GeneratorConfig(arch="resnet_6blocks", ngf=4, antialias=True, antialias_up=True))
+    pth = tmp_path / "latest_net_G.pth"
+    torch.save({"module." + k: v for k, v in net.state_dict().items()}, pth)
+    Image.new("RGB", (30, 22), (20, 200, 30)).save(tmp_path / "in.png")
+    done = i2i("cyclegan", "translate", tmp_path / "in.png", "-c", pth, "-o", tmp_path / "out.png")
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "out.png").size == (30, 22)
+    imported = i2i("cyclegan", "import", pth, "-o", tmp_path / "g.safetensors")
+    assert imported.returncode == 0, imported.stderr
+    _, cfg = load_generator(tmp_path / "g.safetensors")
+    assert cfg.antialias and cfg.antialias_up and cfg.ngf == 4
+    # a file whose fixed filters are not the blur filters is not this architecture
+    from i2i.cyclegan.convert import generator_from_reference
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["model.7.filt"] += 0.1
+    torch.save(state, tmp_path / "odd.pth")
+    with pytest.raises(CheckpointError, match="filt"):
+        generator_from_reference(tmp_path / "odd.pth", cfg)

@@ -113,8 +113,20 @@ def generator_from_reference(path: str | os.PathLike, cfg: GeneratorConfig) -> "
         for key in [k for k in state if k.endswith(".running_mean")]:
             state.setdefault(key[: -len("running_mean")] + "num_batches_tracked", torch.tensor(0))
     net = define_G(cfg)
+    _check_fixed_filters(net, state, str(path))
     load_state_strict(net, state, str(path))
     return net.eval()
+
+
+def _check_fixed_filters(net: "nn.Module", state: dict[str, "torch.Tensor"], source: str) -> None:
+    """The anti-aliasing ``filt`` buffers are constants: a file whose filters differ is not this architecture."""
+    import torch
+
+    own = {k: v for k, v in net.state_dict().items() if k.endswith(".filt")}
+    for key, value in own.items():
+        if key in state and state[key].shape == value.shape and not torch.allclose(state[key].float(), value.float(), atol=1e-6):
+            raise CheckpointError(f"{source}: {key} is not the fixed anti-aliasing filter; this file does not "
+                                  "come from the CUT reference architecture")
 
 
 def import_reference(path: str | os.PathLike, out_path: str | os.PathLike, cfg: GeneratorConfig,
@@ -133,6 +145,8 @@ _BLOCK_KEY = re.compile(r"^model\.(\d+)\.conv_block\.(\d+)\.weight$")
 
 
 def _guess_resnet(state: dict[str, "torch.Tensor"]) -> GeneratorConfig | None:
+    """The reference CycleGAN layout (blocks from index 10) or CUT's anti-aliased one (a blur-pool ``filt`` at
+    index 7, blocks from 12; with fixed upsampling, a ``filt`` right after the blocks)."""
     blocks: dict[int, set[int]] = {}
     for key in state:
         m = _BLOCK_KEY.match(key)
@@ -140,8 +154,11 @@ def _guess_resnet(state: dict[str, "torch.Tensor"]) -> GeneratorConfig | None:
             blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
     n_blocks = len(blocks)
     arch = {9: "resnet_9blocks", 6: "resnet_6blocks"}.get(n_blocks)
-    if arch is None or sorted(blocks) != list(range(10, 10 + n_blocks)):
+    antialias = "model.7.filt" in state
+    start = 12 if antialias else 10
+    if arch is None or sorted(blocks) != list(range(start, start + n_blocks)):
         return None
+    antialias_up = f"model.{start + n_blocks}.filt" in state
     conv_indices = set.union(*blocks.values())
     if conv_indices == {1, 5}:
         dropout = False
@@ -149,7 +166,8 @@ def _guess_resnet(state: dict[str, "torch.Tensor"]) -> GeneratorConfig | None:
         dropout = True
     else:
         return None
-    first, last = state.get("model.1.weight"), state.get(f"model.{10 + n_blocks + 7}.weight")
+    last_index = start + n_blocks + (9 if antialias_up else 7)
+    first, last = state.get("model.1.weight"), state.get(f"model.{last_index}.weight")
     if first is None or last is None or first.dim() != 4 or last.dim() != 4 or tuple(first.shape[2:]) != (7, 7):
         return None
     ngf, input_nc, output_nc = first.shape[0], first.shape[1], last.shape[0]
@@ -161,7 +179,7 @@ def _guess_resnet(state: dict[str, "torch.Tensor"]) -> GeneratorConfig | None:
         norm = "batch"
     else:
         norm = "none"
-    return _make_config(arch, input_nc, output_nc, ngf, norm, dropout)
+    return _make_config(arch, input_nc, output_nc, ngf, norm, dropout, antialias, antialias_up)
 
 
 def _guess_unet(state: dict[str, "torch.Tensor"]) -> GeneratorConfig | None:
@@ -186,10 +204,10 @@ def _guess_unet(state: dict[str, "torch.Tensor"]) -> GeneratorConfig | None:
 
 
 def _make_config(arch: str, input_nc: int, output_nc: int, ngf: int, norm: str,
-                 dropout: bool) -> GeneratorConfig | None:
+                 dropout: bool, antialias: bool = False, antialias_up: bool = False) -> GeneratorConfig | None:
     try:
         return GeneratorConfig(arch=arch, input_nc=int(input_nc), output_nc=int(output_nc), ngf=int(ngf),
-                               norm=norm, dropout=dropout)
+                               norm=norm, dropout=dropout, antialias=antialias, antialias_up=antialias_up)
     except UsageError:
         return None
 
@@ -200,7 +218,8 @@ def guess_generator_config(state: dict[str, "torch.Tensor"]) -> GeneratorConfig 
 
     Read from the keys and shapes: arch (number of residual blocks / U-Net depth), ngf and input channels (first
     conv), output channels (last conv), norm (conv bias => instance, BatchNorm weights/stats => batch, else
-    none) and, for resnets, dropout (it shifts the second conv of each block from index 5 to 6). U-Net dropout
+    none) and, for resnets, dropout (it shifts the second conv of each block from index 5 to 6) and CUT's
+    anti-aliased layout (``filt`` buffers of its blur-pool and upsampling layers). U-Net dropout
     cannot be seen in the weights and is reported as False.
     """
     if not state:
