@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -12,13 +13,14 @@ from safetensors.torch import load_file
 SCRIPT = textwrap.dedent("""
     import os, sys
     from safetensors.torch import save_file
-    from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig, TrainConfig
+    from i2i.cyclegan.methods import default_config, merge_config
     from i2i.cyclegan.trainer import train
 
-    data, run = sys.argv[1], sys.argv[2]
-    cfg = TrainConfig(dataroot=data, run_dir=run, generator=GeneratorConfig(arch="resnet_6blocks", ngf=8),
-                      discriminator=DiscriminatorConfig(ndf=8), load_size=40, crop_size=32, num_workers=0,
-                      max_iters=5, save_every=2, log_every=1, sample_every=2, pool_size=2)
+    data, run, model = sys.argv[1], sys.argv[2], sys.argv[3]
+    cfg = merge_config(default_config(model), dict(
+        dataroot=data, run_dir=run, generator={"arch": "resnet_6blocks", "ngf": 8}, discriminator={"ndf": 8},
+        load_size=40, crop_size=32, num_workers=0, max_iters=5, save_every=2, log_every=1, sample_every=2,
+        pool_size=2 if model == "cyclegan" else 0, options={} if model == "cyclegan" else {"num_patches": 16}))
     res = train(cfg, device="cpu")
     rank = int(os.environ["RANK"])
     state = {k: v.contiguous() for k, v in res.nets["G_A"].state_dict().items()}
@@ -26,7 +28,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_process_training_agrees(tmp_path):
+@pytest.mark.parametrize("model", ["cyclegan", "cut"])
+def test_two_process_training_agrees(tmp_path, model):
     rng = np.random.default_rng(0)
     for domain in ("trainA", "trainB"):
         (tmp_path / "data" / domain).mkdir(parents=True)
@@ -38,7 +41,7 @@ def test_two_process_training_agrees(tmp_path):
     run = tmp_path / "out" / "run"
     run.parent.mkdir()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "29533", str(script), str(tmp_path / "data"), str(run)],
+                           "--master_port", "29533", str(script), str(tmp_path / "data"), str(run), model],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = load_file(str(run.parent / "rank0.safetensors"))
