@@ -209,3 +209,18 @@ def test_cut_reference_file_translates_and_imports_without_flags(tmp_path):
     torch.save(state, tmp_path / "odd.pth")
     with pytest.raises(CheckpointError, match="filt"):
         generator_from_reference(tmp_path / "odd.pth", cfg)
+
+
+def test_decay_phase_stops_the_random_resize_crop():
+    from types import SimpleNamespace
+
+    from i2i.cyclegan.data import Preprocess
+    from i2i.cyclegan.methods.cut import CUT
+    from i2i.cyclegan.methods.cyclegan import CycleGAN
+
+    cfg = default_config("cut")                       # 200 + 200 epochs
+    pre = Preprocess("resize_and_crop", 286, 256, True)
+    me = SimpleNamespace(config=cfg)
+    assert CUT.preprocess(me, pre, 200) == pre
+    assert CUT.preprocess(me, pre, 201) == Preprocess("resize_and_crop", 256, 256, True)
+    assert CycleGAN.preprocess(me, pre, 201) == pre  # CycleGAN keeps it
