@@ -6,6 +6,7 @@ Nothing here imports torch or diffusers: ``i2i --help`` stays fast.
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
@@ -24,6 +25,18 @@ PrecisionOpt = Annotated[str, typer.Option(
 ConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", help="For a single-file --model (.safetensors/.ckpt): a diffusers folder (or hub id) of the same "
     "architecture whose component configs and tokenizer describe it; needed offline.")]
+# Options of the diffusion commands (freecontrol, ctrlx).
+BATCH_PANEL = "Inputs and batches"
+DiffusionPrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
+    "fp32.", rich_help_panel="Common", show_default=False)]
+NumImagesOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images per job (default: 1).",
+                                           show_default=False, rich_help_panel=BATCH_PANEL)]
+OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (default: out), or for a run that makes "
+                                         "one image the file itself, e.g. lion.png.", show_default=False,
+                                         rich_help_panel=BATCH_PANEL)]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.",
+                                            rich_help_panel=BATCH_PANEL)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed.", rich_help_panel="Common")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info lines (errors still "
                                         "print).", rich_help_panel="Common")]

@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from i2i.cli.common import (ConfigOpt, DebugOpt, DeviceOpt, JsonOpt, QuietOpt, default_model, given,
-                            quiet_libraries, run_guarded, warn_unknown_demo_words)
+from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, JsonOpt,
+                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, default_model, given, quiet_libraries,
+                            run_guarded, warn_unknown_demo_words)
 from i2i.progress import Reporter
 
 app = typer.Typer(help="Ctrl-X (Lin, Mo et al., NeurIPS 2024): structure and appearance control of a text-to-image "
@@ -18,7 +19,7 @@ app = typer.Typer(help="Ctrl-X (Lin, Mo et al., NeurIPS 2024): structure and app
                   add_completion=False, pretty_exceptions_enable=False, invoke_without_command=True)
 
 CONTROL = "Control (official defaults, or the model's recommended settings)"
-BATCH = "Inputs and batches"
+BATCH = BATCH_PANEL
 MODEL_ENV = "I2I_CTRLX_MODEL"
 SHOWN_SETTINGS = ("num_inference_steps", "guidance_scale", "structure_schedule", "appearance_schedule", "eta",
                   "self_recurrence", "positive_prompt", "negative_prompt")
@@ -81,21 +82,15 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help="Seed of the first job; job i uses seed+i unless it sets its own (default: 90095, the "
         "official).", rich_help_panel="Common")] = None,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images per job (default: 1).",
-                                            show_default=False, rich_help_panel=BATCH)] = 1,
+    num_images: NumImagesOpt = 1,
     save_branches: Annotated[bool, typer.Option(
         "--save-branches", help="Also save the structure and appearance branches as the model saw them "
         "(NAME_structure_branch.png, NAME_appearance_branch.png; a generated appearance is the prompt's).",
         rich_help_panel=BATCH)] = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (default: out), or for a run that makes "
-                                      "one image the file itself, e.g. tiger.png.", show_default=False,
-                                      rich_help_panel=BATCH)] = Path("out"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.",
-                                            rich_help_panel=BATCH)] = False,
+    out: OutDirOpt = Path("out"),
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
-    precision: Annotated[str, typer.Option(
-        "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE "
-        "stays fp32.", rich_help_panel="Common", show_default=False)] = "fp32",
+    precision: DiffusionPrecisionOpt = "fp32",
     quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Generate images with a structure image's layout: i2i ctrlx --prompt "a blue square" --structure sketch.png

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from i2i.cli.common import (ConfigOpt, DebugOpt, DeviceOpt, JsonOpt, QuietOpt, default_model, given, quiet_libraries, run_guarded,
-                            warn_unknown_demo_words)
+from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, JsonOpt,
+                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, default_model, given, quiet_libraries,
+                            run_guarded, warn_unknown_demo_words)
 from i2i.freecontrol.config import DEFAULT_SEED
 from i2i.progress import Reporter
 
@@ -23,7 +24,7 @@ app = typer.Typer(help="FreeControl (Mo et al., CVPR 2024): training-free spatia
                   add_completion=False, pretty_exceptions_enable=False, invoke_without_command=True)
 
 GUIDE = "Guidance (official defaults)"
-BATCH = "Inputs and batches"
+BATCH = BATCH_PANEL
 ANALYSIS = "Analysis stage (semantic bases)"
 MODEL_ENV = "I2I_FREECONTROL_MODEL"
 MODEL_SETTING = "or the model's recommended setting"
@@ -38,9 +39,6 @@ ModelOpt = Annotated[Optional[str], typer.Option(
 CacheOpt = Annotated[Optional[Path], typer.Option(
     "--cache-dir", help="Inversion and bases cache (default: $I2I_CACHE_DIR/freecontrol or "
     "~/.cache/i2i/freecontrol).")]
-PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
-    "fp32.", rich_help_panel="Common", show_default=False)]
 SizeOpt = Annotated[Optional[int], typer.Option(
     "--size", help="Long side of the output in pixels; the short side follows the condition's aspect ratio "
     "(rounded to the model's size unit) and the condition is resized to that (default: the model's native size, "
@@ -124,23 +122,19 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help=f"Seed of the first job; job i uses seed+i unless it sets its own (default: {DEFAULT_SEED}).",
         rich_help_panel="Common")] = None,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images per job (default: 1).",
-                                            show_default=False, rich_help_panel=BATCH)] = 1,
+    num_images: NumImagesOpt = 1,
     save_unguided: Annotated[bool, typer.Option(
         "--save-unguided", help="Also save the unguided sibling (same noise, no guidance) as NAME_unguided.png.",
         rich_help_panel=BATCH)] = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (default: out), or for a run that "
-                                      "makes one image the file itself, e.g. lion.png.", show_default=False,
-                                      rich_help_panel=BATCH)] = Path("out"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.",
-                                            rich_help_panel=BATCH)] = False,
+    out: OutDirOpt = Path("out"),
+    overwrite: OverwriteOpt = False,
     seed_images: SeedImagesOpt = None, bases_steps: BasesStepsOpt = None, bases_seed: BasesSeedOpt = None,
     cache_dir: CacheOpt = None,
     one_call: Annotated[Optional[bool], typer.Option(
         "--one-call/--two-calls", help="Speed/memory trade-off of a guided step (same images up to rounding): one "
         "UNet call on all rows (faster on GPUs, more memory) or two. Default: one call on CUDA for SD 1.x/2.x, two "
         "for SDXL and on CPUs.", show_default=False, rich_help_panel="Common")] = None,
-    device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
+    device: DeviceOpt = None, precision: DiffusionPrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Generate images that follow a condition's structure: i2i freecontrol --prompt "a photo of a lion"
@@ -240,7 +234,7 @@ def bases_command(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the bases to this "
                                                 ".safetensors file.")] = None,
     cache_dir: CacheOpt = None,
-    device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
+    device: DeviceOpt = None, precision: DiffusionPrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Analysis stage only: compute (and cache) the semantic bases of --concept, or import official ones."""
