@@ -29,7 +29,8 @@ def test_single_file_offline_without_config_is_a_usage_error(tmp_path, monkeypat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     save_single_file(tmp_path / "tiny.safetensors")
     res = CliRunner().invoke(app, ["ctrlx", "--model", str(tmp_path / "tiny.safetensors"), "--prompt", "a square",
-                                   "--structure", "examples/conditions/square_sketch.png", "--out", str(tmp_path / "o")])
+                                   "--structure", "examples/conditions/square_sketch.png",
+                                   "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "--config" in res.output
 
 

@@ -142,7 +142,8 @@ def _ldm_unet_key(key: str, unet) -> str:
         head, rest = f"output_blocks.{int(p[1]) * per + per - 1}.{sub}", p[4:]
     else:
         index = int(p[1]) * per + int(p[3]) + (1 if p[0] == "down_blocks" else 0)
-        head, rest = f"{'input' if p[0] == 'down_blocks' else 'output'}_blocks.{index}.{0 if p[2] == 'resnets' else 1}", p[4:]
+        side = "input" if p[0] == "down_blocks" else "output"
+        head, rest = f"{side}_blocks.{index}.{0 if p[2] == 'resnets' else 1}", p[4:]
     if "resnets" in p:
         rest = [_RESNET_TO_LDM.get(rest[0], rest[0]), *rest[1:]]
     return ".".join([head, *rest])

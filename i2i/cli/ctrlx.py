@@ -65,7 +65,8 @@ def generate(
         "--appearance-schedule", help=f"Transfer appearance on this first fraction of the steps (default: 0.6, "
         f"{RECOMMENDED}).", rich_help_panel=CONTROL)] = None,
     eta: Annotated[Optional[float], typer.Option(
-        "--eta", help=f"DDIM eta (default: the official scripts' 1.0, {RECOMMENDED}).", rich_help_panel=CONTROL)] = None,
+        "--eta", help=f"DDIM eta (default: the official scripts' 1.0, {RECOMMENDED}).",
+        rich_help_panel=CONTROL)] = None,
     self_recurrence: Annotated[Optional[bool], typer.Option(
         "--self-recurrence/--no-self-recurrence", help="The official scripts' self-recurrence (steps 10-50 % redone "
         "twice without control): better quality, about 1.8x the UNet work (default: off, "
@@ -103,7 +104,8 @@ def generate(
     def go() -> None:
         import dataclasses
 
-        from i2i.ctrlx.config import CTRLX_JOBS, DEFAULT_SEED, OFFICIAL_SELF_RECURRENCE, METHOD, CtrlXConfig, model_config
+        from i2i.ctrlx.config import (CTRLX_JOBS, DEFAULT_SEED, METHOD, OFFICIAL_SELF_RECURRENCE, CtrlXConfig,
+                                      model_config)
         from i2i.device import check_precision, resolve_device
         from i2i.diffusion.jobs import JobResult, JobRun, build_jobs, run_jobs
         from i2i.diffusion.settings import describe, read_recommended

@@ -49,8 +49,8 @@ ComponentsOpt = Annotated[Optional[int], typer.Option(
 SeedImagesOpt = Annotated[Optional[int], typer.Option(
     "--seed-images", help="Seed images generated for the analysis (default: 20).", rich_help_panel=ANALYSIS)]
 BasesStepsOpt = Annotated[Optional[int], typer.Option(
-    "--bases-steps", help="DDIM steps of the analysis run (default: 200, or the model's recommended setting; the demo model: "
-    "50).", rich_help_panel=ANALYSIS)]
+    "--bases-steps", help="DDIM steps of the analysis run (default: 200, or the model's recommended setting; "
+    "the demo model: 50).", rich_help_panel=ANALYSIS)]
 BasesSeedOpt = Annotated[Optional[int], typer.Option(
     "--bases-seed", help="Seed of the analysis images (default: 2024).", rich_help_panel=ANALYSIS)]
 
@@ -82,7 +82,8 @@ def generate(
     bases: Annotated[Optional[Path], typer.Option(
         "--bases", help="Use this bases file (.safetensors from `i2i freecontrol bases`, or the official "
         "pca_info.pt) instead of the cache.", rich_help_panel=ANALYSIS)] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="DDIM steps (default: 200, or the model's recommended setting; the demo model: 50).",
+    steps: Annotated[Optional[int], typer.Option("--steps", help="DDIM steps (default: 200, or the model's "
+                                                 "recommended setting; the demo model: 50).",
                                                  rich_help_panel=GUIDE)] = None,
     guidance_scale: Annotated[Optional[float], typer.Option(
         "--guidance-scale", help="Classifier-free guidance scale (default: 7.5).", rich_help_panel=GUIDE)] = None,
@@ -101,15 +102,15 @@ def generate(
         rich_help_panel=GUIDE)] = None,
     components: ComponentsOpt = None,
     mask_threshold: Annotated[Optional[float], typer.Option(
-        "--mask-threshold", help="Threshold of the subject cross-attention mask; 0: no mask (default: 0.3, or the model's recommended "
-        "setting; the demo model: 0).",
+        "--mask-threshold", help="Threshold of the subject cross-attention mask; 0: no mask (default: 0.3, or the "
+        "model's recommended setting; the demo model: 0).",
         rich_help_panel=GUIDE)] = None,
     penalty: Annotated[Optional[float], typer.Option(
         "--penalty", help="Background penalty factor outside the mask (default: 10).",
         rich_help_panel=GUIDE)] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(
-        "--negative-prompt", help="Negative prompt (default: the official \"longbody, lowres, bad anatomy, ...\", or the "
-        "model's recommended setting; the demo model: \"outline\").",
+        "--negative-prompt", help="Negative prompt (default: the official \"longbody, lowres, bad anatomy, ...\", "
+        "or the model's recommended setting; the demo model: \"outline\").",
         rich_help_panel=GUIDE)] = None,
     inversion_steps: Annotated[Optional[int], typer.Option(
         "--inversion-steps", help="DDIM inversion steps of the condition (default: 999, or the model's "

@@ -91,11 +91,44 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+# The picture in docs/ctrlx.md: (prompt, structure, appearance or None) as given to `i2i ctrlx`.
+FIGURE_JOBS = (("a blue square", "square_sketch.png", None), ("a yellow triangle", "triangle_sketch.png", None),
+               ("a square", "square_sketch.png", "green_circle.png"),
+               ("a circle", "circle_sketch.png", "blue_square.png"))
+
+
+def figure(pipe, cx, conditions_dir, path, cell: int = 96) -> None:
+    """One row per :data:`FIGURE_JOBS` entry: structure | appearance (the generated one without an image) | Ctrl-X,
+    each made as the CLI makes it (its default seed), upscaled to ``cell`` pixels (nearest neighbour)."""
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    from i2i.ctrlx.config import DEFAULT_SEED
+    from i2i.images import load_image
+
+    label_h = 14
+    sheet = Image.new("RGB", (3 * cell, label_h + len(FIGURE_JOBS) * (cell + label_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, title in enumerate(("structure", "appearance", "Ctrl-X")):
+        draw.text((k * cell + 4, 1), title, fill="black")
+    for row, (prompt, structure, appearance) in enumerate(FIGURE_JOBS):
+        s = load_image(Path(conditions_dir) / structure)
+        a = load_image(Path(conditions_dir) / appearance) if appearance else None
+        out = pipe(prompt, s, a, cx, seed=DEFAULT_SEED)
+        y = label_h + row * (cell + label_h)
+        draw.text((4, y + 1), f'"{prompt}"' + ("" if a else " (appearance from the prompt)"), fill="black")
+        for k, img in enumerate((s, a or out.appearance[0], out.images[0])):
+            sheet.paste(img.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST), (k * cell, y + label_h))
+    sheet.save(path)
+
+
 def main(model: str = "", seeds: int = 3, first_seed: int = 0, steps: int = 0, device: str = "cpu",
          shapes: str = ",".join(SHAPES), colours: str = ",".join(COLOURS), structure_only: bool = False,
-         appearance_only: bool = False, eta: float = -1.0) -> None:
+         appearance_only: bool = False, eta: float = -1.0, figure_path: str = "",
+         conditions: str = "examples/conditions") -> None:
     """Run the Ctrl-X report on MODEL (default: the bundled demo model) with its recommended settings (STEPS and
-    ETA override them when given) over SEEDS seeds from FIRST_SEED."""
+    ETA override them when given) over SEEDS seeds from FIRST_SEED. With --figure-path, only write the picture."""
     from i2i.ctrlx.config import model_config
     from i2i.ctrlx.pipeline import CtrlXPipeline
     from i2i.demo.model import demo_model_path
@@ -103,7 +136,12 @@ def main(model: str = "", seeds: int = 3, first_seed: int = 0, steps: int = 0, d
     model = model or str(demo_model_path())
     pipe = CtrlXPipeline.from_pretrained(model, device=device)
     cx = model_config(model)
-    cx = dataclasses.replace(cx, **({"num_inference_steps": steps} if steps else {}), **({"eta": eta} if eta >= 0 else {}))
+    cx = dataclasses.replace(cx, **({"num_inference_steps": steps} if steps else {}),
+                             **({"eta": eta} if eta >= 0 else {}))
+    if figure_path:
+        figure(pipe, cx, conditions, figure_path)
+        print(figure_path)
+        return
     cfg = CtrlXReportConfig(tuple(range(first_seed, first_seed + seeds)), tuple(shapes.split(",")),
                             tuple(colours.split(",")), not appearance_only, not structure_only)
     report = run_report(pipe, cfg, cx)

@@ -33,13 +33,15 @@ def _fingerprint_file(path: Path, chunk: int = 4 << 20) -> str:
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """Model identity of a diffusers folder: its configs, and per weight file its size and the sha256 of its first
-    and last 4 MiB (cheap, and different weights of the same architecture differ)."""
+    """Model identity of a diffusers folder: its configs (not i2i's settings files), and per weight file its size
+    and the sha256 of its first and last 4 MiB (cheap, and different weights of the same architecture differ)."""
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
         if not p.is_file():
             continue
         rel = p.relative_to(folder).as_posix()
+        if p.name.startswith("i2i_"):          # our own settings files (recommended settings), not the model
+            continue
         if p.suffix == ".json" or p.name == "merges.txt":
             h.update(rel.encode() + b"|" + p.read_bytes())
         elif p.suffix in (".safetensors", ".bin", ".ckpt", ".pt", ".pth"):
