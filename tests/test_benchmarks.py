@@ -20,6 +20,7 @@ BENCH = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
     ("freecontrol_speed.py", ["--model", "demo", "--steps", "4", "--repeats", "1", "--seed-images", "2",
                               "--inversion-steps", "4", "--threads", "1", "--one-call", "both", "--breakdown"],
      "guided_over_plain"),
+    ("ctrlx_speed.py", ["--model", "demo", "--steps", "3", "--repeats", "1", "--threads", "1"], "ctrlx_over_plain"),
     ("cold_start.py", ["--repeats", "1"], "results"),
     ("bf16_losses.py", ["--size", "32", "--iters", "4", "--log-every", "2", "--threads", "1"], "largest_cycle_gap"),
 ])

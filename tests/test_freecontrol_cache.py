@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from i2i.freecontrol.cache import cache_key, load_entry, save_entry
+from i2i.diffusion.cache import cache_key, load_entry, save_entry
 
 KEY = cache_key({"kind": "test", "n": 1})
 

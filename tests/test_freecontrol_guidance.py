@@ -150,7 +150,7 @@ def test_subject_tokens_and_parsing():
 
 
 def test_cache_entry_checksum_key_and_corruption(tmp_path):
-    from i2i.freecontrol.cache import entry_status, load_entry, save_entry
+    from i2i.diffusion.cache import entry_status, load_entry, save_entry
 
     path = tmp_path / "e.safetensors"
     tensors = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([1, 2], dtype=torch.int64)}

@@ -119,3 +119,68 @@ try:
     one_thread = pytest.fixture(autouse=True, scope="module")(_one_thread)
 except ImportError:  # pragma: no cover - only the tests use this module
     pass
+
+
+_RESNET_TO_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+                  "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+
+
+def _ldm_unet_key(key: str, unet) -> str:
+    """The original (LDM) name of a diffusers SD UNet parameter."""
+    for new, old in (("time_embedding.linear_1", "time_embed.0"), ("time_embedding.linear_2", "time_embed.2"),
+                     ("conv_in", "input_blocks.0.0"), ("conv_norm_out", "out.0"), ("conv_out", "out.2")):
+        if key.startswith(new + "."):
+            return old + key[len(new):]
+    p = key.split(".")
+    per = unet.config.layers_per_block + 1
+    if p[0] == "mid_block":
+        head, rest = f"middle_block.{2 * int(p[2]) if p[1] == 'resnets' else 1}", p[3:]
+    elif p[2] == "downsamplers":
+        head, rest = f"input_blocks.{(int(p[1]) + 1) * per}.0.op", p[5:]
+    elif p[2] == "upsamplers":
+        sub = 2 if getattr(unet.up_blocks[int(p[1])], "attentions", None) else 1
+        head, rest = f"output_blocks.{int(p[1]) * per + per - 1}.{sub}", p[4:]
+    else:
+        index = int(p[1]) * per + int(p[3]) + (1 if p[0] == "down_blocks" else 0)
+        side = "input" if p[0] == "down_blocks" else "output"
+        head, rest = f"{side}_blocks.{index}.{0 if p[2] == 'resnets' else 1}", p[4:]
+    if "resnets" in p:
+        rest = [_RESNET_TO_LDM.get(rest[0], rest[0]), *rest[1:]]
+    return ".".join([head, *rest])
+
+
+def _ldm_vae_key(key: str, n_blocks: int) -> str:
+    """The original (LDM) name of a diffusers AutoencoderKL parameter."""
+    p = key.split(".")
+    if p[1] in ("down_blocks", "up_blocks"):
+        i = int(p[2]) if p[1] == "down_blocks" else n_blocks - 1 - int(p[2])
+        side = "down" if p[1] == "down_blocks" else "up"
+        if p[3] == "resnets":
+            rest = ["nin_shortcut" if p[5] == "conv_shortcut" else p[5], *p[6:]]
+            return ".".join([p[0], side, str(i), "block", p[4], *rest])
+        return ".".join([p[0], side, str(i), "downsample" if side == "down" else "upsample", *p[5:]])
+    if len(p) > 2 and p[1] == "mid_block":
+        if p[2] == "resnets":
+            return ".".join([p[0], "mid", f"block_{int(p[3]) + 1}", *p[4:]])
+        names = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out": "proj_out"}
+        rest = [names[p[4]], p[-1]]
+        return ".".join([p[0], "mid", "attn_1", *rest])
+    return key.replace("conv_norm_out", "norm_out")
+
+
+def save_single_file(path, seed: int = 0):
+    """Save a tiny SD pipeline as one original-layout (LDM) ``.safetensors`` checkpoint, as SD 1.x files are
+    published; returns the pipeline it holds."""
+    from safetensors.torch import save_file
+
+    pipe = sd_pipeline(seed)
+    n_vae = len(pipe.vae.config.block_out_channels)
+    tensors = {f"model.diffusion_model.{_ldm_unet_key(k, pipe.unet)}": v for k, v in pipe.unet.state_dict().items()}
+    for k, v in pipe.vae.state_dict().items():
+        if ".mid_block.attentions." in k and k.endswith("weight") and v.ndim == 2:
+            v = v[:, :, None, None]                       # LDM's attention projections are 1x1 convolutions
+        tensors[f"first_stage_model.{_ldm_vae_key(k, n_vae)}"] = v
+    tensors.update({f"cond_stage_model.transformer.{k if k.startswith('text_model.') else 'text_model.' + k}": v
+                    for k, v in pipe.text_encoder.state_dict().items()})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return pipe

@@ -196,7 +196,8 @@ def main() -> None:
 
     from i2i.device import resolve_device
     from i2i.freecontrol.config import FreeControlConfig, model_config
-    from i2i.freecontrol.pipeline import DTYPES, FreeControlPipeline
+    from i2i.diffusion.loading import DTYPES
+    from i2i.freecontrol.pipeline import FreeControlPipeline
     from i2i.images import load_image
 
     if args.threads:

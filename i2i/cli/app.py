@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from i2i import __version__
+from i2i.cli.ctrlx import app as ctrlx_app
 from i2i.cli.cyclegan import app as cyclegan_app
 from i2i.cli.freecontrol import app as freecontrol_app
 
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(cyclegan_app, name="cyclegan")
 app.add_typer(freecontrol_app, name="freecontrol")
+app.add_typer(ctrlx_app, name="ctrlx")
 
 
 def _version(value: bool) -> None:

@@ -6,6 +6,7 @@ Nothing here imports torch or diffusers: ``i2i --help`` stays fast.
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
@@ -21,6 +22,21 @@ DeviceOpt = Annotated[Optional[str], typer.Option(
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="fp32, bf16 (autocast; AMX on recent CPUs, tensor cores on GPUs) or fp16 (CUDA only).",
     rich_help_panel="Common")]
+ConfigOpt = Annotated[Optional[str], typer.Option(
+    "--config", help="For a single-file --model (.safetensors/.ckpt): a diffusers folder (or hub id) of the same "
+    "architecture whose component configs and tokenizer describe it; needed offline.")]
+# Options of the diffusion commands (freecontrol, ctrlx).
+BATCH_PANEL = "Inputs and batches"
+DiffusionPrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
+    "fp32.", rich_help_panel="Common", show_default=False)]
+NumImagesOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images per job (default: 1).",
+                                           show_default=False, rich_help_panel=BATCH_PANEL)]
+OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (default: out), or for a run that makes "
+                                         "one image the file itself, e.g. lion.png.", show_default=False,
+                                         rich_help_panel=BATCH_PANEL)]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.",
+                                            rich_help_panel=BATCH_PANEL)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed.", rich_help_panel="Common")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info lines (errors still "
                                         "print).", rich_help_panel="Common")]
@@ -58,3 +74,37 @@ def given(**values: object) -> dict[str, object]:
     """The options the user actually passed (Typer defaults are None for 'not given')."""
     return {k: v for k, v in values.items() if v is not None}
 
+
+
+def default_model(model: str | None, env_var: str) -> str:
+    """``--model`` if given, else ``$env_var``, else the bundled demo model's folder."""
+    import os
+
+    if model:
+        return model
+    if os.environ.get(env_var):
+        return os.environ[env_var]
+    from i2i.demo.model import demo_model_path
+
+    return str(demo_model_path())
+
+
+def warn_unknown_demo_words(texts: list[str], model_name: str, reporter: Reporter) -> None:
+    """Warn when ``model_name`` is a demo model and ``texts`` use words it was never trained on."""
+    from i2i.demo.model import demo_vocabulary_warning
+
+    warning = demo_vocabulary_warning(texts, model_name)
+    if warning:
+        reporter.warn(warning)
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers'/transformers' loading bars and import notices. Called by the diffusion commands (the
+    CLI only: the library never changes other libraries' global settings)."""
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()

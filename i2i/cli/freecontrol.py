@@ -8,13 +8,14 @@ Under ``accelerate launch`` (or torchrun) each process takes the jobs whose inde
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from i2i.cli.common import DebugOpt, DeviceOpt, JsonOpt, QuietOpt, given, run_guarded
+from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, JsonOpt,
+                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, default_model, given, quiet_libraries,
+                            run_guarded, warn_unknown_demo_words)
 from i2i.freecontrol.config import DEFAULT_SEED
 from i2i.progress import Reporter
 
@@ -23,19 +24,21 @@ app = typer.Typer(help="FreeControl (Mo et al., CVPR 2024): training-free spatia
                   add_completion=False, pretty_exceptions_enable=False, invoke_without_command=True)
 
 GUIDE = "Guidance (official defaults)"
-BATCH = "Inputs and batches"
+BATCH = BATCH_PANEL
 ANALYSIS = "Analysis stage (semantic bases)"
-JOB_KEYS = {"prompt", "condition", "inversion_prompt", "subject", "concept", "seed", "num_images", "img2img", "name"}
+MODEL_ENV = "I2I_FREECONTROL_MODEL"
+MODEL_SETTING = "or the model's recommended setting"
+# Settings named in the start-up info line.
+SHOWN_SETTINGS = ("num_inference_steps", "guidance_scale", "structure_weight", "appearance_weight", "mask_threshold",
+                  "negative_prompt", "inversion_steps")
 
 ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", "-m", help="A diffusers SD 1.x/2.x/SDXL folder or hub id (hub: from the local cache when "
-    "HF_HUB_OFFLINE=1). Default: $I2I_FREECONTROL_MODEL, else the bundled demo model.")]
+    "--model", "-m", help="A diffusers SD 1.x/2.x/SDXL folder, hub id (hub: from the local cache when "
+    "HF_HUB_OFFLINE=1) or single .safetensors/.ckpt file (with --config). Default: $I2I_FREECONTROL_MODEL, else the "
+    "bundled demo model. A folder's recommended settings (i2i_freecontrol.json) replace the defaults below.")]
 CacheOpt = Annotated[Optional[Path], typer.Option(
     "--cache-dir", help="Inversion and bases cache (default: $I2I_CACHE_DIR/freecontrol or "
     "~/.cache/i2i/freecontrol).")]
-PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
-    "fp32.", rich_help_panel="Common", show_default=False)]
 SizeOpt = Annotated[Optional[int], typer.Option(
     "--size", help="Long side of the output in pixels; the short side follows the condition's aspect ratio "
     "(rounded to the model's size unit) and the condition is resized to that (default: the model's native size, "
@@ -46,131 +49,10 @@ ComponentsOpt = Annotated[Optional[int], typer.Option(
 SeedImagesOpt = Annotated[Optional[int], typer.Option(
     "--seed-images", help="Seed images generated for the analysis (default: 20).", rich_help_panel=ANALYSIS)]
 BasesStepsOpt = Annotated[Optional[int], typer.Option(
-    "--bases-steps", help="DDIM steps of the analysis run (default: 200).", rich_help_panel=ANALYSIS)]
+    "--bases-steps", help="DDIM steps of the analysis run (default: 200, or the model's recommended setting; "
+    "the demo model: 50).", rich_help_panel=ANALYSIS)]
 BasesSeedOpt = Annotated[Optional[int], typer.Option(
     "--bases-seed", help="Seed of the analysis images (default: 2024).", rich_help_panel=ANALYSIS)]
-
-
-def _model_name(model: str | None) -> str:
-    if model:
-        return model
-    if os.environ.get("I2I_FREECONTROL_MODEL"):
-        return os.environ["I2I_FREECONTROL_MODEL"]
-    from i2i.demo.model import demo_model_path
-
-    return str(demo_model_path())
-
-
-def _warn_unknown_demo_words(texts: list[str], model_name: str, reporter: Reporter) -> None:
-    """Warn when ``model_name`` is a demo model and ``texts`` use words it was never trained on."""
-    from i2i.demo.model import demo_vocabulary_warning
-
-    warning = demo_vocabulary_warning(texts, model_name)
-    if warning:
-        reporter.warn(warning)
-
-
-def _quiet_libraries() -> None:
-    """Silence diffusers'/transformers' loading bars and import notices (this process only; our own bars stay)."""
-    import diffusers
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-
-
-def _slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "image"
-
-
-def read_jobs(path: Path) -> list[dict[str, Any]]:
-    """Jobs of a JSONL file: one JSON object per line with ``prompt`` and ``condition`` (relative paths are taken
-    from the job file's folder) and optionally inversion_prompt, subject, concept, seed, num_images, img2img,
-    name. Blank lines and lines starting with # are skipped."""
-    import json
-
-    from i2i.errors import InputError, UsageError
-
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the job file ({exc.strerror or exc})") from exc
-    jobs = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            job = json.loads(line)
-        except ValueError as exc:
-            raise UsageError(f"{path}:{number}: not valid JSON ({exc})") from exc
-        if not isinstance(job, dict) or "prompt" not in job or "condition" not in job:
-            raise UsageError(f"{path}:{number}: each job needs \"prompt\" and \"condition\"")
-        unknown = set(job) - JOB_KEYS
-        if unknown:
-            raise UsageError(f"{path}:{number}: unknown key(s) {', '.join(sorted(unknown))} "
-                             f"(allowed: {', '.join(sorted(JOB_KEYS))})")
-        cond = Path(job["condition"]).expanduser()
-        job["condition"] = str(cond if cond.is_absolute() else path.parent / cond)
-        jobs.append(job)
-    return jobs
-
-
-def build_jobs(prompts: list[str], conditions: list[str], jobs_file: Path | None, defaults: dict[str, Any],
-               seed: int) -> list[dict[str, Any]]:
-    """All jobs in order (pairs from the flags, then the job file), each with its index, seed and output name."""
-    from i2i.errors import UsageError
-
-    jobs: list[dict[str, Any]] = []
-    if prompts or conditions:
-        if not prompts or not conditions:
-            raise UsageError("give both --prompt and --condition (or a --jobs file)")
-        if len(prompts) != len(conditions) and 1 not in (len(prompts), len(conditions)):
-            raise UsageError(f"{len(prompts)} --prompt but {len(conditions)} --condition: give as many of each, "
-                             "or one of them once")
-        n = max(len(prompts), len(conditions))
-        for i in range(n):
-            jobs.append({"prompt": prompts[i if len(prompts) > 1 else 0],
-                         "condition": conditions[i if len(conditions) > 1 else 0]})
-    if jobs_file is not None:
-        jobs.extend(read_jobs(jobs_file))
-    if not jobs:
-        raise UsageError("nothing to do: give --prompt and --condition, or --jobs FILE.jsonl")
-    for index, job in enumerate(jobs):
-        if not str(job["prompt"]).strip():
-            raise UsageError(f"the prompt is empty (job {index})")
-        for key, value in defaults.items():
-            job.setdefault(key, value)
-        job["index"] = index
-        job.setdefault("seed", seed + index)
-        if not isinstance(job["seed"], int) or not isinstance(job["num_images"], int) or job["num_images"] < 1:
-            raise UsageError(f"job {index}: seed and num_images must be integers (num_images >= 1)")
-        job.setdefault("name", f"{index:03d}-{_slug(Path(job['condition']).stem, 24)}-{_slug(job['prompt'])}")
-    return jobs
-
-
-def shard(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int, int]:
-    """This process's share of ``jobs`` under accelerate/torchrun (``RANK``, ``WORLD_SIZE``): every
-    ``WORLD_SIZE``-th job starting at ``RANK``."""
-    from i2i.errors import UsageError
-
-    try:
-        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError as exc:
-        raise UsageError("RANK and WORLD_SIZE must be integers") from exc
-    if world < 1 or not 0 <= rank < world:
-        raise UsageError(f"RANK={rank} is not within WORLD_SIZE={world}")
-    return [job for job in jobs if job["index"] % world == rank], rank, world
-
-
-def output_names(job: dict[str, Any], out: Path, one_file: bool = False) -> list[tuple[Path, Path]]:
-    """(guided, unguided) output paths of each image of ``job``; with ``one_file``, ``out`` is the one image."""
-    if one_file:
-        return [(out, out.with_name(f"{out.stem}_unguided{out.suffix}"))]
-    n = job["num_images"]
-    stems = [job["name"]] if n == 1 else [f"{job['name']}-{k}" for k in range(n)]
-    return [(out / f"{s}.png", out / f"{s}_unguided.png") for s in stems]
 
 
 @app.callback()
@@ -186,7 +68,7 @@ def generate(
         "--jobs", help="JSONL job file: one {\"prompt\", \"condition\", ...} object per line (keys: prompt, "
         "condition, inversion_prompt, subject, concept, seed, num_images, img2img, name).",
         rich_help_panel=BATCH)] = None,
-    model: ModelOpt = None,
+    model: ModelOpt = None, model_config_dir: ConfigOpt = None,
     inversion_prompt: Annotated[Optional[str], typer.Option(
         "--inversion-prompt", help="Describes the condition image for its DDIM inversion, e.g. \"a sketch of a "
         "dog\" (default: the prompt).", rich_help_panel=BATCH)] = None,
@@ -200,12 +82,14 @@ def generate(
     bases: Annotated[Optional[Path], typer.Option(
         "--bases", help="Use this bases file (.safetensors from `i2i freecontrol bases`, or the official "
         "pca_info.pt) instead of the cache.", rich_help_panel=ANALYSIS)] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="DDIM steps (default: 200).",
+    steps: Annotated[Optional[int], typer.Option("--steps", help="DDIM steps (default: 200, or the model's "
+                                                 "recommended setting; the demo model: 50).",
                                                  rich_help_panel=GUIDE)] = None,
     guidance_scale: Annotated[Optional[float], typer.Option(
         "--guidance-scale", help="Classifier-free guidance scale (default: 7.5).", rich_help_panel=GUIDE)] = None,
     structure_weight: Annotated[Optional[float], typer.Option(
-        "--structure-weight", help="Weight of the guidance energy; 0 turns guidance off (default: 600).",
+        "--structure-weight", help="Weight of the guidance energy; 0 turns guidance off (default: 600, or the model's "
+        "recommended setting; the demo model: 1200).",
         rich_help_panel=GUIDE)] = None,
     appearance_weight: Annotated[Optional[float], typer.Option(
         "--appearance-weight", help="Appearance energy factor, relative to the structure weight (default: 0.1).",
@@ -218,16 +102,19 @@ def generate(
         rich_help_panel=GUIDE)] = None,
     components: ComponentsOpt = None,
     mask_threshold: Annotated[Optional[float], typer.Option(
-        "--mask-threshold", help="Threshold of the subject cross-attention mask; 0: no mask (default: 0.3).",
+        "--mask-threshold", help="Threshold of the subject cross-attention mask; 0: no mask (default: 0.3, or the "
+        "model's recommended setting; the demo model: 0).",
         rich_help_panel=GUIDE)] = None,
     penalty: Annotated[Optional[float], typer.Option(
         "--penalty", help="Background penalty factor outside the mask (default: 10).",
         rich_help_panel=GUIDE)] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(
-        "--negative-prompt", help="Negative prompt (default: the official \"longbody, lowres, bad anatomy, ...\").",
+        "--negative-prompt", help="Negative prompt (default: the official \"longbody, lowres, bad anatomy, ...\", "
+        "or the model's recommended setting; the demo model: \"outline\").",
         rich_help_panel=GUIDE)] = None,
     inversion_steps: Annotated[Optional[int], typer.Option(
-        "--inversion-steps", help="DDIM inversion steps of the condition (default: 999).",
+        "--inversion-steps", help="DDIM inversion steps of the condition (default: 999, or the model's "
+        "recommended setting; the demo model: 200).",
         rich_help_panel=GUIDE)] = None,
     img2img: Annotated[bool, typer.Option(
         "--img2img", help="Image-to-image: start from the condition's inverted latent, no mask.",
@@ -236,23 +123,19 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help=f"Seed of the first job; job i uses seed+i unless it sets its own (default: {DEFAULT_SEED}).",
         rich_help_panel="Common")] = None,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images per job (default: 1).",
-                                            show_default=False, rich_help_panel=BATCH)] = 1,
+    num_images: NumImagesOpt = 1,
     save_unguided: Annotated[bool, typer.Option(
         "--save-unguided", help="Also save the unguided sibling (same noise, no guidance) as NAME_unguided.png.",
         rich_help_panel=BATCH)] = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (default: out), or for a run that "
-                                      "makes one image the file itself, e.g. lion.png.", show_default=False,
-                                      rich_help_panel=BATCH)] = Path("out"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.",
-                                            rich_help_panel=BATCH)] = False,
+    out: OutDirOpt = Path("out"),
+    overwrite: OverwriteOpt = False,
     seed_images: SeedImagesOpt = None, bases_steps: BasesStepsOpt = None, bases_seed: BasesSeedOpt = None,
     cache_dir: CacheOpt = None,
     one_call: Annotated[Optional[bool], typer.Option(
         "--one-call/--two-calls", help="Speed/memory trade-off of a guided step (same images up to rounding): one "
         "UNet call on all rows (faster on GPUs, more memory) or two. Default: one call on CUDA for SD 1.x/2.x, two "
         "for SDXL and on CPUs.", show_default=False, rich_help_panel="Common")] = None,
-    device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
+    device: DeviceOpt = None, precision: DiffusionPrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Generate images that follow a condition's structure: i2i freecontrol --prompt "a photo of a lion"
@@ -266,14 +149,15 @@ def generate(
 
     def go() -> None:
         import dataclasses
-        import time
 
         from i2i.device import check_precision, resolve_device
-        from i2i.errors import I2IError, InputError, PartialFailure
-        from i2i.freecontrol.config import model_config
-        from i2i.images import load_image, names_one_file, save_image
+        from i2i.diffusion.jobs import JobResult, JobRun, build_jobs, run_jobs
+        from i2i.diffusion.settings import describe
+        from i2i.errors import UsageError
+        from i2i.freecontrol.config import model_config, read_model_defaults
+        from i2i.freecontrol.config import FREECONTROL_JOBS
 
-        model_name = _model_name(model)
+        model_name = default_model(model, MODEL_ENV)
         base = model_config(model_name)
         bases_cfg = dataclasses.replace(base.bases, **given(num_images=seed_images, num_inference_steps=bases_steps,
                                                            seed=bases_seed, n_components=components, size=size))
@@ -283,80 +167,46 @@ def generate(
             mask_threshold=mask_threshold, penalty=penalty, negative_prompt=negative_prompt,
             inversion_steps=inversion_steps, size=size)).validate()
         if num_images < 1:
-            from i2i.errors import UsageError
-
             raise UsageError("--num-images must be at least 1")
-        all_jobs = build_jobs(prompt or [], condition or [], jobs,
+        all_jobs = build_jobs(FREECONTROL_JOBS, prompt or [], {"condition": condition or []}, jobs,
                               {"inversion_prompt": inversion_prompt, "subject": subject, "concept": concept,
                                "num_images": num_images, "img2img": img2img},
                               DEFAULT_SEED if seed is None else seed)
-        one_file = names_one_file(out, sum(job["num_images"] for job in all_jobs), "images")
-        _warn_unknown_demo_words([config.negative_prompt, *(str(job[key] or "") for job in all_jobs
-                                  for key in ("prompt", "inversion_prompt", "subject", "concept"))],
-                                 model_name, reporter)
-        mine, rank, world = shard(all_jobs)
+        warn_unknown_demo_words([config.negative_prompt, *(str(job[key] or "") for job in all_jobs
+                                 for key in ("prompt", "inversion_prompt", "subject", "concept"))],
+                                model_name, reporter)
         dev = resolve_device(device)
         check_precision(precision, dev)
-        failures: list[tuple[str, str]] = []
-        ready = []
-        for job in mine:                       # read every condition before loading the model
-            try:
-                ready.append((job, load_image(job["condition"])))
-            except InputError as exc:
-                if len(mine) == 1:
-                    raise
-                failures.append((job["condition"], str(exc)))
-                reporter.item_error(job["condition"], str(exc))
-        if mine and not ready:
-            raise InputError(f"none of the {len(mine)} condition image(s) could be read")
-        if world > 1:
-            reporter.info(f"rank {rank} of {world}: {len(mine)} of {len(all_jobs)} job(s)")
-        if not ready:
-            return
+        user_given = given(num_inference_steps=steps, structure_weight=structure_weight,
+                           mask_threshold=mask_threshold, negative_prompt=negative_prompt,
+                           inversion_steps=inversion_steps)
+        recommended = {k: v for k, v in read_model_defaults(model_name).items() if k not in user_given}
+        reporter.info("settings: " + describe(config, recommended, SHOWN_SETTINGS))
 
-        _quiet_libraries()
-        from i2i.freecontrol.bases import read_bases_file
-        from i2i.freecontrol.pipeline import FreeControlPipeline
+        def load():
+            quiet_libraries()
+            from i2i.freecontrol.bases import read_bases_file
+            from i2i.freecontrol.pipeline import FreeControlPipeline
 
-        fixed_bases = read_bases_file(bases) if bases is not None else None
-        reporter.info(f"loading {model_name}")
-        pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision, cache_dir=cache_dir,
-                                                   one_call=one_call)
-        for job, image in ready:
-            names = output_names(job, out, one_file)
-            try:
-                if not overwrite:
-                    for guided_path, unguided_path in names:
-                        for p in (guided_path, unguided_path) if save_unguided else (guided_path,):
-                            if p.exists():
-                                from i2i.errors import OutputError
+            fixed = read_bases_file(bases) if bases is not None else None
+            reporter.info(f"loading {model_name}")
+            pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision,
+                                                       cache_dir=cache_dir, one_call=one_call,
+                                                       config=model_config_dir)
+            return pipe, fixed
 
-                                raise OutputError(f"{p}: already exists (pass --overwrite to replace it)")
-                start = time.perf_counter()
-                job_cfg = dataclasses.replace(config, img2img=bool(job["img2img"]))
-                result = pipe(job["prompt"], image, job_cfg, inversion_prompt=job["inversion_prompt"],
-                              subject=job["subject"], concept=job["concept"], seed=job["seed"],
-                              num_images=job["num_images"], bases=fixed_bases, unguided=save_unguided,
-                              reporter=reporter)
-                seconds = time.perf_counter() - start
-                for k, (guided_path, unguided_path) in enumerate(names):
-                    save_image(result.images[k], guided_path, overwrite=overwrite)
-                    if save_unguided:
-                        save_image(result.unguided[k], unguided_path, overwrite=overwrite)
-                    reporter.info(f"wrote {guided_path}" + (f" and {unguided_path}" if save_unguided else ""))
-                    reporter.result({
-                        "job": job["index"], "prompt": job["prompt"], "condition": job["condition"],
-                        "seed": job["seed"], "image": str(guided_path),
-                        "unguided": str(unguided_path) if save_unguided else None,
-                        "guided_steps": result.guided_steps, "skipped_steps": len(result.skipped_steps),
-                        "img2img": bool(job["img2img"]), "seconds": round(seconds, 3)})
-            except I2IError as exc:
-                if len(mine) == 1:
-                    raise
-                failures.append((job["name"], str(exc)))
-                reporter.item_error(job["name"], str(exc))
-        if failures:
-            raise PartialFailure(f"{len(failures)} of {len(mine)} job(s) failed", failures)
+        def generate(loaded, job, images) -> JobResult:
+            pipe, fixed = loaded
+            job_cfg = dataclasses.replace(config, img2img=bool(job["img2img"]))
+            result = pipe(job["prompt"], images["condition"], job_cfg, inversion_prompt=job["inversion_prompt"],
+                          subject=job["subject"], concept=job["concept"], seed=job["seed"],
+                          num_images=job["num_images"], bases=fixed, unguided=save_unguided, reporter=reporter)
+            return JobResult(result.images, {"unguided": result.unguided} if save_unguided else {},
+                             {"guided_steps": result.guided_steps, "skipped_steps": len(result.skipped_steps),
+                              "img2img": bool(job["img2img"])})
+
+        run = JobRun(FREECONTROL_JOBS, all_jobs, out, overwrite, ("unguided",) if save_unguided else ())
+        run_jobs(run, load, generate, reporter)
 
     run_guarded(go, debug, reporter)
 
@@ -364,7 +214,7 @@ def generate(
 @app.command("bases")
 def bases_command(
     concept: Annotated[Optional[str], typer.Option("--concept", help="Concept to analyse, e.g. cat.")] = None,
-    model: ModelOpt = None,
+    model: ModelOpt = None, model_config_dir: ConfigOpt = None,
     seed_images: SeedImagesOpt = None, bases_steps: BasesStepsOpt = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the analysis images (default: 2024).",
                                                 rich_help_panel="Common")] = None,
@@ -385,7 +235,7 @@ def bases_command(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the bases to this "
                                                 ".safetensors file.")] = None,
     cache_dir: CacheOpt = None,
-    device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
+    device: DeviceOpt = None, precision: DiffusionPrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Analysis stage only: compute (and cache) the semantic bases of --concept, or import official ones."""
@@ -410,21 +260,22 @@ def bases_command(
             return
         if not concept:
             raise UsageError("give --concept (or --import-official FILE)")
-        model_name = _model_name(model)
+        model_name = default_model(model, MODEL_ENV)
         recommended = model_config(model_name).bases
         cfg = dataclasses.replace(recommended, **given(
             num_images=seed_images, num_inference_steps=bases_steps, seed=seed, n_components=components,
             analysis_end=analysis_end, prompt_template=prompt_template, batch_size=batch_size, size=size)).validate()
-        _warn_unknown_demo_words([concept], model_name, reporter)
+        warn_unknown_demo_words([concept], model_name, reporter)
         from i2i.device import check_precision, resolve_device
 
         dev = resolve_device(device)
         check_precision(precision, dev)
-        _quiet_libraries()
+        quiet_libraries()
         from i2i.freecontrol.pipeline import FreeControlPipeline
 
         reporter.info(f"loading {model_name}")
-        pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision, cache_dir=cache_dir)
+        pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision, cache_dir=cache_dir,
+                                                   config=model_config_dir)
         result = pipe.semantic_bases(concept, cfg, reporter=reporter)
         if out is not None:
             save_bases(result, out)

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from i2i.errors import CheckpointError, InputError
-from i2i.freecontrol.cache import cache_key, load_entry, progress_bar, save_entry
+from i2i.diffusion.cache import cache_key, load_entry, progress_bar, save_entry
 from i2i.freecontrol.config import BasesConfig
-from i2i.freecontrol.features import FeatureStore, block_attention_layers, recording
+from i2i.freecontrol.features import FeatureStore, block_attention_layers, default_feature_block, recording
 from i2i.freecontrol.guidance import pca_basis
 
 if TYPE_CHECKING:
-    from i2i.freecontrol.pipeline import FreeControlPipeline
+    from i2i.diffusion.model import DiffusionModel
     from i2i.progress import Reporter
 
 
@@ -79,7 +79,7 @@ def load_bases(path: str | Path, key: str | None = None) -> SemanticBases | None
                          Path(path), True)
 
 
-def bases_key(pipe: "FreeControlPipeline", concept: str, config: BasesConfig, size: int, block: str) -> str:
+def bases_key(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str) -> str:
     return cache_key({"kind": "bases", "model": pipe.model_id, "concept": concept, "prompt": config.prompt(concept),
                       "negative": config.negative_prompt, "images": config.num_images, "seed": config.seed,
                       "steps": config.num_inference_steps, "analysis_end": config.analysis_end,
@@ -88,12 +88,12 @@ def bases_key(pipe: "FreeControlPipeline", concept: str, config: BasesConfig, si
 
 
 @torch.no_grad()
-def compute_bases(pipe: "FreeControlPipeline", concept: str, config: BasesConfig, size: int,
+def compute_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int,
                   reporter: "Reporter | None" = None) -> SemanticBases:
     """Run the analysis stage (no cache): generate ``config.num_images`` seed images for ``concept`` and return
     PCA bases for every analysed timestep."""
     config.validate()
-    block = config.block or pipe.feature_block
+    block = config.block or default_feature_block(pipe.unet)
     layers, _ = block_attention_layers(pipe.unet, block)
     if not layers:
         raise CheckpointError(f"the UNet has no self-attention layers in {block!r}")
@@ -134,10 +134,10 @@ def compute_bases(pipe: "FreeControlPipeline", concept: str, config: BasesConfig
                          torch.stack(bases), info)
 
 
-def cached_bases(pipe: "FreeControlPipeline", concept: str, config: BasesConfig, size: int,
+def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int,
                  cache_dir: Path | None, reporter: "Reporter | None" = None) -> SemanticBases:
     """The bases for ``concept`` from the cache, or computed and stored there. A corrupt entry is rebuilt."""
-    block = config.block or pipe.feature_block
+    block = config.block or default_feature_block(pipe.unet)
     key = bases_key(pipe, concept, config, size, block)
     path = Path(cache_dir) / "bases" / f"{key[:40]}.safetensors" if cache_dir is not None else None
     if path is not None:

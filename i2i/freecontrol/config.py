@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
+from i2i.diffusion.jobs import JobSchema
 from i2i.errors import UsageError
 
 # The official synthesis negative prompt (base.yaml) and the analysis one (sample_semantic_bases.py).
@@ -101,40 +103,32 @@ class FreeControlConfig:
 
 
 # A model folder may ship its own recommended settings (e.g. the small demo model: fewer steps, no negative
-# prompt); flags given on the command line still win.
-MODEL_DEFAULTS_FILE = "i2i_freecontrol.json"
+# prompt); flags and arguments given explicitly still win.
+METHOD = "freecontrol"
+MODEL_DEFAULTS_FILE = f"i2i_{METHOD}.json"
 
 
-def read_model_defaults(model: str) -> dict:
+def read_model_defaults(model: str | Path | None) -> dict:
     """The recommended settings in ``MODEL/i2i_freecontrol.json`` (``{}`` when ``model`` is not a local folder
     or has none): FreeControlConfig field names, plus ``"bases"`` with BasesConfig field names."""
-    import json
-    from pathlib import Path
+    from i2i.diffusion.settings import read_recommended
 
-    from i2i.errors import CheckpointError
-
-    path = Path(model) / MODEL_DEFAULTS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable recommended settings ({exc})") from exc
-    fields = {f.name for f in dataclasses.fields(FreeControlConfig)} - {"bases"}
-    bases_fields = {f.name for f in dataclasses.fields(BasesConfig)}
-    bad = [k for k in data if k not in fields and k != "bases"]
-    bad += [f"bases.{k}" for k in data.get("bases", {}) if k not in bases_fields]
-    if bad:
-        raise CheckpointError(f"{path}: unknown setting(s) {', '.join(bad)}")
-    return data
+    return read_recommended(model, METHOD, FreeControlConfig, {"bases": BasesConfig})
 
 
 def apply_model_defaults(config: FreeControlConfig, defaults: dict) -> FreeControlConfig:
     """``config`` with a model's recommended settings (see :func:`read_model_defaults`) applied."""
-    top = {k: v for k, v in defaults.items() if k != "bases"}
-    return dataclasses.replace(config, **top, bases=dataclasses.replace(config.bases, **defaults.get("bases", {})))
+    from i2i.diffusion.settings import apply_recommended
+
+    return apply_recommended(config, defaults, ("bases",))
 
 
-def model_config(model: str) -> FreeControlConfig:
-    """The official defaults with ``model``'s recommended settings (if it ships any) applied."""
+def model_config(model: str | Path | None) -> FreeControlConfig:
+    """The official defaults with ``model``'s recommended settings (if it is a folder that ships any) applied."""
     return apply_model_defaults(FreeControlConfig(), read_model_defaults(model))
+
+
+
+# What a FreeControl job (a JSONL line) may hold; "unguided" is the optional sibling saved beside each image.
+FREECONTROL_JOBS = JobSchema(images=("condition",), options=("inversion_prompt", "subject", "concept", "img2img"),
+                             extras=("unguided",))

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from i2i.diffusion.attention import attention_inputs, attention_output, installed, split_heads
+
 
 class StopForward(Exception):
     """Raised by a processor after the last layer a truncated forward pass needs."""
@@ -81,38 +83,17 @@ class RecordingAttnProcessor:
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  *args, **kwargs) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        spatial = hidden_states.ndim == 4
-        if spatial:
-            b, ch, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, ch, h * w).transpose(1, 2)
-        batch = hidden_states.shape[0]
-        context_len = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape[1]
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, context_len, batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
-        query = attn.to_q(hidden_states)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
+        inputs = attention_inputs(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        query = attn.to_q(inputs.hidden_states)
+        key = attn.to_k(inputs.context)
+        value = attn.to_v(inputs.context)
         store = self.store
         if self.kind == "key" and store.record_keys:
             store.keys[self.name] = store._select(key)            # [b, HW, C], before the head split
         if store.grad_off_after == self.name:
             torch.set_grad_enabled(False)                         # nothing after this key feeds the energy
 
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        query, key, value = split_heads(attn, query), split_heads(attn, key), split_heads(attn, value)
         if attn.norm_q is not None:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
@@ -128,15 +109,9 @@ class RecordingAttnProcessor:
         if store.stop_after == self.name:
             raise StopForward(self.name)
 
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=inputs.mask, dropout_p=0.0,
                                              is_causal=False, scale=attn.scale)
-        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if spatial:
-            out = out.transpose(-1, -2).reshape(b, ch, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return attention_output(attn, out, inputs)
 
 
 @contextlib.contextmanager
@@ -144,17 +119,9 @@ def recording(unet: torch.nn.Module, store: FeatureStore, key_layers: list[str],
               prob_layers: list[str] = ()) -> Iterator[FeatureStore]:
     """Install recording processors on ``key_layers`` (attn1) and ``prob_layers`` (attn2) for the duration of
     the block; every other layer keeps its processor. The original processors are restored afterwards."""
-    original = dict(unet.attn_processors)
     wanted = {name: "key" for name in key_layers} | {name: "probs" for name in prob_layers}
-    processors = {}
-    for full_name, proc in original.items():
-        name = full_name[: -len(".processor")]
-        processors[full_name] = RecordingAttnProcessor(name, store, wanted[name]) if name in wanted else proc
-    unet.set_attn_processor(processors)
-    try:
+    with installed(unet, {name: RecordingAttnProcessor(name, store, kind) for name, kind in wanted.items()}):
         yield store
-    finally:
-        unet.set_attn_processor(original)
 
 
 def run_until_recorded(unet: torch.nn.Module, store: FeatureStore, *args, **kwargs) -> None:

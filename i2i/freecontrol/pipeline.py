@@ -25,67 +25,27 @@ One call:
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
+from i2i.diffusion.cache import progress_bar
+from i2i.diffusion.conditioning import Conditioning
+from i2i.diffusion.inversion import Trajectory, invert_condition
+from i2i.diffusion.model import DiffusionModel
 from i2i.errors import CheckpointError, UsageError
 from i2i.freecontrol import guidance as G
 from i2i.freecontrol.bases import SemanticBases, cached_bases
-from i2i.freecontrol.cache import default_cache_dir, progress_bar
-from i2i.freecontrol.config import DEFAULT_SEED, BasesConfig, FreeControlConfig
+from i2i.freecontrol.config import DEFAULT_SEED, BasesConfig, FreeControlConfig, model_config
 from i2i.freecontrol.features import (FeatureStore, block_attention_layers, default_feature_block,
                                       prompt_token_indices, recording, run_until_recorded, subject_token_indices)
-from i2i.freecontrol.inversion import Trajectory, invert_condition
 
 if TYPE_CHECKING:
     from i2i.progress import Reporter
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class Conditioning:
-    """Text conditioning for ``B`` samples: ``embeds`` ``[B, T, D]``; SDXL adds ``pooled`` ``[B, P]`` and
-    ``time_ids`` ``[B, 6]``. ``negative`` holds the same for classifier-free guidance (None without CFG)."""
-
-    embeds: torch.Tensor
-    pooled: torch.Tensor | None = None
-    time_ids: torch.Tensor | None = None
-    negative: "Conditioning | None" = None
-
-    def expand(self, n: int) -> "Conditioning":
-        """Each row repeated ``n`` times (``[B, ...]`` -> ``[B * n, ...]``)."""
-        rep = lambda x: None if x is None else x.repeat_interleave(n, dim=0)  # noqa: E731
-        return Conditioning(rep(self.embeds), rep(self.pooled), rep(self.time_ids),
-                            None if self.negative is None else self.negative.expand(n))
-
-    def positive(self) -> "Conditioning":
-        return Conditioning(self.embeds, self.pooled, self.time_ids)
-
-    def with_negative(self) -> "Conditioning":
-        """``[negative rows; positive rows]`` as one conditioning (the CFG batch layout)."""
-        return Conditioning.stack([self.negative, self])
-
-    @staticmethod
-    def stack(parts: list["Conditioning"]) -> "Conditioning":
-        """Rows of ``parts`` one after another (their ``negative`` parts are dropped)."""
-        cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
-        return Conditioning(cat([p.embeds for p in parts]), cat([p.pooled for p in parts]),
-                            cat([p.time_ids for p in parts]))
-
-    def unet_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"encoder_hidden_states": self.embeds}
-        if self.pooled is not None:
-            kwargs["added_cond_kwargs"] = {"text_embeds": self.pooled, "time_ids": self.time_ids}
-        return kwargs
 
 
 @dataclass
@@ -130,83 +90,13 @@ def default_concept(prompt: str, subject: str | None = None) -> str:
     return words[-1]
 
 
-def _fingerprint_file(path: Path, chunk: int = 4 << 20) -> str:
-    size = path.stat().st_size
-    h = hashlib.sha256(f"{path.name}|{size}|".encode())
-    with open(path, "rb") as fh:
-        h.update(fh.read(chunk))
-        if size > 2 * chunk:
-            fh.seek(size - chunk)
-            h.update(fh.read(chunk))
-    return h.hexdigest()
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """Model identity of a diffusers folder: its configs, and per weight file its size and the sha256 of its first
-    and last 4 MiB (cheap, and different weights of the same architecture differ)."""
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file():
-            continue
-        rel = p.relative_to(folder).as_posix()
-        if p.suffix == ".json" or p.name == "merges.txt":
-            h.update(rel.encode() + b"|" + p.read_bytes())
-        elif p.suffix in (".safetensors", ".bin", ".ckpt", ".pt", ".pth"):
-            h.update(rel.encode() + b"|" + _fingerprint_file(p).encode())
-    return h.hexdigest()[:24]
-
-
-def modules_fingerprint(*modules: torch.nn.Module | None) -> str:
-    """Model identity of in-memory modules: sha256 of every parameter and buffer."""
-    h = hashlib.sha256()
-    for m in modules:
-        if m is None:
-            continue
-        for name, t in list(m.state_dict().items()):
-            t = t.detach().cpu().contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
-def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Move a frozen, eval-mode ``module`` to ``device`` (and ``dtype`` only when it differs)."""
-    module.to(device)
-    if next(module.parameters()).dtype != dtype:
-        module.to(dtype)
-    return module.requires_grad_(False).eval()
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
-
-
-def resolve_model_folder(model: str) -> Path:
-    """A local diffusers folder for ``model`` (a folder, or a hub id found in / downloaded to the HF cache)."""
-    path = Path(model).expanduser()
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise CheckpointError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
-        return path.resolve()
-    if model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1) or model.count("/") > 1:
-        raise CheckpointError(f"{model}: no such model folder")
-    from diffusers import DiffusionPipeline
-
-    try:
-        folder = DiffusionPipeline.download(model, local_files_only=_offline())
-    except Exception as exc:
-        hint = " (offline: HF_HUB_OFFLINE is set and it is not in the local cache)" if _offline() else ""
-        raise CheckpointError(f"{model}: cannot find this model{hint}: {type(exc).__name__}") from exc
-    return Path(folder)
-
-
 def default_one_call(device: torch.device, is_sdxl: bool) -> bool:
     """Whether a guided step makes one UNet call by default: on CUDA for SD 1.x/2.x only (see
     :class:`FreeControlPipeline`)."""
     return device.type == "cuda" and not is_sdxl
 
 
-class FreeControlPipeline:
+class FreeControlPipeline(DiffusionModel):
     """FreeControl on a diffusers Stable Diffusion (1.x / 2.x) or SDXL pipeline.
 
     ``base`` is a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` whose components (UNet, VAE, text
@@ -224,156 +114,17 @@ class FreeControlPipeline:
     """
 
     def __init__(self, base, model_id: str | None = None, device: str | torch.device | None = None,
-                 precision: str = "fp32", cache_dir: str | Path | None = None, one_call: bool | None = None) -> None:
-        from i2i.device import check_precision, resolve_device
-
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.precision = check_precision(precision, self.device)
-        self.dtype = DTYPES[self.precision]
-        self.base = base
-        self.is_sdxl = getattr(base, "text_encoder_2", None) is not None
+                 precision: str = "fp32", cache_dir: str | Path | None = None, one_call: bool | None = None,
+                 model_folder: str | Path | None = None) -> None:
+        super().__init__(base, model_id, device, precision, cache_dir, model_folder)
         self.one_call = default_one_call(self.device, self.is_sdxl) if one_call is None else one_call
-        self.unet = _place(base.unet, self.device, self.dtype)
-        self.vae = _place(base.vae, self.device, torch.float32)     # the VAE runs in fp32, as in the official code
-        for name in ("text_encoder", "text_encoder_2"):
-            if getattr(base, name, None) is not None:
-                _place(getattr(base, name), self.device, self.dtype)
-        self.tokenizer = base.tokenizer
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.feature_block = default_feature_block(self.unet)
-        self.scheduler = self.make_scheduler()
-        from diffusers import DDIMInverseScheduler
-
-        self.inverse_scheduler = DDIMInverseScheduler.from_config(base.scheduler.config)
-        identity = model_id or modules_fingerprint(base.unet, base.vae, base.text_encoder,
-                                                   getattr(base, "text_encoder_2", None))
-        self.model_id = f"{identity}|{self.precision}"
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._condition_memo: dict[tuple, list] = {}
 
-    # ------------------------------------------------------------------ loading
-    @classmethod
-    def from_pretrained(cls, model: str | os.PathLike, device: str | torch.device | None = None,
-                        precision: str = "fp32", cache_dir: str | Path | None = None,
-                        one_call: bool | None = None) -> "FreeControlPipeline":
-        """Load a diffusers SD 1.x / 2.x / SDXL folder or hub id (hub files only from the local cache when
-        ``HF_HUB_OFFLINE`` is set). The safety checker is not loaded. ``one_call``: see the class docstring."""
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-        from i2i.device import check_precision, resolve_device
-
-        dev = device if isinstance(device, torch.device) else resolve_device(device)
-        check_precision(precision, dev)
-        folder = resolve_model_folder(os.fspath(model))
-        try:
-            class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{folder}: unreadable model_index.json ({exc})") from exc
-        dtype = DTYPES[precision]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if "XL" in class_name:
-                    base = StableDiffusionXLPipeline.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
-                else:
-                    base = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, local_files_only=True,
-                                                                   safety_checker=None, feature_extractor=None,
-                                                                   requires_safety_checker=False)
-        except Exception as exc:
-            raise CheckpointError(f"{model}: cannot load the pipeline ({type(exc).__name__}: {exc})") from exc
-        base.set_progress_bar_config(disable=True)
-        return cls(base, model_id=f"{os.fspath(model)}@{folder_fingerprint(folder)}", device=dev,
-                   precision=precision, cache_dir=cache_dir, one_call=one_call)
-
-    def make_scheduler(self):
-        """A fresh ``DDIMScheduler`` from the model's scheduler config (its timestep spacing and offset)."""
-        from diffusers import DDIMScheduler
-
-        return DDIMScheduler.from_config(self.base.scheduler.config)
-
-    @property
-    def default_size(self) -> int:
-        """The model's native resolution: UNet sample size x VAE factor (SD 1.5: 512, SDXL: 1024)."""
-        return int(self.unet.config.sample_size) * self.vae_scale_factor
-
-    @property
-    def size_unit(self) -> int:
-        """Output sides must be multiples of this (VAE factor x UNet downsampling; SD: 64)."""
-        return self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
-
-    def check_size(self, size: int) -> int:
-        unit = self.size_unit
-        if size <= 0 or size % unit:
-            raise UsageError(f"--size {size}: must be a positive multiple of {unit} for this model")
-        return size
-
-    def output_shape(self, condition_size: tuple[int, int], size: int) -> tuple[int, int]:
-        """``(height, width)`` of the output for a condition of PIL size ``(width, height)``: the long side is
-        ``size`` and the short side keeps the condition's aspect ratio, rounded to a multiple of
-        :attr:`size_unit` (at least one unit), so nothing is squashed."""
-        w, h = condition_size
-        unit = self.size_unit
-        short = max(unit, int(round(size * min(w, h) / max(w, h) / unit)) * unit)
-        return (size, short) if h >= w else (short, size)
-
-    # ------------------------------------------------------------------ building blocks
-    @torch.no_grad()
-    def encode_text(self, prompts: list[str], size: int | tuple[int, int],
-                    negative: str | None = None) -> Conditioning:
-        """Text conditioning for ``prompts`` (``negative``: also the CFG negative, same for every prompt) at
-        ``size`` (a side, or ``(height, width)``: SDXL's size conditioning)."""
-        hw = (size, size) if isinstance(size, int) else tuple(size)
-        cfg = negative is not None
-        negs = [negative] * len(prompts) if cfg else None
-        if self.is_sdxl:
-            pos, neg, pooled, neg_pooled = self.base.encode_prompt(
-                prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=cfg,
-                negative_prompt=negs)
-            proj = self.base.text_encoder_2.config.projection_dim
-            ids = self.base._get_add_time_ids(hw, (0, 0), hw, dtype=pos.dtype,
-                                              text_encoder_projection_dim=proj).to(self.device)
-            ids = ids.repeat(len(prompts), 1)
-            out = Conditioning(pos, pooled, ids)
-            if cfg:
-                out.negative = Conditioning(neg, neg_pooled, ids)
-            return out
-        pos, neg = self.base.encode_prompt(prompts, self.device, 1, cfg, negative_prompt=negs)
-        return Conditioning(pos, negative=Conditioning(neg) if cfg else None)
-
-    def unet_forward(self, latents: torch.Tensor, t, cond: Conditioning) -> torch.Tensor:
-        """UNet prediction (float32) for latents ``[B, c, h, w]`` at timestep ``t`` with ``B``-row ``cond``."""
-        return self.unet(latents.to(self.dtype), t, **cond.unet_kwargs()).sample.float()
-
-    def cfg_noise(self, latents: torch.Tensor, t, cond: Conditioning, guidance_scale: float) -> torch.Tensor:
-        """Classifier-free guided prediction for ``latents`` ``[B, ...]`` (batch ``[negative; positive]``)."""
-        pred = self.unet_forward(torch.cat([latents, latents]), t, cond.with_negative())
-        uncond, text = pred.chunk(2)
-        return uncond + guidance_scale * (text - uncond)
-
-    def initial_noise(self, n: int, size: int | tuple[int, int], generator: torch.Generator) -> torch.Tensor:
-        """Initial latents ``[n, c, h/f, w/f]`` for ``size`` (a side or ``(h, w)``), drawn on the CPU with
-        ``generator`` (device independent)."""
-        h, w = (size, size) if isinstance(size, int) else size
-        f = self.vae_scale_factor
-        noise = torch.randn((n, self.unet.config.in_channels, h // f, w // f), generator=generator,
-                            dtype=torch.float32)
-        return noise.to(self.device) * self.scheduler.init_noise_sigma
-
-    @torch.no_grad()
-    def encode_image(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
-        """VAE latent ``[1, c, h, w]`` (a sample of the latent distribution, times the scaling factor)."""
-        from i2i.images import image_to_tensor
-
-        x = image_to_tensor(image.convert("RGB"))[None].to(self.device)
-        dist = self.vae.encode(x).latent_dist
-        return dist.sample(generator=generator) * self.vae.config.scaling_factor
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        from i2i.images import tensor_to_image
-
-        images = self.vae.decode(latents.float() / self.vae.config.scaling_factor).sample
-        return [tensor_to_image(img) for img in images]
+    def default_config(self) -> FreeControlConfig:
+        """The official defaults with the model folder's recommended settings (``i2i_freecontrol.json``) applied:
+        what a call without ``config`` uses, and what the CLI starts from."""
+        return model_config(self.model_folder)
 
     # ------------------------------------------------------------------ stages
     def invert(self, condition: Image.Image, prompt: str, config: FreeControlConfig, timesteps: list[int],
@@ -385,7 +136,7 @@ class FreeControlPipeline:
     def semantic_bases(self, concept: str, config: BasesConfig | None = None, size: int | None = None,
                        reporter: "Reporter | None" = None) -> SemanticBases:
         """Bases for ``concept`` from the cache, or computed by the analysis stage and cached."""
-        config = config or BasesConfig()
+        config = config or self.default_config().bases
         size = self.check_size(size or config.size or self.default_size)
         return cached_bases(self, concept, config, size, self.cache_dir, reporter)
 
@@ -433,29 +184,15 @@ class FreeControlPipeline:
         self._condition_memo = {key: result}
         return result
 
-    def check_prompt_length(self, text: str, what: str, reporter: "Reporter | None" = None) -> None:
-        """Warn when ``text`` has more tokens than the text encoder reads: like diffusers, the rest is cut off."""
-        limit = self.tokenizer.model_max_length
-        ids = self.tokenizer(text, truncation=False, verbose=False)["input_ids"]
-        if len(ids) > limit:
-            kept = self.tokenizer.decode(ids[1:limit - 1]).strip()
-            self._warn(reporter, f"{what} is {len(ids) - 2} tokens long; the model reads only the first "
-                       f"{limit - 2} (\"{kept}\"), the rest is ignored")
-
-    def _warn(self, reporter: "Reporter | None", message: str) -> None:
-        if reporter is not None:
-            reporter.warn(message)
-        else:
-            warnings.warn(message, stacklevel=3)
-
     # ------------------------------------------------------------------ synthesis
     def __call__(self, prompt: str, condition: Image.Image | str | os.PathLike,
-                 config: FreeControlConfig = FreeControlConfig(), *, inversion_prompt: str | None = None,
+                 config: FreeControlConfig | None = None, *, inversion_prompt: str | None = None,
                  subject: str | None = None, concept: str | None = None, seed: int = DEFAULT_SEED, num_images: int = 1,
                  bases: SemanticBases | None = None, latents: torch.Tensor | None = None, unguided: bool = True,
                  reporter: "Reporter | None" = None) -> FreeControlOutput:
         """Generate ``num_images`` images for ``prompt`` following ``condition``'s structure, plus the unguided
-        siblings (same initial noise, no guidance).
+        siblings (same initial noise, no guidance). ``config``: default :meth:`default_config` (the official
+        defaults with the model's recommended settings).
 
         The siblings run alongside as long as the appearance energy reads their keys (the guidance window);
         with ``unguided=False`` they stop there and ``FreeControlOutput.unguided`` is empty (the CLI without
@@ -468,7 +205,7 @@ class FreeControlPipeline:
         """
         from i2i.images import load_image
 
-        config.validate()
+        config = (config or self.default_config()).validate()
         if num_images < 1:
             raise UsageError("--num-images must be at least 1")
         if not isinstance(condition, Image.Image):

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from i2i.freecontrol.cache import cache_key, load_entry, progress_bar, save_entry
+from i2i.diffusion.cache import cache_key, load_entry, progress_bar, save_entry
 
 if TYPE_CHECKING:
-    from i2i.freecontrol.pipeline import FreeControlPipeline
+    from i2i.diffusion.model import DiffusionModel
     from i2i.progress import Reporter
 
 # The VAE latent is sampled with this seed, so that the trajectory depends only on the cache key.
@@ -68,7 +68,7 @@ def inversion_timesteps_for(inverse_timesteps: list[int], wanted: list[int]) -> 
 
 
 @torch.no_grad()
-def invert_condition(pipe: "FreeControlPipeline", image: Image.Image, prompt: str, size: tuple[int, int],
+def invert_condition(pipe: "DiffusionModel", image: Image.Image, prompt: str, size: tuple[int, int],
                      timesteps: list[int], inversion_steps: int = 999, cache_dir: Path | None = None,
                      reporter: "Reporter | None" = None) -> Trajectory:
     """Invert ``image`` at ``size`` = ``(height, width)`` and return the trajectory at ``timesteps`` (synthesis

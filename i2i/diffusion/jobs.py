@@ -1,0 +1,249 @@
+"""Generation jobs shared by every diffusion method: a job is a prompt, its input images and options, read from
+flags or a JSONL file; each job gets an index, a seed and an output name that depends only on the job, so that a
+batch sharded under ``accelerate launch`` (or torchrun: ``RANK`` / ``WORLD_SIZE``) writes the same files as one
+process. :func:`run_jobs` is the loop: shard, refuse existing outputs and read every input *before* the model is
+loaded, then generate, save and report one JSON record per image (:func:`result_record`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from i2i.errors import I2IError, InputError, OutputError, PartialFailure, UsageError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from i2i.progress import Reporter
+
+
+@dataclass(frozen=True)
+class JobSchema:
+    """What a method's jobs hold. ``images``: keys holding image paths, the first one required (it names the
+    outputs and pairs with ``--prompt``), the others optional; ``options``: other keys a job may set; ``extras``:
+    companion outputs a method can save beside each image as ``NAME_<extra>.png``."""
+
+    images: tuple[str, ...]
+    options: tuple[str, ...] = ()
+    extras: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset({"prompt", "seed", "num_images", "name", *self.images, *self.options})
+
+
+@dataclass
+class JobResult:
+    """What a method returns for one job: ``images`` (one per ``num_images``), ``extras`` (name -> one image per
+    ``num_images``, for the companions asked for) and ``record``: fields added to each image's JSON record."""
+
+    images: list["Image.Image"]
+    extras: dict[str, list["Image.Image"]] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "image"
+
+
+def _resolve(path: str, folder: Path) -> str:
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else folder / p)
+
+
+def read_jobs(path: Path, schema: JobSchema) -> list[dict[str, Any]]:
+    """Jobs of a JSONL file: one JSON object per line with ``prompt`` and the schema's first image key, and
+    optionally its other keys (image paths relative to the job file's folder). Blank lines and lines starting with
+    # are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the job file ({exc.strerror or exc})") from exc
+    primary = schema.images[0]
+    jobs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            job = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{path}:{number}: not valid JSON ({exc})") from exc
+        if not isinstance(job, dict) or "prompt" not in job or primary not in job:
+            raise UsageError(f"{path}:{number}: each job needs \"prompt\" and \"{primary}\"")
+        unknown = set(job) - schema.keys
+        if unknown:
+            raise UsageError(f"{path}:{number}: unknown key(s) {', '.join(sorted(unknown))} "
+                             f"(allowed: {', '.join(sorted(schema.keys))})")
+        for key in schema.images:
+            if job.get(key) is not None:
+                job[key] = _resolve(job[key], path.parent)
+        jobs.append(job)
+    return jobs
+
+
+def _flag_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Jobs from repeated flags: ``--prompt`` paired in order with the first image flag; any list may be given
+    once for all."""
+    primary = schema.images[0]
+    firsts = images.get(primary) or []
+    if not prompts and not any(images.values()):
+        return []
+    if not prompts or not firsts:
+        raise UsageError(f"give both --prompt and --{primary} (or a --jobs file)")
+    lists = {"prompt": prompts, **{k: v for k, v in images.items() if v}}
+    n = max(len(v) for v in lists.values())
+    for key, values in lists.items():
+        if len(values) not in (1, n):
+            counts = ", ".join(f"{len(v)} --{k}" for k, v in lists.items())
+            raise UsageError(f"{counts}: give as many of each, or one of them once")
+    return [{k: v[i if len(v) > 1 else 0] for k, v in lists.items()} for i in range(n)]
+
+
+def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str]], jobs_file: Path | None,
+               defaults: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    """All jobs in order (from the flags, then the job file), each with its index, seed and output name; unset
+    keys take ``defaults``."""
+    jobs = _flag_jobs(schema, prompts, images)
+    if jobs_file is not None:
+        jobs.extend(read_jobs(jobs_file, schema))
+    if not jobs:
+        raise UsageError(f"nothing to do: give --prompt and --{schema.images[0]}, or --jobs FILE.jsonl")
+    primary = schema.images[0]
+    for index, job in enumerate(jobs):
+        if not str(job["prompt"]).strip():
+            raise UsageError(f"the prompt is empty (job {index})")
+        for key, value in defaults.items():
+            job.setdefault(key, value)
+        for key in schema.images:
+            job.setdefault(key, None)
+        job["index"] = index
+        job.setdefault("seed", seed + index)
+        if not isinstance(job["seed"], int) or not isinstance(job["num_images"], int) or job["num_images"] < 1:
+            raise UsageError(f"job {index}: seed and num_images must be integers (num_images >= 1)")
+        job.setdefault("name", f"{index:03d}-{slug(Path(job[primary]).stem, 24)}-{slug(job['prompt'])}")
+    return jobs
+
+
+def shard(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int, int]:
+    """This process's share of ``jobs`` under accelerate/torchrun (``RANK``, ``WORLD_SIZE``): every
+    ``WORLD_SIZE``-th job starting at ``RANK``."""
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError as exc:
+        raise UsageError("RANK and WORLD_SIZE must be integers") from exc
+    if world < 1 or not 0 <= rank < world:
+        raise UsageError(f"RANK={rank} is not within WORLD_SIZE={world}")
+    return [job for job in jobs if job["index"] % world == rank], rank, world
+
+
+def output_names(job: dict[str, Any], out: Path, one_file: bool = False,
+                 extras: tuple[str, ...] = ()) -> list[dict[str, Path]]:
+    """Per image of ``job``: ``{"image": path, extra: NAME_<extra>.png, ...}``; with ``one_file``, ``out`` is the
+    one image."""
+    if one_file:
+        return [{"image": out, **{e: out.with_name(f"{out.stem}_{e}{out.suffix}") for e in extras}}]
+    n = job["num_images"]
+    stems = [job["name"]] if n == 1 else [f"{job['name']}-{k}" for k in range(n)]
+    return [{"image": out / f"{s}.png", **{e: out / f"{s}_{e}.png" for e in extras}} for s in stems]
+
+
+def existing_output(names: list[dict[str, Path]]) -> Path | None:
+    """The first of ``names``' paths that exists, or None."""
+    return next((p for entry in names for p in entry.values() if p.exists()), None)
+
+
+def result_record(job: dict[str, Any], schema: JobSchema, paths: dict[str, Path], seconds: float,
+                  extra: dict[str, Any]) -> dict[str, Any]:
+    """The JSON record of one written image (``--json``): the job, its inputs, the files and ``extra`` (the
+    method's fields). Every method builds its records here, so a new field (a score) is added once."""
+    record: dict[str, Any] = {"job": job["index"], "prompt": job["prompt"]}
+    record.update({key: job.get(key) for key in schema.images})
+    record.update({"seed": job["seed"], "image": str(paths["image"])})
+    record.update({e: (str(paths[e]) if e in paths else None) for e in schema.extras})
+    record.update(extra)
+    record["seconds"] = round(seconds, 3)
+    return record
+
+
+@dataclass
+class JobRun:
+    """One batch: the jobs, where they go, and how. ``extras``: the companion outputs asked for."""
+
+    schema: JobSchema
+    jobs: list[dict[str, Any]]
+    out: Path
+    overwrite: bool = False
+    extras: tuple[str, ...] = ()
+
+
+def _fail(run_jobs_count: int, failures: list, name: str, exc: I2IError, reporter: "Reporter") -> None:
+    if run_jobs_count == 1:
+        raise exc
+    failures.append((name, str(exc)))
+    reporter.item_error(name, str(exc))
+
+
+def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[str, "Image.Image"], list]], list]:
+    """This rank's jobs that can run: existing outputs refused (unless overwriting) and every input image read,
+    with no model loaded yet. Returns ``(ready, failures)``; ``ready`` holds ``(job, images, output names)``."""
+    from i2i.images import load_image, names_one_file
+
+    one_file = names_one_file(run.out, sum(job["num_images"] for job in run.jobs), "images")
+    mine, rank, world = shard(run.jobs)
+    if world > 1:
+        reporter.info(f"rank {rank} of {world}: {len(mine)} of {len(run.jobs)} job(s)")
+    failures: list[tuple[str, str]] = []
+    ready = []
+    for job in mine:
+        names = output_names(job, run.out, one_file, run.extras)
+        try:
+            existing = None if run.overwrite else existing_output(names)
+            if existing is not None:
+                raise OutputError(f"{existing}: already exists (pass --overwrite to replace it)")
+            images = {key: load_image(job[key]) for key in run.schema.images if job.get(key) is not None}
+        except (InputError, OutputError) as exc:
+            _fail(len(mine), failures, job[run.schema.images[0]] if isinstance(exc, InputError) else job["name"],
+                  exc, reporter)
+            continue
+        ready.append((job, images, names))
+    if mine and not ready and failures:
+        raise PartialFailure(f"none of the {len(mine)} job(s) can run", failures)
+    return ready, failures
+
+
+def run_jobs(run: JobRun, load: Callable[[], Any],
+             generate: Callable[[Any, dict[str, Any], dict[str, "Image.Image"]], JobResult],
+             reporter: "Reporter") -> None:
+    """The generation loop of every method: :func:`prepare`, then ``load()`` (the model, only if some job can
+    run), then per job ``generate(model, job, images)``, its images saved and one record per image reported.
+    A failing job fails the command when it is the only one, else it is reported and the rest go on
+    (:class:`PartialFailure` at the end)."""
+    from i2i.images import save_image
+
+    ready, failures = prepare(run, reporter)
+    if not ready:
+        return
+    model = load()
+    for job, images, names in ready:
+        try:
+            start = time.perf_counter()
+            result = generate(model, job, images)
+            seconds = time.perf_counter() - start
+            for k, paths in enumerate(names):
+                written = {"image": paths["image"]}
+                save_image(result.images[k], paths["image"], overwrite=run.overwrite)
+                for extra, pictures in result.extras.items():
+                    save_image(pictures[k], paths[extra], overwrite=run.overwrite)
+                    written[extra] = paths[extra]
+                reporter.info("wrote " + " and ".join(str(p) for p in written.values()))
+                reporter.result(result_record(job, run.schema, written, seconds, result.record))
+        except I2IError as exc:
+            _fail(len(ready) + len(failures), failures, job["name"], exc, reporter)
+    if failures:
+        raise PartialFailure(f"{len(failures)} of {len(ready) + len(failures)} job(s) failed", failures)

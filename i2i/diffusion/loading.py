@@ -1,0 +1,177 @@
+"""Loading Stable Diffusion pipelines (a diffusers folder, a hub id, or a single ``.safetensors`` / ``.ckpt``
+checkpoint) and naming the weights they hold (model identity, used in cache keys).
+
+Nothing here changes other libraries' global settings (logging, progress bars): the CLI does that in its entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from i2i.errors import CheckpointError, UsageError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def _fingerprint_file(path: Path, chunk: int = 4 << 20) -> str:
+    size = path.stat().st_size
+    h = hashlib.sha256(f"{path.name}|{size}|".encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(chunk))
+        if size > 2 * chunk:
+            fh.seek(size - chunk)
+            h.update(fh.read(chunk))
+    return h.hexdigest()
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Model identity of a diffusers folder: its configs (not i2i's settings files), and per weight file its size
+    and the sha256 of its first and last 4 MiB (cheap, and different weights of the same architecture differ)."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(folder).as_posix()
+        if p.name.startswith("i2i_"):          # our own settings files (recommended settings), not the model
+            continue
+        if p.suffix == ".json" or p.name == "merges.txt":
+            h.update(rel.encode() + b"|" + p.read_bytes())
+        elif p.suffix in (".safetensors", ".bin", ".ckpt", ".pt", ".pth"):
+            h.update(rel.encode() + b"|" + _fingerprint_file(p).encode())
+    return h.hexdigest()[:24]
+
+
+def modules_fingerprint(*modules: torch.nn.Module | None) -> str:
+    """Model identity of in-memory modules: sha256 of every parameter and buffer."""
+    h = hashlib.sha256()
+    for m in modules:
+        if m is None:
+            continue
+        for name, t in list(m.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Move a frozen, eval-mode ``module`` to ``device`` (and ``dtype`` only when it differs)."""
+    module.to(device)
+    if next(module.parameters()).dtype != dtype:
+        module.to(dtype)
+    return module.requires_grad_(False).eval()
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def is_single_file(model: str | os.PathLike) -> bool:
+    return Path(os.fspath(model)).suffix.lower() in SINGLE_FILE_SUFFIXES
+
+
+def resolve_model_folder(model: str) -> Path:
+    """A local diffusers folder for ``model`` (a folder, or a hub id found in / downloaded to the HF cache)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise CheckpointError(f"{path}: not a diffusers pipeline folder (no model_index.json)")
+        return path.resolve()
+    if model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1) or model.count("/") > 1:
+        raise CheckpointError(f"{model}: no such model folder")
+    from diffusers import DiffusionPipeline
+
+    try:
+        folder = DiffusionPipeline.download(model, local_files_only=offline())
+    except Exception as exc:
+        hint = " (offline: HF_HUB_OFFLINE is set and it is not in the local cache)" if offline() else ""
+        raise CheckpointError(f"{model}: cannot find this model{hint}: {type(exc).__name__}") from exc
+    return Path(folder)
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    """A diffusers pipeline with where it came from: ``folder`` is the diffusers folder (None for a single file),
+    ``model_id`` names the weights (path or id @ fingerprint)."""
+
+    base: object
+    model_id: str
+    folder: Path | None
+
+
+def _pipeline_class(xl: bool):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+
+
+def _sd_kwargs(xl: bool) -> dict:
+    return {} if xl else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+
+def _load_folder(model: str, dtype: torch.dtype) -> LoadedPipeline:
+    folder = resolve_model_folder(model)
+    try:
+        class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{folder}: unreadable model_index.json ({exc})") from exc
+    xl = "XL" in class_name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            base = _pipeline_class(xl).from_pretrained(folder, torch_dtype=dtype, local_files_only=True,
+                                                       **_sd_kwargs(xl))
+    except Exception as exc:
+        raise CheckpointError(f"{model}: cannot load the pipeline ({type(exc).__name__}: {exc})") from exc
+    return LoadedPipeline(base, f"{model}@{folder_fingerprint(folder)}", folder)
+
+
+def _single_file_is_xl(path: Path, config: str | None) -> bool:
+    """SDXL or SD 1.x/2.x: from ``config``'s model_index.json when given, else from the checkpoint's keys."""
+    if config is not None and (Path(config) / "model_index.json").is_file():
+        return "XL" in json.loads((Path(config) / "model_index.json").read_text()).get("_class_name", "")
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
+
+    return infer_diffusers_model_type(load_single_file_checkpoint(str(path))).startswith("xl")
+
+
+def _load_single_file(model: str, dtype: torch.dtype, config: str | None) -> LoadedPipeline:
+    """A single-file SD checkpoint through diffusers' ``from_single_file``. ``config``: a diffusers folder (or hub
+    id) whose component configs and tokenizers describe the checkpoint; needed offline, since diffusers otherwise
+    fetches the matching configs from the hub."""
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if config is None and offline():
+        raise UsageError(f"{path}: a single-file checkpoint needs --config DIR (a diffusers folder of the same "
+                         "architecture, for its component configs and tokenizer) when HF_HUB_OFFLINE is set")
+    if config is not None and Path(config).expanduser().exists():
+        config = str(resolve_model_folder(config))
+    try:
+        xl = _single_file_is_xl(path, config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            base = _pipeline_class(xl).from_single_file(str(path), config=config, torch_dtype=dtype,
+                                                        local_files_only=offline(), **_sd_kwargs(xl))
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {exc})") from exc
+    return LoadedPipeline(base, f"{path.name}@{_fingerprint_file(path)[:24]}", None)
+
+
+def load_pipeline(model: str | os.PathLike, precision: str = "fp32", config: str | None = None) -> LoadedPipeline:
+    """Load an SD 1.x / 2.x / SDXL pipeline: a diffusers folder, a hub id (only from the local cache when
+    ``HF_HUB_OFFLINE`` is set) or a single ``.safetensors`` / ``.ckpt`` checkpoint (``config``: see
+    :func:`_load_single_file`). The safety checker is not loaded; progress bars are off."""
+    model = os.fspath(model)
+    dtype = DTYPES[precision]
+    loaded = _load_single_file(model, dtype, config) if is_single_file(model) else _load_folder(model, dtype)
+    loaded.base.set_progress_bar_config(disable=True)
+    return loaded

@@ -1,0 +1,181 @@
+"""The building blocks every diffusion method here shares, on a diffusers SD 1.x / 2.x or SDXL pipeline: text
+conditioning, UNet calls, VAE encode/decode, initial noise, output sizes and the scheduler. Methods subclass
+:class:`DiffusionModel` and add their own ``__call__``."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from PIL import Image
+
+from i2i.diffusion.conditioning import Conditioning
+from i2i.diffusion.loading import DTYPES, load_pipeline, modules_fingerprint, place
+from i2i.errors import UsageError
+
+if TYPE_CHECKING:
+    from i2i.progress import Reporter
+
+
+class DiffusionModel:
+    """A Stable Diffusion (1.x / 2.x, epsilon or v-prediction) or SDXL pipeline placed on a device.
+
+    ``base`` is a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` whose components (UNet, VAE, text
+    encoders, tokenizers, ``encode_prompt``) are reused; sampling uses a ``DDIMScheduler`` and inversion a
+    ``DDIMInverseScheduler``, both made from the model's scheduler config. ``model_id`` names the weights in cache
+    keys (default: a fingerprint of the weights). ``model_folder``: the diffusers folder it came from (for its
+    recommended settings; None for in-memory or single-file models).
+    """
+
+    def __init__(self, base, model_id: str | None = None, device: str | torch.device | None = None,
+                 precision: str = "fp32", cache_dir: str | Path | None = None,
+                 model_folder: str | Path | None = None) -> None:
+        from diffusers import DDIMInverseScheduler
+
+        from i2i.device import check_precision, resolve_device
+        from i2i.diffusion.cache import default_cache_dir
+
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.precision = check_precision(precision, self.device)
+        self.dtype = DTYPES[self.precision]
+        self.base = base
+        self.is_sdxl = getattr(base, "text_encoder_2", None) is not None
+        self.unet = place(base.unet, self.device, self.dtype)
+        self.vae = place(base.vae, self.device, torch.float32)     # the VAE runs in fp32, as in the official code
+        for name in ("text_encoder", "text_encoder_2"):
+            if getattr(base, name, None) is not None:
+                place(getattr(base, name), self.device, self.dtype)
+        self.tokenizer = base.tokenizer
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.scheduler = self.make_scheduler()
+        self.inverse_scheduler = DDIMInverseScheduler.from_config(base.scheduler.config)
+        identity = model_id or modules_fingerprint(base.unet, base.vae, base.text_encoder,
+                                                   getattr(base, "text_encoder_2", None))
+        self.model_id = f"{identity}|{self.precision}"
+        self.model_folder = Path(model_folder) if model_folder is not None else None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike, device: str | torch.device | None = None,
+                        precision: str = "fp32", config: str | None = None, **kwargs):
+        """Load a diffusers SD 1.x / 2.x / SDXL folder, hub id (hub files only from the local cache when
+        ``HF_HUB_OFFLINE`` is set) or single-file checkpoint (``config``: a diffusers folder describing it, needed
+        offline). ``kwargs`` go to the constructor."""
+        from i2i.device import check_precision, resolve_device
+
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        check_precision(precision, dev)
+        loaded = load_pipeline(model, precision, config)
+        return cls(loaded.base, model_id=loaded.model_id, device=dev, precision=precision,
+                   model_folder=loaded.folder, **kwargs)
+
+    def make_scheduler(self):
+        """A fresh ``DDIMScheduler`` from the model's scheduler config (its timestep spacing and offset)."""
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler.from_config(self.base.scheduler.config)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def default_size(self) -> int:
+        """The model's native resolution: UNet sample size x VAE factor (SD 1.5: 512, SDXL: 1024)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def size_unit(self) -> int:
+        """Output sides must be multiples of this (VAE factor x UNet downsampling; SD: 64)."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
+
+    def check_size(self, size: int) -> int:
+        unit = self.size_unit
+        if size <= 0 or size % unit:
+            raise UsageError(f"--size {size}: must be a positive multiple of {unit} for this model")
+        return size
+
+    def output_shape(self, condition_size: tuple[int, int], size: int) -> tuple[int, int]:
+        """``(height, width)`` of the output for a condition of PIL size ``(width, height)``: the long side is
+        ``size`` and the short side keeps the condition's aspect ratio, rounded to a multiple of
+        :attr:`size_unit` (at least one unit), so nothing is squashed."""
+        w, h = condition_size
+        unit = self.size_unit
+        short = max(unit, int(round(size * min(w, h) / max(w, h) / unit)) * unit)
+        return (size, short) if h >= w else (short, size)
+
+    # ------------------------------------------------------------------ text
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str], size: int | tuple[int, int],
+                    negative: str | None = None) -> Conditioning:
+        """Text conditioning for ``prompts`` (``negative``: also the CFG negative, same for every prompt) at
+        ``size`` (a side, or ``(height, width)``: SDXL's size conditioning)."""
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        cfg = negative is not None
+        negs = [negative] * len(prompts) if cfg else None
+        if self.is_sdxl:
+            pos, neg, pooled, neg_pooled = self.base.encode_prompt(
+                prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=cfg,
+                negative_prompt=negs)
+            proj = self.base.text_encoder_2.config.projection_dim
+            ids = self.base._get_add_time_ids(hw, (0, 0), hw, dtype=pos.dtype,
+                                              text_encoder_projection_dim=proj).to(self.device)
+            ids = ids.repeat(len(prompts), 1)
+            out = Conditioning(pos, pooled, ids)
+            if cfg:
+                out.negative = Conditioning(neg, neg_pooled, ids)
+            return out
+        pos, neg = self.base.encode_prompt(prompts, self.device, 1, cfg, negative_prompt=negs)
+        return Conditioning(pos, negative=Conditioning(neg) if cfg else None)
+
+    def check_prompt_length(self, text: str, what: str, reporter: "Reporter | None" = None) -> None:
+        """Warn when ``text`` has more tokens than the text encoder reads: like diffusers, the rest is cut off."""
+        limit = self.tokenizer.model_max_length
+        ids = self.tokenizer(text, truncation=False, verbose=False)["input_ids"]
+        if len(ids) > limit:
+            kept = self.tokenizer.decode(ids[1:limit - 1]).strip()
+            self._warn(reporter, f"{what} is {len(ids) - 2} tokens long; the model reads only the first "
+                       f"{limit - 2} (\"{kept}\"), the rest is ignored")
+
+    def _warn(self, reporter: "Reporter | None", message: str) -> None:
+        if reporter is not None:
+            reporter.warn(message)
+        else:
+            warnings.warn(message, stacklevel=3)
+
+    # ------------------------------------------------------------------ UNet
+    def unet_forward(self, latents: torch.Tensor, t, cond: Conditioning) -> torch.Tensor:
+        """UNet prediction (float32) for latents ``[B, c, h, w]`` at timestep ``t`` with ``B``-row ``cond``."""
+        return self.unet(latents.to(self.dtype), t, **cond.unet_kwargs()).sample.float()
+
+    def cfg_noise(self, latents: torch.Tensor, t, cond: Conditioning, guidance_scale: float) -> torch.Tensor:
+        """Classifier-free guided prediction for ``latents`` ``[B, ...]`` (batch ``[negative; positive]``)."""
+        pred = self.unet_forward(torch.cat([latents, latents]), t, cond.with_negative())
+        uncond, text = pred.chunk(2)
+        return uncond + guidance_scale * (text - uncond)
+
+    def initial_noise(self, n: int, size: int | tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        """Initial latents ``[n, c, h/f, w/f]`` for ``size`` (a side or ``(h, w)``), drawn on the CPU with
+        ``generator`` (device independent)."""
+        h, w = (size, size) if isinstance(size, int) else size
+        f = self.vae_scale_factor
+        noise = torch.randn((n, self.unet.config.in_channels, h // f, w // f), generator=generator,
+                            dtype=torch.float32)
+        return noise.to(self.device) * self.scheduler.init_noise_sigma
+
+    # ------------------------------------------------------------------ VAE
+    @torch.no_grad()
+    def encode_image(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        """VAE latent ``[1, c, h, w]`` (a sample of the latent distribution, times the scaling factor)."""
+        from i2i.images import image_to_tensor
+
+        x = image_to_tensor(image.convert("RGB"))[None].to(self.device)
+        dist = self.vae.encode(x).latent_dist
+        return dist.sample(generator=generator) * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        from i2i.images import tensor_to_image
+
+        images = self.vae.decode(latents.float() / self.vae.config.scaling_factor).sample
+        return [tensor_to_image(img) for img in images]

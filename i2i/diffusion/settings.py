@@ -1,0 +1,57 @@
+"""A model folder's recommended settings per method (``i2i_<method>.json`` beside ``model_index.json``), e.g. the
+small demo model's fewer steps. The library applies them, so Python callers and the CLI get the same defaults;
+values given explicitly (flags, arguments) still win."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+from i2i.errors import CheckpointError
+
+C = TypeVar("C")
+
+
+def settings_file(model: str | Path, method: str) -> Path:
+    return Path(model) / f"i2i_{method}.json"
+
+
+def read_recommended(model: str | Path | None, method: str, config_type: type, nested: dict[str, type] = {}
+                     ) -> dict[str, Any]:
+    """The recommended settings of ``model`` for ``method`` (``{}`` when ``model`` is not a local folder or ships
+    none). Keys are ``config_type``'s field names; a key in ``nested`` holds a dict of that dataclass's fields."""
+    if model is None:
+        return {}
+    path = settings_file(model, method)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable recommended settings ({exc})") from exc
+    fields = {f.name for f in dataclasses.fields(config_type)} - set(nested)
+    bad = [k for k in data if k not in fields and k not in nested]
+    for key, sub_type in nested.items():
+        sub_fields = {f.name for f in dataclasses.fields(sub_type)}
+        bad += [f"{key}.{k}" for k in data.get(key, {}) if k not in sub_fields]
+    if bad:
+        raise CheckpointError(f"{path}: unknown setting(s) {', '.join(bad)}")
+    return data
+
+
+def apply_recommended(config: C, recommended: dict[str, Any], nested: tuple[str, ...] = ()) -> C:
+    """``config`` with ``recommended`` applied (nested dataclass fields merged, not replaced)."""
+    top = {k: v for k, v in recommended.items() if k not in nested}
+    subs = {k: dataclasses.replace(getattr(config, k), **recommended[k]) for k in nested if k in recommended}
+    return dataclasses.replace(config, **top, **subs)
+
+
+def describe(config: Any, recommended: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """One line naming the settings in use, e.g. ``steps 50, structure_weight 1200.0 (model's recommended:
+    steps, structure_weight)``."""
+    text = ", ".join(f"{k} {getattr(config, k)!r}" if isinstance(getattr(config, k), str)
+                     else f"{k} {getattr(config, k)}" for k in keys)
+    from_model = [k for k in keys if k in recommended]
+    return text + (f" (from the model's recommended settings: {', '.join(from_model)})" if from_model else "")
