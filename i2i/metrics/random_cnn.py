@@ -26,7 +26,8 @@ class RandomCNN(nn.Module):
         chans = [3, width, 2 * width, 4 * width]
         self.stages = nn.ModuleList()
         for c_in, c_out in zip(chans, chans[1:]):
-            conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+            with torch.random.fork_rng(devices=[]):      # nn.Conv2d's own init draws from the global RNG
+                conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * math.sqrt(2.0 / (c_in * 9)))
                 conv.bias.zero_()
