@@ -7,6 +7,7 @@ import typer
 from i2i import __version__
 from i2i.cli.cyclegan import app as cyclegan_app
 from i2i.cli.freecontrol import app as freecontrol_app
+from i2i.cli.score import score as score_command
 
 app = typer.Typer(
     name="i2i",
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(cyclegan_app, name="cyclegan")
 app.add_typer(freecontrol_app, name="freecontrol")
+app.command("score")(score_command)
 
 
 def _version(value: bool) -> None:
