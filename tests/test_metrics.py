@@ -244,3 +244,14 @@ def test_generator_kid_is_deterministic_and_leaves_rng_and_mode_alone():
     torch.manual_seed(1)
     generator_kid(gen, source, feats, ex, subsets=5)
     assert torch.equal(torch.rand(3), plain)
+
+
+def test_importing_the_metrics_modules_loads_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, i2i.metrics, i2i.metrics.registry, i2i.metrics.score, i2i.cli.score, i2i.cli.eval_table\n"
+            "heavy = [m for m in ('torch', 'transformers', 'torchmetrics', 'sklearn') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -14,8 +14,6 @@ import math
 import torch
 from torch import nn
 
-RANDOM_CNN = "random-cnn"
-
 
 class RandomCNN(nn.Module):
     """Fixed random features ``[N, 7 * width]`` of images ``[N, 3, H, W]`` in [-1, 1] (any size >= 8)."""

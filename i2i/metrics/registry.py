@@ -7,8 +7,8 @@ import os
 from i2i.errors import UsageError
 from i2i.metrics.features import FeatureExtractor
 from i2i.metrics.inception import INCEPTION, inception_extractor
-from i2i.metrics.random_cnn import RANDOM_CNN
 
+RANDOM_CNN = "random-cnn"
 EXTRACTORS = (INCEPTION, RANDOM_CNN)
 RANDOM_CNN_SIZE = 128
 RANDOM_CNN_SEED = 0
