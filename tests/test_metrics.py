@@ -224,6 +224,18 @@ def tiny_generator():
                          nn.Conv2d(8, 3, 3, padding=1), nn.Tanh())
 
 
+def test_image_batch_is_a_fixed_resized_tensor(tmp_path):
+    from i2i.metrics.training import image_batch
+
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "a.png")
+    Image.new("L", (20, 20), 0).save(tmp_path / "b.png")
+    x = image_batch([tmp_path / "a.png", tmp_path / "b.png"], 16)
+    assert x.shape == (2, 3, 16, 16)
+    assert x[0, 0].min() == 1.0 and x[0, 1].max() == -1.0 and x[1].max() == -1.0
+    with pytest.raises(InputError):
+        image_batch([tmp_path / "missing.png"], 16)
+
+
 def test_generator_kid_is_deterministic_and_leaves_rng_and_mode_alone():
     torch.manual_seed(0)
     gen = tiny_generator().train()

@@ -11,6 +11,8 @@ with real target images (or their features, computed once with :func:`real_featu
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from i2i.metrics.features import FeatureExtractor
@@ -21,6 +23,18 @@ if TYPE_CHECKING:
     from torch import nn
 
 TRAINING_SUBSETS = 50
+
+
+def image_batch(paths: Sequence[str | os.PathLike], size: int, mode: str = "RGB") -> "torch.Tensor":
+    """A fixed evaluation batch: the images of ``paths`` (in that order, no randomness) resized to ``size`` x
+    ``size`` (bicubic, as in training), as ``[N, C, size, size]`` in [-1, 1]. Unreadable files raise InputError."""
+    import torch
+    from PIL import Image
+
+    from i2i.images import image_to_tensor, load_image
+
+    return torch.stack([image_to_tensor(load_image(p, mode=mode).resize((size, size), Image.Resampling.BICUBIC))
+                        for p in paths])
 
 
 def real_features(extractor: FeatureExtractor, images: "torch.Tensor") -> "torch.Tensor":
