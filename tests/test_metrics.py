@@ -267,3 +267,15 @@ def test_importing_the_metrics_modules_loads_no_heavy_library():
             "assert not heavy, heavy\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_inception_without_torch_fidelity_says_what_to_install(monkeypatch, tmp_path):
+    import torchmetrics.utilities.imports as tm_imports
+
+    monkeypatch.setattr(tm_imports, "_TORCH_FIDELITY_AVAILABLE", False)
+    weights = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    torch.save({"Mixed_7c.branch_pool.conv.weight": torch.zeros(1)}, weights)
+    with pytest.raises(CheckpointError, match=r"pip install 'i2i\[inception\]'"):
+        build_extractor("inception", inception_weights=weights)
+    with pytest.raises(UsageError, match="only for --features inception"):
+        build_extractor("random-cnn", inception_weights=weights)
