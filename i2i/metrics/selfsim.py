@@ -104,11 +104,10 @@ def self_similarity_distance(extractor: ViTKeys, condition: Image.Image, output:
 
 def load_dino(name: str = DEFAULT_DINO, device: Any = "cpu") -> ViTKeys:
     """DINO ViT (default ViT-B/8) from a local folder or the hub, as a :class:`ViTKeys`."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
     from i2i.metrics.hub import load_pretrained
 
-    what = "structure score (DINO ViT)"
-    model = load_pretrained(AutoModel.from_pretrained, name, what, "--dino", add_pooling_layer=False)
-    config = load_pretrained(AutoConfig.from_pretrained, name, what, "--dino")
-    return ViTKeys(model, patch=int(getattr(config, "patch_size", 8)), device=device, name=name)
+    model = load_pretrained(AutoModel.from_pretrained, name, "structure score (DINO ViT)", "--dino",
+                            add_pooling_layer=False)
+    return ViTKeys(model, patch=int(getattr(model.config, "patch_size", 8)), device=device, name=name)
