@@ -8,6 +8,7 @@ from i2i import __version__
 from i2i.cli.ctrlx import app as ctrlx_app
 from i2i.cli.cyclegan import app as cyclegan_app
 from i2i.cli.freecontrol import app as freecontrol_app
+from i2i.cli.score import score as score_command
 
 app = typer.Typer(
     name="i2i",
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.add_typer(cyclegan_app, name="cyclegan")
 app.add_typer(freecontrol_app, name="freecontrol")
 app.add_typer(ctrlx_app, name="ctrlx")
+app.command("score")(score_command)
 
 
 def _version(value: bool) -> None:

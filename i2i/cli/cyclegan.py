@@ -366,6 +366,22 @@ def export(
 @app.command("eval")
 def eval_(
     run: Annotated[Path, typer.Argument(help="Run folder to evaluate (its latest checkpoint).")],
+    metrics: Annotated[Optional[str], typer.Option(
+        "--metrics", help="Also compute these, comma-separated: fid, kid, domain (translated vs the real target "
+        "test folder; image folders only). FID on a few hundred images is biased upwards (compare only at equal "
+        "set sizes); KID is unbiased and reported with its std over subsets.")] = None,
+    features: Annotated[str, typer.Option(
+        "--features", help="Feature extractor for --metrics: inception (the standard; needs its weights, see "
+        "--inception-weights) or random-cnn (an offline stand-in with fixed random weights: NOT comparable to "
+        "published FIDs).")] = "inception",
+    inception_weights: Annotated[Optional[Path], typer.Option(
+        "--inception-weights", help="torch-fidelity's Inception file (weights-inception-2015-12-05-6726825d.pth) "
+        "for offline machines; also $I2I_INCEPTION_WEIGHTS. Default: the torch hub cache, downloaded on first "
+        "use.")] = None,
+    resolution: Annotated[str, typer.Option(
+        "--resolution", help="train: images resized as in training (e.g. 256x256); original: as they are. "
+        "The summary says which.")] = "train",
+    kid_subsets: Annotated[int, typer.Option("--kid-subsets", help="Random subsets KID is averaged over.")] = 100,
     dataroot: Annotated[Optional[str], typer.Option("--dataroot", help="Dataset with testA/testB, or "
                                                     "builtin:shapes (default: the run's own).")] = None,
     phase: Annotated[str, typer.Option("--phase", help="Folder prefix: <phase>A, <phase>B.")] = "test",
@@ -377,21 +393,24 @@ def eval_(
     device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Cycle and identity L1 on testA/testB; on builtin:shapes also shape/colour/position accuracy."""
+    """Cycle and identity L1 on testA/testB (B only for two-sided runs), optionally FID/KID/domain score; on
+    builtin:shapes, shape/colour/position accuracy. Prints a table; --json prints the summary."""
     reporter = Reporter(quiet=quiet, json_mode=json)
 
     def go() -> None:
+        from i2i.cli.eval_table import print_eval_table
         from i2i.cyclegan.evaluate import EvalConfig, evaluate
         from i2i.device import check_precision, resolve_device
 
         dev = resolve_device(device)
         check_precision(precision, dev)
         target = out or run / "eval"
-        summary = evaluate(run, target, EvalConfig(dataroot=dataroot, phase=phase, limit=limit,
-                                                   precision=precision), dev, reporter, overwrite=overwrite)
-        for direction in [d for d in ("AtoB", "BtoA") if d in summary]:
-            reporter.info(f"{direction}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                                       for k, v in summary[direction].items()))
+        chosen = tuple(m.strip() for m in (metrics or "").split(",") if m.strip())
+        config = EvalConfig(dataroot=dataroot, phase=phase, limit=limit, precision=precision, metrics=chosen,
+                            features=features, resolution=resolution, kid_subsets=kid_subsets,
+                            inception_weights=str(inception_weights) if inception_weights else None)
+        summary = evaluate(run, target, config, dev, reporter, overwrite=overwrite)
+        print_eval_table(summary, reporter)
         reporter.info(f"wrote {target / 'summary.json'} and {target / 'grid.png'}")
         reporter.result(summary)
 

@@ -1,12 +1,17 @@
 """``i2i cyclegan eval``: how well a trained run translates.
 
 - On an image folder (``testA``/``testB``): mean cycle L1 (A -> B -> A and B -> A -> B) and identity L1
-  (G_B(A) vs A, G_A(B) vs B), on the [-1, 1] scale, every image at its original size.
+  (G_B(A) vs A, G_A(B) vs B), on the [-1, 1] scale, at the training resolution (``resolution="train"``:
+  resized as in training) or at original sizes. With ``metrics``: FID, KID (mean and std over subsets) and the
+  domain-classification score of the translated images against the real target test folder
+  (:mod:`i2i.metrics`), on the features of ``features`` (Inception-v3 by default) or of a given extractor.
+  A one-sided run (no G_B in its checkpoint) is evaluated A -> B only, without cycle/identity L1.
 - On ``builtin:shapes``: the true counterpart of every test image is known, so we also measure accuracy: a
   circle translated A -> B must become a square of the same colour at the same place (and vice versa). The
   test images come from a different random stream than the training images.
 
-Writes ``summary.json`` and ``grid.png`` (rows: real, translated, reconstructed) into the output folder.
+Writes ``summary.json`` and ``grid.png`` (rows: real, translated, reconstructed) into the output folder; existing
+ones are refused before any work unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -22,14 +27,21 @@ from i2i.cyclegan.checkpoint import load_generator, resolve_generator_file
 from i2i.cyclegan.config import TrainConfig
 from i2i.cyclegan.data import BUILTIN_SHAPES, list_images
 from i2i.cyclegan.translator import translate_pil
-from i2i.errors import InputError, UsageError
+from i2i.errors import InputError, OutputError, UsageError
 from i2i.images import image_to_tensor, load_image, save_image
 from i2i.progress import Reporter
+
+if TYPE_CHECKING:
+    from i2i.metrics.features import FeatureExtractor
 
 # A translated shape counts as "in place" when its centroid is within this fraction of the image side.
 POSITION_TOLERANCE = 0.08
 # Test images of builtin:shapes use indices far from the training ones.
 SHAPES_TEST_OFFSET = 10_000_000
+
+
+METRICS = ("fid", "kid", "domain")
+RESOLUTIONS = ("train", "original")
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,20 @@ class EvalConfig:
     limit: int | None = None           # images per direction (default: all; shapes: 200)
     grid_rows: int = 6
     precision: str = "fp32"
+    metrics: tuple[str, ...] = ()      # any of METRICS (image folders only)
+    features: str = "inception"        # feature extractor for the metrics (i2i.metrics.registry)
+    inception_weights: str | None = None
+    resolution: str = "train"          # "train": images resized as in training; "original": as they are
+    kid_subsets: int = 100
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise UsageError(f"--metrics {','.join(unknown)}: choose from {','.join(METRICS)}")
+        if self.resolution not in RESOLUTIONS:
+            raise UsageError(f"--resolution {self.resolution!r}: use train or original")
+        if self.kid_subsets < 1:
+            raise UsageError("--kid-subsets must be at least 1")
 
 
 def _l1(a: Image.Image, b: Image.Image) -> float:
@@ -59,102 +85,212 @@ def _grid(rows: list[list[Image.Image]], cell: int = 128) -> Image.Image:
     return grid
 
 
+def _generators(run_dir: Path, device: Any) -> dict[str, tuple[Any, Any]]:
+    """``{"AtoB": (G_A, cfg)}``, plus ``"BtoA"`` for two-sided runs (a one-sided run's checkpoint has no G_B)."""
+    from i2i.cyclegan.checkpoint import latest_checkpoint
+
+    gens = {"AtoB": load_generator(resolve_generator_file(run_dir, "AtoB"), device)}
+    ckpt = (latest_checkpoint(run_dir) or run_dir) if run_dir.is_dir() else run_dir.parent
+    if (ckpt / "G_B.safetensors").is_file():
+        gens["BtoA"] = load_generator(ckpt / "G_B.safetensors", device)
+    return gens
+
+
+def eval_size(config: EvalConfig, train_cfg: TrainConfig | None) -> tuple[str, int | None, str]:
+    """How images are sized: (resolution label for the summary, side or width in px or None, how)."""
+    if config.resolution == "original":
+        return "original", None, "original sizes"
+    if train_cfg is None:
+        raise UsageError("the run has no config.json, so its training resolution is unknown: pass "
+                         "--resolution original")
+    pre = train_cfg.preprocess
+    if pre in ("none", "crop"):
+        return "train", None, f"original sizes (trained with --preprocess {pre}, i.e. at native scale)"
+    if pre.startswith("scale_width"):
+        return "train", train_cfg.crop_size, f"width {train_cfg.crop_size} px, aspect kept"
+    return "train", train_cfg.crop_size, f"{train_cfg.crop_size}x{train_cfg.crop_size} px"
+
+
+def _resize(img: Image.Image, size: int | None, keep_aspect: bool) -> Image.Image:
+    if size is None:
+        return img
+    h = max(1, round(img.height * size / img.width)) if keep_aspect else size
+    return img if img.size == (size, h) else img.resize((size, h), Image.Resampling.BICUBIC)
+
+
+def _load_folder(folder: Path, mode: str, limit: int | None, size: int | None, keep_aspect: bool,
+                 reporter: Reporter) -> list[tuple[Path, Image.Image]]:
+    """Readable images of ``folder`` at the evaluation size; unreadable ones are reported and skipped."""
+    images = []
+    for path in list_images(folder, limit):
+        try:
+            images.append((path, _resize(load_image(path, mode=mode), size, keep_aspect)))
+        except InputError as exc:
+            reporter.item_error(str(path), str(exc))
+    return images
+
+
 def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = EvalConfig(), device: Any = "cpu",
-             reporter: Reporter | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Evaluate the latest checkpoint of ``run_dir``; returns the summary (also written as JSON)."""
+             reporter: Reporter | None = None, overwrite: bool = False,
+             extractor: "FeatureExtractor | None" = None) -> dict[str, Any]:
+    """Evaluate the latest checkpoint of ``run_dir``; returns the summary (also written as JSON).
+
+    ``extractor``: features for ``config.metrics`` (default: built from ``config.features``). Existing outputs
+    are refused before any work unless ``overwrite``.
+    """
     import torch
 
     reporter = reporter or Reporter(quiet=True)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    outputs = (out_dir / "summary.json", out_dir / "grid.png")
+    if not overwrite:
+        for path in outputs:
+            if path.exists():
+                raise OutputError(f"{path}: already exists (pass --overwrite to replace it)")
     cfg_path = run_dir / "config.json"
     train_cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text())) if cfg_path.is_file() else None
     dataroot = config.dataroot or (train_cfg.dataroot if train_cfg else None)
     if dataroot is None:
         raise InputError(f"{run_dir}: no config.json; pass --dataroot")
-    G_A, cfg_a = load_generator(resolve_generator_file(run_dir, "AtoB"), device)
-    try:
-        G_B, cfg_b = load_generator(resolve_generator_file(run_dir, "BtoA"), device)
-    except UsageError:             # a one-sided run (CUT/FastCUT): A -> B only, no cycle
-        G_B, cfg_b = None, None
-    mode_a = "RGB" if cfg_a.input_nc == 3 else "L"
-    mode_b = "RGB" if cfg_a.output_nc == 3 else "L"
+    if config.metrics and dataroot == BUILTIN_SHAPES:
+        raise UsageError("--metrics needs an image-folder dataset (builtin:shapes has its own accuracy metrics)")
+    gens = _generators(run_dir, device)
+    if config.metrics and extractor is None:
+        from i2i.metrics.registry import build_extractor
+
+        extractor = build_extractor(config.features, device, config.inception_weights)
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "dataroot": dataroot,
+                               "checkpoint": str(resolve_generator_file(run_dir, "AtoB").parent),
+                               "directions": list(gens)}
+    with torch.inference_mode():
+        if dataroot == BUILTIN_SHAPES:
+            grid_rows = _eval_shapes(gens, train_cfg, config, device, reporter, summary)
+        else:
+            grid_rows = _eval_folders(gens, train_cfg, config, device, reporter, summary, extractor)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_image(_grid(grid_rows), outputs[1], overwrite=overwrite)
+    from i2i.images import write_bytes_atomic
+
+    write_bytes_atomic(outputs[0], json.dumps(summary, indent=2).encode(), overwrite=overwrite)
+    return summary
+
+
+def _eval_shapes(gens, train_cfg, config, device, reporter, summary) -> list[list[Image.Image]]:
+    from i2i.shapes import counterpart, read_shape, render, shapes_cyclegan_pair
+
+    (G_A, cfg_a), (G_B, cfg_b) = gens["AtoB"], gens.get("BtoA", (None, None))   # one-sided runs: A -> B only
 
     def fwd(G, cfg, img):
         return translate_pil(G, cfg, img, device, precision=config.precision)
 
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "dataroot": dataroot}
+    size = train_cfg.crop_size if train_cfg else 32
+    seed = train_cfg.seed if train_cfg else 0
+    n = config.limit or 200
     grid_rows: list[list[Image.Image]] = []
-    with torch.inference_mode():
-        if dataroot == BUILTIN_SHAPES:
-            from i2i.shapes import counterpart, read_shape, render, shapes_cyclegan_pair
+    for direction, G, cfg, G_back, cfg_back, src, dst in (
+            ("AtoB", G_A, cfg_a, G_B, cfg_b, 0, "square"), ("BtoA", G_B, cfg_b, G_A, cfg_a, 1, "circle")):
+        if G is None:
+            continue
+        counts = {"shape": 0, "colour": 0, "position": 0, "all": 0}
+        cycle = 0.0
+        with reporter.progress(n, f"eval {direction}") as advance:
+            for i in range(n):
+                spec = shapes_cyclegan_pair(SHAPES_TEST_OFFSET + i, seed)[src]
+                real = render(spec, size)
+                fake = fwd(G, cfg, real)
+                rec = fwd(G_back, cfg_back, fake) if G_back is not None else None
+                cycle += _l1(rec, real) if rec is not None else 0.0
+                reading = read_shape(fake)
+                want = counterpart(spec, dst)
+                ok_shape = reading.shape == want.shape
+                ok_colour = reading.colour == want.colour
+                ok_pos = reading.centroid is not None and max(
+                    abs(reading.centroid[0] - want.cx), abs(reading.centroid[1] - want.cy)) \
+                    <= POSITION_TOLERANCE
+                counts["shape"] += ok_shape
+                counts["colour"] += ok_colour
+                counts["position"] += ok_pos
+                counts["all"] += ok_shape and ok_colour and ok_pos
+                if i < config.grid_rows:
+                    grid_rows.append([im for im in (real, fake, rec) if im is not None])
+                advance(1)
+        summary[direction] = {"images": n, **({"cycle_l1": cycle / n} if G_back is not None else {}),
+                              **{f"{k}_accuracy": v / n for k, v in counts.items()}}
+    return grid_rows
 
-            size = train_cfg.crop_size if train_cfg else 32
-            seed = train_cfg.seed if train_cfg else 0
-            n = config.limit or 200
-            for direction, G, cfg, G_back, cfg_back, src, dst in (
-                    ("AtoB", G_A, cfg_a, G_B, cfg_b, 0, "square"), ("BtoA", G_B, cfg_b, G_A, cfg_a, 1, "circle")):
-                if G is None:
-                    continue
-                counts = {"shape": 0, "colour": 0, "position": 0, "all": 0}
-                cycle = 0.0
-                with reporter.progress(n, f"eval {direction}") as advance:
-                    for i in range(n):
-                        spec = shapes_cyclegan_pair(SHAPES_TEST_OFFSET + i, seed)[src]
-                        real = render(spec, size)
-                        fake = fwd(G, cfg, real)
-                        rec = fwd(G_back, cfg_back, fake) if G_back is not None else None
-                        cycle += _l1(rec, real) if rec is not None else 0.0
-                        reading = read_shape(fake)
-                        want = counterpart(spec, dst)
-                        ok_shape = reading.shape == want.shape
-                        ok_colour = reading.colour == want.colour
-                        ok_pos = reading.centroid is not None and max(
-                            abs(reading.centroid[0] - want.cx), abs(reading.centroid[1] - want.cy)) \
-                            <= POSITION_TOLERANCE
-                        counts["shape"] += ok_shape
-                        counts["colour"] += ok_colour
-                        counts["position"] += ok_pos
-                        counts["all"] += ok_shape and ok_colour and ok_pos
-                        if i < config.grid_rows:
-                            grid_rows.append([im for im in (real, fake, rec) if im is not None])
-                        advance(1)
-                summary[direction] = {"images": n, **({"cycle_l1": cycle / n} if G_back is not None else {}),
-                                      **{f"{k}_accuracy": v / n for k, v in counts.items()}}
-        else:
-            root = Path(dataroot)
-            for direction, G, cfg, G_back, cfg_back, folder, mode in (
-                    ("AtoB", G_A, cfg_a, G_B, cfg_b, f"{config.phase}A", mode_a),
-                    ("BtoA", G_B, cfg_b, G_A, cfg_a, f"{config.phase}B", mode_b)):
-                if G is None:
-                    continue
-                if G_back is None:
-                    raise UsageError(f"{run_dir}: a one-sided run has no B -> A generator, so cycle and identity "
-                                     "L1 cannot be measured on an image folder")
-                paths = list_images(root / folder, config.limit)
-                cycle = identity = 0.0
-                done = 0
-                with reporter.progress(len(paths), f"eval {direction}") as advance:
-                    for i, path in enumerate(paths):
-                        try:
-                            real = load_image(path, mode=mode)
-                        except InputError as exc:
-                            reporter.item_error(str(path), str(exc))
-                            advance(1)
-                            continue
-                        fake = fwd(G, cfg, real)
-                        rec = fwd(G_back, cfg_back, fake)
-                        cycle += _l1(rec, real)
-                        if cfg_back.output_nc == cfg_back.input_nc == (3 if mode == "RGB" else 1):
-                            identity += _l1(fwd(G_back, cfg_back, real), real)
-                        done += 1
-                        if i < config.grid_rows:
-                            grid_rows.append([real, fake, rec])
-                        advance(1)
-                summary[direction] = {"images": done, "cycle_l1": cycle / max(done, 1),
-                                      "identity_l1": identity / max(done, 1)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_image(_grid(grid_rows), out_dir / "grid.png", overwrite=overwrite)
-    from i2i.images import write_bytes_atomic
 
-    write_bytes_atomic(out_dir / "summary.json", json.dumps(summary, indent=2).encode(), overwrite=overwrite)
-    return summary
+def _eval_folders(gens, train_cfg, config, device, reporter, summary, extractor) -> list[list[Image.Image]]:
+    """Cycle/identity L1 per direction, and FID/KID/domain of translated vs real target images."""
+    resolution, size, how = eval_size(config, train_cfg)
+    keep_aspect = how.startswith("width")
+    summary.update(resolution=resolution, image_size=how)
+    cfg_a = gens["AtoB"][1]
+    modes = {"A": "RGB" if cfg_a.input_nc == 3 else "L", "B": "RGB" if cfg_a.output_nc == 3 else "L"}
+    root = Path(summary["dataroot"])
+    reals = {d: _load_folder(root / f"{config.phase}{d}", modes[d], config.limit, size, keep_aspect, reporter)
+             for d in (("A", "B") if config.metrics or "BtoA" in gens else ("A",))}
+    if config.metrics:
+        summary.update(metrics=list(config.metrics), features=extractor.name)
+    features: dict[str, Any] = {}
+    grid_rows: list[list[Image.Image]] = []
+    for direction, (src, dst) in (("AtoB", ("A", "B")), ("BtoA", ("B", "A"))):
+        if direction not in gens:
+            continue
+        G, cfg = gens[direction]
+        back = gens.get("BtoA" if direction == "AtoB" else "AtoB")
+        stats, fakes = _translate_set(G, cfg, back, reals[src], config, device, reporter, direction, grid_rows)
+        if config.metrics and fakes:
+            for d in (src, dst):
+                if d not in features:
+                    features[d] = extractor([img for _, img in reals[d]])
+            stats.update(distribution_metrics(config.metrics, features[src], features[dst], extractor(fakes),
+                                              config.kid_subsets))
+            stats["real_target_images"] = len(reals[dst])
+        summary[direction] = stats
+    return grid_rows
+
+
+def _translate_set(G, cfg, back, images, config, device, reporter, direction, grid_rows):
+    """Translate ``images``; returns (cycle/identity L1 stats, translated images)."""
+    def fwd(G, cfg, img):
+        return translate_pil(G, cfg, img, device, precision=config.precision)
+
+    cycle = identity = 0.0
+    fakes = []
+    with reporter.progress(len(images), f"eval {direction}") as advance:
+        for i, (_, real) in enumerate(images):
+            fake = fwd(G, cfg, real)
+            fakes.append(fake)
+            row = [real, fake]
+            if back is not None:
+                G_back, cfg_back = back
+                rec = fwd(G_back, cfg_back, fake)
+                row.append(rec)
+                cycle += _l1(rec, real)
+                if cfg_back.output_nc == cfg_back.input_nc == len(real.getbands()):
+                    identity += _l1(fwd(G_back, cfg_back, real), real)
+            if i < config.grid_rows:
+                grid_rows.append(row)
+            advance(1)
+    n = len(fakes)
+    stats: dict[str, Any] = {"images": n}
+    if back is not None:
+        stats.update(cycle_l1=cycle / max(n, 1), identity_l1=identity / max(n, 1))
+    return stats, fakes
+
+
+def distribution_metrics(metrics: tuple[str, ...], real_source: Any, real_target: Any, translated: Any,
+                         kid_subsets: int = 100) -> dict[str, Any]:
+    """The requested metrics of translated-image features against real target (and source) features."""
+    from i2i.metrics.domain import domain_score
+    from i2i.metrics.frechet import fid
+    from i2i.metrics.kernel import kid
+
+    out: dict[str, Any] = {}
+    if "fid" in metrics:
+        out["fid"] = fid(real_target, translated)
+    if "kid" in metrics:
+        out.update(kid(real_target, translated, subsets=kid_subsets).to_dict())
+    if "domain" in metrics:
+        out.update(domain_score(real_source, real_target, translated).to_dict())
+    return out
