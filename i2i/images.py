@@ -136,6 +136,19 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
+@contextmanager
+def _refuse_truncated() -> Iterator[None]:
+    """Make Pillow raise on a truncated file for the duration of one decode, whatever the process-wide
+    ``ImageFile.LOAD_TRUNCATED_IMAGES`` says (a partial image is never accepted silently), and restore it after.
+    Nothing is changed at import time."""
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
 def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Load an image as ``mode`` ("RGB" or "L"), robustly. See the module docstring for what is handled.
 
@@ -173,7 +186,8 @@ def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEF
         try:
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
-            img.load()
+            with _refuse_truncated():
+                img.load()
             img = ImageOps.exif_transpose(img) or img
             return _convert(img, mode)
         except InputError:
@@ -331,6 +345,3 @@ def fsync_dir(path: str | os.PathLike) -> None:
     finally:
         os.close(fd)
 
-
-# Pillow raises on truncated files by default; keep that (we never silently accept partial images).
-ImageFile.LOAD_TRUNCATED_IMAGES = False
