@@ -72,11 +72,22 @@ def expand_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
     """Expand files, directories (recursively), globs and ``@list.txt`` files into input items.
 
     The relative path of an item keeps the folder structure below a directory or a glob's fixed prefix;
-    a plain file keeps just its name. Missing plain files are kept (loading them reports the error), so a batch
-    can report them among its failures. Raises :class:`InputError` if nothing matches at all and
-    :class:`UsageError` if two different inputs would be written to the same output path.
+    a plain file keeps just its name. A path named directly in ``specs`` that does not exist raises
+    :class:`InputError` (a typo should stop the command before any work); a missing file listed inside an
+    ``@list.txt`` is kept (loading it reports the error), so a batch reports it among its failures. Raises
+    :class:`InputError` if nothing matches at all and :class:`UsageError` if two different inputs would be
+    written to the same output path.
     """
+    return _expand(specs, top_level=True)
+
+
+def _expand(specs: Sequence[str | os.PathLike], top_level: bool) -> list[InputItem]:
     items: list[InputItem] = []
+    missing = [os.fspath(s) for s in specs if top_level and not os.fspath(s).startswith("@")
+               and not (_GLOB_CHARS & set(os.fspath(s))) and not Path(os.fspath(s)).exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InputError(f"{missing[0]}: no such file or folder{more}")
     for spec in specs:
         s = os.fspath(spec)
         if s.startswith("@"):
@@ -86,7 +97,7 @@ def expand_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
             except OSError as exc:
                 raise InputError(f"{list_file}: cannot read input list ({exc.strerror or exc})") from exc
             entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-            items.extend(expand_inputs(entries) if entries else [])
+            items.extend(_expand(entries, top_level=False) if entries else [])
             continue
         path = Path(s)
         if path.is_dir():
@@ -242,6 +253,18 @@ def output_path(item: InputItem, out_dir: str | os.PathLike, suffix: str = "", e
     """Where the output for ``item`` goes: its relative path under ``out_dir``, with ``suffix`` and ``ext``."""
     rel = item.rel
     return Path(out_dir) / rel.parent / f"{rel.stem}{suffix}{ext}"
+
+
+def refuse_if_all_exist(targets: Sequence[Path], overwrite: bool) -> None:
+    """Raise :class:`OutputError` (exit 6) when every one of ``targets`` already exists and ``overwrite`` is off:
+    there would be nothing to do, so say so before any model is loaded. When only some exist, those are
+    reported one by one as failures by the command (exit 1) and the others are written."""
+    if overwrite or not targets or not all(Path(t).exists() for t in targets):
+        return
+    first = Path(targets[0])
+    more = f" and the other {len(targets) - 1}" if len(targets) > 1 else ""
+    raise OutputError(f"{first}{more} already exist{'s' if len(targets) == 1 else ''}: nothing to write "
+                      "(pass --overwrite to replace, or choose another --out)")
 
 
 def _create_temp_beside(path: Path) -> Path:

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from i2i.cli.common import DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt, given, run_guarded
+from i2i.cli.common import (PRECISION_HELP, DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt, given,
+                            run_guarded, warn_precision)
 from i2i.progress import Reporter
 
 app = typer.Typer(help="CycleGAN (Zhu et al. 2017): unpaired training and translation in both directions.",
@@ -131,7 +132,7 @@ def train(
                                                     "tensorboard (needs that package).",
                                                     rich_help_panel=RUN)] = None,
     device: DeviceOpt = None, precision: Annotated[Optional[str], typer.Option(
-        "--precision", help="fp32 (default), bf16 (autocast) or fp16 (CUDA only).",
+        "--precision", help=PRECISION_HELP + " Default: fp32 (on --resume: the run's own).",
         rich_help_panel="Common")] = None,
     seed: SeedOpt = None, quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
@@ -145,6 +146,13 @@ def train(
         from i2i.cyclegan.data import BUILTIN_SHAPES
         from i2i.cyclegan.trainer import resolve_config, train as train_fn
 
+        precision_ = precision
+        if precision is not None:
+            from i2i.device import resolve_device, resolve_precision
+
+            dev = resolve_device(device)
+            precision_ = resolve_precision(precision, dev)
+            warn_precision(reporter, precision_, dev)
         name = "shapes" if dataroot == BUILTIN_SHAPES else (Path(dataroot).name or "cyclegan")
         top = given(dataroot=dataroot, run_dir=run_dir or f"runs/{name}", init_type=init_type,
                     init_gain=init_gain, gan_mode=gan_mode, lambda_A=lambda_a, lambda_B=lambda_b,
@@ -156,7 +164,7 @@ def train(
                     phase=phase, max_dataset_size=max_dataset_size, shapes_count=shapes_count,
                     num_workers=num_workers, log_every=log_every, sample_every=sample_every,
                     save_every=save_every, save_epoch_every=save_epoch_every, keep_checkpoints=keep_checkpoints,
-                    log_with=log_with, seed=seed, precision=precision)
+                    log_with=log_with, seed=seed, precision=precision_)
         gen = _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc)
         disc = given(arch=net_d, ndf=ndf, n_layers=n_layers_d, norm=norm)
         base = TrainConfig(**SHAPES_PRESET) if dataroot == BUILTIN_SHAPES else TrainConfig()
@@ -234,11 +242,12 @@ def translate(
         from i2i.cyclegan.translator import TranslateConfig, translate_images
         from i2i.device import check_precision, resolve_device
         from i2i.errors import PartialFailure
-        from i2i.images import InputItem, expand_inputs, names_one_file
+        from i2i.images import InputItem, expand_inputs, names_one_file, output_path, refuse_if_all_exist
 
         dev = resolve_device(device)
-        check_precision(precision, dev)
-        cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, precision=precision,
+        prec = check_precision(precision, dev)
+        warn_precision(reporter, prec, dev)
+        cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, precision=prec,
                               ext=ext if ext.startswith(".") else "." + ext, suffix=suffix, overwrite=overwrite,
                               num_workers=num_workers)
         items = expand_inputs(inputs)
@@ -247,6 +256,7 @@ def translate(
             items = [InputItem(items[0].path, Path(out.stem))]
             out_dir = out.parent
             cfg = dataclasses.replace(cfg, ext=out.suffix, suffix="")
+        refuse_if_all_exist([output_path(it, out_dir, cfg.suffix, cfg.ext) for it in items], overwrite)
         gen, gen_cfg = _load_any_generator(checkpoint, direction,
                                            _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev)
         result = translate_images(items, gen, gen_cfg, out_dir, cfg, dev, reporter)
@@ -343,10 +353,11 @@ def eval_(
         from i2i.device import check_precision, resolve_device
 
         dev = resolve_device(device)
-        check_precision(precision, dev)
+        prec = check_precision(precision, dev)
+        warn_precision(reporter, prec, dev)
         target = out or run / "eval"
         summary = evaluate(run, target, EvalConfig(dataroot=dataroot, phase=phase, limit=limit,
-                                                   precision=precision), dev, reporter, overwrite=overwrite)
+                                                   precision=prec), dev, reporter, overwrite=overwrite)
         for direction in ("AtoB", "BtoA"):
             reporter.info(f"{direction}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                        for k, v in summary[direction].items()))

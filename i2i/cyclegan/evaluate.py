@@ -22,7 +22,7 @@ from i2i.cyclegan.checkpoint import load_generator, resolve_generator_file
 from i2i.cyclegan.config import TrainConfig
 from i2i.cyclegan.data import BUILTIN_SHAPES, list_images
 from i2i.cyclegan.translator import translate_pil
-from i2i.errors import InputError
+from i2i.errors import InputError, OutputError
 from i2i.images import image_to_tensor, load_image, save_image
 from i2i.progress import Reporter
 
@@ -66,6 +66,10 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
 
     reporter = reporter or Reporter(quiet=True)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    existing = [p for p in (out_dir / "summary.json", out_dir / "grid.png") if p.exists()]
+    if existing and not overwrite:   # checked before any model is loaded or image translated
+        raise OutputError(f"{existing[0]}: already exists from an earlier evaluation (pass --overwrite to "
+                          "replace it, or --out for another folder)")
     cfg_path = run_dir / "config.json"
     train_cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text())) if cfg_path.is_file() else None
     dataroot = config.dataroot or (train_cfg.dataroot if train_cfg else None)
