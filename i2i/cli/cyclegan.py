@@ -153,12 +153,13 @@ def train(
             dev = resolve_device(device)
             precision_ = resolve_precision(precision, dev)
             warn_precision(reporter, precision_, dev)
+        max_iters_ = _capped_max_iters(max_iters, reporter)
         name = "shapes" if dataroot == BUILTIN_SHAPES else (Path(dataroot).name or "cyclegan")
         top = given(dataroot=dataroot, run_dir=run_dir or f"runs/{name}", init_type=init_type,
                     init_gain=init_gain, gan_mode=gan_mode, lambda_A=lambda_a, lambda_B=lambda_b,
                     lambda_identity=lambda_identity, pool_size=pool_size, lr=lr, beta1=beta1, beta2=beta2,
                     n_epochs=n_epochs, n_epochs_decay=n_epochs_decay, lr_policy=lr_policy,
-                    lr_decay_iters=lr_decay_iters, batch_size=batch_size, max_iters=max_iters,
+                    lr_decay_iters=lr_decay_iters, batch_size=batch_size, max_iters=max_iters_,
                     load_size=load_size, crop_size=crop_size, preprocess=preprocess,
                     flip=False if no_flip else None, serial_batches=True if serial_batches else None,
                     phase=phase, max_dataset_size=max_dataset_size, shapes_count=shapes_count,
@@ -189,6 +190,26 @@ def train(
                          "seconds": round(result.seconds, 2), "losses": result.losses})
 
     run_guarded(go, debug, reporter)
+
+
+MAX_ITERS_ENV = "I2I_MAX_ITERS"
+
+
+def _capped_max_iters(max_iters: int | None, reporter: Reporter) -> int | None:
+    """``--max-iters``, capped by the environment variable I2I_MAX_ITERS when it is set (for smoke tests and
+    the documentation tests, which run the documented training commands as written but briefly)."""
+    import os
+
+    from i2i.errors import UsageError
+
+    raw = os.environ.get(MAX_ITERS_ENV, "").strip()
+    if not raw:
+        return max_iters
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"{MAX_ITERS_ENV}={raw!r}: must be a positive whole number of iterations")
+    cap = int(raw) if max_iters is None else min(max_iters, int(raw))
+    reporter.info(f"{MAX_ITERS_ENV}={raw}: training stops after at most {cap} iterations")
+    return cap
 
 
 def _load_any_generator(checkpoint: str, direction: str, arch_fields: dict, device):
