@@ -8,7 +8,7 @@
 - One substitution, through the environment: ``I2I_MAX_ITERS`` (default here 20) caps every
   ``i2i cyclegan train`` run, a documented variable the CLI honours, so that the main job's command runs
   unchanged but briefly. Nothing else in a block is changed.
-- Commands run offline (``HF_HUB_OFFLINE=1``) with this repository first on ``PYTHONPATH`` and the current
+- Commands run offline (``HF_HUB_OFFLINE=1``), with a FreeControl cache (``I2I_CACHE_DIR``) of their own, with this repository first on ``PYTHONPATH`` and the current
   Python's ``bin/`` first on ``PATH`` (so ``i2i`` and ``python`` are this environment's).
 """
 
@@ -84,6 +84,12 @@ _WORKDIRS: dict[Path, Path] = {}
 
 
 @pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One FreeControl cache for all blocks, fresh for the session (never the user's own)."""
+    return tmp_path_factory.mktemp("i2i-cache")
+
+
+@pytest.fixture(scope="session")
 def scratch(tmp_path_factory):
     def workdir(page: Path) -> Path:
         if page not in _WORKDIRS:
@@ -100,8 +106,9 @@ def scratch(tmp_path_factory):
     return workdir
 
 
-def _env() -> dict[str, str]:
+def _env(cache: Path) -> dict[str, str]:
     env = dict(os.environ)
+    env["I2I_CACHE_DIR"] = str(cache)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", I2I_MAX_ITERS=MAX_ITERS, COLUMNS="120")
@@ -117,7 +124,7 @@ def test_the_pages_have_blocks_and_the_marker_is_well_formed():
 
 
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[b.id for b in ALL_BLOCKS])
-def test_doc_block_runs(block: Block, scratch):
+def test_doc_block_runs(block: Block, scratch, cache_dir):
     if block.skip:
         pytest.skip(f"marked in {block.id}: {block.skip}")
     if "../shared" in block.code and _shared_dir() is None:
@@ -127,7 +134,7 @@ def test_doc_block_runs(block: Block, scratch):
         cmd = ["bash", "-euo", "pipefail", "-c", block.code]
     else:
         cmd = [sys.executable, "-c", block.code]
-    proc = subprocess.run(cmd, cwd=work, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S,
+    proc = subprocess.run(cmd, cwd=work, env=_env(cache_dir), capture_output=True, text=True, timeout=TIMEOUT_S,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, (f"{block.id} exited {proc.returncode}\n--- code\n{block.code}--- stdout\n"
                                   f"{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
