@@ -5,7 +5,7 @@
   ``examples/`` and ``i2i/``, and ``../shared`` points at the project's shared data when it is there.
 - A block whose fence is directly preceded by the line ``<!-- doctest: skip (reason) -->`` is not run: it is
   reported as a pytest skip with that reason. ```text, ```console and every other language are not run.
-- One substitution, through the environment: ``I2I_MAX_ITERS`` (default here 20) caps every
+- One substitution, through the environment: ``I2I_MAX_ITERS`` (10 here; ``I2I_DOCTEST_MAX_ITERS`` changes it) caps every
   ``i2i cyclegan train`` run, a documented variable the CLI honours, so that the main job's command runs
   unchanged but briefly. Nothing else in a block is changed.
 - Commands run offline (``HF_HUB_OFFLINE=1``), with a FreeControl cache (``I2I_CACHE_DIR``) of their own, with this repository first on ``PYTHONPATH`` and the current
@@ -26,8 +26,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SKIP_MARK = re.compile(r"^<!--\s*doctest:\s*skip\s*\((?P<reason>.+)\)\s*-->$")
 RUN_LANGS = {"bash": "bash", "sh": "bash", "shell": "bash", "python": "python", "py": "python"}
-MAX_ITERS = os.environ.get("I2I_DOCTEST_MAX_ITERS", "20")
-TIMEOUT_S = 300
+MAX_ITERS = os.environ.get("I2I_DOCTEST_MAX_ITERS", "10")
+TIMEOUT_S = 900   # per block; a loaded 2-core machine can be many times slower than an idle one
 
 
 @dataclass(frozen=True)
