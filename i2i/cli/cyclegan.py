@@ -44,7 +44,7 @@ def _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc) -> dict:
 def train(
     dataroot: Annotated[str, typer.Argument(
         help="Folder with trainA/ and trainB/ (and testA/, testB/), or builtin:shapes (synthetic circles -> "
-             "squares; small preset that learns on a CPU in minutes).")] = "builtin:shapes",
+             "squares; its preset, used for every flag not given, learns on a CPU in under 3 minutes).")] = "builtin:shapes",
     run_dir: Annotated[Optional[str], typer.Option("--run-dir", help="Run folder: config, checkpoints, samples, "
                                                    "log (default: runs/<dataset name>).", rich_help_panel=RUN)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir exactly where its latest "
@@ -111,7 +111,7 @@ def train(
     max_dataset_size: Annotated[Optional[int], typer.Option("--max-dataset-size", help="Use at most this many "
                                                             "images per domain.", rich_help_panel=DATA)] = None,
     shapes_count: Annotated[Optional[int], typer.Option("--shapes-count", help="Images per domain for "
-                                                        "builtin:shapes (default: 1000).",
+                                                        "builtin:shapes (its preset: 400).",
                                                         rich_help_panel=DATA)] = None,
     num_workers: Annotated[Optional[int], typer.Option("--num-workers", "--num-threads", help="DataLoader "
                                                        "workers (default: 4).", rich_help_panel=DATA)] = None,
