@@ -177,8 +177,8 @@ RESUMABLE_FIELDS = frozenset({"run_dir", "max_iters", "log_every", "sample_every
                               "keep_checkpoints", "num_workers", "log_with", "n_epochs", "n_epochs_decay",
                               "dataroot"})
 
-# The embedded default, sized so that a 2-core CPU learns circles -> squares within 3 minutes, also when stopped
-# at two thirds of its iterations. Chosen by measurement (examples/benchmarks/shapes_preset.py, docs/cyclegan.md):
+# The embedded default, aimed at a 2-core CPU learning circles -> squares within 3 minutes, also when stopped
+# at two thirds of its iterations (docs/cyclegan.md has how close it gets). Chosen by measurement (examples/benchmarks/shapes_preset.py, docs/cyclegan.md):
 # - half-width nets (ngf/ndf 16) at 32 px: about 0.4x the cost of an iteration at 32 / 32;
 # - batch norm in the generator: instance norm keeps only the sign of each colour feature relative to the white
 #   background, so colours are learned slowly and drift (blue -> purple); with batch norm they pass through;
