@@ -72,11 +72,22 @@ def expand_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
     """Expand files, directories (recursively), globs and ``@list.txt`` files into input items.
 
     The relative path of an item keeps the folder structure below a directory or a glob's fixed prefix;
-    a plain file keeps just its name. Missing plain files are kept (loading them reports the error), so a batch
-    can report them among its failures. Raises :class:`InputError` if nothing matches at all and
-    :class:`UsageError` if two different inputs would be written to the same output path.
+    a plain file keeps just its name. A path named directly in ``specs`` that does not exist raises
+    :class:`InputError` (a typo should stop the command before any work); a missing file listed inside an
+    ``@list.txt`` is kept (loading it reports the error), so a batch reports it among its failures. Raises
+    :class:`InputError` if nothing matches at all and :class:`UsageError` if two different inputs would be
+    written to the same output path.
     """
+    return _expand(specs, top_level=True)
+
+
+def _expand(specs: Sequence[str | os.PathLike], top_level: bool) -> list[InputItem]:
     items: list[InputItem] = []
+    missing = [os.fspath(s) for s in specs if top_level and not os.fspath(s).startswith("@")
+               and not (_GLOB_CHARS & set(os.fspath(s))) and not Path(os.fspath(s)).exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InputError(f"{missing[0]}: no such file or folder{more}")
     for spec in specs:
         s = os.fspath(spec)
         if s.startswith("@"):
@@ -86,7 +97,7 @@ def expand_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
             except OSError as exc:
                 raise InputError(f"{list_file}: cannot read input list ({exc.strerror or exc})") from exc
             entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-            items.extend(expand_inputs(entries) if entries else [])
+            items.extend(_expand(entries, top_level=False) if entries else [])
             continue
         path = Path(s)
         if path.is_dir():
@@ -136,6 +147,19 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
 
 
+@contextmanager
+def _refuse_truncated() -> Iterator[None]:
+    """Make Pillow raise on a truncated file for the duration of one decode, whatever the process-wide
+    ``ImageFile.LOAD_TRUNCATED_IMAGES`` says (a partial image is never accepted silently), and restore it after.
+    Nothing is changed at import time."""
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
 def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Load an image as ``mode`` ("RGB" or "L"), robustly. See the module docstring for what is handled.
 
@@ -173,7 +197,8 @@ def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEF
         try:
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
-            img.load()
+            with _refuse_truncated():
+                img.load()
             img = ImageOps.exif_transpose(img) or img
             return _convert(img, mode)
         except InputError:
@@ -228,6 +253,18 @@ def output_path(item: InputItem, out_dir: str | os.PathLike, suffix: str = "", e
     """Where the output for ``item`` goes: its relative path under ``out_dir``, with ``suffix`` and ``ext``."""
     rel = item.rel
     return Path(out_dir) / rel.parent / f"{rel.stem}{suffix}{ext}"
+
+
+def refuse_if_all_exist(targets: Sequence[Path], overwrite: bool) -> None:
+    """Raise :class:`OutputError` (exit 6) when every one of ``targets`` already exists and ``overwrite`` is off:
+    there would be nothing to do, so say so before any model is loaded. When only some exist, those are
+    reported one by one as failures by the command (exit 1) and the others are written."""
+    if overwrite or not targets or not all(Path(t).exists() for t in targets):
+        return
+    first = Path(targets[0])
+    more = f" and the other {len(targets) - 1}" if len(targets) > 1 else ""
+    raise OutputError(f"{first}{more} already exist{'s' if len(targets) == 1 else ''}: nothing to write "
+                      "(pass --overwrite to replace, or choose another --out)")
 
 
 def _create_temp_beside(path: Path) -> Path:
@@ -331,6 +368,3 @@ def fsync_dir(path: str | os.PathLike) -> None:
     finally:
         os.close(fd)
 
-
-# Pillow raises on truncated files by default; keep that (we never silently accept partial images).
-ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -23,9 +23,12 @@ BENCH = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
     ("ctrlx_speed.py", ["--model", "demo", "--steps", "3", "--repeats", "1", "--threads", "1"], "ctrlx_over_plain"),
     ("cold_start.py", ["--repeats", "1"], "results"),
     ("bf16_losses.py", ["--size", "32", "--iters", "4", "--log-every", "2", "--threads", "1"], "largest_cycle_gap"),
+    ("shapes_preset.py", ["--overrides", '{"generator": {"ngf": 8}, "discriminator": {"ndf": 8}}', "--max-iters", "3",
+                          "--limit", "2", "--threads", "1", "--run-dir", "{tmp}/run"], "at_end"),
 ])
 def test_benchmark_script_runs(script, args, key, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", I2I_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=env,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

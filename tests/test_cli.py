@@ -86,10 +86,10 @@ def test_translate_eval_and_exit_codes(shapes_run, tmp_path):
     records = json_lines(res.stdout)
     assert {r["status"] for r in records} == {"ok"} and len(records) == 2
     assert Image.open(out / "nested" / "odd.png").size == (97, 131)
-    # again without --overwrite: nothing replaced, exit 1 (some inputs failed)
+    # again without --overwrite: nothing replaced, exit 6 (every output exists)
     before = (out / "b.png").read_bytes()
     res = run("cyclegan", "translate", src, "-c", run_dir, "--out", out, "--quiet", "--direction", "BtoA")
-    assert res.exit_code == 1 and "already exists" in res.stderr
+    assert res.exit_code == 6 and "already exist" in res.stderr
     assert (out / "b.png").read_bytes() == before
     # a bad file among good ones: the good one is written, exit 1
     (src / "bad.png").write_bytes(b"garbage")
@@ -125,7 +125,8 @@ def test_translate_out_may_name_the_output_file(shapes_run, tmp_path):
 
 
 @pytest.mark.parametrize("args, code, words", [
-    (["cyclegan", "translate", "missing.png", "-c", "no_such_run"], 4, "no_such_run"),
+    (["cyclegan", "translate", "missing.png", "-c", "no_such_run"], 3, "missing.png"),   # inputs first
+    (["cyclegan", "translate", "{tmp}", "-c", "{tmp}/no_such_run"], 3, "no input images"),
     (["cyclegan", "translate", "{tmp}/nothing/*.png", "-c", "x"], 3, "no input images"),
     (["cyclegan", "train", "{tmp}/no_dataset", "--run-dir", "{tmp}/r"], 3, "no_dataset"),
     (["cyclegan", "train", "builtin:shapes", "--gan-mode", "wgan", "--run-dir", "{tmp}/r"], 2, "wgan"),

@@ -102,6 +102,37 @@ def test_truncated_files(tmp_path):
             load_image(p)
 
 
+def test_truncated_refused_even_when_pillow_is_lenient_and_flag_restored(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)   # a caller's own process-wide choice
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(buf, "png")
+    p = tmp_path / "cut.png"
+    p.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(InputError, match="cut"):
+        load_image(p)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True
+
+
+def test_importing_i2i_leaves_global_library_state_alone():
+    """Importing i2i's modules must not change Pillow's flags or other libraries' logging levels."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from PIL import ImageFile\n"
+        "ImageFile.LOAD_TRUNCATED_IMAGES = True\n"
+        "before = {n: logging.getLogger(n).level for n in ('diffusers', 'transformers', 'PIL')}\n"
+        "import i2i, i2i.images, i2i.shapes, i2i.device, i2i.cli.app\n"
+        "after = {n: logging.getLogger(n).level for n in ('diffusers', 'transformers', 'PIL')}\n"
+        "assert ImageFile.LOAD_TRUNCATED_IMAGES is True, 'Pillow flag changed'\n"
+        "assert before == after, (before, after)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_decompression_bomb_refused(tmp_path):
     Image.new("L", (300, 300)).save(tmp_path / "big.png")
     with pytest.raises(InputError, match="bomb"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from i2i import __version__
+from i2i.cli.common import Group
 from i2i.cli.ctrlx import app as ctrlx_app
 from i2i.cli.cyclegan import app as cyclegan_app
 from i2i.cli.freecontrol import app as freecontrol_app
@@ -12,16 +13,23 @@ from i2i.cli.score import score as score_command
 
 app = typer.Typer(
     name="i2i",
-    help="Image-to-image translation: CycleGAN training and translation, from one CLI.\n\n"
-         "Every command takes --device, --precision, --quiet, --json and --debug, never prompts, and exits 0 "
-         "only when every input succeeded (see the README for exit codes).",
+    help="Image-to-image translation with two methods, from one CLI.\n\n"
+         "cyclegan: train a CycleGAN on two unpaired image folders (or the built-in circles -> squares set), then "
+         "translate images in either direction and evaluate the run.\n\n"
+         "freecontrol: training-free structure control of a Stable Diffusion model (or the bundled offline demo "
+         "model): a text prompt generates an image laid out like a condition image (sketch, edges, depth, photo).\n\n"
+         "Every command takes --quiet, --json and --debug. The commands that compute on a device (cyclegan train, "
+         "translate and eval; freecontrol and freecontrol bases) also take --device and --precision; cyclegan "
+         "import and export work on the CPU. Nothing prompts; exit 0 means every input succeeded (docs/cli.md "
+         "lists the exit codes).",
+    cls=Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.add_typer(cyclegan_app, name="cyclegan")
-app.add_typer(freecontrol_app, name="freecontrol")
-app.add_typer(ctrlx_app, name="ctrlx")
+app.add_typer(cyclegan_app, name="cyclegan", cls=Group)
+app.add_typer(freecontrol_app, name="freecontrol", cls=Group)
+app.add_typer(ctrlx_app, name="ctrlx", cls=Group)
 app.command("score")(score_command)
 
 

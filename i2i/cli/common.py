@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from i2i.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, I2IError
 from i2i.progress import Reporter
@@ -19,9 +20,9 @@ T = TypeVar("T")
 DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", help="cpu, cuda, cuda:N or mps. Default: cuda if available, then mps, then cpu.",
     rich_help_panel="Common")]
-PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="fp32, bf16 (autocast; AMX on recent CPUs, tensor cores on GPUs) or fp16 (CUDA only).",
-    rich_help_panel="Common")]
+PRECISION_HELP = ("fp32, bf16 (autocast: faster on GPUs and on CPUs with AMX or AVX-512 BF16, slower on other "
+                  "CPUs), fp16 (CUDA only) or auto (bf16 where the device computes it natively, else fp32).")
+PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP, rich_help_panel="Common")]
 ConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", help="For a single-file --model (.safetensors/.ckpt): a diffusers folder (or hub id) of the same "
     "architecture whose component configs and tokenizer describe it; needed offline.")]
@@ -44,6 +45,36 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per
                                        rich_help_panel="Common")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.",
                                         rich_help_panel="Common")]
+
+
+class Group(TyperGroup):
+    """A command group whose help shows flags as flags: no ``<bool>`` value column for ``--quiet``, ``--help``
+    and the like (they take no value). Applied to the commands this group hands out, and to nested groups."""
+
+    def get_command(self, ctx: typer.Context, cmd_name: str):  # type: ignore[override]
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _no_flag_values([*command.params, command.get_help_option(ctx)])
+        return command
+
+    def get_params(self, ctx: typer.Context):  # type: ignore[override]
+        return _no_flag_values(super().get_params(ctx))
+
+
+def _no_flag_values(params: list) -> list:
+    for param in params:
+        if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+def warn_precision(reporter: Reporter, precision: str, device: object) -> None:
+    """Print the device's precision warning (bf16 on a CPU that emulates it), if any."""
+    from i2i.device import precision_warning
+
+    message = precision_warning(precision, device)  # type: ignore[arg-type]
+    if message:
+        reporter.warn(message)
 
 
 def run_guarded(fn: Callable[[], T], debug: bool, reporter: Reporter | None = None) -> T:

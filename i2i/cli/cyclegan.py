@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from i2i.cli.common import DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt, given, run_guarded
+from i2i.cli.common import (PRECISION_HELP, DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt, given,
+                            run_guarded, warn_precision)
 from i2i.progress import Reporter
 
 app = typer.Typer(help="CycleGAN (Zhu et al. 2017): unpaired training and translation in both directions.",
@@ -44,7 +45,7 @@ def _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc) -> dict:
 def train(
     dataroot: Annotated[Optional[str], typer.Argument(
         help="Folder with trainA/ and trainB/ (and testA/, testB/), or builtin:shapes (synthetic circles -> "
-             "squares; small preset that learns on a CPU in minutes). Default: builtin:shapes; with --resume, "
+             "squares; its preset, used for every flag not given, learns on a CPU in minutes). Default: builtin:shapes; with --resume, "
              "the run's recorded dataset.", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option(
         "--model", help="Training method: cyclegan (default; two generators, cycle loss), cut or fastcut "
@@ -115,7 +116,7 @@ def train(
     max_dataset_size: Annotated[Optional[int], typer.Option("--max-dataset-size", help="Use at most this many "
                                                             "images per domain.", rich_help_panel=DATA)] = None,
     shapes_count: Annotated[Optional[int], typer.Option("--shapes-count", help="Images per domain for "
-                                                        "builtin:shapes (default: 1000).",
+                                                        "builtin:shapes (its preset: 400).",
                                                         rich_help_panel=DATA)] = None,
     num_workers: Annotated[Optional[int], typer.Option("--num-workers", "--num-threads", help="DataLoader "
                                                        "workers (default: 4).", rich_help_panel=DATA)] = None,
@@ -164,7 +165,7 @@ def train(
         "convs (default: on for cut/fastcut, off for cyclegan).", show_default=False,
         rich_help_panel=ARCH)] = None,
     device: DeviceOpt = None, precision: Annotated[Optional[str], typer.Option(
-        "--precision", help="fp32 (default), bf16 (autocast) or fp16 (CUDA only).",
+        "--precision", help=PRECISION_HELP + " Default: fp32 (on --resume: the run's own).",
         rich_help_panel="Common")] = None,
     seed: SeedOpt = None, quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
@@ -182,6 +183,14 @@ def train(
 
         if resume and run_dir is None:
             raise UsageError("--resume needs --run-dir (the run folder to continue)")
+        precision_ = precision
+        if precision is not None:
+            from i2i.device import resolve_device, resolve_precision
+
+            dev = resolve_device(device)
+            precision_ = resolve_precision(precision, dev)
+            warn_precision(reporter, precision_, dev)
+        max_iters_ = _capped_max_iters(max_iters, reporter)
         data = dataroot or BUILTIN_SHAPES
         name = "shapes" if data == BUILTIN_SHAPES else (Path(data).name or "cyclegan")
         top = given(dataroot=dataroot if resume else data, run_dir=run_dir or f"runs/{name}", model=model,
@@ -189,13 +198,13 @@ def train(
                     init_gain=init_gain, gan_mode=gan_mode, lambda_A=lambda_a, lambda_B=lambda_b,
                     lambda_identity=lambda_identity, pool_size=pool_size, lr=lr, beta1=beta1, beta2=beta2,
                     n_epochs=n_epochs, n_epochs_decay=n_epochs_decay, lr_policy=lr_policy,
-                    lr_decay_iters=lr_decay_iters, batch_size=batch_size, max_iters=max_iters,
+                    lr_decay_iters=lr_decay_iters, batch_size=batch_size, max_iters=max_iters_,
                     load_size=load_size, crop_size=crop_size, preprocess=preprocess,
                     flip=False if no_flip else None, serial_batches=True if serial_batches else None,
                     phase=phase, max_dataset_size=max_dataset_size, shapes_count=shapes_count,
                     num_workers=num_workers, log_every=log_every, sample_every=sample_every,
                     save_every=save_every, save_epoch_every=save_epoch_every, keep_checkpoints=keep_checkpoints,
-                    log_with=log_with, seed=seed, precision=precision)
+                    log_with=log_with, seed=seed, precision=precision_)
         nested = {
             "generator": {**_gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc),
                           **given(antialias=antialias, antialias_up=antialias_up)},
@@ -223,6 +232,26 @@ def train(
                          "seconds": round(result.seconds, 2), "losses": result.losses})
 
     run_guarded(go, debug, reporter)
+
+
+MAX_ITERS_ENV = "I2I_MAX_ITERS"
+
+
+def _capped_max_iters(max_iters: int | None, reporter: Reporter) -> int | None:
+    """``--max-iters``, capped by the environment variable I2I_MAX_ITERS when it is set (for smoke tests and
+    the documentation tests, which run the documented training commands as written but briefly)."""
+    import os
+
+    from i2i.errors import UsageError
+
+    raw = os.environ.get(MAX_ITERS_ENV, "").strip()
+    if not raw:
+        return max_iters
+    if not raw.isdigit() or int(raw) < 1:
+        raise UsageError(f"{MAX_ITERS_ENV}={raw!r}: must be a positive whole number of iterations")
+    cap = int(raw) if max_iters is None else min(max_iters, int(raw))
+    reporter.info(f"{MAX_ITERS_ENV}={raw}: training stops after at most {cap} iterations")
+    return cap
 
 
 def _load_any_generator(checkpoint: str, direction: str, arch_fields: dict, device):
@@ -276,11 +305,12 @@ def translate(
         from i2i.cyclegan.translator import TranslateConfig, translate_images
         from i2i.device import check_precision, resolve_device
         from i2i.errors import PartialFailure
-        from i2i.images import InputItem, expand_inputs, names_one_file
+        from i2i.images import InputItem, expand_inputs, names_one_file, output_path, refuse_if_all_exist
 
         dev = resolve_device(device)
-        check_precision(precision, dev)
-        cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, precision=precision,
+        prec = check_precision(precision, dev)
+        warn_precision(reporter, prec, dev)
+        cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, precision=prec,
                               ext=ext if ext.startswith(".") else "." + ext, suffix=suffix, overwrite=overwrite,
                               num_workers=num_workers)
         items = expand_inputs(inputs)
@@ -289,6 +319,7 @@ def translate(
             items = [InputItem(items[0].path, Path(out.stem))]
             out_dir = out.parent
             cfg = dataclasses.replace(cfg, ext=out.suffix, suffix="")
+        refuse_if_all_exist([output_path(it, out_dir, cfg.suffix, cfg.ext) for it in items], overwrite)
         gen, gen_cfg = _load_any_generator(checkpoint, direction,
                                            _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev)
         result = translate_images(items, gen, gen_cfg, out_dir, cfg, dev, reporter)
@@ -403,10 +434,11 @@ def eval_(
         from i2i.device import check_precision, resolve_device
 
         dev = resolve_device(device)
-        check_precision(precision, dev)
+        prec = check_precision(precision, dev)
+        warn_precision(reporter, prec, dev)
         target = out or run / "eval"
         chosen = tuple(m.strip() for m in (metrics or "").split(",") if m.strip())
-        config = EvalConfig(dataroot=dataroot, phase=phase, limit=limit, precision=precision, metrics=chosen,
+        config = EvalConfig(dataroot=dataroot, phase=phase, limit=limit, precision=prec, metrics=chosen,
                             features=features, resolution=resolution, kid_subsets=kid_subsets,
                             inception_weights=str(inception_weights) if inception_weights else None)
         summary = evaluate(run, target, config, dev, reporter, overwrite=overwrite)

@@ -143,10 +143,10 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
     reporter = reporter or Reporter(quiet=True)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     outputs = (out_dir / "summary.json", out_dir / "grid.png")
-    if not overwrite:
-        for path in outputs:
-            if path.exists():
-                raise OutputError(f"{path}: already exists (pass --overwrite to replace it)")
+    existing = [p for p in outputs if p.exists()]
+    if existing and not overwrite:   # checked before any model is loaded or image translated
+        raise OutputError(f"{existing[0]}: already exists from an earlier evaluation (pass --overwrite to "
+                          "replace it, or --out for another folder)")
     cfg_path = run_dir / "config.json"
     train_cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text())) if cfg_path.is_file() else None
     dataroot = config.dataroot or (train_cfg.dataroot if train_cfg else None)

@@ -1,0 +1,153 @@
+"""The exit-code table of docs/cli.md, row by row, through the real CLI (tiny runs, a few seconds in all).
+
+Also: output-exists checks come before any model is loaded (translate, eval).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from i2i.cli.app import app
+from i2i.errors import (EXIT_CHECKPOINT, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_NUMERICAL, EXIT_OK,
+                        EXIT_OUTPUT, EXIT_PARTIAL, EXIT_USAGE)
+
+TINY = ["--ngf", "8", "--ndf", "8", "--shapes-count", "8", "--batch-size", "2", "--num-workers", "0", "--quiet"]
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("codes") / "run"
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 2, *TINY)
+    assert res.exit_code == EXIT_OK, res.output
+    return run_dir
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (32, 32), "red").save(src / "a.png")
+    Image.new("RGB", (36, 28), "blue").save(src / "b.png")
+    return src
+
+
+def _no_model_load(monkeypatch) -> None:
+    """Make loading a generator fail loudly, to prove a command stopped before it."""
+    import i2i.cli.cyclegan as cli
+    import i2i.cyclegan.evaluate as evaluate
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(cli, "_load_any_generator", boom)
+    monkeypatch.setattr(evaluate, "load_generator", boom)
+
+
+def test_0_success(tiny_run, images, tmp_path):
+    res = run("cyclegan", "translate", images, "-c", tiny_run, "--out", tmp_path / "out", "--quiet")
+    assert res.exit_code == EXIT_OK, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+
+
+def test_1_partial_failure_writes_the_rest(tiny_run, images, tmp_path):
+    (images / "bad.png").write_bytes(b"not an image")
+    res = run("cyclegan", "translate", images, "-c", tiny_run, "--out", tmp_path / "out", "--quiet")
+    assert res.exit_code == EXIT_PARTIAL and "bad.png" in res.stderr
+    assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "b.png").is_file()
+
+
+def test_1_when_only_some_outputs_exist(tiny_run, images, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    Image.new("RGB", (4, 4)).save(out / "a.png")
+    res = run("cyclegan", "translate", images, "-c", tiny_run, "--out", out, "--quiet")
+    assert res.exit_code == EXIT_PARTIAL and "already exists" in res.stderr
+    assert Image.open(out / "a.png").size == (4, 4) and (out / "b.png").is_file()
+
+
+@pytest.mark.parametrize("args", [
+    ["cyclegan", "train", "builtin:shapes", "--gan-mode", "wgan"],     # invalid value (i2i's check)
+    ["cyclegan", "translate", "x.png"],                                 # required option missing (Typer)
+    ["cyclegan", "import", "x.pth", "--no-such-flag"],                  # unknown flag (Typer)
+])
+def test_2_usage(args):
+    assert run(*args).exit_code == EXIT_USAGE
+
+
+def test_3_input(tiny_run, tmp_path):
+    res = run("cyclegan", "translate", tmp_path / "missing.png", "-c", tiny_run, "--out", tmp_path / "o")
+    assert res.exit_code == EXIT_INPUT and "missing.png" in res.stderr
+
+
+def test_4_checkpoint(images, tmp_path):
+    res = run("cyclegan", "translate", images, "-c", tmp_path / "no_run", "--out", tmp_path / "o")
+    assert res.exit_code == EXIT_CHECKPOINT and "no_run" in res.stderr
+
+
+def test_5_numerical(tiny_run, tmp_path, monkeypatch):
+    import i2i.cyclegan.trainer as trainer
+
+    real = trainer.gan_loss
+    monkeypatch.setattr(trainer, "gan_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", tmp_path / "nan", "--max-iters", 2, *TINY)
+    assert res.exit_code == EXIT_NUMERICAL and "NaN" in res.stderr
+
+
+def test_6_translate_every_output_exists_before_model_load(tiny_run, images, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    assert run("cyclegan", "translate", images, "-c", tiny_run, "--out", out, "--quiet").exit_code == EXIT_OK
+    before = (out / "a.png").read_bytes()
+    _no_model_load(monkeypatch)
+    res = run("cyclegan", "translate", images, "-c", tiny_run, "--out", out)
+    assert res.exit_code == EXIT_OUTPUT, res.output
+    assert "already exist" in res.stderr and "--overwrite" in res.stderr
+    assert (out / "a.png").read_bytes() == before
+
+
+def test_6_eval_twice_refuses_before_any_work(tiny_run, tmp_path, monkeypatch):
+    target = tmp_path / "ev"
+    res = run("cyclegan", "eval", tiny_run, "--limit", 2, "--out", target, "--quiet")
+    assert res.exit_code == EXIT_OK, res.output
+    _no_model_load(monkeypatch)
+    res = run("cyclegan", "eval", tiny_run, "--limit", 2, "--out", target)
+    assert res.exit_code == EXIT_OUTPUT and "--overwrite" in res.stderr, res.output
+    monkeypatch.undo()
+    assert run("cyclegan", "eval", tiny_run, "--limit", 2, "--out", target, "--overwrite",
+               "--quiet").exit_code == EXIT_OK
+
+
+def test_6_train_into_an_existing_run(tiny_run):
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", tiny_run, "--max-iters", 2, *TINY)
+    assert res.exit_code == EXIT_OUTPUT and "--resume" in res.stderr
+
+
+def test_70_internal_error_is_one_line(tiny_run, images, tmp_path, monkeypatch):
+    import i2i.cyclegan.translator as translator
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("simulated bug")
+
+    monkeypatch.setattr(translator, "translate_images", bug)
+    res = run("cyclegan", "translate", images, "-c", tiny_run, "--out", tmp_path / "o")
+    assert res.exit_code == EXIT_INTERNAL
+    assert "internal error" in res.stderr and "--debug" in res.stderr and "Traceback" not in res.output
+
+
+def test_130_interrupted(tiny_run, images, tmp_path, monkeypatch):
+    """Ctrl-C outside training (training's own SIGINT/SIGTERM path is tests/test_interrupt.py)."""
+    import i2i.cyclegan.translator as translator
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(translator, "translate_images", interrupt)
+    res = run("cyclegan", "translate", images, "-c", tiny_run, "--out", tmp_path / "o")
+    assert res.exit_code == EXIT_INTERRUPTED and "interrupted" in res.stderr
