@@ -93,7 +93,7 @@ def test_4_checkpoint(images, tmp_path):
 
 
 def test_5_numerical(tiny_run, tmp_path, monkeypatch):
-    import i2i.cyclegan.trainer as trainer
+    import i2i.cyclegan.methods.cyclegan as trainer
 
     real = trainer.gan_loss
     monkeypatch.setattr(trainer, "gan_loss", lambda *a, **k: real(*a, **k) * float("nan"))
