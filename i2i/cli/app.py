@@ -13,15 +13,17 @@ from i2i.cli.score import score as score_command
 
 app = typer.Typer(
     name="i2i",
-    help="Image-to-image translation with two methods, from one CLI.\n\n"
-         "cyclegan: train a CycleGAN on two unpaired image folders (or the built-in circles -> squares set), then "
-         "translate images in either direction and evaluate the run.\n\n"
+    help="Image-to-image translation from one CLI.\n\n"
+         "cyclegan: train on two unpaired image folders (or the built-in circles -> squares set) with CycleGAN, "
+         "CUT or FastCUT (--model), then translate images and evaluate the run (FID/KID with --metrics).\n\n"
          "freecontrol: training-free structure control of a Stable Diffusion model (or the bundled offline demo "
          "model): a text prompt generates an image laid out like a condition image (sketch, edges, depth, photo).\n\n"
+         "ctrlx: Ctrl-X, structure and appearance control with no inversion or guidance (early).\n\n"
+         "score: structure distance and CLIP score of generated images (needs DINO/CLIP weights).\n\n"
          "Every command takes --quiet, --json and --debug. The commands that compute on a device (cyclegan train, "
-         "translate and eval; freecontrol and freecontrol bases) also take --device and --precision; cyclegan "
-         "import and export work on the CPU. Nothing prompts; exit 0 means every input succeeded (docs/cli.md "
-         "lists the exit codes).",
+         "translate and eval; freecontrol, freecontrol bases and ctrlx) also take --device and --precision, score "
+         "takes --device; cyclegan import and export work on the CPU. Nothing prompts; exit 0 means every input "
+         "succeeded (docs/cli.md lists the exit codes).",
     cls=Group,
     no_args_is_help=True,
     add_completion=False,
