@@ -133,3 +133,35 @@ def test_reference_checkpoint_for_another_architecture(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 4 and "do not fit" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_cut_run_killed_with_9_resumes_to_identical_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    flags = [*TINY, "--model", "cut", "--netf-nc", "16", "--num-patches", "16"]
+    total = 6
+    ref = i2i("cyclegan", "train", "builtin:shapes", "--run-dir", tmp_path / "ref", "--max-iters", total, *flags)
+    _, err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err
+
+    run_dir = tmp_path / "run"
+    proc = i2i("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", total, *flags)
+    deadline = time.monotonic() + 120
+    while latest_checkpoint(run_dir) is None or int(latest_checkpoint(run_dir).name[5:]) < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(random.Random(1).uniform(0.0, 0.3))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    killed_at = int(latest_checkpoint(run_dir).name[5:])
+    assert killed_at < total, "the run ended before it was killed: nothing was tested"
+    done = i2i("cyclegan", "train", "--run-dir", run_dir, "--max-iters", total, "--resume", "--quiet")
+    _, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+
+    a, b = latest_checkpoint(tmp_path / "ref"), latest_checkpoint(run_dir)
+    assert a.name == b.name == f"iter_{total:08d}"
+    for name in ("G_A", "D_A", "F"):
+        wa, wb = load_file(a / f"{name}.safetensors"), load_file(b / f"{name}.safetensors")
+        assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa), name
