@@ -178,3 +178,33 @@ def test_unset_batch_size_and_workers_follow_the_device(monkeypatch):
     assert (gpu.batch_size, gpu.num_workers) == (4, 2)
     given = TranslateConfig(batch_size=8, num_workers=3).for_device(torch.device("cpu"))
     assert (given.batch_size, given.num_workers) == (8, 3)       # given values are kept
+
+
+class _SizeProbe(nn.Module):
+    """Records the spatial size it is given; outputs a horizontal ramp, so the resizing back can be checked."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape[-2:]))
+        ramp = torch.linspace(-1, 1, x.shape[-1]).expand(x.shape[0], x.shape[1], x.shape[2], -1)
+        return ramp.clone()
+
+
+def test_size_works_at_the_given_scale_and_returns_the_input_size(tmp_path):
+    probe = _SizeProbe()
+    out = translate_pil(probe, CFG, noise_image(128, 96), "cpu", size=32)
+    assert probe.seen == [(32, 44)] and out.size == (128, 96)       # 96 -> 32 on the shorter side, 4-multiple
+    left, right = image_to_tensor(out)[:, :, :8].mean(), image_to_tensor(out)[:, :, -8:].mean()
+    assert left < -0.8 and right > 0.8                                 # the ramp, stretched back over 128 px
+    probe.seen.clear()
+    assert translate_pil(probe, CFG, noise_image(32, 40), "cpu", size=32).size == (32, 40)
+    assert probe.seen == [(40, 32)]                                    # already at scale: no resampling
+    noise_image(64, 64).save(tmp_path / "a.png")
+    res = translate_images(expand_inputs([tmp_path / "a.png"]), _SizeProbe(), CFG, tmp_path / "out",
+                           TranslateConfig(size=16, num_workers=0))
+    assert [Image.open(p).size for p in res.ok] == [(64, 64)]
+    with pytest.raises(Exception, match="--size"):
+        TranslateConfig(size=0)

@@ -287,6 +287,10 @@ def translate(
     tile: Annotated[Optional[int], typer.Option("--tile", help="Translate large images in overlapping tiles of "
                                                 "this size (seams blended).")] = None,
     tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Tile overlap in pixels.")] = 32,
+    size: Annotated[Optional[int], typer.Option(
+        "--size", help="Translate at this many px on the shorter side (e.g. the training size: 32 for the "
+        "builtin:shapes preset) and resize each output back to its input's size. Default: each image as it is.",
+        show_default=False)] = None,
     ext: Annotated[str, typer.Option("--ext", help="Output format extension.")] = ".png",
     suffix: Annotated[str, typer.Option("--suffix", help="Appended to each output file name.")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
@@ -298,7 +302,8 @@ def translate(
     device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Translate every input at its original size. Bad files are reported and skipped; exit 1 if any failed."""
+    """Translate every input; each output has its input's size. Bad files are reported and skipped; exit 1 if
+    any failed."""
     reporter = Reporter(quiet=quiet, json_mode=json)
 
     def go() -> None:
@@ -310,8 +315,8 @@ def translate(
         dev = resolve_device(device)
         prec = check_precision(precision, dev)
         warn_precision(reporter, prec, dev)
-        cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, precision=prec,
-                              ext=ext if ext.startswith(".") else "." + ext, suffix=suffix, overwrite=overwrite,
+        cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, size=size,
+                              precision=prec, ext=ext if ext.startswith(".") else "." + ext, suffix=suffix, overwrite=overwrite,
                               num_workers=num_workers)
         items = expand_inputs(inputs)
         out_dir = out

@@ -1,5 +1,7 @@
 """Translate images with a trained generator: every input, at its original size, batched on the device.
 
+- Scale: by default the generator sees each image as it is. ``size`` makes it work at a given shorter side (the
+  scale it was trained at: a 32 px shapes model on a 256 px drawing) and resizes the output back.
 - Sizes: each image is reflect-padded up to the generator's required multiple (4 for ResNet generators, 256 for
   unet_256, ...) and the output cropped back, so a 97x131 input gives a 97x131 output (the reference resizes or
   crops instead).
@@ -39,6 +41,7 @@ class TranslateConfig:
     batch_size: int | None = None
     tile: int | None = None          # tile side in px (None: whole images)
     tile_overlap: int = 32
+    size: int | None = None          # translate at this shorter side, output resized back (None: as it is)
     precision: Precision = "fp32"
     ext: str = ".png"
     suffix: str = ""
@@ -50,6 +53,8 @@ class TranslateConfig:
             raise UsageError("--batch-size must be at least 1")
         if self.tile is not None and self.tile < 1:
             raise UsageError("--tile must be a positive number of pixels")
+        if self.size is not None and self.size < 1:
+            raise UsageError("--size must be a positive number of pixels")
         if self.tile is not None and not 0 <= self.tile_overlap < self.tile:
             raise UsageError("--tile-overlap must be at least 0 and smaller than --tile")
         if self.num_workers is not None and self.num_workers < 0:
@@ -148,11 +153,27 @@ def translate_tiled(gen: nn.Module, x: torch.Tensor, multiple: int, device: torc
     return out / weight
 
 
+def resize_shorter_side(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``x`` ``[N, C, H, W]`` resized (bicubic, anti-aliased) so that its shorter side is ``size`` px."""
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    target = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if target == (h, w):
+        return x
+    return F.interpolate(x, size=target, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+
+
 def translate_tensor(gen: nn.Module, gen_cfg: GeneratorConfig, x: torch.Tensor, device: torch.device,
                      precision: Precision = "fp32", tile: int | None = None, tile_overlap: int = 32,
-                     batch_size: int = 4) -> torch.Tensor:
+                     batch_size: int = 4, size: int | None = None) -> torch.Tensor:
     """Translate ``x`` ``[N, C, H, W]`` (one size) in [-1, 1]; tiled per image when ``tile`` is smaller than
-    the image. Returns ``[N, C', H, W]`` on the CPU."""
+    the image. ``size``: translate at that shorter side (the scale the generator was trained at) and resize the
+    output back to ``H x W``. Returns ``[N, C', H, W]`` on the CPU."""
+    if size is not None and min(x.shape[-2:]) != size:
+        y = translate_tensor(gen, gen_cfg, resize_shorter_side(x, size), device, precision, tile, tile_overlap,
+                             batch_size)
+        return F.interpolate(y, size=tuple(x.shape[-2:]), mode="bicubic", antialias=True,
+                             align_corners=False).clamp(-1, 1)
     multiple = required_multiple(gen_cfg)
     h, w = x.shape[-2:]
     if tile is not None and (h > tile or w > tile):
@@ -167,12 +188,14 @@ def image_mode(gen_cfg: GeneratorConfig) -> str:
 
 
 def translate_pil(gen: nn.Module, gen_cfg: GeneratorConfig, img: Image.Image, device: torch.device | str,
-                  precision: Precision = "fp32", tile: int | None = None, tile_overlap: int = 32) -> Image.Image:
-    """Translate one PIL image at its own size (converted to the generator's mode first)."""
+                  precision: Precision = "fp32", tile: int | None = None, tile_overlap: int = 32,
+                  size: int | None = None) -> Image.Image:
+    """Translate one PIL image (converted to the generator's mode first); the output has the input's size.
+    ``size``: work at that shorter side, e.g. the training resolution (None: at the image's own size)."""
     device = torch.device(device)
     x = image_to_tensor(img.convert(image_mode(gen_cfg)))[None]
     with torch.inference_mode():
-        y = translate_tensor(gen, gen_cfg, x, device, precision, tile, tile_overlap)
+        y = translate_tensor(gen, gen_cfg, x, device, precision, tile, tile_overlap, size=size)
     return tensor_to_image(y[0])
 
 
@@ -233,7 +256,7 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
         group = pending.pop(key)
         with torch.inference_mode():
             ys = translate_tensor(gen, gen_cfg, torch.stack([t for _, t in group]), device, cfg.precision,
-                                  cfg.tile, cfg.tile_overlap, cfg.batch_size)
+                                  cfg.tile, cfg.tile_overlap, cfg.batch_size, cfg.size)
         for (j, _), y in zip(group, ys):
             item = todo[j]
             target = targets[index[id(item)]]
