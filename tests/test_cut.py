@@ -168,7 +168,8 @@ def test_cli_fastcut_run_translate_and_resume(tmp_path):
 @pytest.mark.parametrize("cfg", [GeneratorConfig(antialias=True, antialias_up=True),
                                  GeneratorConfig(arch="resnet_6blocks", ngf=8, antialias=True, antialias_up=True),
                                  GeneratorConfig(arch="resnet_6blocks", ngf=8, antialias=True),
-                                 GeneratorConfig(arch="resnet_6blocks", ngf=16, norm="batch", dropout=True)])
+                                 GeneratorConfig(arch="resnet_6blocks", ngf=16, norm="batch", dropout=True),
+                                 GeneratorConfig(arch="resnet_3blocks", ngf=8, norm="batch")])
 def test_reference_layouts_are_recognised_from_their_keys(tmp_path, cfg):
     """A reference file (CUT's anti-aliased layout or CycleGAN's, saved from DataParallel with ``module.``) is
     recognised from its keys and shapes and loads with the reference forward's output."""

@@ -174,3 +174,20 @@ def test_other_init_types_run(init_type: str) -> None:
 def test_init_weights_rejects_unknown_type() -> None:
     with pytest.raises(UsageError):
         init_weights(nn.Conv2d(1, 1, 1), "uniform")
+
+
+def test_resnet_with_any_number_of_blocks():
+    from i2i.cyclegan.config import GeneratorConfig, resnet_blocks
+    from i2i.cyclegan.networks import ResnetGenerator, define_G, required_multiple
+    from i2i.errors import UsageError
+
+    assert [resnet_blocks(a) for a in ("resnet_9blocks", "resnet_3blocks", "resnet_12blocks", "unet_128")] == \
+        [9, 3, 12, None]
+    three, six = (GeneratorConfig(arch=f"resnet_{n}blocks", ngf=8) for n in (3, 6))
+    g3, g6 = define_G(three), define_G(six)
+    assert isinstance(g3, ResnetGenerator) and required_multiple(three) == 4
+    per_block = (sum(p.numel() for p in g6.parameters()) - sum(p.numel() for p in g3.parameters())) / 3
+    assert per_block == 2 * (32 * 32 * 9 + 32)          # two 3x3 convs at 4 * ngf (with bias: instance norm)
+    for bad in ("resnet_0blocks", "resnet_blocks", "resnet_3"):
+        with pytest.raises(UsageError, match="resnet_<N>blocks"):
+            GeneratorConfig(arch=bad)

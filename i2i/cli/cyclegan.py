@@ -22,7 +22,8 @@ RUN = "Run, logging and checkpoints"
 CUT = "CUT / FastCUT (--model cut|fastcut)"
 
 NetGOpt = Annotated[Optional[str], typer.Option(
-    "--net-g", "--netG", help="Generator: resnet_9blocks (default), resnet_6blocks, unet_256, unet_128, dcgan.",
+    "--net-g", "--netG", help="Generator: resnet_9blocks (default), resnet_6blocks, resnet_<N>blocks (any N), "
+    "unet_256, unet_128, dcgan.",
     rich_help_panel=ARCH)]
 NgfOpt = Annotated[Optional[int], typer.Option("--ngf", help="Generator base width (default: 64).",
                                                rich_help_panel=ARCH)]

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from i2i.errors import UsageError
 
-GENERATOR_ARCHS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128", "dcgan")
+GENERATOR_ARCHS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128", "dcgan")   # + resnet_<N>blocks
 DISCRIMINATOR_ARCHS = ("basic", "n_layers", "pixel", "dcgan")
 NORMS = ("instance", "batch", "none")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
@@ -25,6 +25,15 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
     if unknown:
         raise UsageError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
     return cls(**data)
+
+
+def resnet_blocks(arch: str) -> int | None:
+    """The number of residual blocks of a ``resnet_<N>blocks`` generator (the reference names 6 and 9; any
+    N >= 1 builds the same ResnetGenerator), or None for other architectures."""
+    import re
+
+    m = re.fullmatch(r"resnet_([1-9][0-9]*)blocks", arch)
+    return int(m.group(1)) if m else None
 
 
 def _check(value: str, choices: tuple[str, ...], what: str) -> None:
@@ -47,7 +56,8 @@ class GeneratorConfig:
     antialias_up: bool = False         # resnet only: fixed upsampling + conv instead of transposed convs (CUT)
 
     def __post_init__(self) -> None:
-        _check(self.arch, GENERATOR_ARCHS, "generator architecture")
+        if resnet_blocks(self.arch) is None:
+            _check(self.arch, GENERATOR_ARCHS + ("resnet_<N>blocks",), "generator architecture")
         _check(self.norm, NORMS, "norm")
         if (self.antialias or self.antialias_up) and not self.arch.startswith("resnet"):
             raise UsageError(f"anti-aliasing is implemented for the resnet generators only, not {self.arch}")

@@ -153,7 +153,7 @@ def _guess_resnet(state: dict[str, "torch.Tensor"]) -> GeneratorConfig | None:
         if m and state[key].dim() == 4:  # convolutions only, not BatchNorm weights
             blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
     n_blocks = len(blocks)
-    arch = {9: "resnet_9blocks", 6: "resnet_6blocks"}.get(n_blocks)
+    arch = f"resnet_{n_blocks}blocks" if n_blocks else None
     antialias = "model.7.filt" in state
     start = 12 if antialias else 10
     if arch is None or sorted(blocks) != list(range(start, start + n_blocks)):

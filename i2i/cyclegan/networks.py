@@ -4,6 +4,7 @@ implementation (junyanz/pytorch-CycleGAN-and-pix2pix) exactly, plus a small DCGA
 Generators (``GeneratorConfig.arch``):
 
 * ``resnet_9blocks`` / ``resnet_6blocks`` -- :class:`ResnetGenerator`; input sides must be multiples of 4.
+  ``resnet_<N>blocks`` (any N >= 1, e.g. ``resnet_3blocks``) is the same network with N blocks.
   With ``antialias``/``antialias_up`` (CUT's default) it has CUT's anti-aliased layout: stride-1 convs followed by
   a blur-pool, and fixed upsampling followed by a 3x3 conv; layer indices and keys match the CUT reference.
 * ``unet_256`` / ``unet_128`` -- :class:`UnetGenerator` with 8 / 7 downsamplings.
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from i2i.cyclegan.antialias import Downsample, Upsample
-from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig
+from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig, resnet_blocks
 from i2i.errors import UsageError
 
 NormFactory = Callable[[int], nn.Module]
@@ -59,7 +60,7 @@ def uses_bias(norm: str) -> bool:
 def required_multiple(cfg: GeneratorConfig) -> int:
     """The number both input sides must be a multiple of for the generator ``cfg`` (4 for resnet, 256 for
     unet_256, 128 for unet_128, 16 for dcgan)."""
-    return _REQUIRED_MULTIPLE[cfg.arch]
+    return 4 if resnet_blocks(cfg.arch) else _REQUIRED_MULTIPLE[cfg.arch]
 
 
 def init_weights(net: nn.Module, init_type: str = "normal", init_gain: float = 0.02) -> nn.Module:
@@ -400,8 +401,8 @@ class DCGANDiscriminator(nn.Module):
 def define_G(cfg: GeneratorConfig, *, init_type: str = "normal", init_gain: float = 0.02) -> nn.Module:
     """Build and initialise the generator described by ``cfg``:
     ``(N, cfg.input_nc, H, W) -> (N, cfg.output_nc, H, W)``, H and W multiples of :func:`required_multiple`."""
-    if cfg.arch in ("resnet_9blocks", "resnet_6blocks"):
-        n_blocks = 9 if cfg.arch == "resnet_9blocks" else 6
+    n_blocks = resnet_blocks(cfg.arch)
+    if n_blocks:
         net: nn.Module = ResnetGenerator(cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.norm, cfg.dropout, n_blocks,
                                          cfg.antialias, cfg.antialias_up)
     elif cfg.arch in ("unet_256", "unet_128"):
