@@ -1,6 +1,6 @@
-"""`i2i freecontrol --score`: structure distance and CLIP score in each JSON result, with a tiny ViT and CLIP built
-in code (as for `i2i score`), and a fast exit-4 error before the diffusion model loads when the weights are
-missing."""
+"""`i2i freecontrol --score` and `i2i ctrlx --score`: structure distance and CLIP score in each JSON result, with a
+tiny ViT and CLIP built in code (as for `i2i score`), and a fast exit-4 error before the diffusion model loads when
+the weights are missing."""
 
 import json
 from pathlib import Path
@@ -54,3 +54,15 @@ def test_missing_score_weights_fail_before_the_model_loads(model_dir, tmp_path, 
                       "--out", tmp_path / "out", "--score")
     assert res.exit_code == 4 and "facebook/dino-vitb8" in res.stderr and "hf download" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrlx_score_measures_structure_against_the_structure_image(models, tmp_path):  # noqa: F811
+    res = CliRunner().invoke(app, ["ctrlx", "--steps", "4", "--prompt", "a blue square", "--structure", str(SQUARE),
+                                   "--out", str(tmp_path), "--json", "-q", "--score", "--dino", str(models / "vit"),
+                                   "--clip", str(models / "clip")])
+    assert res.exit_code == 0, res.output
+    (record,) = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    expected = score_images([record["image"]], [SQUARE], ["a blue square"],
+                            load_scorers(dino=str(models / "vit"), clip=str(models / "clip")))[0]
+    assert record["self_sim"] == pytest.approx(expected["self_sim"])
+    assert record["clip_score"] == pytest.approx(expected["clip_score"])
