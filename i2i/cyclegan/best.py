@@ -119,8 +119,11 @@ class BestCheckpoint:
         return cls(held_out, extractor, best, reporter, config.seed)
 
     def __call__(self, method: "Method", iteration: int) -> dict[str, Any]:
+        import time
+
         from i2i.metrics.training import TRAINING_SUBSETS, generator_kid, real_features
 
+        start = time.perf_counter()
         if self._real is None:
             self._real = real_features(self.extractor, self.held_out.target)
         generator = unwrap(method.networks()["G_A"].net)
@@ -132,8 +135,9 @@ class BestCheckpoint:
         values: dict[str, Any] = {"kid": kid.mean, "kid_std": kid.std, "best_kid": self.best["kid"],
                                   "best_iter": self.best["iter"], "kid_subsets": kid.subsets,
                                   "kid_subset_size": kid.subset_size, "features": self.extractor.name,
-                                  "held_out": self.held_out.description}
-        self.reporter.info(f"iteration {iteration}: KID {kid.mean:.5f} ± {kid.std:.5f}"
+                                  "held_out": self.held_out.description,
+                                  "seconds": round(time.perf_counter() - start, 3)}
+        self.reporter.info(f"iteration {iteration}: KID {kid.mean:.5f} ± {kid.std:.5f} ({values['seconds']:.1f} s)"
                            + (f" (best so far: saved checkpoints/{BEST})" if improved else
                               f" (best: {self.best['kid']:.5f} at iteration {self.best['iter']})"))
         return {**values, "checkpoint": BEST} if improved else values
