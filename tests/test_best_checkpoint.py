@@ -162,3 +162,14 @@ def test_cli_best_for_translate_and_eval(tmp_path):
         assert bad.returncode == 2 and "--eval-every" in bad.stderr, bad.stderr
     with pytest.raises(UsageError):
         resolve_generator_file(img, best=True)
+
+
+def test_resume_may_turn_evaluation_on_but_not_change_what_best_was_chosen_by(tmp_path):
+    run = tmp_path / "run"
+    train(small(run, max_iters=2, eval_every=0))
+    assert not (run / "checkpoints" / "best").exists()
+    changes = {"max_iters", "eval_every", "eval_images", "eval_features"}
+    train(resolve_config(small(run, max_iters=4, eval_images=6), True, changes), resume=True)
+    assert info(run)["iter"] == 4 and info(run)["held_out"] == "6 unseen shapes (seed 0)"
+    with pytest.raises(UsageError, match="--eval-images"):
+        train(resolve_config(small(run, max_iters=6, eval_images=8), True, changes), resume=True)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from i2i.cyclegan.checkpoint import BEST, checkpoint_info, unwrap
 from i2i.cyclegan.config import TrainConfig
 from i2i.cyclegan.data import BUILTIN_SHAPES, list_images, validate_images
-from i2i.errors import InputError
+from i2i.errors import InputError, UsageError
 from i2i.progress import Reporter
 
 if TYPE_CHECKING:
@@ -110,6 +110,12 @@ class BestCheckpoint:
             extractor = build_extractor(config.eval_features, device, config.inception_weights)
         held_out = held_out_set(config, reporter.warn)
         best = checkpoint_info(Path(config.run_dir) / "checkpoints" / BEST) if resume else None
+        if best is not None and (best.get("features"), best.get("held_out")) != (extractor.name,
+                                                                                 held_out.description):
+            raise UsageError(f"{config.run_dir}: its best checkpoint was chosen by KID on {best.get('held_out')} "
+                             f"with {best.get('features')} features, not on {held_out.description} with "
+                             f"{extractor.name}: resume with the run's --eval-features/--eval-images, or delete "
+                             f"checkpoints/{BEST} to start a new best")
         reporter.info(f"evaluating every {config.eval_every} iterations: KID of G_A on {held_out.description}, "
                       f"{extractor.name} features"
                       + (f"; best so far: KID {best['kid']:.5f} at iteration {best['iter']}" if best else ""))

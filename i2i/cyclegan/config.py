@@ -196,7 +196,7 @@ class TrainConfig:
 # Fields that may differ from the saved config when a run is resumed (they don't change the math so far).
 RESUMABLE_FIELDS = frozenset({"run_dir", "max_iters", "log_every", "sample_every", "save_every", "save_epoch_every",
                               "keep_checkpoints", "num_workers", "log_with", "n_epochs", "n_epochs_decay",
-                              "eval_every", "inception_weights"})
+                              "eval_every", "eval_images", "eval_features", "inception_weights"})
 
 # The embedded default, aimed at a 2-core CPU learning circles -> squares within 3 minutes, also when stopped
 # at two thirds of its iterations (docs/cyclegan.md has how close it gets). Chosen by measurement (examples/benchmarks/shapes_preset.py, docs/cyclegan.md):
