@@ -173,3 +173,23 @@ def test_resume_may_turn_evaluation_on_but_not_change_what_best_was_chosen_by(tm
     assert info(run)["iter"] == 4 and info(run)["held_out"] == "6 unseen shapes (seed 0)"
     with pytest.raises(UsageError, match="--eval-images"):
         train(resolve_config(small(run, max_iters=6, eval_images=8), True, changes), resume=True)
+
+
+def test_eval_numbers_go_to_the_tracker(tmp_path, monkeypatch):
+    import i2i.cyclegan.loop as loop
+
+    logged, real = [], loop.make_accelerator
+
+    def no_tracker_package(**kwargs):            # a real accelerator whose tracker calls are recorded
+        accelerator = real(**{**kwargs, "log_with": None})
+        accelerator.init_trackers = lambda *a, **k: None
+        accelerator.log = lambda values, step=None: logged.append((step, values))
+        accelerator.end_training = lambda: None
+        return accelerator
+
+    monkeypatch.setattr(loop, "make_accelerator", no_tracker_package)
+    train(small(tmp_path / "run", max_iters=4, log_with="tensorboard"))
+    evals = [(step, values) for step, values in logged if "eval/kid" in values]
+    assert [step for step, _ in evals] == [2, 4]
+    assert {"eval/kid", "eval/kid_std", "eval/best_kid", "eval/best_iter"} <= set(evals[0][1])
+    assert all(isinstance(v, (int, float)) for _, values in evals for v in values.values())
