@@ -193,3 +193,15 @@ def test_eval_numbers_go_to_the_tracker(tmp_path, monkeypatch):
     assert [step for step, _ in evals] == [2, 4]
     assert {"eval/kid", "eval/kid_std", "eval/best_kid", "eval/best_iter"} <= set(evals[0][1])
     assert all(isinstance(v, (int, float)) for _, values in evals for v in values.values())
+
+
+def test_eval_table_names_the_best_checkpoint():
+    from rich.console import Console
+
+    from i2i.cli.eval_table import print_eval_table
+    from i2i.progress import Reporter
+
+    console = Console(record=True, width=120)
+    print_eval_table({"best": {"iter": 100}, "AtoB": {"images": 3, "kid": 0.1, "kid_std": 0.01}},
+                     Reporter(console=console))
+    assert "checkpoint: best (iteration 100)" in console.export_text()
