@@ -12,6 +12,7 @@ import typer
 from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, JsonOpt,
                             NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, default_model, given, quiet_libraries,
                             run_guarded, warn_unknown_demo_words)
+from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, job_scorers
 from i2i.progress import Reporter
 
 app = typer.Typer(help="Ctrl-X (Lin, Mo et al., NeurIPS 2024): structure and appearance control of a text-to-image "
@@ -90,6 +91,7 @@ def generate(
         rich_help_panel=BATCH)] = False,
     out: OutDirOpt = Path("out"),
     overwrite: OverwriteOpt = False,
+    score: ScoreOpt = False, dino: JobDinoOpt = DEFAULT_DINO, clip: JobClipOpt = DEFAULT_CLIP,
     device: DeviceOpt = None,
     precision: DiffusionPrecisionOpt = "fp32",
     quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
@@ -131,6 +133,7 @@ def generate(
         check_precision(precision, dev)
         recommended = {k: v for k, v in read_recommended(model_name, METHOD, CtrlXConfig).items() if k not in flags}
         reporter.info("settings: " + describe(config, recommended, SHOWN_SETTINGS))
+        scorers = job_scorers(score, dino, clip, dev)     # before the diffusion model: missing weights fail fast
 
         def load():
             quiet_libraries()
@@ -147,7 +150,7 @@ def generate(
             return JobResult(result.images, extras if save_branches else {},
                              {"structure_steps": result.structure_steps, "appearance_steps": result.appearance_steps})
 
-        run = JobRun(CTRLX_JOBS, all_jobs, out, overwrite, CTRLX_JOBS.extras if save_branches else ())
+        run = JobRun(CTRLX_JOBS, all_jobs, out, overwrite, CTRLX_JOBS.extras if save_branches else (), scorers)
         run_jobs(run, load, run_one, reporter)
 
     run_guarded(go, debug, reporter)

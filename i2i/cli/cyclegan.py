@@ -20,6 +20,15 @@ TRAIN = "Training (reference defaults)"
 DATA = "Data"
 RUN = "Run, logging and checkpoints"
 CUT = "CUT / FastCUT (--model cut|fastcut)"
+EVAL = "Evaluation while training (best checkpoint)"
+
+InceptionWeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--inception-weights", help="torch-fidelity's Inception file (weights-inception-2015-12-05-6726825d.pth) "
+    "for offline machines; also $I2I_INCEPTION_WEIGHTS. Default: the torch hub cache, downloaded on first "
+    "use.")]
+BestOpt = Annotated[bool, typer.Option(
+    "--best", help="Use the run's best checkpoint (lowest KID, kept by training with --eval-every) instead of "
+    "its latest.")]
 
 NetGOpt = Annotated[Optional[str], typer.Option(
     "--net-g", "--netG", help="Generator: resnet_9blocks (default), resnet_6blocks, resnet_<N>blocks (any N), "
@@ -137,6 +146,22 @@ def train(
     log_with: Annotated[Optional[str], typer.Option("--log-with", help="Also log to an accelerate tracker, e.g. "
                                                     "tensorboard (needs that package).",
                                                     rich_help_panel=RUN)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(
+        "--eval-every", help="Every N iterations, measure the KID of the A->B generator on a fixed held-out set "
+        "(testA/testB if the dataset has them, else a fixed subset of the training folders; builtin:shapes: "
+        "unseen shapes), log it to log.jsonl and the tracker, and keep the lowest as checkpoints/best (for "
+        "translate/eval --best). Default: 0 (off); can be turned on when resuming.", rich_help_panel=EVAL)] = None,
+    eval_images: Annotated[Optional[int], typer.Option(
+        "--eval-images", help="Held-out images per domain for --eval-every (default: 100).",
+        rich_help_panel=EVAL)] = None,
+    eval_features: Annotated[Optional[str], typer.Option(
+        "--eval-features", help="Features for --eval-every: inception (the standard; needs its weights, checked "
+        "before training starts) or random-cnn (an offline stand-in with fixed random weights, NOT comparable "
+        "to published KIDs). Default: inception.", rich_help_panel=EVAL)] = None,
+    inception_weights: Annotated[Optional[Path], typer.Option(
+        "--inception-weights", help="torch-fidelity's Inception file for --eval-every on offline machines; also "
+        "$I2I_INCEPTION_WEIGHTS. Default: the torch hub cache, downloaded on first use.",
+        rich_help_panel=EVAL)] = None,
     lambda_gan: Annotated[Optional[float], typer.Option("--lambda-gan", help="GAN loss weight (default: 1).",
                                                         rich_help_panel=CUT)] = None,
     lambda_nce: Annotated[Optional[float], typer.Option("--lambda-nce", help="PatchNCE weight (default: cut 1, "
@@ -205,7 +230,9 @@ def train(
                     phase=phase, max_dataset_size=max_dataset_size, shapes_count=shapes_count,
                     num_workers=num_workers, log_every=log_every, sample_every=sample_every,
                     save_every=save_every, save_epoch_every=save_epoch_every, keep_checkpoints=keep_checkpoints,
-                    log_with=log_with, seed=seed, precision=precision_)
+                    log_with=log_with, seed=seed, precision=precision_, eval_every=eval_every,
+                    eval_images=eval_images, eval_features=eval_features,
+                    inception_weights=str(inception_weights) if inception_weights else None)
         nested = {
             "generator": {**_gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc),
                           **given(antialias=antialias, antialias_up=antialias_up)},
@@ -255,14 +282,15 @@ def _capped_max_iters(max_iters: int | None, reporter: Reporter) -> int | None:
     return cap
 
 
-def _load_any_generator(checkpoint: str, direction: str, arch_fields: dict, device):
-    """A generator from a run/checkpoint folder, a generator file, or a reference .pth (with flags)."""
+def _load_any_generator(checkpoint: str, direction: str, arch_fields: dict, device, best: bool = False):
+    """A generator from a run/checkpoint folder (``best``: the run's best checkpoint), a generator file, or a
+    reference .pth (with flags)."""
     from i2i.cyclegan.checkpoint import load_generator, resolve_generator_file
     from i2i.cyclegan.config import GeneratorConfig
     from i2i.cyclegan.convert import generator_from_reference, guess_generator_config, load_reference_state
     from i2i.errors import UsageError
 
-    path = resolve_generator_file(checkpoint, direction)
+    path = resolve_generator_file(checkpoint, direction, best)
     if path.suffix in (".pth", ".pt"):
         guessed = guess_generator_config(load_reference_state(path))
         cfg = GeneratorConfig(**{**(guessed.to_dict() if guessed else {}), **arch_fields})
@@ -280,6 +308,7 @@ def translate(
                                             "checkpoint), checkpoint folder, generator .safetensors, or a "
                                             "reference .pth.")],
     direction: Annotated[str, typer.Option("--direction", help="AtoB (G_A) or BtoA (G_B).")] = "AtoB",
+    best: BestOpt = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (input sub-folders are kept), or for one "
                                       "input the output file itself, e.g. zebra.png.")] = Path("out"),
     batch_size: Annotated[Optional[int], typer.Option(
@@ -327,7 +356,7 @@ def translate(
             cfg = dataclasses.replace(cfg, ext=out.suffix, suffix="")
         refuse_if_all_exist([output_path(it, out_dir, cfg.suffix, cfg.ext) for it in items], overwrite)
         gen, gen_cfg = _load_any_generator(checkpoint, direction,
-                                           _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev)
+                                           _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev, best)
         result = translate_images(items, gen, gen_cfg, out_dir, cfg, dev, reporter)
         reporter.info(f"translated {len(result.ok)} of {len(items)} image(s) into {out}")
         if result.failed:
@@ -402,7 +431,9 @@ def export(
 
 @app.command("eval")
 def eval_(
-    run: Annotated[Path, typer.Argument(help="Run folder to evaluate (its latest checkpoint).")],
+    run: Annotated[Path, typer.Argument(help="Run folder to evaluate (its latest checkpoint, or with --best its "
+                                        "best one).")],
+    best: BestOpt = False,
     metrics: Annotated[Optional[str], typer.Option(
         "--metrics", help="Also compute these, comma-separated: fid, kid, domain (translated vs the real target "
         "test folder; image folders only). FID on a few hundred images is biased upwards (compare only at equal "
@@ -411,10 +442,7 @@ def eval_(
         "--features", help="Feature extractor for --metrics: inception (the standard; needs its weights, see "
         "--inception-weights) or random-cnn (an offline stand-in with fixed random weights: NOT comparable to "
         "published FIDs).")] = "inception",
-    inception_weights: Annotated[Optional[Path], typer.Option(
-        "--inception-weights", help="torch-fidelity's Inception file (weights-inception-2015-12-05-6726825d.pth) "
-        "for offline machines; also $I2I_INCEPTION_WEIGHTS. Default: the torch hub cache, downloaded on first "
-        "use.")] = None,
+    inception_weights: InceptionWeightsOpt = None,
     resolution: Annotated[str, typer.Option(
         "--resolution", help="train: images resized as in training (e.g. 256x256); original: as they are. "
         "The summary says which.")] = "train",
@@ -425,7 +453,7 @@ def eval_(
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many images per direction "
                                                  "(default: all; builtin:shapes: 200).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where summary.json and grid.png go "
-                                                "(default: RUN/eval).")] = None,
+                                                "(default: RUN/eval; with --best RUN/eval-best).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier evaluation.")] = False,
     device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -436,17 +464,17 @@ def eval_(
 
     def go() -> None:
         from i2i.cli.eval_table import print_eval_table
-        from i2i.cyclegan.evaluate import EvalConfig, evaluate
+        from i2i.cyclegan.evaluate import EvalConfig, default_eval_dir, evaluate
         from i2i.device import check_precision, resolve_device
 
         dev = resolve_device(device)
         prec = check_precision(precision, dev)
         warn_precision(reporter, prec, dev)
-        target = out or run / "eval"
+        target = out or default_eval_dir(run, best)
         chosen = tuple(m.strip() for m in (metrics or "").split(",") if m.strip())
         config = EvalConfig(dataroot=dataroot, phase=phase, limit=limit, precision=prec, metrics=chosen,
                             features=features, resolution=resolution, kid_subsets=kid_subsets,
-                            inception_weights=str(inception_weights) if inception_weights else None)
+                            inception_weights=str(inception_weights) if inception_weights else None, best=best)
         summary = evaluate(run, target, config, dev, reporter, overwrite=overwrite)
         print_eval_table(summary, reporter)
         reporter.info(f"wrote {target / 'summary.json'} and {target / 'grid.png'}")

@@ -32,6 +32,8 @@ def print_eval_table(summary: dict[str, Any], reporter: Reporter) -> None:
     rows = {d: summary[d] for d in ("AtoB", "BtoA") if d in summary}
     keys = [k for k in COLUMNS if any(k in stats for stats in rows.values())]
     title = []
+    if summary.get("best"):
+        title.append(f"checkpoint: best (iteration {summary['best'].get('iter')})")
     if "features" in summary:
         title.append(f"features: {summary['features']}")
     if "image_size" in summary:

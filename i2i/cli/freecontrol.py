@@ -16,6 +16,7 @@ import typer
 from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, JsonOpt,
                             NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, default_model, given, quiet_libraries,
                             run_guarded, warn_unknown_demo_words)
+from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, job_scorers
 from i2i.freecontrol.config import DEFAULT_SEED
 from i2i.progress import Reporter
 
@@ -135,6 +136,7 @@ def generate(
         "--one-call/--two-calls", help="Speed/memory trade-off of a guided step (same images up to rounding): one "
         "UNet call on all rows (faster on GPUs, more memory) or two. Default: one call on CUDA for SD 1.x/2.x, two "
         "for SDXL and on CPUs.", show_default=False, rich_help_panel="Common")] = None,
+    score: ScoreOpt = False, dino: JobDinoOpt = DEFAULT_DINO, clip: JobClipOpt = DEFAULT_CLIP,
     device: DeviceOpt = None, precision: DiffusionPrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -182,6 +184,7 @@ def generate(
                            inversion_steps=inversion_steps)
         recommended = {k: v for k, v in read_model_defaults(model_name).items() if k not in user_given}
         reporter.info("settings: " + describe(config, recommended, SHOWN_SETTINGS))
+        scorers = job_scorers(score, dino, clip, dev)     # before the diffusion model: missing weights fail fast
 
         def load():
             quiet_libraries()
@@ -205,7 +208,7 @@ def generate(
                              {"guided_steps": result.guided_steps, "skipped_steps": len(result.skipped_steps),
                               "img2img": bool(job["img2img"])})
 
-        run = JobRun(FREECONTROL_JOBS, all_jobs, out, overwrite, ("unguided",) if save_unguided else ())
+        run = JobRun(FREECONTROL_JOBS, all_jobs, out, overwrite, ("unguided",) if save_unguided else (), scorers)
         run_jobs(run, load, generate, reporter)
 
     run_guarded(go, debug, reporter)

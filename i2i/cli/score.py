@@ -13,6 +13,26 @@ from i2i.progress import Reporter
 DINO_HELP = ("DINO ViT for the structure score: hub id or local folder (default facebook/dino-vitb8, the model "
              "the FreeControl/Ctrl-X evaluations use).")
 CLIP_HELP = "CLIP model for the CLIP score: hub id or local folder (default openai/clip-vit-base-patch32)."
+SCORES_PANEL = "Scores (--score)"
+DEFAULT_DINO, DEFAULT_CLIP = "facebook/dino-vitb8", "openai/clip-vit-base-patch32"
+
+# The same flags on every diffusion command: --score, with --dino/--clip as in `i2i score`.
+ScoreOpt = Annotated[bool, typer.Option(
+    "--score", help="Add self_sim (structure distance to the condition, DINO ViT-B/8; lower keeps it better) and "
+    "clip_score (CLIP image-prompt similarity; higher follows the prompt better) to each JSON result, as "
+    "`i2i score` computes them. The weights are loaded before the diffusion model; offline without them, exit 4 "
+    "names what to download.", rich_help_panel=SCORES_PANEL)]
+JobDinoOpt = Annotated[str, typer.Option("--dino", help="With --score: " + DINO_HELP, rich_help_panel=SCORES_PANEL)]
+JobClipOpt = Annotated[str, typer.Option("--clip", help="With --score: " + CLIP_HELP, rich_help_panel=SCORES_PANEL)]
+
+
+def job_scorers(score: bool, dino: str, clip: str, device):
+    """The scorers for ``--score`` (both models, loaded now), or None without it."""
+    if not score:
+        return None
+    from i2i.metrics.score import SCORES, load_scorers
+
+    return load_scorers(SCORES, dino, clip, device)
 
 
 def score(
@@ -26,8 +46,8 @@ def score(
         "output): keys image, condition, prompt; relative paths are taken from the current folder.")] = None,
     scores: Annotated[Optional[str], typer.Option(
         "--scores", help="self-sim, clip or both, comma-separated (default: what the inputs allow).")] = None,
-    dino: Annotated[str, typer.Option("--dino", help=DINO_HELP)] = "facebook/dino-vitb8",
-    clip: Annotated[str, typer.Option("--clip", help=CLIP_HELP)] = "openai/clip-vit-base-patch32",
+    dino: Annotated[str, typer.Option("--dino", help=DINO_HELP)] = DEFAULT_DINO,
+    clip: Annotated[str, typer.Option("--clip", help=CLIP_HELP)] = DEFAULT_CLIP,
     device: DeviceOpt = None, quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Score generated images: self_sim (MSE of DINO ViT-B/8 key self-similarity against the condition; lower

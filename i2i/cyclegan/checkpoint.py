@@ -10,6 +10,8 @@ A **run folder** looks like this::
           G_A.safetensors G_B.safetensors D_A.safetensors D_B.safetensors
           train_state.safetensors    optimizer moments, image pools, RNG states (tensors)
           train_state.json           epoch, iteration, schedulers, param groups, Python RNG (no pickle)
+      checkpoints/best/              with --eval-every: the weights with the lowest KID so far (no train state),
+          info.json                  its iteration, KID and how it was measured
       samples/iter_00000400.png      real / fake / reconstructed grids
       log.jsonl                      one JSON line of losses per logged iteration
 
@@ -36,6 +38,8 @@ GENERATOR_FORMAT = "i2i.cyclegan.generator"
 DISCRIMINATOR_FORMAT = "i2i.cyclegan.discriminator"
 FORMAT_VERSION = "1"
 LATEST_FILE = "latest"
+BEST = "best"                     # checkpoints/best: kept by --eval-every
+INFO_FILE = "info.json"           # what a named checkpoint (e.g. best) records about itself
 
 
 def save_weights(path: str | os.PathLike, state_dict: dict[str, "torch.Tensor"], fmt: str,
@@ -170,19 +174,53 @@ def run_model(path: str | os.PathLike) -> str | None:
     return None
 
 
-def resolve_generator_file(checkpoint: str | os.PathLike, direction: str = "AtoB") -> Path:
+def best_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """``RUN/checkpoints/best`` (the lowest KID of a run trained with ``--eval-every``); a UsageError when the run
+    has none."""
+    run = Path(run_dir)
+    if not run.is_dir() or not (run / "config.json").is_file():
+        raise UsageError(f"{run}: --best needs a run folder (one with config.json)")
+    folder = run / "checkpoints" / BEST
+    if not (folder / "G_A.safetensors").is_file():
+        raise UsageError(f"{run}: this run has no best checkpoint (checkpoints/{BEST}); train it with "
+                         "--eval-every N to keep one (it can be turned on when resuming)")
+    return folder
+
+
+def checkpoint_info(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """What a named checkpoint folder records about itself (``info.json``: iteration, KID, ...), or None."""
+    path = Path(folder) / INFO_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc})") from exc
+
+
+def checkpoint_folder(path: str | os.PathLike, best: bool = False) -> Path:
+    """The checkpoint folder meant by ``path``: a run's latest (or, with ``best``, its best) checkpoint, or
+    ``path`` itself when it is a checkpoint folder."""
+    p = Path(path)
+    if best:
+        return best_checkpoint(p)
+    return latest_checkpoint(p) or p
+
+
+def resolve_generator_file(checkpoint: str | os.PathLike, direction: str = "AtoB", best: bool = False) -> Path:
     """Find the generator file for ``direction`` given a run folder, a checkpoint folder or a file.
 
-    ``AtoB`` uses G_A (A -> B), ``BtoA`` uses G_B. A single generator file is returned as is.
+    ``AtoB`` uses G_A (A -> B), ``BtoA`` uses G_B. A single generator file is returned as is. ``best``: the run
+    folder's best checkpoint (``--eval-every``) instead of its latest one.
     """
     if direction not in ("AtoB", "BtoA"):
         raise UsageError(f"--direction {direction!r}: use AtoB or BtoA")
     p = Path(checkpoint)
     if p.is_file():
+        if best:
+            raise UsageError(f"{p}: --best needs a run folder, not a file")
         return p
     if not p.is_dir():
         raise CheckpointError(f"{p}: no such checkpoint (a run folder, checkpoint folder or .safetensors file)")
-    ckpt = latest_checkpoint(p) or p
+    ckpt = checkpoint_folder(p, best)
     name = "G_A.safetensors" if direction == "AtoB" else "G_B.safetensors"
     if (ckpt / name).is_file():
         return ckpt / name

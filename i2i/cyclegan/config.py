@@ -149,6 +149,10 @@ class TrainConfig:
     save_epoch_every: int = 5
     keep_checkpoints: int = 2
     log_with: str | None = None
+    eval_every: int = 0                 # KID of G_A on a fixed held-out set every N iterations; keeps checkpoints/best
+    eval_images: int = 100              # held-out images per domain for --eval-every
+    eval_features: str = "inception"    # feature extractor for --eval-every (i2i.metrics.registry)
+    inception_weights: str | None = None   # the Inception weights file (default: $I2I_INCEPTION_WEIGHTS, the cache)
 
     def __post_init__(self) -> None:
         from i2i.cyclegan.methods import REGISTRY
@@ -159,6 +163,9 @@ class TrainConfig:
         _check(self.preprocess, PREPROCESS, "preprocess")
         _check(self.init_type, INIT_TYPES, "init type")
         _check(self.precision, ("fp32", "bf16", "fp16"), "precision")
+        from i2i.metrics.registry import EXTRACTORS
+
+        _check(self.eval_features, EXTRACTORS, "--eval-features")
         positive = {"batch_size": self.batch_size, "crop_size": self.crop_size, "load_size": self.load_size,
                     "log_every": self.log_every, "sample_every": self.sample_every,
                     "save_every": self.save_every, "save_epoch_every": self.save_epoch_every,
@@ -172,6 +179,8 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must not be negative")
         if self.n_epochs + self.n_epochs_decay < 1:
             raise UsageError("--n-epochs + --n-epochs-decay must be at least 1")
+        if self.eval_every < 0 or self.eval_images < 4:
+            raise UsageError("--eval-every must not be negative and --eval-images must be at least 4")
         if self.max_iters is not None and self.max_iters < 1:
             raise UsageError("--max-iters must be at least 1")
         if "crop" in self.preprocess and self.preprocess != "crop" and self.crop_size > self.load_size:
@@ -196,7 +205,8 @@ class TrainConfig:
 
 # Fields that may differ from the saved config when a run is resumed (they don't change the math so far).
 RESUMABLE_FIELDS = frozenset({"run_dir", "max_iters", "log_every", "sample_every", "save_every", "save_epoch_every",
-                              "keep_checkpoints", "num_workers", "log_with", "n_epochs", "n_epochs_decay"})
+                              "keep_checkpoints", "num_workers", "log_with", "n_epochs", "n_epochs_decay",
+                              "eval_every", "eval_images", "eval_features", "inception_weights"})
 
 # The embedded default, aimed at a 2-core CPU learning circles -> squares within 3 minutes, also when stopped
 # at two thirds of its iterations (docs/cyclegan.md has how close it gets). Chosen by measurement (examples/benchmarks/shapes_preset.py, docs/cyclegan.md):

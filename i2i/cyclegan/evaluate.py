@@ -56,6 +56,7 @@ class EvalConfig:
     inception_weights: str | None = None
     resolution: str = "train"          # "train": images resized as in training; "original": as they are
     kid_subsets: int = 100
+    best: bool = False                 # the run's best checkpoint (trained with --eval-every), not its latest
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]
@@ -85,12 +86,17 @@ def _grid(rows: list[list[Image.Image]], cell: int = 128) -> Image.Image:
     return grid
 
 
-def _generators(run_dir: Path, device: Any) -> dict[str, tuple[Any, Any]]:
-    """``{"AtoB": (G_A, cfg)}``, plus ``"BtoA"`` for two-sided runs (a one-sided run's checkpoint has no G_B)."""
-    from i2i.cyclegan.checkpoint import latest_checkpoint
+def default_eval_dir(run_dir: str | Path, best: bool = False) -> Path:
+    """Where an evaluation goes by default: ``RUN/eval``, or ``RUN/eval-best`` for the best checkpoint."""
+    return Path(run_dir) / ("eval-best" if best else "eval")
 
-    gens = {"AtoB": load_generator(resolve_generator_file(run_dir, "AtoB"), device)}
-    ckpt = (latest_checkpoint(run_dir) or run_dir) if run_dir.is_dir() else run_dir.parent
+
+def _generators(run_dir: Path, device: Any, best: bool = False) -> dict[str, tuple[Any, Any]]:
+    """``{"AtoB": (G_A, cfg)}``, plus ``"BtoA"`` for two-sided runs (a one-sided run's checkpoint has no G_B)."""
+    from i2i.cyclegan.checkpoint import checkpoint_folder
+
+    gens = {"AtoB": load_generator(resolve_generator_file(run_dir, "AtoB", best), device)}
+    ckpt = checkpoint_folder(run_dir, best) if run_dir.is_dir() else run_dir.parent
     if (ckpt / "G_B.safetensors").is_file():
         gens["BtoA"] = load_generator(ckpt / "G_B.safetensors", device)
     return gens
@@ -133,7 +139,8 @@ def _load_folder(folder: Path, mode: str, limit: int | None, size: int | None, k
 def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = EvalConfig(), device: Any = "cpu",
              reporter: Reporter | None = None, overwrite: bool = False,
              extractor: "FeatureExtractor | None" = None) -> dict[str, Any]:
-    """Evaluate the latest checkpoint of ``run_dir``; returns the summary (also written as JSON).
+    """Evaluate the latest checkpoint of ``run_dir`` (``config.best``: its best one); returns the summary (also
+    written as JSON).
 
     ``extractor``: features for ``config.metrics`` (default: built from ``config.features``). Existing outputs
     are refused before any work unless ``overwrite``.
@@ -154,14 +161,18 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
         raise InputError(f"{run_dir}: no config.json; pass --dataroot")
     if config.metrics and dataroot == BUILTIN_SHAPES:
         raise UsageError("--metrics needs an image-folder dataset (builtin:shapes has its own accuracy metrics)")
-    gens = _generators(run_dir, device)
+    gens = _generators(run_dir, device, config.best)
     if config.metrics and extractor is None:
         from i2i.metrics.registry import build_extractor
 
         extractor = build_extractor(config.features, device, config.inception_weights)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "dataroot": dataroot,
-                               "checkpoint": str(resolve_generator_file(run_dir, "AtoB").parent),
+                               "checkpoint": str(resolve_generator_file(run_dir, "AtoB", config.best).parent),
                                "directions": list(gens)}
+    if config.best:
+        from i2i.cyclegan.checkpoint import best_checkpoint, checkpoint_info
+
+        summary["best"] = checkpoint_info(best_checkpoint(run_dir))
     with torch.inference_mode():
         if dataroot == BUILTIN_SHAPES:
             grid_rows = _eval_shapes(gens, train_cfg, config, device, reporter, summary)

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from i2i.cyclegan.checkpoint import LATEST_FILE, latest_checkpoint
+from i2i.cyclegan.checkpoint import BEST, INFO_FILE, LATEST_FILE, latest_checkpoint
 from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
 from i2i.cyclegan.config import RESUMABLE_FIELDS, TrainConfig
 from i2i.cyclegan.data import Preprocess, build_dataset, epoch_plan
@@ -56,9 +57,10 @@ class TrainResult:
 class PeriodicHook:
     """A callback run on rank 0 every ``every`` iterations (e.g. an evaluation).
 
-    ``fn(method, iteration)`` returns ``None`` or a dict of numbers, written to ``log.jsonl`` as
-    ``{"iter": N, "hook": name, ...}``. If the dict holds ``"checkpoint": NAME`` (a string), the current weights
-    are also saved as ``checkpoints/NAME`` (weights only, replaced each time; e.g. ``best``).
+    ``fn(method, iteration)`` returns ``None`` or a dict of values, written to ``log.jsonl`` as
+    ``{"iter": N, "hook": name, ...}`` (its numbers also to the tracker, as ``name/key``). If the dict holds
+    ``"checkpoint": NAME`` (a string), the current weights are also saved as ``checkpoints/NAME`` (weights only,
+    replaced each time, never pruned; e.g. ``best``) with that log record as its ``info.json``.
     """
 
     name: str
@@ -151,6 +153,11 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
     if config.precision == "fp16" and dev.type != "cuda":
         raise UsageError("--precision fp16 needs a CUDA device; use bf16 on CPU")
     is_main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    if config.eval_every:    # --eval-every: KID every N iterations, checkpoints/best (fails here, not at N)
+        from i2i.cyclegan.best import BestCheckpoint
+
+        best = BestCheckpoint.start(config, dev, resume, reporter if is_main else None)
+        hooks = [*hooks, PeriodicHook("eval", config.eval_every, best)]
     torch.manual_seed(config.seed)
 
     # ---- data
@@ -194,6 +201,7 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
         if not resume and overwrite:
             for stale in (run_dir / "log.jsonl", run_dir / LATEST_FILE):
                 stale.unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "checkpoints" / BEST, ignore_errors=True)
     if config.log_with:
         accelerator.init_trackers("cyclegan", config={k: v for k, v in config.to_dict().items()
                                                       if isinstance(v, (int, float, str, bool))})
@@ -207,13 +215,18 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
         return {"epoch": epoch, "iter_in_epoch": iter_in_epoch, "global_iter": global_iter,
                 "iters_per_epoch": iters_per_epoch}
 
-    def save(name: str, with_state: bool = True) -> Path | None:
+    def save(name: str, with_state: bool = True, info: dict[str, Any] | None = None) -> Path | None:
         accelerator.wait_for_everyone()
         path = None
         if is_main:
-            state_fn = (lambda folder: save_train_state(folder, position=position(), **state_parts())) \
-                if with_state else None
-            path = writer.write(name, method.networks(), state_fn, update_latest=with_state)
+            def extra_files(folder: Path) -> None:
+                if with_state:
+                    save_train_state(folder, position=position(), **state_parts())
+                if info is not None:
+                    (folder / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+            path = writer.write(name, method.networks(), extra_files if with_state or info else None,
+                                update_latest=with_state)
         accelerator.wait_for_everyone()
         return path
 
@@ -250,10 +263,14 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
             if world > 1:
                 from accelerate.utils import broadcast_object_list
                 name = broadcast_object_list([name])[0]
+            record = {"epoch": epoch, "iter": global_iter, "hook": hook.name, **values}
             if values:
-                write_log({"epoch": epoch, "iter": global_iter, "hook": hook.name, **values})
+                write_log(record)
+                if config.log_with:
+                    accelerator.log({f"{hook.name}/{k}": v for k, v in values.items()
+                                     if isinstance(v, (int, float))}, step=global_iter)
             if name:
-                save(str(name), with_state=False)
+                save(str(name), with_state=False, info=record)
 
     with stop, reporter.progress(total_iters, "train", completed=global_iter) as advance:
         while epoch <= config.total_epochs and global_iter < total_iters:

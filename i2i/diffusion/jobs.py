@@ -173,13 +173,16 @@ def result_record(job: dict[str, Any], schema: JobSchema, paths: dict[str, Path]
 
 @dataclass
 class JobRun:
-    """One batch: the jobs, where they go, and how. ``extras``: the companion outputs asked for."""
+    """One batch: the jobs, where they go, and how. ``extras``: the companion outputs asked for; ``scorers``
+    (:func:`i2i.metrics.score.load_scorers`): add the structure distance to the first image input and the CLIP
+    score to each record."""
 
     schema: JobSchema
     jobs: list[dict[str, Any]]
     out: Path
     overwrite: bool = False
     extras: tuple[str, ...] = ()
+    scorers: Any = None
 
 
 def _fail(run_jobs_count: int, failures: list, name: str, exc: I2IError, reporter: "Reporter") -> None:
@@ -242,7 +245,12 @@ def run_jobs(run: JobRun, load: Callable[[], Any],
                     save_image(pictures[k], paths[extra], overwrite=run.overwrite)
                     written[extra] = paths[extra]
                 reporter.info("wrote " + " and ".join(str(p) for p in written.values()))
-                reporter.result(result_record(job, run.schema, written, seconds, result.record))
+                record = result_record(job, run.schema, written, seconds, result.record)
+                if run.scorers is not None:
+                    from i2i.metrics.score import score_records
+
+                    record = score_records([record], run.scorers, condition_key=run.schema.images[0])[0]
+                reporter.result(record)
         except I2IError as exc:
             _fail(len(ready) + len(failures), failures, job["name"], exc, reporter)
     if failures:

@@ -94,16 +94,18 @@ def _broadcast(values: Sequence[Any] | None, n: int, what: str) -> list[Any] | N
     return list(values)
 
 
-def score_records(records: Sequence[dict[str, Any]], scorers: Scorers, base: str | os.PathLike = ".") -> list[dict]:
-    """Copies of result records (``image``, optional ``condition`` and ``prompt``; relative paths are taken from
-    ``base``) with ``self_sim`` / ``clip_score`` added. Records without an ``image`` (e.g. errors) pass through."""
+def score_records(records: Sequence[dict[str, Any]], scorers: Scorers, base: str | os.PathLike = ".",
+                  condition_key: str = "condition") -> list[dict]:
+    """Copies of result records (``image``, optional ``condition`` — or another ``condition_key``, e.g. Ctrl-X's
+    ``structure`` — and ``prompt``; relative paths are taken from ``base``) with ``self_sim`` / ``clip_score``
+    added. Records without an ``image`` (e.g. errors) pass through."""
     out = []
     for rec in records:
         if not rec.get("image"):
             out.append(dict(rec))
             continue
         path = lambda p: p if Path(p).is_absolute() else Path(base) / p  # noqa: E731
-        cond = [path(rec["condition"])] if rec.get("condition") else None
+        cond = [path(rec[condition_key])] if rec.get(condition_key) else None
         prompt = [rec["prompt"]] if rec.get("prompt") else None
         out.append({**rec, **score_images([path(rec["image"])], cond, prompt, scorers)[0]})
     return out
