@@ -16,6 +16,7 @@ import typer
 from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, JsonOpt,
                             NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, default_model, given, quiet_libraries,
                             run_guarded, warn_unknown_demo_words)
+from i2i.cli.preprocess import PreprocessOpt
 from i2i.freecontrol.config import DEFAULT_SEED
 from i2i.progress import Reporter
 
@@ -119,7 +120,7 @@ def generate(
     img2img: Annotated[bool, typer.Option(
         "--img2img", help="Image-to-image: start from the condition's inverted latent, no mask.",
         rich_help_panel=GUIDE)] = False,
-    size: SizeOpt = None,
+    size: SizeOpt = None, preprocess: PreprocessOpt = "none",
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help=f"Seed of the first job; job i uses seed+i unless it sets its own (default: {DEFAULT_SEED}).",
         rich_help_panel="Common")] = None,
@@ -205,7 +206,7 @@ def generate(
                              {"guided_steps": result.guided_steps, "skipped_steps": len(result.skipped_steps),
                               "img2img": bool(job["img2img"])})
 
-        run = JobRun(FREECONTROL_JOBS, all_jobs, out, overwrite, ("unguided",) if save_unguided else ())
+        run = JobRun(FREECONTROL_JOBS, all_jobs, out, overwrite, ("unguided",) if save_unguided else (), preprocess)
         run_jobs(run, load, generate, reporter)
 
     run_guarded(go, debug, reporter)

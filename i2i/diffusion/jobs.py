@@ -173,13 +173,15 @@ def result_record(job: dict[str, Any], schema: JobSchema, paths: dict[str, Path]
 
 @dataclass
 class JobRun:
-    """One batch: the jobs, where they go, and how. ``extras``: the companion outputs asked for."""
+    """One batch: the jobs, where they go, and how. ``extras``: the companion outputs asked for; ``preprocess``: the
+    condition map (:func:`i2i.preprocess.condition_map` kind) the first image of each job is turned into."""
 
     schema: JobSchema
     jobs: list[dict[str, Any]]
     out: Path
     overwrite: bool = False
     extras: tuple[str, ...] = ()
+    preprocess: str = "none"
 
 
 def _fail(run_jobs_count: int, failures: list, name: str, exc: I2IError, reporter: "Reporter") -> None:
@@ -193,7 +195,9 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
     """This rank's jobs that can run: existing outputs refused (unless overwriting) and every input image read,
     with no model loaded yet. Returns ``(ready, failures)``; ``ready`` holds ``(job, images, output names)``."""
     from i2i.images import load_image, names_one_file
+    from i2i.preprocess.kinds import check_kind
 
+    kind = check_kind(run.preprocess)
     one_file = names_one_file(run.out, sum(job["num_images"] for job in run.jobs), "images")
     mine, rank, world = shard(run.jobs)
     if world > 1:
@@ -207,6 +211,11 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
             if existing is not None:
                 raise OutputError(f"{existing}: already exists (pass --overwrite to replace it)")
             images = {key: load_image(job[key]) for key in run.schema.images if job.get(key) is not None}
+            if kind != "none":
+                from i2i.preprocess.maps import condition_map
+
+                primary = run.schema.images[0]
+                images[primary] = condition_map(images[primary], kind)
         except (InputError, OutputError) as exc:
             _fail(len(mine), failures, job[run.schema.images[0]] if isinstance(exc, InputError) else job["name"],
                   exc, reporter)
