@@ -14,6 +14,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,6 +43,29 @@ class BasisPictures:
     def grid(self, columns: int | None = None, gap: int = 2) -> Image.Image:
         """All pictures in one image, row by row, first timestep top left, on a white background."""
         return picture_grid(self.pictures, columns, gap)
+
+    def save(self, folder: str | os.PathLike, stem: str, overwrite: bool = False) -> list[Path]:
+        """Write ``STEM_tNNNN.png`` per timestep and ``STEM_grid.png`` (last) into ``folder``; returns the paths."""
+        from i2i.images import save_image
+
+        folder = Path(folder)
+        written = [save_image(p, folder / f"{stem}_t{t:04d}.png", overwrite)
+                   for t, p in zip(self.timesteps, self.pictures)]
+        written.append(save_image(self.grid(), folder / f"{stem}_grid.png", overwrite))
+        return written
+
+
+def existing_pictures(folder: str | os.PathLike, stem: str) -> list[Path]:
+    """Basis pictures of ``stem`` already in ``folder`` (what :meth:`BasisPictures.save` would replace)."""
+    folder = Path(folder)
+    return sorted([*folder.glob(f"{glob_escape(stem)}_t[0-9][0-9][0-9][0-9].png"),
+                   *folder.glob(f"{glob_escape(stem)}_grid.png")])
+
+
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
 
 
 def basis_pictures(pipe: "FreeControlPipeline", condition: Image.Image | str | os.PathLike, concept: str | None = None,
