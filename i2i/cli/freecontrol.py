@@ -245,6 +245,9 @@ def bases_command(
         "concept).", rich_help_panel=SHOW)] = None,
     layer: Annotated[int, typer.Option("--layer", help="With --show: which self-attention layer of the feature "
                                        "block to picture (0: the first).", rich_help_panel=SHOW)] = 0,
+    show_inversion_steps: Annotated[Optional[int], typer.Option(
+        "--inversion-steps", help="With --show: DDIM inversion steps of the condition (default: 999, or the "
+        "model's recommended setting; the demo model: 200).", rich_help_panel=SHOW)] = None,
     overwrite: OverwriteOpt = False,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None, precision: DiffusionPrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
@@ -293,9 +296,10 @@ def bases_command(
                                                    config=model_config_dir)
         result = pipe.semantic_bases(concept, cfg, reporter=reporter)
         if show is not None:
-            write_pictures(pipe, result, show, picture_dir, dataclasses.replace(
-                model_config(model_name), bases=cfg, **given(size=size)), inversion_prompt or concept, layer,
-                overwrite, reporter)
+            show_cfg = dataclasses.replace(model_config(model_name), bases=cfg,
+                                           **given(size=size, inversion_steps=show_inversion_steps))
+            write_pictures(pipe, result, show, picture_dir, show_cfg, inversion_prompt or concept, layer, overwrite,
+                           reporter)
             return
         if out is not None:
             save_bases(result, out)
