@@ -154,8 +154,8 @@ def test_preprocess_command_errors(tmp_path):
     assert Image.open(tmp_path / "one.png").size == (64, 64)
 
 
-def test_job_loop_applies_the_preprocess_kind_to_the_first_image(tmp_path):
-    from i2i.diffusion.jobs import JobRun, JobSchema, build_jobs, prepare
+def test_job_loop_makes_the_map_of_the_first_image_at_the_model_size(tmp_path):
+    from i2i.diffusion.jobs import JobRun, JobSchema, build_jobs, make_maps, prepare
     from i2i.progress import Reporter
 
     path = tmp_path / "sq.png"
@@ -163,30 +163,35 @@ def test_job_loop_applies_the_preprocess_kind_to_the_first_image(tmp_path):
     schema = JobSchema(("structure", "appearance"))
     jobs = build_jobs(schema, ["a square"], {"structure": [str(path)], "appearance": [str(path)]}, None,
                       {"num_images": 1}, 0)
-    (job, images, _), = prepare(JobRun(schema, jobs, tmp_path / "out", preprocess="canny"), Reporter(quiet=True))[0]
-    assert np.array_equal(np.asarray(images["structure"]), np.asarray(condition_map(square(), "canny")))
+    run = JobRun(schema, jobs, tmp_path / "out", preprocess="canny", map_size=lambda model: model["size"])
+    ready, _ = prepare(run, Reporter(quiet=True))
+    assert np.array_equal(np.asarray(ready[0][1]["structure"]), np.asarray(square()))   # no map before the model
+    make_maps(run, {"size": 32}, ready)
+    images = ready[0][1]
+    assert np.array_equal(np.asarray(images["structure"]), np.asarray(condition_map(square(), "canny", 32)))
     assert np.array_equal(np.asarray(images["appearance"]), np.asarray(square()))      # only the first image
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError):                                               # refused before any model
         prepare(JobRun(schema, jobs, tmp_path / "out", preprocess="depth"), Reporter(quiet=True))
 
 
 @pytest.mark.parametrize("command, image_flag", [("freecontrol", "--condition"), ("ctrlx", "--structure")])
-def test_diffusion_commands_take_preprocess(command, image_flag, tmp_path, monkeypatch):
+def test_diffusion_commands_make_the_map_at_the_demo_model_size(command, image_flag, tmp_path, monkeypatch):
     from i2i.diffusion import jobs
 
     seen = []
 
-    def fake_run_jobs(run, load, generate, reporter):
+    def load_and_map_only(run, load, generate, reporter):       # the real loop up to the model call
         ready, _ = jobs.prepare(run, reporter)
+        jobs.make_maps(run, load(), ready)
         seen.extend(images[run.schema.images[0]] for _, images, _ in ready)
 
-    monkeypatch.setattr(jobs, "run_jobs", fake_run_jobs)
+    monkeypatch.setattr(jobs, "run_jobs", load_and_map_only)
     path = tmp_path / "sq.png"
-    square().save(path)
+    square(size=128).save(path)
     res = CliRunner().invoke(app, [command, "--prompt", "a square", image_flag, str(path), "--preprocess", "invert",
                                    "--out", str(tmp_path / "out"), "-q"])
     assert res.exit_code == 0, res.output
-    assert np.array_equal(np.asarray(seen[0]), 255 - np.asarray(square()))
+    assert np.array_equal(np.asarray(seen[0]), 255 - np.asarray(square(size=128).resize((64, 64), Image.LANCZOS)))
     res = CliRunner().invoke(app, [command, "--prompt", "a square", image_flag, str(path), "--preprocess", "hed",
                                    "--out", str(tmp_path / "out")])
     assert res.exit_code == EXIT_CHECKPOINT and "hed" in res.output

@@ -149,7 +149,8 @@ def generate(
             return JobResult(result.images, extras if save_branches else {},
                              {"structure_steps": result.structure_steps, "appearance_steps": result.appearance_steps})
 
-        run = JobRun(CTRLX_JOBS, all_jobs, out, overwrite, CTRLX_JOBS.extras if save_branches else (), preprocess)
+        run = JobRun(CTRLX_JOBS, all_jobs, out, overwrite, CTRLX_JOBS.extras if save_branches else (), preprocess,
+                     lambda pipe: config.size or pipe.default_size)
         run_jobs(run, load, run_one, reporter)
 
     run_guarded(go, debug, reporter)

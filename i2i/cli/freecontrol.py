@@ -207,7 +207,8 @@ def generate(
                              {"guided_steps": result.guided_steps, "skipped_steps": len(result.skipped_steps),
                               "img2img": bool(job["img2img"])})
 
-        run = JobRun(FREECONTROL_JOBS, all_jobs, out, overwrite, ("unguided",) if save_unguided else (), preprocess)
+        run = JobRun(FREECONTROL_JOBS, all_jobs, out, overwrite, ("unguided",) if save_unguided else (), preprocess,
+                     lambda loaded: config.size or loaded[0].default_size)
         run_jobs(run, load, generate, reporter)
 
     run_guarded(go, debug, reporter)
@@ -314,14 +315,14 @@ def bases_command(
 def check_show(image: Path, out: Optional[Path], overwrite: bool) -> Path:
     """The folder of ``bases --show``'s pictures, checked before any work: ``--out`` must not name a file and, without
     ``--overwrite``, must not hold the pictures of ``image`` already."""
-    from i2i.errors import InputError, OutputError, UsageError
+    from i2i.errors import OutputError, UsageError
     from i2i.freecontrol.basis_pictures import existing_pictures
+    from i2i.images import load_image
 
     folder = out or Path("out")
     if folder.suffix.lower() in (".safetensors", ".png", ".jpg") or folder.is_file():
         raise UsageError(f"--out {folder}: with --show, --out is the pictures' folder")
-    if not image.is_file():
-        raise InputError(f"{image}: no such file")
+    load_image(image)                               # an unreadable image fails now, before any model work
     existing = existing_pictures(folder, image.stem)
     if existing and not overwrite:
         raise OutputError(f"{existing[0]}: already exists (pass --overwrite to replace it)")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from i2i.cli.common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, run_guarded
+from i2i.cli.common import BATCH_PANEL, DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, run_guarded
 from i2i.preprocess.kinds import KINDS, MODEL_KINDS
 from i2i.progress import Reporter
 
@@ -18,7 +18,7 @@ KIND_HELP = (f"Map to make: {', '.join(KINDS)}. canny: black Canny edges on whit
              ") need weights i2i does not have: they exit with code 4.")
 PreprocessOpt = Annotated[str, typer.Option(
     "--preprocess", help=f"Turn the condition image into a map first: {', '.join(KINDS)} (see `i2i preprocess "
-    "--help`; default: none, the image as it is).", show_default=False)]
+    "--help`; default: none, the image as it is).", show_default=False, rich_help_panel=BATCH_PANEL)]
 
 
 def preprocess(

@@ -174,7 +174,8 @@ def result_record(job: dict[str, Any], schema: JobSchema, paths: dict[str, Path]
 @dataclass
 class JobRun:
     """One batch: the jobs, where they go, and how. ``extras``: the companion outputs asked for; ``preprocess``: the
-    condition map (:func:`i2i.preprocess.condition_map` kind) the first image of each job is turned into."""
+    condition map (:func:`i2i.preprocess.condition_map` kind) the first image of each job is turned into, made at
+    the long side ``map_size(model)`` returns for the loaded model (None, or no ``map_size``: the image's size)."""
 
     schema: JobSchema
     jobs: list[dict[str, Any]]
@@ -182,6 +183,7 @@ class JobRun:
     overwrite: bool = False
     extras: tuple[str, ...] = ()
     preprocess: str = "none"
+    map_size: Callable[[Any], int | None] | None = None
 
 
 def _fail(run_jobs_count: int, failures: list, name: str, exc: I2IError, reporter: "Reporter") -> None:
@@ -197,7 +199,7 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
     from i2i.images import load_image, names_one_file
     from i2i.preprocess.kinds import check_kind
 
-    kind = check_kind(run.preprocess)
+    check_kind(run.preprocess)                     # a bad kind stops the command before any model is loaded
     one_file = names_one_file(run.out, sum(job["num_images"] for job in run.jobs), "images")
     mine, rank, world = shard(run.jobs)
     if world > 1:
@@ -211,11 +213,6 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
             if existing is not None:
                 raise OutputError(f"{existing}: already exists (pass --overwrite to replace it)")
             images = {key: load_image(job[key]) for key in run.schema.images if job.get(key) is not None}
-            if kind != "none":
-                from i2i.preprocess.maps import condition_map
-
-                primary = run.schema.images[0]
-                images[primary] = condition_map(images[primary], kind)
         except (InputError, OutputError) as exc:
             _fail(len(mine), failures, job[run.schema.images[0]] if isinstance(exc, InputError) else job["name"],
                   exc, reporter)
@@ -224,6 +221,19 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
     if mine and not ready and failures:
         raise PartialFailure(f"none of the {len(mine)} job(s) can run", failures)
     return ready, failures
+
+
+def make_maps(run: JobRun, model: Any, ready: list[tuple[dict, dict[str, "Image.Image"], list]]) -> None:
+    """Replace the first image of every ready job by its ``run.preprocess`` map, made at the model's working size
+    (``run.map_size(model)``) so that a map's thin lines are drawn at the resolution the model sees them."""
+    if run.preprocess == "none":
+        return
+    from i2i.preprocess.maps import condition_map
+
+    size = run.map_size(model) if run.map_size is not None else None
+    primary = run.schema.images[0]
+    for _, images, _ in ready:
+        images[primary] = condition_map(images[primary], run.preprocess, size)
 
 
 def run_jobs(run: JobRun, load: Callable[[], Any],
@@ -239,6 +249,7 @@ def run_jobs(run: JobRun, load: Callable[[], Any],
     if not ready:
         return
     model = load()
+    make_maps(run, model, ready)
     for job, images, names in ready:
         try:
             start = time.perf_counter()

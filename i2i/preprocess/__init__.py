@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["KINDS", "MODEL_KINDS", "condition_map", "preprocess_files"]
+from i2i.preprocess.kinds import KINDS, MODEL_KINDS
 
-from i2i.preprocess.kinds import KINDS, MODEL_KINDS  # noqa: E402  (no heavy imports)
+__all__ = ["KINDS", "MODEL_KINDS", "condition_map", "preprocess_files"]
 
 
 def __getattr__(name: str) -> Any:
