@@ -23,6 +23,8 @@ BENCH = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
     ("ctrlx_speed.py", ["--model", "demo", "--steps", "3", "--repeats", "1", "--threads", "1"], "ctrlx_over_plain"),
     ("cold_start.py", ["--repeats", "1"], "results"),
     ("preprocess_libraries.py", ["--limit", "2", "--sizes", "32", "--repeats", "1"], "results"),
+    ("preprocess_map_size.py", ["--seeds", "1", "--steps", "4", "--shapes", "square", "--seed-images", "2",
+                                "--bases-steps", "6", "--inversion-steps", "8"], "iou"),
     ("bf16_losses.py", ["--size", "32", "--iters", "4", "--log-every", "2", "--threads", "1"], "largest_cycle_gap"),
     ("shapes_preset.py", ["--overrides", '{"generator": {"ngf": 8}, "discriminator": {"ndf": 8}}', "--max-iters", "3",
                           "--limit", "2", "--threads", "1", "--run-dir", "{tmp}/run"], "at_end"),

@@ -42,11 +42,18 @@ def main() -> None:
     parser.add_argument("--source-size", type=int, default=256)
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed-images", type=int, default=None, help="analysis images (default: the model's)")
+    parser.add_argument("--bases-steps", type=int, default=None, help="analysis steps (default: the model's)")
+    parser.add_argument("--inversion-steps", type=int, default=None, help="default: the model's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = FreeControlPipeline.from_pretrained(str(demo_model_path()), device="cpu")
     size = pipe.default_size
-    config = dataclasses.replace(pipe.default_config(), num_inference_steps=args.steps)
+    config = pipe.default_config()
+    bases = {k: v for k, v in (("num_images", args.seed_images), ("num_inference_steps", args.bases_steps)) if v}
+    config = dataclasses.replace(config, num_inference_steps=args.steps, bases=dataclasses.replace(config.bases,
+                                                                                                    **bases),
+                                 inversion_steps=args.inversion_steps or config.inversion_steps)
     scores: dict[str, list[float]] = {"filled": [], f"canny at {args.source_size}": [], f"canny at {size}": [],
                                       "unguided": []}
     start = time.perf_counter()

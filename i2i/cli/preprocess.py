@@ -18,7 +18,8 @@ KIND_HELP = (f"Map to make: {', '.join(KINDS)}. canny: black Canny edges on whit
              ") need weights i2i does not have: they exit with code 4.")
 PreprocessOpt = Annotated[str, typer.Option(
     "--preprocess", help=f"Turn the condition image into a map first: {', '.join(KINDS)} (see `i2i preprocess "
-    "--help`; default: none, the image as it is).", show_default=False, rich_help_panel=BATCH_PANEL)]
+    "--help`), drawn at the size the model works at (--size, else its native size); default: none, the image as "
+    "it is.", show_default=False, rich_help_panel=BATCH_PANEL)]
 
 
 def preprocess(
