@@ -57,15 +57,10 @@ class BasisPictures:
 
 def existing_pictures(folder: str | os.PathLike, stem: str) -> list[Path]:
     """Basis pictures of ``stem`` already in ``folder`` (what :meth:`BasisPictures.save` would replace)."""
-    folder = Path(folder)
-    return sorted([*folder.glob(f"{glob_escape(stem)}_t[0-9][0-9][0-9][0-9].png"),
-                   *folder.glob(f"{glob_escape(stem)}_grid.png")])
-
-
-def glob_escape(text: str) -> str:
     import glob
 
-    return glob.escape(text)
+    folder, stem = Path(folder), glob.escape(stem)
+    return sorted([*folder.glob(f"{stem}_t[0-9][0-9][0-9][0-9].png"), *folder.glob(f"{stem}_grid.png")])
 
 
 def basis_pictures(pipe: "FreeControlPipeline", condition: Image.Image | str | os.PathLike, concept: str | None = None,
