@@ -9,6 +9,7 @@ from i2i.cli.common import Group
 from i2i.cli.ctrlx import app as ctrlx_app
 from i2i.cli.cyclegan import app as cyclegan_app
 from i2i.cli.freecontrol import app as freecontrol_app
+from i2i.cli.preprocess import preprocess as preprocess_command
 from i2i.cli.score import score as score_command
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
          "freecontrol: training-free structure control of a Stable Diffusion model (or the bundled offline demo "
          "model): a text prompt generates an image laid out like a condition image (sketch, edges, depth, photo).\n\n"
          "ctrlx: Ctrl-X, structure and appearance control with no inversion or guidance (early).\n\n"
+         "preprocess: condition maps (canny, edges, scribble, invert) of images, with no model download.\n\n"
          "score: structure distance and CLIP score of generated images (needs DINO/CLIP weights).\n\n"
          "Every command takes --quiet, --json and --debug. The commands that compute on a device (cyclegan train, "
          "translate and eval; freecontrol, freecontrol bases and ctrlx) also take --device and --precision, score "
@@ -32,6 +34,7 @@ app = typer.Typer(
 app.add_typer(cyclegan_app, name="cyclegan", cls=Group)
 app.add_typer(freecontrol_app, name="freecontrol", cls=Group)
 app.add_typer(ctrlx_app, name="ctrlx", cls=Group)
+app.command("preprocess")(preprocess_command)
 app.command("score")(score_command)
 
 

@@ -13,6 +13,7 @@ from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, Diffusi
                             NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, default_model, given, quiet_libraries,
                             run_guarded, warn_unknown_demo_words)
 from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, job_scorers
+from i2i.cli.preprocess import PreprocessOpt
 from i2i.progress import Reporter
 
 app = typer.Typer(help="Ctrl-X (Lin, Mo et al., NeurIPS 2024): structure and appearance control of a text-to-image "
@@ -84,6 +85,7 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help="Seed of the first job; job i uses seed+i unless it sets its own (default: 90095, the "
         "official).", rich_help_panel="Common")] = None,
+    preprocess: PreprocessOpt = "none",
     num_images: NumImagesOpt = 1,
     save_branches: Annotated[bool, typer.Option(
         "--save-branches", help="Also save the structure and appearance branches as the model saw them "
@@ -150,7 +152,9 @@ def generate(
             return JobResult(result.images, extras if save_branches else {},
                              {"structure_steps": result.structure_steps, "appearance_steps": result.appearance_steps})
 
-        run = JobRun(CTRLX_JOBS, all_jobs, out, overwrite, CTRLX_JOBS.extras if save_branches else (), scorers)
+        run = JobRun(CTRLX_JOBS, all_jobs, out, overwrite, CTRLX_JOBS.extras if save_branches else (),
+                     scorers=scorers, preprocess=preprocess,
+                     map_size=lambda pipe: config.size or pipe.default_size)
         run_jobs(run, load, run_one, reporter)
 
     run_guarded(go, debug, reporter)

@@ -17,6 +17,7 @@ from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, Diffusi
                             NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, default_model, given, quiet_libraries,
                             run_guarded, warn_unknown_demo_words)
 from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, job_scorers
+from i2i.cli.preprocess import PreprocessOpt
 from i2i.freecontrol.config import DEFAULT_SEED
 from i2i.progress import Reporter
 
@@ -27,6 +28,7 @@ app = typer.Typer(help="FreeControl (Mo et al., CVPR 2024): training-free spatia
 GUIDE = "Guidance (official defaults)"
 BATCH = BATCH_PANEL
 ANALYSIS = "Analysis stage (semantic bases)"
+SHOW = "Basis pictures (--show)"
 MODEL_ENV = "I2I_FREECONTROL_MODEL"
 MODEL_SETTING = "or the model's recommended setting"
 # Settings named in the start-up info line.
@@ -120,7 +122,7 @@ def generate(
     img2img: Annotated[bool, typer.Option(
         "--img2img", help="Image-to-image: start from the condition's inverted latent, no mask.",
         rich_help_panel=GUIDE)] = False,
-    size: SizeOpt = None,
+    size: SizeOpt = None, preprocess: PreprocessOpt = "none",
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help=f"Seed of the first job; job i uses seed+i unless it sets its own (default: {DEFAULT_SEED}).",
         rich_help_panel="Common")] = None,
@@ -208,7 +210,9 @@ def generate(
                              {"guided_steps": result.guided_steps, "skipped_steps": len(result.skipped_steps),
                               "img2img": bool(job["img2img"])})
 
-        run = JobRun(FREECONTROL_JOBS, all_jobs, out, overwrite, ("unguided",) if save_unguided else (), scorers)
+        run = JobRun(FREECONTROL_JOBS, all_jobs, out, overwrite, ("unguided",) if save_unguided else (),
+                     scorers=scorers, preprocess=preprocess,
+                     map_size=lambda loaded: config.size or loaded[0].default_size)
         run_jobs(run, load, generate, reporter)
 
     run_guarded(go, debug, reporter)
@@ -236,12 +240,26 @@ def bases_command(
         "--import-official", help="Convert the official pca_info.pt (200-step schedule) to an i2i bases file "
         "keyed by timestep (needs --out; no model is loaded).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the bases to this "
-                                                ".safetensors file.")] = None,
+                                                ".safetensors file; with --show, the pictures' folder (default: "
+                                                "out).")] = None,
+    show: Annotated[Optional[Path], typer.Option(
+        "--show", help="Condition image: picture its first three semantic coordinates as RGB (the paper's Fig. 2), "
+        "one PNG per analysed timestep (NAME_tNNNN.png) and NAME_grid.png, in --out.", rich_help_panel=SHOW)] = None,
+    inversion_prompt: Annotated[Optional[str], typer.Option(
+        "--inversion-prompt", help="With --show: describes the condition image for its inversion (default: the "
+        "concept).", rich_help_panel=SHOW)] = None,
+    layer: Annotated[int, typer.Option("--layer", help="With --show: which self-attention layer of the feature "
+                                       "block to picture (0: the first).", rich_help_panel=SHOW)] = 0,
+    show_inversion_steps: Annotated[Optional[int], typer.Option(
+        "--inversion-steps", help="With --show: DDIM inversion steps of the condition (default: 999, or the "
+        "model's recommended setting; the demo model: 200).", rich_help_panel=SHOW)] = None,
+    overwrite: OverwriteOpt = False,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None, precision: DiffusionPrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Analysis stage only: compute (and cache) the semantic bases of --concept, or import official ones."""
+    """Analysis stage only: compute (and cache) the semantic bases of --concept, or import official ones; --show
+    IMAGE pictures them on a condition image."""
     reporter = Reporter(quiet=quiet, json_mode=json)
 
     def go() -> None:
@@ -263,6 +281,8 @@ def bases_command(
             return
         if not concept:
             raise UsageError("give --concept (or --import-official FILE)")
+        if show is not None:
+            picture_dir = check_show(show, out, overwrite)
         model_name = default_model(model, MODEL_ENV)
         recommended = model_config(model_name).bases
         cfg = dataclasses.replace(recommended, **given(
@@ -280,6 +300,12 @@ def bases_command(
         pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision, cache_dir=cache_dir,
                                                    config=model_config_dir)
         result = pipe.semantic_bases(concept, cfg, reporter=reporter)
+        if show is not None:
+            show_cfg = dataclasses.replace(model_config(model_name), bases=cfg,
+                                           **given(size=size, inversion_steps=show_inversion_steps))
+            write_pictures(pipe, result, show, picture_dir, show_cfg, inversion_prompt or concept, layer, overwrite,
+                           reporter)
+            return
         if out is not None:
             save_bases(result, out)
         reporter.info(f"{'cached' if result.cache_hit else 'computed'} bases for '{concept}': {result.path}")
@@ -288,3 +314,35 @@ def bases_command(
                          "layers": list(result.layers), "components": result.n_components})
 
     run_guarded(go, debug, reporter)
+
+
+def check_show(image: Path, out: Optional[Path], overwrite: bool) -> Path:
+    """The folder of ``bases --show``'s pictures, checked before any work: ``--out`` must not name a file and, without
+    ``--overwrite``, must not hold the pictures of ``image`` already."""
+    from i2i.errors import OutputError, UsageError
+    from i2i.freecontrol.basis_pictures import existing_pictures
+    from i2i.images import load_image
+
+    folder = out or Path("out")
+    if folder.suffix.lower() in (".safetensors", ".png", ".jpg") or folder.is_file():
+        raise UsageError(f"--out {folder}: with --show, --out is the pictures' folder")
+    load_image(image)                               # an unreadable image fails now, before any model work
+    existing = existing_pictures(folder, image.stem)
+    if existing and not overwrite:
+        raise OutputError(f"{existing[0]}: already exists (pass --overwrite to replace it)")
+    return folder
+
+
+def write_pictures(pipe: Any, bases: Any, image: Path, folder: Path, config: Any, inversion_prompt: str, layer: int,
+                   overwrite: bool, reporter: Reporter) -> None:
+    from i2i.freecontrol.basis_pictures import basis_pictures
+
+    pictures = basis_pictures(pipe, image, bases=bases, inversion_prompt=inversion_prompt, config=config,
+                              layer=layer, reporter=reporter)
+    paths = pictures.save(folder, image.stem, overwrite)
+    for t, path in zip(pictures.timesteps, paths):
+        reporter.result({"condition": str(image), "timestep": t, "image": str(path), "layer": pictures.layer})
+    reporter.result({"condition": str(image), "grid": str(paths[-1]), "layer": pictures.layer,
+                     "tokens": list(pictures.tokens), "timesteps": len(pictures.timesteps)})
+    reporter.info(f"wrote {len(paths) - 1} basis pictures and {paths[-1]} ({pictures.tokens[0]}x"
+                  f"{pictures.tokens[1]} tokens, layer {pictures.layer})")

@@ -173,15 +173,19 @@ def result_record(job: dict[str, Any], schema: JobSchema, paths: dict[str, Path]
 
 @dataclass
 class JobRun:
-    """One batch: the jobs, where they go, and how. ``extras``: the companion outputs asked for; ``scorers``
-    (:func:`i2i.metrics.score.load_scorers`): add the structure distance to the first image input and the CLIP
-    score to each record."""
+    """One batch: the jobs, where they go, and how. ``extras``: the companion outputs asked for; ``preprocess``: the
+    condition map (:func:`i2i.preprocess.condition_map` kind) the first image of each job is turned into, made at
+    the long side ``map_size(model)`` returns for the loaded model (None, or no ``map_size``: the image's size);
+    ``scorers`` (:func:`i2i.metrics.score.load_scorers`): add the structure distance to the first image input and
+    the CLIP score to each record."""
 
     schema: JobSchema
     jobs: list[dict[str, Any]]
     out: Path
     overwrite: bool = False
     extras: tuple[str, ...] = ()
+    preprocess: str = "none"
+    map_size: Callable[[Any], int | None] | None = None
     scorers: Any = None
 
 
@@ -196,7 +200,9 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
     """This rank's jobs that can run: existing outputs refused (unless overwriting) and every input image read,
     with no model loaded yet. Returns ``(ready, failures)``; ``ready`` holds ``(job, images, output names)``."""
     from i2i.images import load_image, names_one_file
+    from i2i.preprocess.kinds import check_kind
 
+    check_kind(run.preprocess)                     # a bad kind stops the command before any model is loaded
     one_file = names_one_file(run.out, sum(job["num_images"] for job in run.jobs), "images")
     mine, rank, world = shard(run.jobs)
     if world > 1:
@@ -220,6 +226,19 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
     return ready, failures
 
 
+def make_maps(run: JobRun, model: Any, ready: list[tuple[dict, dict[str, "Image.Image"], list]]) -> None:
+    """Replace the first image of every ready job by its ``run.preprocess`` map, made at the model's working size
+    (``run.map_size(model)``) so that a map's thin lines are drawn at the resolution the model sees them."""
+    if run.preprocess == "none":
+        return
+    from i2i.preprocess.maps import condition_map
+
+    size = run.map_size(model) if run.map_size is not None else None
+    primary = run.schema.images[0]
+    for _, images, _ in ready:
+        images[primary] = condition_map(images[primary], run.preprocess, size)
+
+
 def run_jobs(run: JobRun, load: Callable[[], Any],
              generate: Callable[[Any, dict[str, Any], dict[str, "Image.Image"]], JobResult],
              reporter: "Reporter") -> None:
@@ -233,6 +252,7 @@ def run_jobs(run: JobRun, load: Callable[[], Any],
     if not ready:
         return
     model = load()
+    make_maps(run, model, ready)
     for job, images, names in ready:
         try:
             start = time.perf_counter()

@@ -1,0 +1,62 @@
+"""Condition maps of many image files: what ``i2i preprocess`` does. Inputs are files, folders (recursive), globs
+or ``@list.txt``; each map is written as PNG under the output folder at the input's relative path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from i2i.errors import I2IError, OutputError, PartialFailure
+from i2i.preprocess.kinds import check_kind
+from i2i.progress import Reporter
+
+
+@dataclass
+class PreprocessResult:
+    """Written maps and ``(input, reason)`` failures."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def preprocess_files(inputs: Sequence[str | os.PathLike], kind: str, out: str | os.PathLike,
+                     overwrite: bool = False, resolution: int | None = None,
+                     reporter: Reporter | None = None) -> PreprocessResult:
+    """Write the ``kind`` map of every input image under ``out`` (a folder; or, for one input, a ``.png`` / ``.jpg``
+    file name). Existing outputs are refused unless ``overwrite``: all of them existing is an
+    :class:`OutputError` before any work; some of them, or unreadable inputs, are reported per item and end in a
+    :class:`PartialFailure` once the others are written (a single input's error is raised as it is)."""
+    from i2i.images import expand_inputs, names_one_file, output_path, refuse_if_all_exist, save_image
+    from i2i.preprocess.maps import condition_map
+
+    reporter = reporter or Reporter(quiet=True)
+    kind = check_kind(kind)
+    items = expand_inputs(inputs)
+    out = Path(out)
+    one_file = names_one_file(out, len(items), "maps")
+    targets = [out if one_file else output_path(it, out) for it in items]
+    refuse_if_all_exist(targets, overwrite)
+    result = PreprocessResult()
+    with reporter.progress(len(items), f"{kind} maps") as advance:
+        for item, target in zip(items, targets):
+            try:
+                if not overwrite and target.exists():
+                    raise OutputError(f"{target}: already exists (pass --overwrite to replace it)")
+                picture = condition_map(item.path, kind, resolution)
+                save_image(picture, target, overwrite=overwrite)
+            except I2IError as exc:
+                if len(items) == 1:
+                    raise
+                result.failed.append((str(item.path), str(exc)))
+                reporter.item_error(str(item.path), str(exc))
+                reporter.result({"input": str(item.path), "status": "error", "error": str(exc)})
+            else:
+                result.written.append(target)
+                reporter.result({"input": str(item.path), "output": str(target), "kind": kind, "status": "ok",
+                                 "width": picture.width, "height": picture.height})
+            advance(1)
+    if result.failed:
+        raise PartialFailure(f"{len(result.failed)} of {len(items)} input(s) failed", result.failed)
+    return result
