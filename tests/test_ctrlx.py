@@ -9,7 +9,7 @@ import torch
 from tiny_sd import one_thread, sd_pipeline, sdxl_pipeline  # noqa: F401  (one_thread: autouse fixture)
 
 from i2i.ctrlx.config import CtrlXConfig
-from i2i.ctrlx.control import ControlState, CtrlXAttnProcessor, StopForward, adain_transfer, normalize_tokens
+from i2i.ctrlx.control import ControlState, CtrlXAttnProcessor, adain_transfer, normalize_tokens
 from i2i.ctrlx.layers import control_layers
 from i2i.ctrlx.pipeline import CtrlXPipeline, renoise
 from i2i.shapes import ShapeSpec, render
@@ -75,56 +75,23 @@ def _attention():
     return Attention(query_dim=8, heads=2, dim_head=4).eval()
 
 
-def _plain_attention(attn, qr, kr, vr):
-    heads = lambda t: t.view(-1, 2, 4).transpose(0, 1)  # noqa: E731
-    a = (heads(qr) @ heads(kr).transpose(-1, -2) / 2.0).softmax(-1)
-    return attn.to_out[0]((a @ heads(vr)).transpose(0, 1).reshape(-1, 8))
-
-
 def test_attention_processor_injects_structure_queries_and_keys_into_the_cond_row_only():
     attn = _attention()
-    s, x = torch.randn(1, 6, 8), torch.randn(2, 6, 8)    # the structure's cond row; the output's [uncond, cond]
-    state = ControlState(structure=True)
-    proc = CtrlXAttnProcessor(state, "layer", structure=True, appearance=False)
-    state.mode, state.branch, state.row = "record", "structure", 0
-    with torch.no_grad():
-        recorded = proc(attn, s)
-        state.mode = "apply"
-        out = proc(attn, x)
-        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
-        qs, ks, vs = attn.to_q(s), attn.to_k(s), attn.to_v(s)
-        torch.testing.assert_close(recorded[0], _plain_attention(attn, qs[0], ks[0], vs[0]))   # records, untouched
-        torch.testing.assert_close(out[1], _plain_attention(attn, qs[0], ks[0], v[1]))   # structure's map, own values
-        torch.testing.assert_close(out[0], _plain_attention(attn, q[0], k[0], v[0]))     # uncond untouched
-        state.structure = False                                                          # not scheduled: plain
-        torch.testing.assert_close(proc(attn, x)[1], _plain_attention(attn, q[1], k[1], v[1]))
+    x = torch.randn(4, 6, 8)                              # rows: uncond, structure_cond, appearance_cond, cond
+    state = ControlState(["uncond", "structure_cond", "appearance_cond", "cond"], True, True, False)
+    out = CtrlXAttnProcessor(state, structure=True, appearance=False)(attn, x)
+    q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
 
-
-def test_attention_processor_transfers_appearance_statistics_into_the_cond_row():
-    attn = _attention()
-    app, x = torch.randn(1, 5, 8) * 2 + 1, torch.randn(2, 6, 8)
-    state = ControlState(appearance=True)
-    proc = CtrlXAttnProcessor(state, "layer", structure=False, appearance=True)
-    state.mode, state.branch, state.row = "record", "appearance", 0
-    with torch.no_grad():
-        proc(attn, app)
-        state.mode = "apply"
-        out = proc(attn, x)
+    def plain(qr, kr, vr):
         heads = lambda t: t.view(-1, 2, 4).transpose(0, 1)  # noqa: E731
-        q = heads(attn.to_q(normalize_tokens(x[1:]))[0])
-        k = heads(attn.to_k(normalize_tokens(app))[0])
-        hs = adain_transfer(x[1], app[0], q, k, attn.scale)
-        torch.testing.assert_close(out[1], _plain_attention(attn, attn.to_q(hs), attn.to_k(hs), attn.to_v(hs)))
-        torch.testing.assert_close(out[0], _plain_attention(attn, attn.to_q(x[0]), attn.to_k(x[0]), attn.to_v(x[0])))
+        a = (heads(qr) @ heads(kr).transpose(-1, -2) / 2.0).softmax(-1)
+        return attn.to_out[0]((a @ heads(vr)).transpose(0, 1).reshape(-1, 8))
 
-
-def test_a_record_pass_stops_once_it_has_what_the_output_needs():
-    attn = _attention()
-    state = ControlState(mode="record", branch="structure", structure=True,
-                         stop_after=frozenset({("layer", "q"), ("layer", "k")}))
-    with pytest.raises(StopForward):
-        CtrlXAttnProcessor(state, "layer", structure=True, appearance=False)(attn, torch.randn(1, 6, 8))
-    assert set(state.features) == {("layer", "q"), ("layer", "k")}
+    with torch.no_grad():
+        torch.testing.assert_close(out[3], plain(q[1], k[1], v[3]))      # structure's map, the output's values
+        torch.testing.assert_close(out[0], plain(q[0], k[0], v[0]))      # uncond untouched
+        state.structure = False                                          # not scheduled: plain attention
+        torch.testing.assert_close(CtrlXAttnProcessor(state, True, False)(attn, x)[3], plain(q[3], k[3], v[3]))
 
 
 def _pipe(kind="sd"):
@@ -154,27 +121,14 @@ def test_conv_injection_on_scheduled_steps_and_not_after():
     assert out.structure_steps == 3 and out.appearance_steps == 2
     assert out.rows[:2] == [["uncond", "structure_cond", "appearance_cond", "cond"]] * 2
     assert out.rows[2] == ["uncond", "structure_cond", "cond"] and out.rows[3:] == [["uncond", "cond"]] * 2
-    # per step: the structure pass (1 row), the appearance pass (1 row) while scheduled, the output pass (2 rows)
-    assert [x.shape[0] for x in seen] == [1, 1, 2, 1, 1, 2, 1, 2, 2, 2]
-    outputs = [x for x in seen if x.shape[0] == 2]
-    structures = [seen[0], seen[3], seen[6]]
-    for i, x in enumerate(outputs):
-        uncond, cond = x[0], x[1]
+    for i, x in enumerate(seen):
+        rows = out.rows[i]
+        cond, uncond = x[rows.index("cond")], x[rows.index("uncond")]
         if i < 3:
-            torch.testing.assert_close(cond, structures[i][0])
-        assert not torch.allclose(uncond, cond)
-
-
-def test_a_given_image_branch_skips_the_decoder_after_its_last_controlled_layer():
-    pipe = _pipe()
-    tails = []
-    handle = pipe.unet.conv_out.register_forward_hook(lambda m, args, out: tails.append(out.shape[0]))
-    structure, appearance = _images()
-    try:
-        pipe("a red square", structure, appearance, FAST, seed=0)
-    finally:
-        handle.remove()
-    assert tails == [2] * FAST.num_inference_steps          # only the output's passes reach the last layer
+            torch.testing.assert_close(cond, x[rows.index("structure_cond")])
+            assert not torch.allclose(uncond, cond)
+        else:
+            assert len(rows) == 2 and not torch.allclose(uncond, cond)
 
 
 def test_self_recurrence_calls_run_without_control():
@@ -187,10 +141,9 @@ def test_self_recurrence_calls_run_without_control():
         pipe("a red square", structure, None, cfg, seed=0)
     finally:
         handle.remove()
-    # per step: structure (1 row, while scheduled), the appearance generated alongside (2), the output (2);
     # steps 1 and 2 are each followed by two plain-CFG calls on [uncond, cond]
-    assert batches[:13] == [1, 2, 2] + [1, 2, 2, 2, 2] * 2
-    assert len(batches) == 6 * 3 + 4 * 2 + 4
+    assert batches[:8] == [5, 5, 2, 2, 5, 2, 2, 5]      # 5 rows: the appearance is generated alongside
+    assert len(batches) == 10 + 4
 
 
 def test_renoise_is_the_schedulers_forward_process(monkeypatch):

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageOps
 
 from i2i.ctrlx.config import DEFAULT_SEED, CtrlXConfig, model_config
-from i2i.ctrlx.control import ROW_ORDER, ControlState, StopForward, controlled, wanted
+from i2i.ctrlx.control import ROW_ORDER, ControlState, controlled
 from i2i.ctrlx.layers import ControlLayers, control_layers
 from i2i.diffusion.cache import progress_bar
 from i2i.diffusion.conditioning import Conditioning
@@ -170,15 +170,17 @@ class CtrlXPipeline(DiffusionModel):
         a_steps = config.control_steps(config.appearance_schedule)
         seen = []
         for i, t in enumerate(timesteps):
-            seen.append(self._rows(branches, i))
+            names = self._rows(branches, i)
+            seen.append(names)
+            state.rows, state.enabled = names, True
             state.structure, state.appearance = i < s_steps, i < a_steps
-            eps = self._predict(i, x, branches, text, t, config.guidance_scale, state)
-            generated = [name for name in BRANCHES if branches[name].clean is None]
-            stacked = torch.cat([branches[n].latent for n in generated] + [x])
-            step = scheduler.step(torch.cat([eps[n] for n in generated] + [eps["output"]]), t, stacked,
+            eps = self._predict(names, x, branches, text, t, config.guidance_scale)
+            live = [name for name in BRANCHES if branches[name].active(i)]
+            stacked = torch.cat([branches[n].latent for n in live] + [x])
+            step = scheduler.step(torch.cat([eps[n] for n in live] + [eps["output"]]), t, stacked,
                                   eta=config.eta, generator=generator).prev_sample
             x = step[-1:]
-            for j, name in enumerate(generated):
+            for j, name in enumerate(live):
                 branches[name].latent = step[j:j + 1]
             nxt = timesteps[i + 1] if i + 1 < len(timesteps) else None
             for branch in branches.values():
@@ -191,8 +193,8 @@ class CtrlXPipeline(DiffusionModel):
 
     @staticmethod
     def _rows(branches: dict[str, _Branch], i: int) -> list[str]:
-        """The rows of the official single batch at step ``i``: a branch's uncond row when it is generated (no
-        image), its cond row while it is active, and the output's uncond and cond rows, in :data:`ROW_ORDER`."""
+        """The batch rows at step ``i``: a branch's uncond row when it is generated (no image), its cond row while
+        it is active, and the output's uncond and cond rows, in :data:`ROW_ORDER`."""
         names = {"uncond", "cond"}
         for name, branch in branches.items():
             if branch.clean is None:
@@ -201,43 +203,27 @@ class CtrlXPipeline(DiffusionModel):
                 names.add(f"{name}_cond")
         return [n for n in ROW_ORDER if n in names]
 
-    def _predict(self, i: int, x: torch.Tensor, branches: dict[str, _Branch], text: Conditioning, t,
-                 scale: float, state: ControlState) -> dict[str, torch.Tensor]:
-        """The UNet calls of step ``i``: a record pass of each active branch, then the output's CFG pass with the
-        recorded features applied. Returns the CFG prediction of the output and of each generated branch."""
-        state.features.clear()
-        eps = {}
-        for name, branch in branches.items():
-            if branch.active(i):
-                eps[name] = self._record(name, branch, t, state)
-        state.mode = "apply"
-        try:
-            eps["output"] = self.cfg_noise(x, t, text, scale)     # [uncond, cond]: the hooks edit the cond row
-        finally:
-            state.mode = "off"
-        return eps
+    def _predict(self, names: list[str], x: torch.Tensor, branches: dict[str, _Branch], text: Conditioning, t,
+                 scale: float) -> dict[str, torch.Tensor]:
+        """One UNet call on the rows ``names``; the CFG prediction of the output and of each active branch."""
+        def row(name: str) -> tuple[torch.Tensor, Conditioning]:
+            owner, kind = name.rsplit("_", 1) if name not in ("uncond", "cond") else ("output", name)
+            latent = x if owner == "output" else branches[owner].latent
+            cond = text if owner == "output" else branches[owner].text
+            return latent, cond.negative if kind == "uncond" else cond.positive()
 
-    def _record(self, name: str, branch: _Branch, t, state: ControlState) -> torch.Tensor | None:
-        """One reference branch's UNet pass, storing its features. A generated branch runs in full on its
-        ``[uncond, cond]`` rows and its CFG prediction is returned; a branch given as an image runs its cond row
-        only up to its last controlled layer (its prediction is not needed: it is re-noised from the image)."""
-        generated = branch.clean is None
-        state.mode, state.branch, state.row = "record", name, 1 if generated else 0
-        state.stop_after = None if generated else wanted(self.layers, name, state.structure, state.appearance)
-        if state.stop_after is not None and not state.stop_after:
-            state.mode = "off"
-            return None
-        cond = Conditioning.stack([branch.text.negative, branch.text]) if generated else branch.text.positive()
-        try:
-            out = self.unet_forward(torch.cat([branch.latent] * (2 if generated else 1)), t, cond)
-        except StopForward:
-            return None
-        finally:
-            state.mode, state.stop_after = "off", None
-        if not generated:
-            return None
-        uncond, pred = out.chunk(2)
-        return uncond + branch.guidance * (pred - uncond)
+        parts = [row(n) for n in names]
+        out = self.unet_forward(torch.cat([p[0] for p in parts]), t, Conditioning.stack([p[1] for p in parts]))
+        pred = {n: out[j:j + 1] for j, n in enumerate(names)}
+        eps = {"output": pred["uncond"] + scale * (pred["cond"] - pred["uncond"])}
+        for name, branch in branches.items():
+            if f"{name}_cond" in pred:
+                cond = pred[f"{name}_cond"]
+                uncond = pred.get(f"{name}_uncond")
+                eps[name] = cond if uncond is None else uncond + branch.guidance * (cond - uncond)
+            else:
+                eps[name] = eps["output"]
+        return eps
 
     def _recur(self, x: torch.Tensor, t, t_next, text: Conditioning, scheduler, config: CtrlXConfig,
                state: ControlState, generator: torch.Generator, repeats: int) -> torch.Tensor:
@@ -246,7 +232,7 @@ class CtrlXPipeline(DiffusionModel):
         alphas = scheduler.alphas_cumprod.to(x.device)
         a_t = alphas[int(t)]
         a_next = alphas[int(t_next)] if t_next is not None else scheduler.final_alpha_cumprod.to(x.device)
-        state.mode = "off"
+        state.rows, state.enabled = ["uncond", "cond"], False
         for _ in range(repeats):
             noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
             ratio = a_t / a_next
