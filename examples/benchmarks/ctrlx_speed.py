@@ -3,7 +3,7 @@
 - ``plain``: diffusers' own pipeline with CFG and the same DDIM scheduler, steps and eta, decoded by the same float32
   VAE;
 - ``ctrlx structure+appearance``: a structure image and an appearance image (4 UNet rows on the controlled steps,
-  then 2);
+  then 2), only the image decoded (as ``i2i ctrlx`` without ``--save-branches``);
 - ``ctrlx structure only``: the appearance generated from the prompt alongside (5 rows, then 4);
 - ``ctrlx + self-recurrence`` (``--self-recurrence``): the official scripts' [0.1, 0.5, 2] on top of the first.
 
@@ -79,11 +79,13 @@ def main() -> None:
         return pipe.decode(latents)
 
     runs = {"plain CFG sampling": lambda s: plain(s),
-            "ctrlx structure+appearance": lambda s: pipe(prompt, structure, appearance, config, seed=s),
-            "ctrlx structure only": lambda s: pipe(prompt, structure, None, config, seed=s)}
+            "ctrlx structure+appearance": lambda s: pipe(prompt, structure, appearance, config, seed=s,
+                                                         decode_branches=False),
+            "ctrlx structure only": lambda s: pipe(prompt, structure, None, config, seed=s, decode_branches=False)}
     if args.self_recurrence:
         recur = dataclasses.replace(config, self_recurrence=OFFICIAL_SELF_RECURRENCE)
-        runs["ctrlx + self-recurrence"] = lambda s: pipe(prompt, structure, appearance, recur, seed=s)
+        runs["ctrlx + self-recurrence"] = lambda s: pipe(prompt, structure, appearance, recur, seed=s,
+                                                         decode_branches=False)
     for fn in runs.values():
         fn(0)                                                   # warm-ups
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
