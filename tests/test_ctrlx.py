@@ -111,6 +111,20 @@ def test_appearance_correspondence_starts_from_the_structure_where_structure_is_
         torch.testing.assert_close(out[3], _plain(attn, attn.to_q(x[1]), attn.to_k(x[1]), attn.to_v(hs)))
 
 
+def test_appearance_transfer_elsewhere_uses_the_outputs_own_correspondence():
+    attn = _attention()
+    x = torch.randn(3, 6, 8) * 2 + 1                     # rows: uncond, appearance_cond, cond
+    state = ControlState(["uncond", "appearance_cond", "cond"], True, False, True)
+    with torch.no_grad():
+        out = CtrlXAttnProcessor(state, structure=False, appearance=True)(attn, x)
+        heads = lambda t: t.view(-1, 2, 4).transpose(0, 1)  # noqa: E731
+        q = heads(attn.to_q(normalize_tokens(x[2:3]))[0])   # q-hat of the output's cond row
+        k = heads(attn.to_k(normalize_tokens(x[1:2]))[0])
+        hs = adain_transfer(x[2], x[1], q, k, attn.scale)
+        torch.testing.assert_close(out[2], _plain(attn, attn.to_q(hs), attn.to_k(hs), attn.to_v(hs)))
+        torch.testing.assert_close(out[0], _plain(attn, attn.to_q(x[0]), attn.to_k(x[0]), attn.to_v(x[0])))
+
+
 def _pipe(kind="sd"):
     base = sd_pipeline() if kind == "sd" else sdxl_pipeline()
     return CtrlXPipeline(base, device="cpu")
