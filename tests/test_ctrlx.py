@@ -75,6 +75,13 @@ def _attention():
     return Attention(query_dim=8, heads=2, dim_head=4).eval()
 
 
+def _plain(attn, qr, kr, vr):
+    """Two-head attention of one row, by hand."""
+    heads = lambda t: t.view(-1, 2, 4).transpose(0, 1)  # noqa: E731
+    a = (heads(qr) @ heads(kr).transpose(-1, -2) / 2.0).softmax(-1)
+    return attn.to_out[0]((a @ heads(vr)).transpose(0, 1).reshape(-1, 8))
+
+
 def test_attention_processor_injects_structure_queries_and_keys_into_the_cond_row_only():
     attn = _attention()
     x = torch.randn(4, 6, 8)                              # rows: uncond, structure_cond, appearance_cond, cond
@@ -82,16 +89,40 @@ def test_attention_processor_injects_structure_queries_and_keys_into_the_cond_ro
     out = CtrlXAttnProcessor(state, structure=True, appearance=False)(attn, x)
     q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
 
-    def plain(qr, kr, vr):
-        heads = lambda t: t.view(-1, 2, 4).transpose(0, 1)  # noqa: E731
-        a = (heads(qr) @ heads(kr).transpose(-1, -2) / 2.0).softmax(-1)
-        return attn.to_out[0]((a @ heads(vr)).transpose(0, 1).reshape(-1, 8))
-
+    plain = lambda qr, kr, vr: _plain(attn, qr, kr, vr)  # noqa: E731
     with torch.no_grad():
         torch.testing.assert_close(out[3], plain(q[1], k[1], v[3]))      # structure's map, the output's values
         torch.testing.assert_close(out[0], plain(q[0], k[0], v[0]))      # uncond untouched
         state.structure = False                                          # not scheduled: plain attention
         torch.testing.assert_close(CtrlXAttnProcessor(state, True, False)(attn, x)[3], plain(q[3], k[3], v[3]))
+
+
+def test_appearance_correspondence_starts_from_the_structure_where_structure_is_injected():
+    attn = _attention()
+    x = torch.randn(4, 6, 8) * 2 + 1                     # rows: uncond, structure_cond, appearance_cond, cond
+    state = ControlState(["uncond", "structure_cond", "appearance_cond", "cond"], True, True, True)
+    with torch.no_grad():
+        out = CtrlXAttnProcessor(state, structure=True, appearance=True)(attn, x)
+        heads = lambda t: t.view(-1, 2, 4).transpose(0, 1)  # noqa: E731
+        q = heads(attn.to_q(normalize_tokens(x[1:2]))[0])   # q-hat of the structure row
+        k = heads(attn.to_k(normalize_tokens(x[2:3]))[0])   # k-hat of the appearance row
+        hs = adain_transfer(x[3], x[2], q, k, attn.scale)
+        # then the structure's queries and keys, the transferred input's values
+        torch.testing.assert_close(out[3], _plain(attn, attn.to_q(x[1]), attn.to_k(x[1]), attn.to_v(hs)))
+
+
+def test_appearance_transfer_elsewhere_uses_the_outputs_own_correspondence():
+    attn = _attention()
+    x = torch.randn(3, 6, 8) * 2 + 1                     # rows: uncond, appearance_cond, cond
+    state = ControlState(["uncond", "appearance_cond", "cond"], True, False, True)
+    with torch.no_grad():
+        out = CtrlXAttnProcessor(state, structure=False, appearance=True)(attn, x)
+        heads = lambda t: t.view(-1, 2, 4).transpose(0, 1)  # noqa: E731
+        q = heads(attn.to_q(normalize_tokens(x[2:3]))[0])   # q-hat of the output's cond row
+        k = heads(attn.to_k(normalize_tokens(x[1:2]))[0])
+        hs = adain_transfer(x[2], x[1], q, k, attn.scale)
+        torch.testing.assert_close(out[2], _plain(attn, attn.to_q(hs), attn.to_k(hs), attn.to_v(hs)))
+        torch.testing.assert_close(out[0], _plain(attn, attn.to_q(x[0]), attn.to_k(x[0]), attn.to_v(x[0])))
 
 
 def _pipe(kind="sd"):
@@ -177,6 +208,8 @@ def test_results_are_seeded_and_appearance_changes_the_output():
     c = pipe("a red square", structure, None, FAST, seed=4)
     assert torch.equal(a.latents, b.latents) and not torch.equal(a.latents, c.latents)
     assert a.images[0].size == (32, 32) and len(c.appearance) == 1
+    d = pipe("a red square", structure, appearance, FAST, seed=4, decode_branches=False)
+    assert torch.equal(a.latents, d.latents) and d.structure == [] and d.appearance == []
 
 
 def test_sdxl_path():

@@ -3,11 +3,13 @@
 - ``plain``: diffusers' own pipeline with CFG and the same DDIM scheduler, steps and eta, decoded by the same float32
   VAE;
 - ``ctrlx structure+appearance``: a structure image and an appearance image (4 UNet rows on the controlled steps,
-  then 2);
+  then 2), only the image decoded (as ``i2i ctrlx`` without ``--save-branches``);
 - ``ctrlx structure only``: the appearance generated from the prompt alongside (5 rows, then 4);
 - ``ctrlx + self-recurrence`` (``--self-recurrence``): the official scripts' [0.1, 0.5, 2] on top of the first.
 
-The ratio is median(ctrlx) / median(plain) over ``--repeats`` runs after a warm-up, the runs alternating. Peak
+The ratio is median(ctrlx) / median(plain) over ``--repeats`` runs after a warm-up, the runs alternating; the
+same ratio of the process's CPU time is printed too (with ``--threads 1`` on a CPU it is steadier than wall time on
+a machine that other jobs share; on a GPU it means little). Peak
 memory: the CUDA allocator's peak on a GPU, the process's peak RSS on a CPU. Models: ``demo`` (the bundled model),
 a local diffusers folder, or ``sd15-random`` / ``sdxl-random`` (see ``freecontrol_speed.py``). Usage:
 
@@ -25,6 +27,7 @@ import json
 import os
 import platform
 import statistics
+import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,25 +82,32 @@ def main() -> None:
         return pipe.decode(latents)
 
     runs = {"plain CFG sampling": lambda s: plain(s),
-            "ctrlx structure+appearance": lambda s: pipe(prompt, structure, appearance, config, seed=s),
-            "ctrlx structure only": lambda s: pipe(prompt, structure, None, config, seed=s)}
+            "ctrlx structure+appearance": lambda s: pipe(prompt, structure, appearance, config, seed=s,
+                                                         decode_branches=False),
+            "ctrlx structure only": lambda s: pipe(prompt, structure, None, config, seed=s, decode_branches=False)}
     if args.self_recurrence:
         recur = dataclasses.replace(config, self_recurrence=OFFICIAL_SELF_RECURRENCE)
-        runs["ctrlx + self-recurrence"] = lambda s: pipe(prompt, structure, appearance, recur, seed=s)
+        runs["ctrlx + self-recurrence"] = lambda s: pipe(prompt, structure, appearance, recur, seed=s,
+                                                         decode_branches=False)
     for fn in runs.values():
         fn(0)                                                   # warm-ups
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runs}
     for r in range(args.repeats):
         for name, fn in runs.items():
-            times[name].append(_timed(lambda: fn(r + 1), device))
-    plain_s = statistics.median(s for s, _ in times["plain CFG sampling"])
-    results = {name: {"median_s": round(statistics.median(s for s, _ in ts), 4),
-                      "peak_gb": round(max(m for _, m in ts), 3),
-                      "over_plain": round(statistics.median(s for s, _ in ts) / plain_s, 3)}
+            cpu0 = time.process_time()
+            wall, peak = _timed(lambda: fn(r + 1), device)
+            times[name].append((wall, peak, time.process_time() - cpu0))
+    med = {name: (statistics.median(t[0] for t in ts), statistics.median(t[2] for t in ts))
+           for name, ts in times.items()}
+    plain_s, plain_cpu = med["plain CFG sampling"]
+    results = {name: {"median_s": round(med[name][0], 4), "peak_gb": round(max(t[1] for t in ts), 3),
+                      "over_plain": round(med[name][0] / plain_s, 3),
+                      "cpu_s": round(med[name][1], 4), "cpu_over_plain": round(med[name][1] / plain_cpu, 3)}
                for name, ts in times.items()}
-    print(f"| run | median s | x plain | peak GB |\n|---|---|---|---|")
+    print("| run | median s | x plain | process CPU s | x plain (CPU) | peak GB |\n|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['median_s']:.3f} | {r['over_plain']:.2f} | {r['peak_gb']:.2f} |")
+        print(f"| {name} | {r['median_s']:.3f} | {r['over_plain']:.2f} | {r['cpu_s']:.3f} | "
+              f"{r['cpu_over_plain']:.2f} | {r['peak_gb']:.2f} |")
     print(json.dumps({"benchmark": "ctrlx_speed", "model": args.model, "device": str(device),
                       "precision": args.precision, "steps": args.steps, "repeats": args.repeats, "size": size,
                       "machine": f"{platform.machine()} {torch.get_num_threads()} threads", "torch": torch.__version__,

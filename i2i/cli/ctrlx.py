@@ -147,7 +147,8 @@ def generate(
         def run_one(pipe, job, images) -> JobResult:
             result = pipe(job["prompt"], images["structure"], images.get("appearance"), config,
                           structure_prompt=job["structure_prompt"], appearance_prompt=job["appearance_prompt"],
-                          seed=job["seed"], num_images=job["num_images"], reporter=reporter)
+                          seed=job["seed"], num_images=job["num_images"], decode_branches=save_branches,
+                          reporter=reporter)
             extras = {"structure_branch": result.structure, "appearance_branch": result.appearance}
             return JobResult(result.images, extras if save_branches else {},
                              {"structure_steps": result.structure_steps, "appearance_steps": result.appearance_steps})

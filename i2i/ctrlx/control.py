@@ -59,8 +59,9 @@ def adain_transfer(hidden: torch.Tensor, appearance: torch.Tensor, query: torch.
     M = A V, S = sqrt(relu(A V^2 - M^2)), and the result is S * normalise(hidden) + M, ``[N, C]``."""
     heads = query.shape[0]
     value = appearance.reshape(appearance.shape[0], heads, -1).transpose(0, 1)             # [H, M, d]
-    mean = F.scaled_dot_product_attention(query, key, value, scale=scale)
-    square = F.scaled_dot_product_attention(query, key, value * value, scale=scale)
+    # One attention call for both moments (the same softmax weights): values [V, V^2].
+    mean, square = F.scaled_dot_product_attention(query, key, torch.cat([value, value * value], dim=-1),
+                                                  scale=scale).chunk(2, dim=-1)
     std = (square - mean * mean).relu().sqrt()
     stats_mean, stats_std = merge_heads(mean[None])[0], merge_heads(std[None])[0]        # [N, C]
     return stats_std * normalize_tokens(hidden[None])[0] + stats_mean
@@ -101,12 +102,9 @@ class CtrlXAttnProcessor:
         """``hs`` with the cond row re-normalised by the appearance row's attention-weighted statistics; the
         correspondence is structure -> appearance where structure is injected here, else output -> appearance."""
         a, c = appearance
-        normed = normalize_tokens(hs)
-        query, key = attn.to_q(normed), attn.to_k(normed)
-        if structure is not None:
-            query = inject(query, structure)
-        q = split_heads(attn, query[c:c + 1])[0]
-        k = split_heads(attn, key[a:a + 1])[0]
+        source = structure[0] if structure is not None else c          # the row whose q-hat is used for cond
+        q = split_heads(attn, attn.to_q(normalize_tokens(hs[source:source + 1])))[0]
+        k = split_heads(attn, attn.to_k(normalize_tokens(hs[a:a + 1])))[0]
         out = hs.clone()
         out[c] = adain_transfer(hs[c], hs[a], q, k, attn.scale).to(hs.dtype)
         return out

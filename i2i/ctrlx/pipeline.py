@@ -42,7 +42,8 @@ BRANCHES = ("structure", "appearance")
 @dataclass
 class CtrlXOutput:
     """Result of one call: PIL lists of length ``num_images``. ``structure`` / ``appearance``: the branches as the
-    model saw them (the decoded clean latent of a given image, else the branch generated from the prompt)."""
+    model saw them (the decoded clean latent of a given image, else the branch generated from the prompt); empty
+    when the call was made with ``decode_branches=False``."""
 
     images: list[Image.Image]
     structure: list[Image.Image]
@@ -96,11 +97,13 @@ class CtrlXPipeline(DiffusionModel):
                  appearance: Image.Image | str | os.PathLike | None = None, config: CtrlXConfig | None = None, *,
                  structure_prompt: str | None = None, appearance_prompt: str | None = None,
                  seed: int = DEFAULT_SEED, num_images: int = 1, latents: torch.Tensor | None = None,
-                 reporter: "Reporter | None" = None) -> CtrlXOutput:
+                 decode_branches: bool = True, reporter: "Reporter | None" = None) -> CtrlXOutput:
         """Generate ``num_images`` images for ``prompt`` with ``structure``'s layout and ``appearance``'s look (the
         prompt's when None). The output takes the structure image's aspect ratio. ``structure_prompt`` /
         ``appearance_prompt`` describe the branches (default: the prompt). ``latents`` ``[N, c, h, w]``
-        replaces the seeded initial noise. Images are generated one at a time (the official batch size 1)."""
+        replaces the seeded initial noise. Images are generated one at a time (the official batch size 1).
+        ``decode_branches=False`` leaves ``structure`` / ``appearance`` of the output empty (two VAE decodes
+        fewer per image)."""
         from i2i.images import load_image
 
         config = (config or self.default_config()).validate()
@@ -131,7 +134,7 @@ class CtrlXPipeline(DiffusionModel):
                 rows = rows or steps_rows
         latents_out = torch.cat([x for x, _ in outputs])
         decoded = {name: [self.decode(b[name].clean if b[name].clean is not None else b[name].latent)[0]
-                          for _, b in outputs] for name in BRANCHES}
+                          for _, b in outputs] if decode_branches else [] for name in BRANCHES}
         return CtrlXOutput(self.decode(latents_out), decoded["structure"], decoded["appearance"], latents_out.cpu(),
                            [int(t) for t in scheduler.timesteps], config.control_steps(config.structure_schedule),
                            config.control_steps(config.appearance_schedule), rows)
