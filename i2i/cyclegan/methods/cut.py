@@ -74,6 +74,9 @@ class CUT(Method):
     options = {"lambda_gan": 1.0, "lambda_nce": 1.0, "nce_idt": True, "flip_equivariance": False,
                "nce_layers": "0,4,8,12,16", "num_patches": 256, "nce_t": 0.07, "netf_nc": 256,
                "nce_all_negatives": False}
+    # builtin:shapes: the preset's generator has 3 ResBlocks (layers 12-14), so tap the first and the last of them
+    # where the reference's 9-block generator taps blocks 1 and 5.
+    shapes_preset = {"options": {"nce_layers": "0,4,8,12,14"}}
 
     def __init__(self, config: TrainConfig, ctx: StepContext) -> None:
         super().__init__(config, ctx)
