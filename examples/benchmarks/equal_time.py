@@ -1,8 +1,8 @@
 """Benchmark: CycleGAN, CUT and FastCUT trained side by side for the same wall-clock time, then scored.
 
 All methods start at the same moment, each in its own process with the same number of threads, on the same
-dataset and settings (the reference defaults of each method plus the flags given after ``--``). After
-``--minutes`` every run gets SIGTERM, which saves a checkpoint (the same as Ctrl-C), and each run is evaluated
+dataset and settings (the reference defaults of each method plus the flags given after ``--``). ``--minutes``
+after all of them have logged their first iterations, every run gets SIGTERM, which saves a checkpoint (the same as Ctrl-C), and each run is evaluated
 with ``i2i cyclegan eval --metrics ...``. Prints one table and one JSON line. Usage:
 
     python examples/benchmarks/equal_time.py DATAROOT --minutes 15 --out runs/equal-time \\
@@ -56,12 +56,20 @@ def main() -> None:
         cmd = ["cyclegan", "train", args.dataroot, "--model", m, "--run-dir", str(out / m), "--quiet",
                "--log-every", "10", "--max-iters", "10000000", "--overwrite", *extra]
         procs[m] = i2i(cmd, args.threads)
-    end = time.monotonic() + args.minutes * 60
-    while time.monotonic() < end:
+    def check() -> None:
         failed = {m: p.returncode for m, p in procs.items() if p.poll() not in (None, 0)}
         if failed:
             sys.exit(f"training failed: {failed}")
-        time.sleep(1)
+
+    # The clock starts when every run has logged its first iterations (start-up and data loading excluded), and a
+    # stop request then always finds a run that can save.
+    while not all((out / m / "log.jsonl").exists() or procs[m].poll() is not None for m in methods):
+        check()
+        time.sleep(0.2)
+    end = time.monotonic() + args.minutes * 60
+    while time.monotonic() < end:
+        check()
+        time.sleep(0.2)
     for p in procs.values():
         p.send_signal(signal.SIGTERM)
     for m, p in procs.items():
