@@ -2,8 +2,11 @@
 
 All methods start at the same moment, each in its own process with the same number of threads, on the same
 dataset and settings (the reference defaults of each method plus the flags given after ``--``). ``--minutes``
-after all of them have logged their first iterations, every run gets SIGTERM, which saves a checkpoint (the same as Ctrl-C), and each run is evaluated
-with ``i2i cyclegan eval --metrics ...``. Prints one table and one JSON line. Usage:
+after all of them have logged their first iterations, every run still training gets SIGTERM, which saves a
+checkpoint (the same as Ctrl-C), and each run is evaluated with ``i2i cyclegan eval --metrics ...``. A run whose
+schedule ends sooner (e.g. the shapes preset's 600 iterations) stops there; the table reports each run's
+iterations. Give ``--n-epochs`` after ``--`` to make every schedule outlast the budget. Prints one table and one
+JSON line. Usage:
 
     python examples/benchmarks/equal_time.py DATAROOT --minutes 15 --out runs/equal-time \\
         --metrics kid,domain --features random-cnn -- --crop-size 64 --load-size 72
@@ -47,6 +50,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="threads per run (all runs share the machine)")
     ap.add_argument("--metrics", default="", help="eval metrics for image folders, e.g. kid,domain")
     ap.add_argument("--features", default="inception", help="feature extractor for the metrics")
+    ap.add_argument("--limit", type=int, default=None, help="eval images per direction (default: all)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     methods = args.methods.split(",")
@@ -71,7 +75,8 @@ def main() -> None:
         check()
         time.sleep(0.2)
     for p in procs.values():
-        p.send_signal(signal.SIGTERM)
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
     for m, p in procs.items():
         if p.wait() not in (0, 130, 143):
             sys.exit(f"{m}: training failed (exit {p.returncode})")
@@ -81,6 +86,8 @@ def main() -> None:
         cmd = ["cyclegan", "eval", str(out / m), "--json", "--overwrite", "--quiet"]
         if args.metrics:
             cmd += ["--metrics", args.metrics, "--features", args.features]
+        if args.limit:
+            cmd += ["--limit", str(args.limit)]
         done = i2i(cmd, 2, stdout=subprocess.PIPE, text=True)
         text, _ = done.communicate()
         if done.returncode != 0:
