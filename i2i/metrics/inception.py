@@ -39,8 +39,8 @@ def _how_to_get(reason: str) -> CheckpointError:
     return CheckpointError(
         f"Inception-v3 FID weights: {reason}. Download {INCEPTION_URL} (about 92 MB) and save it as "
         f"{inception_cache_path()}, or pass --inception-weights FILE (Python: inception_weights=FILE) or set "
-        f"{INCEPTION_ENV}=FILE. Without them, --features random-cnn runs offline (a stand-in: its numbers are not "
-        "comparable to published FIDs)")
+        f"{INCEPTION_ENV}=FILE. Without them, the random-cnn features run offline (--features random-cnn; "
+        "--eval-features random-cnn while training), a stand-in whose numbers are not comparable to published FIDs")
 
 
 def _offline() -> bool:
