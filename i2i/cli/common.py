@@ -28,9 +28,24 @@ ConfigOpt = Annotated[Optional[str], typer.Option(
     "architecture whose component configs and tokenizer describe it; needed offline.")]
 # Options of the diffusion commands (freecontrol, ctrlx).
 BATCH_PANEL = "Inputs and batches"
+VaeOpt = Annotated[Optional[str], typer.Option(
+    "--vae", help="A replacement VAE (diffusers folder, hub id or .safetensors file), e.g. an fp16-safe SDXL VAE; "
+    "it runs at --precision (the model's own VAE runs in fp32).", rich_help_panel="Common")]
+VaeDecodeOpt = Annotated[str, typer.Option(
+    "--vae-decode", help="auto (tiles on a GPU above 768 px: SDXL's 1024 px decode sets the peak memory), full or "
+    "tiled (512 px tiles, blended).", rich_help_panel="Common")]
+
+
+def check_vae_options(vae: str | None, vae_decode: str) -> None:
+    """--vae and --vae-decode checked before any model is loaded."""
+    from i2i.diffusion.vae import check_vae_decode, check_vae_spec
+
+    check_vae_decode(vae_decode)
+    if vae:
+        check_vae_spec(vae)
 DiffusionPrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
-    "fp32.", rich_help_panel="Common", show_default=False)]
+    "fp32 unless --vae gives one.", rich_help_panel="Common", show_default=False)]
 NumImagesOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images per job (default: 1).",
                                            show_default=False, rich_help_panel=BATCH_PANEL)]
 OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (default: out), or for a run that makes "

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, JsonOpt,
-                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, default_model, given, quiet_libraries,
-                            run_guarded, warn_unknown_demo_words)
+                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, VaeDecodeOpt, VaeOpt, check_vae_options,
+                            default_model, given, quiet_libraries, run_guarded, warn_unknown_demo_words)
 from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, job_scorers
 from i2i.cli.preprocess import PreprocessOpt
 from i2i.progress import Reporter
@@ -49,6 +49,7 @@ def generate(
         "HF_HUB_OFFLINE=1) or single .safetensors/.ckpt file (with --config). Default: $I2I_CTRLX_MODEL, else the "
         "bundled demo model. A folder's recommended settings (i2i_ctrlx.json) replace the defaults below.")] = None,
     model_config_dir: ConfigOpt = None,
+    vae: VaeOpt = None, vae_decode: VaeDecodeOpt = "auto",
     structure_prompt: Annotated[Optional[str], typer.Option(
         "--structure-prompt", help="Describes the structure image, e.g. \"a sketch of a dog\" (default: the "
         "prompt).", rich_help_panel=BATCH)] = None,
@@ -136,13 +137,15 @@ def generate(
         recommended = {k: v for k, v in read_recommended(model_name, METHOD, CtrlXConfig).items() if k not in flags}
         reporter.info("settings: " + describe(config, recommended, SHOWN_SETTINGS))
         scorers = job_scorers(score, dino, clip, dev)     # before the diffusion model: missing weights fail fast
+        check_vae_options(vae, vae_decode)
 
         def load():
             quiet_libraries()
             from i2i.ctrlx.pipeline import CtrlXPipeline
 
             reporter.info(f"loading {model_name}")
-            return CtrlXPipeline.from_pretrained(model_name, device=dev, precision=precision, config=model_config_dir)
+            return CtrlXPipeline.from_pretrained(model_name, device=dev, precision=precision, config=model_config_dir,
+                                                 vae=vae, vae_decode=vae_decode)
 
         def run_one(pipe, job, images) -> JobResult:
             result = pipe(job["prompt"], images["structure"], images.get("appearance"), config,

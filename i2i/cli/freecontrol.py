@@ -14,8 +14,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, JsonOpt,
-                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, default_model, given, quiet_libraries,
-                            run_guarded, warn_unknown_demo_words)
+                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, VaeDecodeOpt, VaeOpt, check_vae_options,
+                            default_model, given, quiet_libraries, run_guarded, warn_unknown_demo_words)
 from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, job_scorers
 from i2i.cli.preprocess import PreprocessOpt
 from i2i.freecontrol.config import DEFAULT_SEED
@@ -72,6 +72,7 @@ def generate(
         "condition, inversion_prompt, subject, concept, seed, num_images, img2img, name).",
         rich_help_panel=BATCH)] = None,
     model: ModelOpt = None, model_config_dir: ConfigOpt = None,
+    vae: VaeOpt = None, vae_decode: VaeDecodeOpt = "auto",
     inversion_prompt: Annotated[Optional[str], typer.Option(
         "--inversion-prompt", help="Describes the condition image for its DDIM inversion, e.g. \"a sketch of a "
         "dog\" (default: the prompt).", rich_help_panel=BATCH)] = None,
@@ -187,6 +188,7 @@ def generate(
         recommended = {k: v for k, v in read_model_defaults(model_name).items() if k not in user_given}
         reporter.info("settings: " + describe(config, recommended, SHOWN_SETTINGS))
         scorers = job_scorers(score, dino, clip, dev)     # before the diffusion model: missing weights fail fast
+        check_vae_options(vae, vae_decode)
 
         def load():
             quiet_libraries()
@@ -197,7 +199,7 @@ def generate(
             reporter.info(f"loading {model_name}")
             pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision,
                                                        cache_dir=cache_dir, one_call=one_call,
-                                                       config=model_config_dir)
+                                                       config=model_config_dir, vae=vae, vae_decode=vae_decode)
             return pipe, fixed
 
         def generate(loaded, job, images) -> JobResult:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from i2i.diffusion.conditioning import Conditioning
 from i2i.diffusion.loading import DTYPES, load_pipeline, modules_fingerprint, place
+from i2i.diffusion.vae import check_vae_decode, decode_latents, load_vae
 from i2i.errors import UsageError
 
 if TYPE_CHECKING:
@@ -27,12 +28,15 @@ class DiffusionModel:
     encoders, tokenizers, ``encode_prompt``) are reused; sampling uses a ``DDIMScheduler`` and inversion a
     ``DDIMInverseScheduler``, both made from the model's scheduler config. ``model_id`` names the weights in cache
     keys (default: a fingerprint of the weights). ``model_folder``: the diffusers folder it came from (for its
-    recommended settings; None for in-memory or single-file models).
+    recommended settings; None for in-memory or single-file models). ``vae``: a replacement VAE (an
+    ``AutoencoderKL``, or a folder / hub id / file for :func:`i2i.diffusion.vae.load_vae`), run at ``precision``;
+    the model's own VAE runs in float32. ``vae_decode``: ``auto``, ``full`` or ``tiled``
+    (:func:`i2i.diffusion.vae.use_tiles`).
     """
 
     def __init__(self, base, model_id: str | None = None, device: str | torch.device | None = None,
                  precision: str = "fp32", cache_dir: str | Path | None = None,
-                 model_folder: str | Path | None = None) -> None:
+                 model_folder: str | Path | None = None, vae=None, vae_decode: str = "auto") -> None:
         from diffusers import DDIMInverseScheduler
 
         from i2i.device import check_precision, resolve_device
@@ -44,7 +48,12 @@ class DiffusionModel:
         self.base = base
         self.is_sdxl = getattr(base, "text_encoder_2", None) is not None
         self.unet = place(base.unet, self.device, self.dtype)
-        self.vae = place(base.vae, self.device, torch.float32)     # the VAE runs in fp32, as in the official code
+        self.vae_decode = check_vae_decode(vae_decode)
+        if vae is not None:                       # e.g. an fp16-safe VAE: it runs at the pipeline's precision
+            base.vae = load_vae(vae) if isinstance(vae, (str, os.PathLike)) else vae
+            self.vae = place(base.vae, self.device, self.dtype)
+        else:                                     # the model's own VAE runs in fp32, as in the official code
+            self.vae = place(base.vae, self.device, torch.float32)
         for name in ("text_encoder", "text_encoder_2"):
             if getattr(base, name, None) is not None:
                 place(getattr(base, name), self.device, self.dtype)
@@ -54,6 +63,8 @@ class DiffusionModel:
         self.inverse_scheduler = DDIMInverseScheduler.from_config(base.scheduler.config)
         identity = model_id or modules_fingerprint(base.unet, base.vae, base.text_encoder,
                                                    getattr(base, "text_encoder_2", None))
+        if vae is not None and model_id is not None:     # the VAE encodes conditions: part of the cache keys
+            identity = f"{identity}+vae:{modules_fingerprint(base.vae)}"
         self.model_id = f"{identity}|{self.precision}"
         self.model_folder = Path(model_folder) if model_folder is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -169,13 +180,13 @@ class DiffusionModel:
         """VAE latent ``[1, c, h, w]`` (a sample of the latent distribution, times the scaling factor)."""
         from i2i.images import image_to_tensor
 
-        x = image_to_tensor(image.convert("RGB"))[None].to(self.device)
+        x = image_to_tensor(image.convert("RGB"))[None].to(self.device, self.vae.dtype)
         dist = self.vae.encode(x).latent_dist
-        return dist.sample(generator=generator) * self.vae.config.scaling_factor
+        return dist.sample(generator=generator).float() * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Images from scaled latents, one at a time, tiled as ``vae_decode`` says (:mod:`i2i.diffusion.vae`)."""
         from i2i.images import tensor_to_image
 
-        images = self.vae.decode(latents.float() / self.vae.config.scaling_factor).sample
-        return [tensor_to_image(img) for img in images]
+        return [tensor_to_image(img) for img in decode_latents(self.vae, latents, self.vae_decode)]

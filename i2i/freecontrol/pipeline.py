@@ -115,8 +115,8 @@ class FreeControlPipeline(DiffusionModel):
 
     def __init__(self, base, model_id: str | None = None, device: str | torch.device | None = None,
                  precision: str = "fp32", cache_dir: str | Path | None = None, one_call: bool | None = None,
-                 model_folder: str | Path | None = None) -> None:
-        super().__init__(base, model_id, device, precision, cache_dir, model_folder)
+                 model_folder: str | Path | None = None, **kwargs) -> None:
+        super().__init__(base, model_id, device, precision, cache_dir, model_folder, **kwargs)
         self.one_call = default_one_call(self.device, self.is_sdxl) if one_call is None else one_call
         self.feature_block = default_feature_block(self.unet)
         self._condition_memo: dict[tuple, list] = {}
