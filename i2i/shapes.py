@@ -171,20 +171,38 @@ def nearest_colour(rgb: "np.ndarray") -> str:
     return names[int(((table - np.asarray(rgb, dtype=np.float64)) ** 2).sum(1).argmin())]
 
 
-def classify_mask(mask: "np.ndarray") -> tuple[str | None, float]:
-    """Shape name from a bool mask by how much of its bounding box it fills (square ~1.0, circle ~pi/4,
-    triangle ~0.5) and where its width is largest (a triangle's widest row is at the bottom).
-    Returns ``(shape or None, fill_ratio)``."""
+def _core(mask: "np.ndarray") -> "np.ndarray":
+    """The mask cropped to its bounding box, less the outermost rows and columns that hold a single pixel: specks
+    on an outline (e.g. a generator's checkerboard artefacts) would otherwise widen the box by a pixel each, and
+    on a 10-pixel square two of them make a clean square read as a circle."""
     import numpy as np
 
     ys, xs = np.nonzero(mask)
-    if len(xs) < 4:
+    box = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    for axis in (1, 0):                       # rows, then columns
+        counts = box.sum(axis)
+        lo, hi = 0, len(counts)
+        while hi - lo > 2 and counts[lo] <= 1:
+            lo += 1
+        while hi - lo > 2 and counts[hi - 1] <= 1:
+            hi -= 1
+        box = box[lo:hi] if axis == 1 else box[:, lo:hi]
+    return box
+
+
+def classify_mask(mask: "np.ndarray") -> tuple[str | None, float]:
+    """Shape name from a bool mask by how much of its bounding box it fills (square ~1.0, circle ~pi/4,
+    triangle ~0.5) and where its width is largest (a triangle's widest row is at the bottom). Single-pixel
+    specks at the edge of the box are left out (:func:`_core`). Returns ``(shape or None, fill_ratio)``."""
+    import numpy as np
+
+    if mask.sum() < 4:
         return None, 0.0
-    h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-    fill = float(len(xs)) / float(h * w)
+    box = _core(mask)
+    fill = float(box.sum()) / float(box.size)
     if fill >= 0.89:
         return "square", fill
-    rows = mask[ys.min():ys.max() + 1].sum(1).astype(np.float64)
+    rows = box.sum(1).astype(np.float64)
     third = max(1, len(rows) // 3)
     top, bottom = rows[:third].mean(), rows[-third:].mean()
     if fill < 0.66 or bottom > 1.6 * top:
