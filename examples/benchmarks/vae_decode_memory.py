@@ -35,12 +35,21 @@ def rss_gib() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**30
 
 
-def one_case(size: int, mode: str, dtype: str, device: str) -> dict:
+def tiny_vae():
+    """SD's VAE layout at 1/16 of its widths (for a quick check that the script runs)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         block_out_channels=(8, 16, 32, 32), layers_per_block=1, latent_channels=4,
+                         norm_num_groups=8, sample_size=64)
+
+
+def one_case(size: int, mode: str, dtype: str, device: str, tiny: bool = False) -> dict:
     from i2i.diffusion.vae import decode_latents
 
     torch.manual_seed(0)
     dev = torch.device(device)
-    vae = _sd_vae(size, 0.13025).to(dev, DTYPES[dtype]).eval().requires_grad_(False)
+    vae = (tiny_vae() if tiny else _sd_vae(size, 0.13025)).to(dev, DTYPES[dtype]).eval().requires_grad_(False)
     z = torch.randn(1, 4, size // 8, size // 8, device=dev)
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -65,26 +74,28 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtypes", default="fp32", help="comma-separated: fp32, bf16, fp16")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--tiny", action="store_true", help="a tiny VAE of the same layout (a quick check)")
     ap.add_argument("--case", help=argparse.SUPPRESS)      # MODE,DTYPE: run one case here (CPU child process)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.case:
         mode, dtype = args.case.split(",")
-        print(json.dumps(one_case(args.size, mode, dtype, args.device)))
+        print(json.dumps(one_case(args.size, mode, dtype, args.device, args.tiny)))
         return
     results = []
     for dtype in args.dtypes.split(","):
         for mode in ("full", "tiled"):
             if torch.device(args.device).type == "cuda":
-                results.append(one_case(args.size, mode, dtype, args.device))
+                results.append(one_case(args.size, mode, dtype, args.device, args.tiny))
                 continue
             child = subprocess.run([sys.executable, __file__, "--size", str(args.size), "--device", args.device,
-                                    "--threads", str(args.threads), "--case", f"{mode},{dtype}"],
+                                    "--threads", str(args.threads), "--case", f"{mode},{dtype}",
+                                    *(["--tiny"] if args.tiny else [])],
                                    capture_output=True, text=True, check=True)
             results.append(json.loads(child.stdout.strip().splitlines()[-1]))
     for r in results:
         print(f"{r['dtype']:>5} {r['mode']:>6}: peak {r['peak_gib']:.2f} GiB over the weights, {r['seconds']:.1f} s")
-    print(json.dumps({"benchmark": "vae_decode_memory", "size": args.size, "device": args.device,
+    print(json.dumps({"benchmark": "vae_decode_memory", "size": args.size, "device": args.device, "tiny": args.tiny,
                       "threads": args.threads, "machine": platform.processor() or platform.machine(),
                       "torch": torch.__version__, "results": results}))
 
