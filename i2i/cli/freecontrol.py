@@ -69,7 +69,14 @@ def generate(
         rich_help_panel=BATCH)] = None,
     jobs: Annotated[Optional[Path], typer.Option(
         "--jobs", help="JSONL job file: one {\"prompt\", \"condition\", ...} object per line (keys: prompt, "
-        "condition, inversion_prompt, subject, concept, seed, num_images, img2img, name).",
+        "condition, appearance, inversion_prompt, appearance_prompt, subject, concept, seed, num_images, img2img, "
+        "name).", rich_help_panel=BATCH)] = None,
+    appearance: Annotated[Optional[list[str]], typer.Option(
+        "--appearance", "-a", help="Appearance image: DDIM-inverted, its appearance vectors replace the unguided "
+        "sibling's in the appearance energy, so the output takes its colours (weight: --appearance-weight); once "
+        "for all, or once per --condition.", rich_help_panel=BATCH)] = None,
+    appearance_prompt: Annotated[Optional[str], typer.Option(
+        "--appearance-prompt", help="Describes the appearance image for its DDIM inversion (default: the prompt).",
         rich_help_panel=BATCH)] = None,
     model: ModelOpt = None, model_config_dir: ConfigOpt = None,
     inversion_prompt: Annotated[Optional[str], typer.Option(
@@ -172,12 +179,15 @@ def generate(
             inversion_steps=inversion_steps, size=size)).validate()
         if num_images < 1:
             raise UsageError("--num-images must be at least 1")
-        all_jobs = build_jobs(FREECONTROL_JOBS, prompt or [], {"condition": condition or []}, jobs,
-                              {"inversion_prompt": inversion_prompt, "subject": subject, "concept": concept,
+        all_jobs = build_jobs(FREECONTROL_JOBS, prompt or [], {"condition": condition or [],
+                                                               "appearance": appearance or []}, jobs,
+                              {"inversion_prompt": inversion_prompt, "appearance_prompt": appearance_prompt,
+                               "subject": subject, "concept": concept,
                                "num_images": num_images, "img2img": img2img},
                               DEFAULT_SEED if seed is None else seed)
         warn_unknown_demo_words([config.negative_prompt, *(str(job[key] or "") for job in all_jobs
-                                 for key in ("prompt", "inversion_prompt", "subject", "concept"))],
+                                 for key in ("prompt", "inversion_prompt", "appearance_prompt", "subject",
+                                             "concept"))],
                                 model_name, reporter)
         dev = resolve_device(device)
         check_precision(precision, dev)
@@ -205,7 +215,9 @@ def generate(
             job_cfg = dataclasses.replace(config, img2img=bool(job["img2img"]))
             result = pipe(job["prompt"], images["condition"], job_cfg, inversion_prompt=job["inversion_prompt"],
                           subject=job["subject"], concept=job["concept"], seed=job["seed"],
-                          num_images=job["num_images"], bases=fixed, unguided=save_unguided, reporter=reporter)
+                          num_images=job["num_images"], bases=fixed, unguided=save_unguided,
+                          appearance=images.get("appearance"), appearance_prompt=job["appearance_prompt"],
+                          reporter=reporter)
             return JobResult(result.images, {"unguided": result.unguided} if save_unguided else {},
                              {"guided_steps": result.guided_steps, "skipped_steps": len(result.skipped_steps),
                               "img2img": bool(job["img2img"])})

@@ -129,6 +129,8 @@ def model_config(model: str | Path | None) -> FreeControlConfig:
 
 
 
-# What a FreeControl job (a JSONL line) may hold; "unguided" is the optional sibling saved beside each image.
-FREECONTROL_JOBS = JobSchema(images=("condition",), options=("inversion_prompt", "subject", "concept", "img2img"),
+# What a FreeControl job (a JSONL line) may hold (an appearance image is optional); "unguided" is the optional
+# sibling saved beside each image.
+FREECONTROL_JOBS = JobSchema(images=("condition", "appearance"),
+                             options=("inversion_prompt", "appearance_prompt", "subject", "concept", "img2img"),
                              extras=("unguided",))
