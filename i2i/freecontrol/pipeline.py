@@ -64,6 +64,7 @@ class FreeControlOutput:
     trajectory: Trajectory | None = None
     bases: SemanticBases | None = None
     energies: list[float] = field(default_factory=list)      # total energy per guided step (NaN when skipped)
+    appearance_trajectory: Trajectory | None = None          # the appearance image's inversion, when one was given
 
 
 def parse_subject(subject: str | None) -> tuple[str | None, str | None]:
@@ -296,7 +297,7 @@ class FreeControlPipeline(DiffusionModel):
                                                  token_indices, reporter)
 
         text = self.encode_text([prompt], shape, negative=config.negative_prompt)
-        app_feats = None
+        app_feats = app_traj = None
         if appearance is not None:
             app_traj = invert_condition(self, appearance, appearance_prompt, shape, ts[:n_guided],
                                         config.inversion_steps, self.cache_dir, reporter)
@@ -368,7 +369,8 @@ class FreeControlPipeline(DiffusionModel):
             scale = (mask.numel() / (lh * lw)) ** 0.5
             mask = mask.reshape(int(round(lh * scale)), -1).cpu()
         return FreeControlOutput(images, siblings, x_c.cpu(), x_a.cpu() if unguided else None, initial, ts,
-                                 n_guided, skipped, mask, trajectory, bases if n_guided else None, energies)
+                                 n_guided, skipped, mask, trajectory, bases if n_guided else None, energies,
+                                 app_traj)
 
     def _guided_step(self, x_c: torch.Tensor, x_a: torch.Tensor | None, t, text: Conditioning, layers: list[str],
                      bases: SemanticBases, coords_g: list[torch.Tensor], mask: torch.Tensor | None, weight: float,
