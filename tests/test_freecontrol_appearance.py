@@ -150,4 +150,4 @@ def test_cli_appearance_end_to_end(tmp_path):
                                    "--seed-images", "2", "--bases-steps", "6", "--cache-dir", str(tmp_path / "c"),
                                    "--out", str(tmp_path / "o"), "--json", "-q"])
     assert res.exit_code == 0, res.output
-    assert '"appearance": "' in res.stdout and (tmp_path / "o").glob("*.png")
+    assert '"appearance": "' in res.stdout and len(list((tmp_path / "o").glob("*.png"))) == 1
