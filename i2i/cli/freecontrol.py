@@ -263,8 +263,20 @@ def bases_command(
     layer: Annotated[int, typer.Option("--layer", help="With --show: which self-attention layer of the feature "
                                        "block to picture (0: the first).", rich_help_panel=SHOW)] = 0,
     show_inversion_steps: Annotated[Optional[int], typer.Option(
-        "--inversion-steps", help="With --show: DDIM inversion steps of the condition (default: 999, or the "
-        "model's recommended setting; the demo model: 200).", rich_help_panel=SHOW)] = None,
+        "--inversion-steps", help="DDIM inversion steps of the --show condition, the --images and the "
+        "--from-inverted seed images (default: 999, or the model's recommended setting; the demo model: 200).",
+        rich_help_panel=ANALYSIS)] = None,
+    images: Annotated[Optional[Path], typer.Option(
+        "--images", help="A folder of your own images of the concept: each is DDIM-inverted and its keys along "
+        "the inverted trajectory feed the PCA instead of generated seed images (unreadable files are skipped).",
+        rich_help_panel=ANALYSIS)] = None,
+    from_inverted: Annotated[bool, typer.Option(
+        "--from-inverted", help="Generate the seed images to the end, DDIM-invert them, and take the keys from the "
+        "inverted trajectories (the paper's analysis) instead of along the generation (the official code).",
+        rich_help_panel=ANALYSIS)] = False,
+    image_prompt: Annotated[Optional[str], typer.Option(
+        "--image-prompt", help="With --images or --from-inverted: the prompt they are inverted with, {} for the "
+        "concept (default: the analysis prompt).", rich_help_panel=ANALYSIS)] = None,
     overwrite: OverwriteOpt = False,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None, precision: DiffusionPrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
@@ -279,7 +291,7 @@ def bases_command(
 
         from i2i.errors import UsageError
         from i2i.freecontrol.bases import import_official as import_fn
-        from i2i.freecontrol.bases import save_bases
+        from i2i.freecontrol.bases import read_concept_images, save_bases
         from i2i.freecontrol.config import model_config
 
         if import_official is not None:
@@ -293,13 +305,19 @@ def bases_command(
             return
         if not concept:
             raise UsageError("give --concept (or --import-official FILE)")
+        if images is not None and from_inverted:
+            raise UsageError("--images and --from-inverted exclude each other")
+        source = "images" if images is not None else "inverted" if from_inverted else "generated"
         if show is not None:
             picture_dir = check_show(show, out, overwrite)
         model_name = default_model(model, MODEL_ENV)
-        recommended = model_config(model_name).bases
-        cfg = dataclasses.replace(recommended, **given(
+        model_cfg = model_config(model_name)
+        cfg = dataclasses.replace(model_cfg.bases, source=source, images=None if images is None else str(images),
+                                  inversion_steps=show_inversion_steps or model_cfg.inversion_steps, **given(
             num_images=seed_images, num_inference_steps=bases_steps, seed=seed, n_components=components,
-            analysis_end=analysis_end, prompt_template=prompt_template, batch_size=batch_size, size=size)).validate()
+            analysis_end=analysis_end, prompt_template=prompt_template, batch_size=batch_size, size=size,
+            inversion_prompt=image_prompt)).validate()
+        concept_images = read_concept_images(images, reporter) if images is not None else None
         warn_unknown_demo_words([concept], model_name, reporter)
         from i2i.device import check_precision, resolve_device
 
@@ -311,7 +329,7 @@ def bases_command(
         reporter.info(f"loading {model_name}")
         pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision, cache_dir=cache_dir,
                                                    config=model_config_dir)
-        result = pipe.semantic_bases(concept, cfg, reporter=reporter)
+        result = pipe.semantic_bases(concept, cfg, reporter=reporter, images=concept_images)
         if show is not None:
             show_cfg = dataclasses.replace(model_config(model_name), bases=cfg,
                                            **given(size=size, inversion_steps=show_inversion_steps))
@@ -321,7 +339,8 @@ def bases_command(
         if out is not None:
             save_bases(result, out)
         reporter.info(f"{'cached' if result.cache_hit else 'computed'} bases for '{concept}': {result.path}")
-        reporter.result({"concept": concept, "path": str(result.path), "cache_hit": result.cache_hit,
+        reporter.result({"concept": concept, "source": source, "path": str(result.path),
+                         "cache_hit": result.cache_hit,
                          "out": str(out) if out else None, "timesteps": len(result.timesteps),
                          "layers": list(result.layers), "components": result.n_components})
 

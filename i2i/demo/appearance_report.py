@@ -94,8 +94,9 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 def main(model: str = "", seeds: int = 3, first_seed: int = 0, device: str = "cpu",
          appearance_weight: float = -1.0, guidance_end: float = -1.0, appearance_components: int = 0,
-         appearance_threshold: float = -1.0, colours: str = ",".join(APPEARANCE_COLOURS), shapes: str = ",".join(SHAPES),
-         appearance_prompt: str = "", no_baseline: bool = False, threads: int = 0) -> None:
+         appearance_threshold: float = -1.0, colours: str = ",".join(APPEARANCE_COLOURS),
+         shapes: str = ",".join(SHAPES), appearance_prompt: str = "", no_baseline: bool = False,
+         threads: int = 0) -> None:
     """Run the appearance report on MODEL (default: the bundled demo model) over SEEDS seeds from FIRST_SEED with
     the model's recommended settings; negative knob values keep them."""
     import torch

@@ -25,6 +25,7 @@ One call:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,11 +137,15 @@ class FreeControlPipeline(DiffusionModel):
                                 config.inversion_steps, self.cache_dir, reporter)
 
     def semantic_bases(self, concept: str, config: BasesConfig | None = None, size: int | None = None,
-                       reporter: "Reporter | None" = None) -> SemanticBases:
-        """Bases for ``concept`` from the cache, or computed by the analysis stage and cached."""
+                       reporter: "Reporter | None" = None, images: list | None = None) -> SemanticBases:
+        """Bases for ``concept`` from the cache, or computed by the analysis stage and cached. ``images``: the
+        concept's images already read by :func:`~i2i.freecontrol.bases.read_concept_images` (default: read from
+        ``config.images`` when ``config.source`` is ``"images"``)."""
         config = config or self.default_config().bases
+        if config.inversion_steps is None:      # (used by the sources that invert images)
+            config = dataclasses.replace(config, inversion_steps=self.default_config().inversion_steps)
         size = self.check_size(size or config.size or self.default_size)
-        return cached_bases(self, concept, config, size, self.cache_dir, reporter)
+        return cached_bases(self, concept, config, size, self.cache_dir, reporter, images)
 
     def _check_bases(self, bases: SemanticBases) -> list[str]:
         names = [n[: -len(".processor")] for n in self.unet.attn_processors]
@@ -259,7 +264,8 @@ class FreeControlPipeline(DiffusionModel):
         inversion_prompt = prompt if inversion_prompt is None else inversion_prompt
         appearance_prompt = prompt if appearance_prompt is None else appearance_prompt
         for text, what in ((prompt, "the prompt"), (inversion_prompt, "the inversion prompt"),
-                           (appearance_prompt, "the appearance prompt"), (config.negative_prompt, "the negative prompt")):
+                           (appearance_prompt, "the appearance prompt"),
+                           (config.negative_prompt, "the negative prompt")):
             self.check_prompt_length(text, what, reporter)
         ref_word, _ = parse_subject(subject)
         scheduler = self.make_scheduler()
@@ -286,7 +292,9 @@ class FreeControlPipeline(DiffusionModel):
             trajectory = self.invert(condition, inversion_prompt, config, ts, reporter)
         if n_guided:
             if bases is None:
-                bases = self.semantic_bases(concept or default_concept(prompt, subject), config.bases, size, reporter)
+                bases_cfg = dataclasses.replace(config.bases,
+                                                inversion_steps=config.bases.inversion_steps or config.inversion_steps)
+                bases = self.semantic_bases(concept or default_concept(prompt, subject), bases_cfg, size, reporter)
             layers = self._check_bases(bases)
             far = max(abs(int(bases.timesteps[bases.index(t)]) - t) for t in ts[:n_guided])
             if far > max(2 * bases.spacing(), 25):
