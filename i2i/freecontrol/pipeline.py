@@ -19,7 +19,10 @@ One call:
    inside the guidance window the guided sample's prompt row records gradients up to the last key layer (in the
    same UNet call as the other rows, or in one of its own: ``one_call``), so the same pass gives its prediction
    and the keys of the structure and appearance energies, and one gradient per step w.r.t. the latent is applied
-   as the official scheduler does. The sibling stops after the window unless it is asked for.
+   as the official scheduler does. The sibling stops after the window unless it is asked for;
+5. with an appearance image, the image is inverted (cached) and, per guided timestep, its keys (one truncated
+   pass on its inverted latent with the prompt) give the appearance energy's reference in place of the
+   sibling's, which then runs only when asked for.
 """
 
 from __future__ import annotations
