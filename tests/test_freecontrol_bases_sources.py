@@ -7,26 +7,16 @@ import json
 
 import pytest
 import torch
-from tiny_sd import one_thread, save_sd, sd_pipeline  # noqa: F401  (one_thread: autouse fixture)
+from tiny_sd import one_thread, save_sd, sd_pipeline, warning_recorder  # noqa: F401  (one_thread: autouse fixture)
 from typer.testing import CliRunner
 
 from i2i.errors import InputError, UsageError
 from i2i.freecontrol.config import BasesConfig
 from i2i.freecontrol.pipeline import FreeControlPipeline
-from i2i.progress import Reporter
 from i2i.shapes import ShapeSpec, render
 
 SMALL = BasesConfig(num_images=2, num_inference_steps=6, batch_size=2, inversion_steps=6,
                     prompt_template="a photo of a {}")
-
-
-class Recorder(Reporter):
-    def __init__(self):
-        super().__init__(quiet=True)
-        self.warnings = []
-
-    def warn(self, message):
-        self.warnings.append(message)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +52,7 @@ def test_bases_from_images_are_cached_by_the_images_content(sd, tmp_path):
 def test_unreadable_images_are_skipped_by_name_and_an_empty_folder_is_refused(sd, tmp_path):
     folder = write_squares(tmp_path / "mixed")
     (folder / "notes.png").write_text("not an image")
-    reporter = Recorder()
+    reporter = warning_recorder()
     bases = sd.semantic_bases("square", from_images(folder), reporter=reporter)
     assert bases.info["images"] == ["0.png", "1.png"]
     assert any("notes.png" in w for w in reporter.warnings)
@@ -72,7 +62,7 @@ def test_unreadable_images_are_skipped_by_name_and_an_empty_folder_is_refused(sd
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.jpg").write_bytes(b"")
     with pytest.raises(InputError, match="no readable image"):
-        sd.semantic_bases("square", from_images(tmp_path / "bad"), reporter=Recorder())
+        sd.semantic_bases("square", from_images(tmp_path / "bad"), reporter=warning_recorder())
     with pytest.raises(InputError, match="no such folder"):
         sd.semantic_bases("square", from_images(tmp_path / "absent"))
     with pytest.raises(UsageError):
