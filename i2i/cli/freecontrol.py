@@ -104,6 +104,9 @@ def generate(
     appearance_weight: Annotated[Optional[float], typer.Option(
         "--appearance-weight", help="Appearance energy factor, relative to the structure weight (default: 0.1).",
         rich_help_panel=GUIDE)] = None,
+    appearance_components: Annotated[Optional[int], typer.Option(
+        "--appearance-components", help="Semantic components whose regions give the appearance vectors (default: "
+        "2).", rich_help_panel=GUIDE)] = None,
     guidance_end: Annotated[Optional[float], typer.Option(
         "--guidance-end", help="Guide the first this fraction of the steps (default: 0.6).",
         rich_help_panel=GUIDE)] = None,
@@ -174,7 +177,8 @@ def generate(
                                                            seed=bases_seed, n_components=components, size=size))
         config = dataclasses.replace(base, bases=bases_cfg, img2img=img2img, **given(
             num_inference_steps=steps, guidance_scale=guidance_scale, structure_weight=structure_weight,
-            appearance_weight=appearance_weight, guidance_end=guidance_end, warmup=warmup, n_components=components,
+            appearance_weight=appearance_weight, appearance_components=appearance_components,
+            guidance_end=guidance_end, warmup=warmup, n_components=components,
             mask_threshold=mask_threshold, penalty=penalty, negative_prompt=negative_prompt,
             inversion_steps=inversion_steps, size=size)).validate()
         if num_images < 1:

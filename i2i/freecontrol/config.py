@@ -106,7 +106,7 @@ class FreeControlConfig:
         _check(self.n_components >= 1, "--components must be at least 1")
         _check(0 <= self.mask_threshold < 1, "--mask-threshold must be in [0, 1)")
         _check(self.penalty >= 0, "--penalty must not be negative")
-        _check(self.appearance_components >= 1, "the appearance components must be at least 1")
+        _check(self.appearance_components >= 1, "--appearance-components must be at least 1")
         _check(1 <= self.inversion_steps <= 1000, "--inversion-steps must be between 1 and 1000")
         _check(self.size is None or self.size >= 8, "--size must be at least 8 pixels")
         self.bases.validate()
