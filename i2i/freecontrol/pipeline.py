@@ -216,9 +216,9 @@ class FreeControlPipeline(DiffusionModel):
         """Per guided timestep, per layer: the appearance vectors ``[1, N_a, C]`` of an appearance image from its
         inverted trajectory (a UNet pass with the prompt ``cond``, cut short after the feature block): the
         reference of the appearance energy in place of the unguided sibling's."""
-        key = (trajectory.cache_path or id(trajectory), tuple(timesteps), bases.path or id(bases), tuple(layers),
+        key = (hash(trajectory.latents.numpy().tobytes()), tuple(timesteps), bases.path or id(bases), tuple(layers),
                config.n_components, config.appearance_components, config.appearance_threshold,
-               hash(cond.embeds.cpu().numpy().tobytes()))
+               hash(cond.embeds.float().cpu().numpy().tobytes()))
         if key in self._appearance_memo:
             return self._appearance_memo[key]
         result = [[self._appearance_vectors(store.keys[name].float(), t, j, bases, config)
