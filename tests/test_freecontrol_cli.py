@@ -104,6 +104,7 @@ def test_out_may_name_the_one_image_file(cli, tmp_path):
     (["--steps", "0"], 2, "--steps"),
     (["--structure-weight", "-1"], 2, "--structure-weight"),
     (["--appearance-weight", "-0.5"], 2, "--appearance-weight"),
+    (["--appearance-components", "0"], 2, "--appearance-components"),
     (["--num-images", "0"], 2, "--num-images"),
     (["--subject", "lion;lion"], 2, "does not occur"),
     (["--size", "36"], 2, "multiple of"),

@@ -6,12 +6,12 @@ import warnings
 import pytest
 import torch
 from tiny_sd import one_thread, sd_pipeline, sdxl_pipeline  # noqa: F401  (one_thread: autouse fixture)
+from tiny_sd import warning_recorder as Recorder
 
 from i2i.errors import UsageError
 from i2i.freecontrol.config import BasesConfig, FreeControlConfig
 from i2i.freecontrol.features import FeatureStore, recording
 from i2i.freecontrol.pipeline import FreeControlPipeline
-from i2i.progress import Reporter
 from i2i.shapes import ShapeSpec, render
 
 PROMPT = "a photo of a red square"
@@ -19,15 +19,6 @@ INV = "an outline of a square"
 # (the official negative prompt is longer than the tiny tokenizer's 16 positions: a short one avoids the warning)
 SMALL = FreeControlConfig(num_inference_steps=6, inversion_steps=6, negative_prompt="worst quality, low quality",
                           bases=BasesConfig(num_images=2, num_inference_steps=6, batch_size=2))
-
-
-class Recorder(Reporter):
-    def __init__(self):
-        super().__init__(quiet=True)
-        self.warnings = []
-
-    def warn(self, message):
-        self.warnings.append(message)
 
 
 @pytest.fixture(scope="module")

@@ -184,3 +184,18 @@ def save_single_file(path, seed: int = 0):
                     for k, v in pipe.text_encoder.state_dict().items()})
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
     return pipe
+
+
+def warning_recorder():
+    """A quiet :class:`i2i.progress.Reporter` that keeps its warnings in ``.warnings``."""
+    from i2i.progress import Reporter
+
+    class Recorder(Reporter):
+        def __init__(self):
+            super().__init__(quiet=True)
+            self.warnings = []
+
+        def warn(self, message):
+            self.warnings.append(message)
+
+    return Recorder()

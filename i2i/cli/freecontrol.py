@@ -69,7 +69,14 @@ def generate(
         rich_help_panel=BATCH)] = None,
     jobs: Annotated[Optional[Path], typer.Option(
         "--jobs", help="JSONL job file: one {\"prompt\", \"condition\", ...} object per line (keys: prompt, "
-        "condition, inversion_prompt, subject, concept, seed, num_images, img2img, name).",
+        "condition, appearance, inversion_prompt, appearance_prompt, subject, concept, seed, num_images, img2img, "
+        "name).", rich_help_panel=BATCH)] = None,
+    appearance: Annotated[Optional[list[str]], typer.Option(
+        "--appearance", "-a", help="Appearance image: DDIM-inverted, its appearance vectors replace the unguided "
+        "sibling's in the appearance energy, so the output takes its colours (weight: --appearance-weight); once "
+        "for all, or once per --condition.", rich_help_panel=BATCH)] = None,
+    appearance_prompt: Annotated[Optional[str], typer.Option(
+        "--appearance-prompt", help="Describes the appearance image for its DDIM inversion (default: the prompt).",
         rich_help_panel=BATCH)] = None,
     model: ModelOpt = None, model_config_dir: ConfigOpt = None,
     vae: VaeOpt = None, vae_decode: VaeDecodeOpt = "auto",
@@ -98,6 +105,9 @@ def generate(
     appearance_weight: Annotated[Optional[float], typer.Option(
         "--appearance-weight", help="Appearance energy factor, relative to the structure weight (default: 0.1).",
         rich_help_panel=GUIDE)] = None,
+    appearance_components: Annotated[Optional[int], typer.Option(
+        "--appearance-components", help="Semantic components whose regions give the appearance vectors (default: "
+        "2).", rich_help_panel=GUIDE)] = None,
     guidance_end: Annotated[Optional[float], typer.Option(
         "--guidance-end", help="Guide the first this fraction of the steps (default: 0.6).",
         rich_help_panel=GUIDE)] = None,
@@ -168,17 +178,21 @@ def generate(
                                                            seed=bases_seed, n_components=components, size=size))
         config = dataclasses.replace(base, bases=bases_cfg, img2img=img2img, **given(
             num_inference_steps=steps, guidance_scale=guidance_scale, structure_weight=structure_weight,
-            appearance_weight=appearance_weight, guidance_end=guidance_end, warmup=warmup, n_components=components,
+            appearance_weight=appearance_weight, appearance_components=appearance_components,
+            guidance_end=guidance_end, warmup=warmup, n_components=components,
             mask_threshold=mask_threshold, penalty=penalty, negative_prompt=negative_prompt,
             inversion_steps=inversion_steps, size=size)).validate()
         if num_images < 1:
             raise UsageError("--num-images must be at least 1")
-        all_jobs = build_jobs(FREECONTROL_JOBS, prompt or [], {"condition": condition or []}, jobs,
-                              {"inversion_prompt": inversion_prompt, "subject": subject, "concept": concept,
+        all_jobs = build_jobs(FREECONTROL_JOBS, prompt or [], {"condition": condition or [],
+                                                               "appearance": appearance or []}, jobs,
+                              {"inversion_prompt": inversion_prompt, "appearance_prompt": appearance_prompt,
+                               "subject": subject, "concept": concept,
                                "num_images": num_images, "img2img": img2img},
                               DEFAULT_SEED if seed is None else seed)
         warn_unknown_demo_words([config.negative_prompt, *(str(job[key] or "") for job in all_jobs
-                                 for key in ("prompt", "inversion_prompt", "subject", "concept"))],
+                                 for key in ("prompt", "inversion_prompt", "appearance_prompt", "subject",
+                                             "concept"))],
                                 model_name, reporter)
         dev = resolve_device(device)
         check_precision(precision, dev)
@@ -207,7 +221,9 @@ def generate(
             job_cfg = dataclasses.replace(config, img2img=bool(job["img2img"]))
             result = pipe(job["prompt"], images["condition"], job_cfg, inversion_prompt=job["inversion_prompt"],
                           subject=job["subject"], concept=job["concept"], seed=job["seed"],
-                          num_images=job["num_images"], bases=fixed, unguided=save_unguided, reporter=reporter)
+                          num_images=job["num_images"], bases=fixed, unguided=save_unguided,
+                          appearance=images.get("appearance"), appearance_prompt=job["appearance_prompt"],
+                          reporter=reporter)
             return JobResult(result.images, {"unguided": result.unguided} if save_unguided else {},
                              {"guided_steps": result.guided_steps, "skipped_steps": len(result.skipped_steps),
                               "img2img": bool(job["img2img"])})
@@ -253,8 +269,20 @@ def bases_command(
     layer: Annotated[int, typer.Option("--layer", help="With --show: which self-attention layer of the feature "
                                        "block to picture (0: the first).", rich_help_panel=SHOW)] = 0,
     show_inversion_steps: Annotated[Optional[int], typer.Option(
-        "--inversion-steps", help="With --show: DDIM inversion steps of the condition (default: 999, or the "
-        "model's recommended setting; the demo model: 200).", rich_help_panel=SHOW)] = None,
+        "--inversion-steps", help="DDIM inversion steps of the --show condition, the --images and the "
+        "--from-inverted seed images (default: 999, or the model's recommended setting; the demo model: 200).",
+        rich_help_panel=ANALYSIS)] = None,
+    images: Annotated[Optional[Path], typer.Option(
+        "--images", help="A folder of your own images of the concept: each is DDIM-inverted and its keys along "
+        "the inverted trajectory feed the PCA instead of generated seed images (unreadable files are skipped).",
+        rich_help_panel=ANALYSIS)] = None,
+    from_inverted: Annotated[bool, typer.Option(
+        "--from-inverted", help="Generate the seed images to the end, DDIM-invert them, and take the keys from the "
+        "inverted trajectories (the paper's analysis) instead of along the generation (the official code).",
+        rich_help_panel=ANALYSIS)] = False,
+    image_prompt: Annotated[Optional[str], typer.Option(
+        "--image-prompt", help="With --images or --from-inverted: the prompt they are inverted with, {} for the "
+        "concept (default: the analysis prompt).", rich_help_panel=ANALYSIS)] = None,
     overwrite: OverwriteOpt = False,
     cache_dir: CacheOpt = None,
     device: DeviceOpt = None, precision: DiffusionPrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
@@ -269,7 +297,7 @@ def bases_command(
 
         from i2i.errors import UsageError
         from i2i.freecontrol.bases import import_official as import_fn
-        from i2i.freecontrol.bases import save_bases
+        from i2i.freecontrol.bases import read_concept_images, save_bases
         from i2i.freecontrol.config import model_config
 
         if import_official is not None:
@@ -283,13 +311,19 @@ def bases_command(
             return
         if not concept:
             raise UsageError("give --concept (or --import-official FILE)")
+        if images is not None and from_inverted:
+            raise UsageError("--images and --from-inverted exclude each other")
+        source = "images" if images is not None else "inverted" if from_inverted else "generated"
         if show is not None:
             picture_dir = check_show(show, out, overwrite)
         model_name = default_model(model, MODEL_ENV)
-        recommended = model_config(model_name).bases
-        cfg = dataclasses.replace(recommended, **given(
+        model_cfg = model_config(model_name)
+        cfg = dataclasses.replace(model_cfg.bases, source=source, images=None if images is None else str(images),
+                                  inversion_steps=show_inversion_steps or model_cfg.inversion_steps, **given(
             num_images=seed_images, num_inference_steps=bases_steps, seed=seed, n_components=components,
-            analysis_end=analysis_end, prompt_template=prompt_template, batch_size=batch_size, size=size)).validate()
+            analysis_end=analysis_end, prompt_template=prompt_template, batch_size=batch_size, size=size,
+            inversion_prompt=image_prompt)).validate()
+        concept_images = read_concept_images(images, reporter) if images is not None else None
         warn_unknown_demo_words([concept], model_name, reporter)
         from i2i.device import check_precision, resolve_device
 
@@ -301,7 +335,7 @@ def bases_command(
         reporter.info(f"loading {model_name}")
         pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision, cache_dir=cache_dir,
                                                    config=model_config_dir)
-        result = pipe.semantic_bases(concept, cfg, reporter=reporter)
+        result = pipe.semantic_bases(concept, cfg, reporter=reporter, images=concept_images)
         if show is not None:
             show_cfg = dataclasses.replace(model_config(model_name), bases=cfg,
                                            **given(size=size, inversion_steps=show_inversion_steps))
@@ -311,7 +345,8 @@ def bases_command(
         if out is not None:
             save_bases(result, out)
         reporter.info(f"{'cached' if result.cache_hit else 'computed'} bases for '{concept}': {result.path}")
-        reporter.result({"concept": concept, "path": str(result.path), "cache_hit": result.cache_hit,
+        reporter.result({"concept": concept, "source": source, "path": str(result.path),
+                         "cache_hit": result.cache_hit,
                          "out": str(out) if out else None, "timesteps": len(result.timesteps),
                          "layers": list(result.layers), "components": result.n_components})
 

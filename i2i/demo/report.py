@@ -48,6 +48,9 @@ class ReportConfig:
     # Describes the sketch for its inversion; "{shape}" and "{colour}" (the prompt's) are filled in. The CLI's
     # default, the prompt itself, is "a {colour} {shape}".
     inversion_prompt: str = "an outline of a {shape}"
+    # Where the semantic bases' keys come from (BasesConfig.source): "generated" (official), "inverted" (the seed
+    # images inverted) or "images" (BASES_IMAGES filled shapes of the concept, in every colour, inverted).
+    bases_source: str = "generated"
 
 
 def _mean(xs: list[float]) -> float:
@@ -70,10 +73,37 @@ def prompt_following(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
     return {"images": len(shape_ok), "shape_accuracy": _mean(shape_ok), "colour_accuracy": _mean(colour_ok)}
 
 
+# The concept images of the "images" bases source: filled shapes in every colour at these (x, y, radius).
+BASES_IMAGE_PLACES = ((0.5, 0.5, 0.3), (0.35, 0.4, 0.22), (0.62, 0.6, 0.25))
+
+
+def concept_images(shape: str, size: int, folder) -> str:
+    """Write the "images" source's pictures of ``shape`` into ``folder``; returns the folder (a str)."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, (x, y, r) in enumerate(BASES_IMAGE_PLACES):
+        for colour in COLOURS:
+            render(ShapeSpec(shape, colour, x, y, r), size).save(folder / f"{colour}-{k}.png")
+    return str(folder)
+
+
+def bases_for(fc, cfg: ReportConfig, shape: str, size: int, workdir):
+    """``fc`` with its bases taken from ``cfg.bases_source`` for the concept ``shape``."""
+    if cfg.bases_source == "generated":
+        return fc
+    images = concept_images(shape, size, f"{workdir}/{shape}") if cfg.bases_source == "images" else None
+    return dataclasses.replace(fc, bases=dataclasses.replace(fc.bases, source=cfg.bases_source, images=images))
+
+
 def structure_control(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
     """FreeControl from outline sketches: IoU with the sketch's filled region (guided vs unguided sibling)."""
+    import tempfile
+
     size = pipe.default_size
     fc = dataclasses.replace(fc, num_inference_steps=cfg.steps)
+    workdir = tempfile.mkdtemp(prefix="i2i-report-")
     guided_iou, unguided_iou, shape_ok = [], [], []
     per_shape: dict[str, float] = {}
     colour_ok: dict[str, list[bool]] = {c: [] for c in cfg.colours}
@@ -82,9 +112,10 @@ def structure_control(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
         spec = SKETCH_SPECS[shape]
         sketch = render(spec, size, style="outline")
         target = render_mask(spec, size)
+        fc_shape = bases_for(fc, cfg, shape, size, workdir)
         for colour in cfg.colours:
             for seed in cfg.seeds:
-                out = pipe(f"a {colour} {shape}", sketch, fc,
+                out = pipe(f"a {colour} {shape}", sketch, fc_shape,
                            inversion_prompt=cfg.inversion_prompt.format(shape=shape, colour=colour),
                            subject=shape, concept=shape, seed=seed)
                 g, u = read_shape(out.images[0]), read_shape(out.unguided[0])
@@ -193,15 +224,19 @@ def figure(pipe, fc, conditions_dir, path, seed: int | None = None, cell: int = 
 
 def main(model: str = "", seeds: int = 6, first_seed: int = 0, steps: int = 50, device: str = "cpu",
          inversion_prompt: str = ReportConfig.inversion_prompt, structure_only: bool = False,
-         figure_path: str = "", conditions: str = "examples/conditions") -> None:
+         figure_path: str = "", conditions: str = "examples/conditions", bases_source: str = "generated",
+         threads: int = 0) -> None:
     """Run the full report on MODEL (default: the bundled demo model) over SEEDS seeds from FIRST_SEED, and print
     the table and a JSON line. INVERSION_PROMPT describes the sketches ("{shape}", "{colour}" filled in);
     --structure-only skips the plain and img2img rows. With --figure-path, only write the README's picture
-    (condition | FreeControl | unguided)."""
+    (condition | FreeControl | unguided). BASES_SOURCE: where the semantic bases' keys come from ("generated",
+    the official way; "inverted", the seed images inverted; "images", filled shapes of the concept inverted)."""
     from i2i.demo.model import demo_model_path
     from i2i.freecontrol.config import model_config
     from i2i.freecontrol.pipeline import FreeControlPipeline
 
+    if threads:
+        torch.set_num_threads(threads)
     model = model or str(demo_model_path())
     pipe = FreeControlPipeline.from_pretrained(model, device=device)
     fc = model_config(model)
@@ -211,7 +246,7 @@ def main(model: str = "", seeds: int = 6, first_seed: int = 0, steps: int = 50, 
         return
     report = run_report(pipe, ReportConfig(seeds=tuple(range(first_seed, first_seed + seeds)), steps=steps,
                                             inversion_prompt=inversion_prompt, plain=not structure_only,
-                                            img2img=not structure_only), fc)
+                                            img2img=not structure_only, bases_source=bases_source), fc)
     print(markdown_table(report))
     print(json.dumps(report))
 

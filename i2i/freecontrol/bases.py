@@ -8,10 +8,19 @@ block are recorded for the conditional half of the batch; per timestep and layer
 Unlike the official code, which keys the bases by step index (so synthesis must use the analysis's 200 steps),
 the bases are keyed by the timestep value; synthesis at any step count uses the nearest analysed timestep.
 Generation stops after the last analysed step (the finished seed images are never needed).
+
+Two variants take the keys from DDIM-*inverted* images instead (``BasesConfig.source``): the seed images
+generated to the end and inverted (the paper's description of the analysis), or the user's own images of the
+concept. Each image is inverted like a condition (cached) and its keys are read at every analysed timestep from
+a UNet pass on its inverted latent with the inversion prompt; the same PCA follows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +34,9 @@ from i2i.freecontrol.features import FeatureStore, block_attention_layers, defau
 from i2i.freecontrol.guidance import pca_basis
 
 if TYPE_CHECKING:
+    from PIL import Image
+
+    from i2i.diffusion.inversion import Trajectory
     from i2i.diffusion.model import DiffusionModel
     from i2i.progress import Reporter
 
@@ -79,19 +91,122 @@ def load_bases(path: str | Path, key: str | None = None) -> SemanticBases | None
                          Path(path), True)
 
 
-def bases_key(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str) -> str:
-    return cache_key({"kind": "bases", "model": pipe.model_id, "concept": concept, "prompt": config.prompt(concept),
-                      "negative": config.negative_prompt, "images": config.num_images, "seed": config.seed,
-                      "steps": config.num_inference_steps, "analysis_end": config.analysis_end,
-                      "components": config.n_components, "cfg": config.guidance_scale, "size": size,
-                      "block": block, "scheduler": dict(pipe.scheduler.config)})
+def bases_key(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str,
+              image_hashes: list[str] | None = None) -> str:
+    fields = {"kind": "bases", "model": pipe.model_id, "concept": concept, "prompt": config.prompt(concept),
+              "negative": config.negative_prompt, "images": config.num_images, "seed": config.seed,
+              "steps": config.num_inference_steps, "analysis_end": config.analysis_end,
+              "components": config.n_components, "cfg": config.guidance_scale, "size": size,
+              "block": block, "scheduler": dict(pipe.scheduler.config)}
+    if config.source != "generated":            # (the official kind keeps the keys it always had)
+        fields.update({"source": config.source, "inversion_prompt": config.inversion_text(concept),
+                       "inversion_steps": config.inversion_steps, "image_hashes": image_hashes})
+    return cache_key(fields)
+
+
+@dataclass(frozen=True)
+class ConceptImage:
+    """One of the user's images of a concept: its path, pixels and the sha256 of the file's bytes."""
+
+    path: Path
+    image: "Image.Image"
+    sha256: str
+
+
+def read_concept_images(folder: str | Path, reporter: "Reporter | None" = None) -> list[ConceptImage]:
+    """The readable images in ``folder`` (sorted by name; hidden files and sub-folders ignored). An unreadable
+    file is skipped with a warning that names it; a folder with none raises :class:`InputError`."""
+    from i2i.images import load_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder of images")
+    found = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            image = load_image(path)
+        except InputError as exc:
+            _warn(reporter, f"skipped an unreadable image: {exc}")
+            continue
+        found.append(ConceptImage(path, image, hashlib.sha256(path.read_bytes()).hexdigest()))
+    if not found:
+        raise InputError(f"{folder}: no readable image in the folder")
+    return found
+
+
+def _warn(reporter: "Reporter | None", message: str) -> None:
+    if reporter is not None:
+        reporter.warn(message)
+    else:
+        warnings.warn(message, stacklevel=3)
+
+
+def _seed_batches(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, scheduler, timesteps,
+                  latents: torch.Tensor, store: FeatureStore | None = None) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Sample the seed images ``latents`` (updated in place) over ``timesteps`` with CFG, ``config.batch_size`` per
+    UNet call; after each timestep yield the keys ``store`` recorded per layer (the conditional half,
+    ``[b * HW, C]`` per batch; nothing without a store)."""
+    cond = pipe.encode_text([config.prompt(concept)], size=size, negative=config.negative_prompt)
+    for t in timesteps:
+        collected: dict[str, list[torch.Tensor]] = {}
+        for start in range(0, config.num_images, config.batch_size):
+            x = latents[start:start + config.batch_size]
+            b = x.shape[0]
+            if store is not None:
+                store.clear()
+                store.rows = list(range(b, 2 * b))          # the conditional half of the CFG batch
+            eps = pipe.cfg_noise(x, t, cond.expand(b), config.guidance_scale)
+            for name, keys in (store.keys.items() if store is not None else ()):
+                collected.setdefault(name, []).append(keys.float().reshape(-1, keys.shape[-1]))
+            latents[start:start + b] = scheduler.step(eps, t, x).prev_sample
+        yield collected
+
+
+def _seed_noise(pipe: "DiffusionModel", config: BasesConfig, size: int) -> torch.Tensor:
+    return pipe.initial_noise(config.num_images, size, torch.Generator("cpu").manual_seed(config.seed))
+
+
+def seed_images(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int,
+                reporter: "Reporter | None" = None) -> list["Image.Image"]:
+    """The analysis's seed images, generated to the end (the ``"inverted"`` source inverts them)."""
+    scheduler = pipe.make_scheduler()
+    scheduler.set_timesteps(config.num_inference_steps)
+    latents = _seed_noise(pipe, config, size)
+    with progress_bar(reporter, len(scheduler.timesteps), f"seed images of '{concept}'") as advance:
+        for _ in _seed_batches(pipe, concept, config, size, scheduler, scheduler.timesteps, latents):
+            advance(1)
+    return [img for start in range(0, len(latents), config.batch_size)
+            for img in pipe.decode(latents[start:start + config.batch_size])]
+
+
+def _inverted_batches(pipe: "DiffusionModel", trajectories: list["Trajectory"], prompt: str, config: BasesConfig,
+                      size: int, layers: list[str], timesteps: list[int]) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Per timestep, the keys per layer of a UNet pass on the images' inverted latents with ``prompt`` (no CFG, as
+    for a condition), cut short after the last layer."""
+    from i2i.freecontrol.features import run_until_recorded
+
+    cond = pipe.encode_text([prompt], size=size)
+    store = FeatureStore(stop_after=layers[-1])
+    with recording(pipe.unet, store, layers):
+        for t in timesteps:
+            collected: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+            for start in range(0, len(trajectories), config.batch_size):
+                x = torch.cat([tr.at(t) for tr in trajectories[start:start + config.batch_size]])
+                store.clear()
+                run_until_recorded(pipe.unet, store, x.to(pipe.device, pipe.dtype), t,
+                                   **cond.expand(x.shape[0]).unet_kwargs())
+                for name in layers:
+                    collected[name].append(store.keys[name].float().reshape(-1, store.keys[name].shape[-1]))
+            yield collected
 
 
 @torch.no_grad()
 def compute_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int,
-                  reporter: "Reporter | None" = None) -> SemanticBases:
-    """Run the analysis stage (no cache): generate ``config.num_images`` seed images for ``concept`` and return
-    PCA bases for every analysed timestep."""
+                  reporter: "Reporter | None" = None,
+                  images: list[ConceptImage] | None = None) -> SemanticBases:
+    """Run the analysis stage (no cache) and return PCA bases for every analysed timestep. The keys come from
+    ``config.source``: the seed images' generation, their inversion, or the inversion of the user's images
+    (``images``, default: read from ``config.images``)."""
     config.validate()
     block = config.block or default_feature_block(pipe.unet)
     layers, _ = block_attention_layers(pipe.unet, block)
@@ -99,46 +214,52 @@ def compute_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, siz
         raise CheckpointError(f"the UNet has no self-attention layers in {block!r}")
     scheduler = pipe.make_scheduler()
     scheduler.set_timesteps(config.num_inference_steps)
-    timesteps = scheduler.timesteps
-    n_analysed = max(1, int(round(config.analysis_end * len(timesteps))))
-    cond = pipe.encode_text([config.prompt(concept)], size=size, negative=config.negative_prompt)
-    generator = torch.Generator("cpu").manual_seed(config.seed)
-    latents = pipe.initial_noise(config.num_images, size, generator)
-    means, bases = [], []
-    store = FeatureStore()
-    with recording(pipe.unet, store, layers), progress_bar(reporter, n_analysed, f"analysing '{concept}'") as adv:
-        for t in timesteps[:n_analysed]:
-            collected: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-            for start in range(0, config.num_images, config.batch_size):
-                x = latents[start:start + config.batch_size]
-                b = x.shape[0]
-                store.clear()
-                store.rows = list(range(b, 2 * b))          # the conditional half of the CFG batch
-                eps = pipe.cfg_noise(x, t, cond.expand(b), config.guidance_scale)
-                for name in layers:
-                    collected[name].append(store.keys[name].float().reshape(-1, store.keys[name].shape[-1]))
-                latents[start:start + b] = scheduler.step(eps, t, x).prev_sample
-            store.clear()
-            step_means, step_bases = [], []
-            for name in layers:
-                mean, basis = pca_basis(torch.cat(collected[name]), config.n_components)
-                step_means.append(mean.cpu())
-                step_bases.append(basis.cpu())
-            del collected
-            means.append(torch.stack(step_means))
-            bases.append(torch.stack(step_bases))
-            adv(1)
+    n_analysed = max(1, int(round(config.analysis_end * len(scheduler.timesteps))))
+    analysed = scheduler.timesteps[:n_analysed]
     info = {"concept": concept, "model": pipe.model_id, "seed": config.seed, "num_images": config.num_images,
-            "steps": config.num_inference_steps, "size": size, "block": block, "source": "i2i"}
-    return SemanticBases(timesteps[:n_analysed].to(torch.int64).cpu(), tuple(layers), torch.stack(means),
-                         torch.stack(bases), info)
+            "steps": config.num_inference_steps, "size": size, "block": block, "source": "i2i",
+            "keys_from": config.source}
+    if config.source == "generated":
+        store = FeatureStore()
+        batches = _seed_batches(pipe, concept, config, size, scheduler, analysed, _seed_noise(pipe, config, size),
+                                store)
+        context = recording(pipe.unet, store, layers)
+    else:
+        if config.source == "inverted":
+            pictures = seed_images(pipe, concept, config, size, reporter)
+        else:
+            images = images if images is not None else read_concept_images(config.images, reporter)
+            pictures = [im.image for im in images]
+            info.update(num_images=len(images), images=[im.path.name for im in images])
+        from i2i.diffusion.inversion import invert_condition
+
+        ts, prompt = [int(t) for t in analysed], config.inversion_text(concept)
+        trajectories = [invert_condition(pipe, picture, prompt, (size, size), ts, config.inversion_steps or 999,
+                                         pipe.cache_dir, reporter) for picture in pictures]
+        batches = _inverted_batches(pipe, trajectories, prompt, config, size, layers, ts)
+        context = contextlib.nullcontext()
+    means, bases = [], []
+    with context, progress_bar(reporter, n_analysed, f"analysing '{concept}'") as adv:
+        for collected in batches:
+            step = [pca_basis(torch.cat(collected[name]), config.n_components) for name in layers]
+            del collected
+            means.append(torch.stack([m.cpu() for m, _ in step]))
+            bases.append(torch.stack([b.cpu() for _, b in step]))
+            adv(1)
+    return SemanticBases(analysed.to(torch.int64).cpu(), tuple(layers), torch.stack(means), torch.stack(bases), info)
 
 
 def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int,
-                 cache_dir: Path | None, reporter: "Reporter | None" = None) -> SemanticBases:
-    """The bases for ``concept`` from the cache, or computed and stored there. A corrupt entry is rebuilt."""
+                 cache_dir: Path | None, reporter: "Reporter | None" = None,
+                 images: list[ConceptImage] | None = None) -> SemanticBases:
+    """The bases for ``concept`` from the cache, or computed and stored there. A corrupt entry is rebuilt. With
+    the user's images (``images``, default: read from ``config.images``) the key holds each image's content hash,
+    so a changed, added or removed image is a miss."""
+    config.validate()
     block = config.block or default_feature_block(pipe.unet)
-    key = bases_key(pipe, concept, config, size, block)
+    if config.source == "images" and images is None:
+        images = read_concept_images(config.images, reporter)
+    key = bases_key(pipe, concept, config, size, block, [im.sha256 for im in images] if images else None)
     path = Path(cache_dir) / "bases" / f"{key[:40]}.safetensors" if cache_dir is not None else None
     if path is not None:
         hit = load_bases(path, key)
@@ -146,7 +267,7 @@ def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size
             return hit
         if path.exists() and reporter is not None:
             reporter.warn(f"bases cache entry {path.name} is corrupt or stale; rebuilding it")
-    result = compute_bases(pipe, concept, config, size, reporter)
+    result = compute_bases(pipe, concept, config, size, reporter, images)
     if path is not None:
         save_bases(result, path, key)
         result = SemanticBases(result.timesteps, result.layers, result.means, result.bases, result.info, path, False)

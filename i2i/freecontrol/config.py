@@ -16,6 +16,7 @@ NEGATIVE_PROMPT = ("longbody, lowres, bad anatomy, bad hands, missing fingers, e
 BASES_NEGATIVE_PROMPT = "fewer digits, cropped, worst quality, low quality"
 BASES_PROMPT = "A photo of a {}, with a simple background, best quality, extremely detailed"
 DEFAULT_SEED = 2028                    # the official synthesis seed
+BASES_SOURCES = ("generated", "inverted", "images")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -27,7 +28,13 @@ def _check(ok: bool, message: str) -> None:
 class BasesConfig:
     """Analysis stage: seed images from a generic prompt, keys recorded along their generation, PCA per timestep
     and layer. Official: 20 images, seed 2024, 200 DDIM steps of which the first 120 (60%) are analysed, CFG 7.5,
-    64 components."""
+    64 components.
+
+    ``source`` says where the keys come from: ``"generated"`` (the official code: along the seed images'
+    generation), ``"inverted"`` (the seed images are generated to the end, then DDIM-inverted, and the keys are
+    taken along the inverted trajectories, the paper's description) or ``"images"`` (the user's own images of the
+    concept in the folder ``images``, each DDIM-inverted). Inversion uses ``inversion_prompt`` ("{}": the concept;
+    None: the analysis prompt) and ``inversion_steps`` (None: the synthesis config's)."""
 
     prompt_template: str = BASES_PROMPT
     negative_prompt: str = BASES_NEGATIVE_PROMPT
@@ -40,6 +47,10 @@ class BasesConfig:
     batch_size: int = 4                # seed images per UNet call (memory only; the result does not depend on it)
     size: int | None = None            # None: the model's native size
     block: str | None = None           # None: up_blocks.1 (SD 1.x/2.x) or up_blocks.0 (SDXL)
+    source: str = "generated"          # "generated" (official), "inverted" or "images"
+    images: str | None = None          # folder of the concept's images (source "images")
+    inversion_prompt: str | None = None
+    inversion_steps: int | None = None
 
     def validate(self) -> "BasesConfig":
         _check(self.num_images >= 1, "--seed-images must be at least 1")
@@ -48,7 +59,16 @@ class BasesConfig:
         _check(self.n_components >= 1, "--components must be at least 1")
         _check(self.batch_size >= 1, "--bases-batch-size must be at least 1")
         _check("{}" in self.prompt_template, "the analysis prompt template needs a {} for the concept")
+        _check(self.source in BASES_SOURCES, f"the bases source must be one of {', '.join(BASES_SOURCES)}")
+        _check((self.source == "images") == (self.images is not None),
+               "bases from images need a folder (--images DIR), and only they take one")
+        _check(self.inversion_steps is None or 1 <= self.inversion_steps <= 1000,
+               "--inversion-steps must be between 1 and 1000")
         return self
+
+    def inversion_text(self, concept: str) -> str:
+        """The prompt the seed or user images are inverted with."""
+        return self.prompt(concept) if self.inversion_prompt is None else self.inversion_prompt.replace("{}", concept)
 
     def prompt(self, concept: str) -> str:
         return self.prompt_template.replace("{}", concept)
@@ -86,7 +106,7 @@ class FreeControlConfig:
         _check(self.n_components >= 1, "--components must be at least 1")
         _check(0 <= self.mask_threshold < 1, "--mask-threshold must be in [0, 1)")
         _check(self.penalty >= 0, "--penalty must not be negative")
-        _check(self.appearance_components >= 1, "the appearance components must be at least 1")
+        _check(self.appearance_components >= 1, "--appearance-components must be at least 1")
         _check(1 <= self.inversion_steps <= 1000, "--inversion-steps must be between 1 and 1000")
         _check(self.size is None or self.size >= 8, "--size must be at least 8 pixels")
         self.bases.validate()
@@ -129,6 +149,8 @@ def model_config(model: str | Path | None) -> FreeControlConfig:
 
 
 
-# What a FreeControl job (a JSONL line) may hold; "unguided" is the optional sibling saved beside each image.
-FREECONTROL_JOBS = JobSchema(images=("condition",), options=("inversion_prompt", "subject", "concept", "img2img"),
+# What a FreeControl job (a JSONL line) may hold (an appearance image is optional); "unguided" is the optional
+# sibling saved beside each image.
+FREECONTROL_JOBS = JobSchema(images=("condition", "appearance"),
+                             options=("inversion_prompt", "appearance_prompt", "subject", "concept", "img2img"),
                              extras=("unguided",))

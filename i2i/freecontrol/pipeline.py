@@ -19,12 +19,16 @@ One call:
    inside the guidance window the guided sample's prompt row records gradients up to the last key layer (in the
    same UNet call as the other rows, or in one of its own: ``one_call``), so the same pass gives its prediction
    and the keys of the structure and appearance energies, and one gradient per step w.r.t. the latent is applied
-   as the official scheduler does. The sibling stops after the window unless it is asked for.
+   as the official scheduler does. The sibling stops after the window unless it is asked for;
+5. with an appearance image, the image is inverted (cached) and, per guided timestep, its keys (one truncated
+   pass on its inverted latent with the prompt) give the appearance energy's reference in place of the
+   sibling's, which then runs only when asked for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +68,7 @@ class FreeControlOutput:
     trajectory: Trajectory | None = None
     bases: SemanticBases | None = None
     energies: list[float] = field(default_factory=list)      # total energy per guided step (NaN when skipped)
+    appearance_trajectory: Trajectory | None = None          # the appearance image's inversion, when one was given
 
 
 def parse_subject(subject: str | None) -> tuple[str | None, str | None]:
@@ -120,6 +125,7 @@ class FreeControlPipeline(DiffusionModel):
         self.one_call = default_one_call(self.device, self.is_sdxl) if one_call is None else one_call
         self.feature_block = default_feature_block(self.unet)
         self._condition_memo: dict[tuple, list] = {}
+        self._appearance_memo: dict[tuple, list] = {}
 
     def default_config(self) -> FreeControlConfig:
         """The official defaults with the model folder's recommended settings (``i2i_freecontrol.json``) applied:
@@ -134,11 +140,15 @@ class FreeControlPipeline(DiffusionModel):
                                 config.inversion_steps, self.cache_dir, reporter)
 
     def semantic_bases(self, concept: str, config: BasesConfig | None = None, size: int | None = None,
-                       reporter: "Reporter | None" = None) -> SemanticBases:
-        """Bases for ``concept`` from the cache, or computed by the analysis stage and cached."""
+                       reporter: "Reporter | None" = None, images: list | None = None) -> SemanticBases:
+        """Bases for ``concept`` from the cache, or computed by the analysis stage and cached. ``images``: the
+        concept's images already read by :func:`~i2i.freecontrol.bases.read_concept_images` (default: read from
+        ``config.images`` when ``config.source`` is ``"images"``)."""
         config = config or self.default_config().bases
+        if config.inversion_steps is None:      # (used by the sources that invert images)
+            config = dataclasses.replace(config, inversion_steps=self.default_config().inversion_steps)
         size = self.check_size(size or config.size or self.default_size)
-        return cached_bases(self, concept, config, size, self.cache_dir, reporter)
+        return cached_bases(self, concept, config, size, self.cache_dir, reporter, images)
 
     def _check_bases(self, bases: SemanticBases) -> list[str]:
         names = [n[: -len(".processor")] for n in self.unet.attn_processors]
@@ -160,28 +170,62 @@ class FreeControlPipeline(DiffusionModel):
             return self._condition_memo[key]
         _, attn2 = block_attention_layers(self.unet, config.bases.block or self.feature_block)
         use_mask = token_indices is not None
-        store = FeatureStore(record_probs=use_mask, stop_after=(attn2[-1] if use_mask else layers[-1]))
         prob_sum, prob_count = None, 0
         result = []
-        with recording(self.unet, store, layers, attn2 if use_mask else []), \
-                progress_bar(reporter, len(timesteps), "condition features") as advance:
+        for t, store in self._feature_passes(trajectory, timesteps, cond, layers, attn2 if use_mask else [],
+                                             "condition features", reporter):
+            coords = []
+            for j, name in enumerate(layers):
+                mean, basis = bases.at(t, j, self.device)
+                s = G.semantic_coordinates(store.keys[name], mean, basis, config.n_components)
+                coords.append(G.minmax_normalize(s)[0])
+            mask = None
+            if use_mask:
+                prob_sum = store.prob_sum[0] if prob_sum is None else prob_sum + store.prob_sum[0]
+                prob_count += store.prob_count
+                mask = G.cross_attention_mask(prob_sum / prob_count, token_indices, config.mask_threshold)
+            result.append((coords, mask))
+        self._condition_memo = {key: result}
+        return result
+
+    def _feature_passes(self, trajectory: Trajectory, timesteps: list[int], cond: Conditioning, layers: list[str],
+                        prob_layers: list[str], what: str, reporter: "Reporter | None"):
+        """Per timestep ``t``: ``(t, store)`` after one UNet pass on the trajectory's ``x_t`` with ``cond``, cut
+        short after the last recorded layer; ``store`` holds the keys of ``layers`` (and the cross-attention of
+        ``prob_layers``)."""
+        store = FeatureStore(record_probs=bool(prob_layers), stop_after=(prob_layers or layers)[-1])
+        with recording(self.unet, store, layers, prob_layers), progress_bar(reporter, len(timesteps), what) as advance:
             for t in timesteps:
                 store.clear()
                 run_until_recorded(self.unet, store, trajectory.at(t).to(self.device, self.dtype), t,
                                    **cond.unet_kwargs())
-                coords = []
-                for j, name in enumerate(layers):
-                    mean, basis = bases.at(t, j, self.device)
-                    s = G.semantic_coordinates(store.keys[name], mean, basis, config.n_components)
-                    coords.append(G.minmax_normalize(s)[0])
-                mask = None
-                if use_mask:
-                    prob_sum = store.prob_sum[0] if prob_sum is None else prob_sum + store.prob_sum[0]
-                    prob_count += store.prob_count
-                    mask = G.cross_attention_mask(prob_sum / prob_count, token_indices, config.mask_threshold)
-                result.append((coords, mask))
+                yield t, store
                 advance(1)
-        self._condition_memo = {key: result}
+
+    def _appearance_vectors(self, keys: torch.Tensor, t, j: int, bases: SemanticBases,
+                            config: FreeControlConfig) -> torch.Tensor:
+        """Appearance vectors ``[B, N_a, C]`` of keys ``[B, HW, C]`` of layer ``j`` at timestep ``t``."""
+        mean, basis = bases.at(t, j, self.device)
+        coords = G.minmax_normalize(G.semantic_coordinates(keys, mean, basis, config.n_components))
+        return G.appearance_vectors(keys, coords, config.appearance_components, config.appearance_threshold)
+
+    @torch.no_grad()
+    def appearance_features(self, trajectory: Trajectory, timesteps: list[int], cond: Conditioning,
+                            bases: SemanticBases, layers: list[str], config: FreeControlConfig,
+                            reporter: "Reporter | None" = None) -> list[list[torch.Tensor]]:
+        """Per guided timestep, per layer: the appearance vectors ``[1, N_a, C]`` of an appearance image from its
+        inverted trajectory (a UNet pass with the prompt ``cond``, cut short after the feature block): the
+        reference of the appearance energy in place of the unguided sibling's."""
+        key = (hash(trajectory.latents.numpy().tobytes()), tuple(timesteps), bases.path or id(bases), tuple(layers),
+               config.n_components, config.appearance_components, config.appearance_threshold,
+               hash(cond.embeds.float().cpu().numpy().tobytes()))
+        if key in self._appearance_memo:
+            return self._appearance_memo[key]
+        result = [[self._appearance_vectors(store.keys[name].float(), t, j, bases, config)
+                   for j, name in enumerate(layers)]
+                  for t, store in self._feature_passes(trajectory, timesteps, cond, layers, [],
+                                                       "appearance features", reporter)]
+        self._appearance_memo = {key: result}
         return result
 
     # ------------------------------------------------------------------ synthesis
@@ -189,6 +233,7 @@ class FreeControlPipeline(DiffusionModel):
                  config: FreeControlConfig | None = None, *, inversion_prompt: str | None = None,
                  subject: str | None = None, concept: str | None = None, seed: int = DEFAULT_SEED, num_images: int = 1,
                  bases: SemanticBases | None = None, latents: torch.Tensor | None = None, unguided: bool = True,
+                 appearance: Image.Image | str | os.PathLike | None = None, appearance_prompt: str | None = None,
                  reporter: "Reporter | None" = None) -> FreeControlOutput:
         """Generate ``num_images`` images for ``prompt`` following ``condition``'s structure, plus the unguided
         siblings (same initial noise, no guidance). ``config``: default :meth:`default_config` (the official
@@ -202,6 +247,11 @@ class FreeControlPipeline(DiffusionModel):
         a word of the inversion prompt whose cross-attention gives the mask (default: all of its words);
         ``concept`` picks the bases (default: see :func:`default_concept`); ``bases`` overrides them. ``latents``
         ``[N, c, h, w]`` replaces the seeded initial noise.
+
+        ``appearance``: an image whose look the output takes. It is DDIM-inverted (cached, like the condition,
+        with ``appearance_prompt``, default: ``prompt``) and at each guided step its appearance vectors (from its
+        inverted latent at that timestep, with the prompt) are the appearance energy's reference instead of the
+        unguided sibling's; the siblings then run only when ``unguided`` asks for them.
         """
         from i2i.images import load_image
 
@@ -210,10 +260,14 @@ class FreeControlPipeline(DiffusionModel):
             raise UsageError("--num-images must be at least 1")
         if not isinstance(condition, Image.Image):
             condition = load_image(condition)
+        if appearance is not None and not isinstance(appearance, Image.Image):
+            appearance = load_image(appearance)
         size = self.check_size(config.size or self.default_size)
         shape = self.output_shape(condition.size, size)      # (h, w): the condition's aspect ratio, long side size
         inversion_prompt = prompt if inversion_prompt is None else inversion_prompt
+        appearance_prompt = prompt if appearance_prompt is None else appearance_prompt
         for text, what in ((prompt, "the prompt"), (inversion_prompt, "the inversion prompt"),
+                           (appearance_prompt, "the appearance prompt"),
                            (config.negative_prompt, "the negative prompt")):
             self.check_prompt_length(text, what, reporter)
         ref_word, _ = parse_subject(subject)
@@ -222,6 +276,10 @@ class FreeControlPipeline(DiffusionModel):
         timesteps = scheduler.timesteps
         ts = [int(t) for t in timesteps]
         n_guided = config.guided_steps if config.structure_weight > 0 else 0
+        if appearance is not None and not (n_guided and config.appearance_weight > 0):
+            self._warn(reporter, "the appearance image is ignored: it acts through the guidance energy, which is off "
+                       "(--structure-weight 0, --appearance-weight 0 or --guidance-end 0)")
+            appearance = None
         need_condition = n_guided > 0 or config.img2img
 
         token_indices = None
@@ -237,7 +295,9 @@ class FreeControlPipeline(DiffusionModel):
             trajectory = self.invert(condition, inversion_prompt, config, ts, reporter)
         if n_guided:
             if bases is None:
-                bases = self.semantic_bases(concept or default_concept(prompt, subject), config.bases, size, reporter)
+                bases_cfg = dataclasses.replace(config.bases,
+                                                inversion_steps=config.bases.inversion_steps or config.inversion_steps)
+                bases = self.semantic_bases(concept or default_concept(prompt, subject), bases_cfg, size, reporter)
             layers = self._check_bases(bases)
             far = max(abs(int(bases.timesteps[bases.index(t)]) - t) for t in ts[:n_guided])
             if far > max(2 * bases.spacing(), 25):
@@ -248,6 +308,12 @@ class FreeControlPipeline(DiffusionModel):
                                                  token_indices, reporter)
 
         text = self.encode_text([prompt], shape, negative=config.negative_prompt)
+        app_feats = app_traj = None
+        if appearance is not None:
+            app_traj = invert_condition(self, appearance, appearance_prompt, shape, ts[:n_guided],
+                                        config.inversion_steps, self.cache_dir, reporter)
+            app_feats = self.appearance_features(app_traj, ts[:n_guided], text.positive(), bases, layers, config,
+                                                 reporter)
         if latents is None:
             noise = self.initial_noise(num_images, shape, torch.Generator("cpu").manual_seed(seed))
         else:
@@ -273,12 +339,14 @@ class FreeControlPipeline(DiffusionModel):
                 (recording(self.unet, live, layers) if n_guided else contextlib.nullcontext()):
             for i, t in enumerate(timesteps):
                 weight = G.warmup_weight(i, config.structure_weight, config.warmup_steps) if i < n_guided else 0.0
-                sibling = separate and (unguided or (i < n_guided and config.appearance_weight > 0))
+                sibling = separate and (unguided or (i < n_guided and config.appearance_weight > 0
+                                                     and app_feats is None))
                 grad = None
                 if weight > 0:
                     coords_g, mask = cond_feats[i]
                     eps_c, eps_a, grad, energy = self._guided_step(
-                        x_c, x_a if sibling else None, t, text, layers, bases, coords_g, mask, weight, config, live)
+                        x_c, x_a if sibling else None, t, text, layers, bases, coords_g, mask, weight, config, live,
+                        None if app_feats is None else app_feats[i])
                     energies.append(energy)
                 else:
                     x = torch.cat([x_c, x_a]) if sibling else x_c
@@ -312,11 +380,12 @@ class FreeControlPipeline(DiffusionModel):
             scale = (mask.numel() / (lh * lw)) ** 0.5
             mask = mask.reshape(int(round(lh * scale)), -1).cpu()
         return FreeControlOutput(images, siblings, x_c.cpu(), x_a.cpu() if unguided else None, initial, ts,
-                                 n_guided, skipped, mask, trajectory, bases if n_guided else None, energies)
+                                 n_guided, skipped, mask, trajectory, bases if n_guided else None, energies,
+                                 app_traj)
 
     def _guided_step(self, x_c: torch.Tensor, x_a: torch.Tensor | None, t, text: Conditioning, layers: list[str],
                      bases: SemanticBases, coords_g: list[torch.Tensor], mask: torch.Tensor | None, weight: float,
-                     config: FreeControlConfig, live: FeatureStore,
+                     config: FreeControlConfig, live: FeatureStore, app_ref: list[torch.Tensor] | None = None,
                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, float]:
         """One guided step's UNet work for the guided latents ``x_c`` and the siblings ``x_a`` (``[N, c, h, w]``
         each; ``x_a`` None when no sibling runs).
@@ -328,7 +397,8 @@ class FreeControlPipeline(DiffusionModel):
         that need no gradient go first (no autograd) and ``x_c | prompt`` after them on its own.
 
         ``live``: the store of the recording processors installed on ``layers`` (``recording``, once per call of
-        ``__call__``); it is left recording nothing.
+        ``__call__``); it is left recording nothing. ``app_ref``: per layer, the appearance energy's reference
+        vectors (from an appearance image); None: the siblings' (when they run and the weight is not 0).
 
         Returns ``(eps_c, eps_a, grad, energy)``: the CFG predictions (``eps_a`` None without siblings) and
         ∇_x of ``weight * mean_layers(g_s + appearance_weight * g_a)`` (summed over the ``N`` samples), or None
@@ -336,7 +406,7 @@ class FreeControlPipeline(DiffusionModel):
         """
         n = x_c.shape[0]
         neg, pos = text.negative.expand(n), text.positive().expand(n)
-        want_app = x_a is not None and config.appearance_weight > 0
+        want_app = x_a is not None and config.appearance_weight > 0 and app_ref is None
         rows, conds = ([x_c, x_a, x_a], [neg, neg, pos]) if x_a is not None else ([x_c], [neg])
         x = x_c.detach().requires_grad_(True)
         live.clear()
@@ -349,7 +419,8 @@ class FreeControlPipeline(DiffusionModel):
                     out = self.unet_forward(torch.cat([*rows, x]), t, Conditioning.stack([*conds, pos]))
                 keys_a = {k: v[:n].detach().float() for k, v in live.keys.items()} if want_app else {}
                 keys_c = {k: v[-n:].float() for k, v in live.keys.items()}
-                grad, value = self._energy_gradient(x, keys_c, keys_a, t, layers, bases, coords_g, mask, weight,
+                refs = self._references(keys_a, t, layers, bases, config) if want_app else app_ref
+                grad, value = self._energy_gradient(x, keys_c, refs, t, layers, bases, coords_g, mask, weight,
                                                    config)
             out = out.detach()
             text_c = out[-n:]
@@ -364,7 +435,8 @@ class FreeControlPipeline(DiffusionModel):
                 with torch.enable_grad():               # restores grad mode after the processors switch it off
                     text_c = self.unet_forward(x, t, pos).detach()
                 keys_c = {k: v.float() for k, v in live.keys.items()}
-                grad, value = self._energy_gradient(x, keys_c, keys_a, t, layers, bases, coords_g, mask, weight,
+                refs = self._references(keys_a, t, layers, bases, config) if want_app else app_ref
+                grad, value = self._energy_gradient(x, keys_c, refs, t, layers, bases, coords_g, mask, weight,
                                                    config)
         live.clear()
         live.rows, live.record_keys, live.grad_off_after = None, False, None     # plain attention until next time
@@ -376,13 +448,18 @@ class FreeControlPipeline(DiffusionModel):
             return eps_c, eps_a, None, value
         return eps_c, eps_a, grad, value
 
-    def _energy_gradient(self, x: torch.Tensor, keys_c: dict[str, torch.Tensor], keys_a: dict[str, torch.Tensor],
+    def _references(self, keys_a: dict[str, torch.Tensor], t, layers: list[str], bases: SemanticBases,
+                    config: FreeControlConfig) -> list[torch.Tensor]:
+        """The siblings' appearance vectors per layer (the appearance energy's reference without an image)."""
+        return [self._appearance_vectors(keys_a[name], t, j, bases, config) for j, name in enumerate(layers)]
+
+    def _energy_gradient(self, x: torch.Tensor, keys_c: dict[str, torch.Tensor], refs: list[torch.Tensor] | None,
                          t, layers: list[str], bases: SemanticBases, coords_g: list[torch.Tensor],
                          mask: torch.Tensor | None, weight: float, config: FreeControlConfig,
                          ) -> tuple[torch.Tensor, float]:
         """``(∇_x L, L)`` for ``L = weight * mean_layers(g_s + appearance_weight * g_a) * N``: ``keys_c`` are the
-        guided rows' keys ``[N, HW, C]`` per layer (in ``x``'s graph), ``keys_a`` the siblings' (empty: no
-        appearance energy)."""
+        guided rows' keys ``[N, HW, C]`` per layer (in ``x``'s graph), ``refs`` the appearance vectors per layer
+        (``[N or 1, N_a, C]``) the guided rows' are drawn to (None: no appearance energy)."""
         n = x.shape[0]
         total = x.new_zeros(())
         for j, name in enumerate(layers):
@@ -390,12 +467,10 @@ class FreeControlPipeline(DiffusionModel):
             mean, basis = bases.at(t, j, self.device)
             coords = G.minmax_normalize(G.semantic_coordinates(keys, mean, basis, config.n_components))
             energy = G.structure_energy(coords_g[j], coords, mask, config.penalty)
-            if name in keys_a:
-                ref = keys_a[name]
-                ref_coords = G.minmax_normalize(G.semantic_coordinates(ref, mean, basis, config.n_components))
-                energy = energy + config.appearance_weight * G.appearance_energy(
-                    G.appearance_vectors(keys, coords, config.appearance_components, config.appearance_threshold),
-                    G.appearance_vectors(ref, ref_coords, config.appearance_components, config.appearance_threshold))
+            if refs is not None and config.appearance_weight > 0:
+                vectors = G.appearance_vectors(keys, coords, config.appearance_components, config.appearance_threshold)
+                energy = energy + config.appearance_weight * G.appearance_energy(vectors,
+                                                                                 refs[j].expand_as(vectors))
             total = total + energy
         loss = weight * total / len(layers) * n
         (grad,) = torch.autograd.grad(loss, x)
