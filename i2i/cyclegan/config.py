@@ -217,8 +217,8 @@ RESUMABLE_FIELDS = frozenset({"run_dir", "max_iters", "log_every", "sample_every
 #   background, so colours are learned slowly and drift (blue -> purple); with batch norm they pass through;
 # - an identity term of weight 20 (4 x the cycle weight 5) and Adam at 5e-4: together they keep each colour (at
 #   1e-3 the colours are permuted for most of the run, a cycle-consistent wrong answer); halving the reference's
-#   cycle weight (10) lets the adversarial term square the corners sooner (circle -> square shape at two thirds
-#   93-94 % against 93.5 and 88 % B -> A with cycle 10, identity 2);
+#   cycle weight (10) lets the adversarial term square the corners sooner (the lowest accuracy at two thirds
+#   was 91.5-94 % in three seeds, against 93 and 88 % in two seeds with cycle 10, identity 2);
 # - 600 iterations with the LR decaying linearly from the second of 6 epochs.
 SHAPES_PRESET: dict[str, Any] = {
     "generator": GeneratorConfig(arch="resnet_3blocks", ngf=24, norm="batch"),
