@@ -124,8 +124,8 @@ class FreeControlPipeline(DiffusionModel):
         super().__init__(base, model_id, device, precision, cache_dir, model_folder, **kwargs)
         self.one_call = default_one_call(self.device, self.is_sdxl) if one_call is None else one_call
         self.feature_block = default_feature_block(self.unet)
-        self._condition_memo: dict[tuple, list] = {}
-        self._appearance_memo: dict[tuple, list] = {}
+        self._condition_memo: dict[tuple, tuple] = {}
+        self._appearance_memo: dict[tuple, tuple] = {}
 
     def default_config(self) -> FreeControlConfig:
         """The official defaults with the model folder's recommended settings (``i2i_freecontrol.json``) applied:
@@ -167,7 +167,7 @@ class FreeControlPipeline(DiffusionModel):
         key = (trajectory.cache_path or id(trajectory), tuple(timesteps), bases.path or id(bases), tuple(layers),
                config.n_components, config.mask_threshold, tuple(token_indices or ()))
         if key in self._condition_memo:
-            return self._condition_memo[key]
+            return self._condition_memo[key][0]
         _, attn2 = block_attention_layers(self.unet, config.bases.block or self.feature_block)
         use_mask = token_indices is not None
         prob_sum, prob_count = None, 0
@@ -185,7 +185,8 @@ class FreeControlPipeline(DiffusionModel):
                 prob_count += store.prob_count
                 mask = G.cross_attention_mask(prob_sum / prob_count, token_indices, config.mask_threshold)
             result.append((coords, mask))
-        self._condition_memo = {key: result}
+        # the memo keeps the trajectory and bases alive, so that an id() in its key cannot be reused meanwhile
+        self._condition_memo = {key: (result, trajectory, bases)}
         return result
 
     def _feature_passes(self, trajectory: Trajectory, timesteps: list[int], cond: Conditioning, layers: list[str],
@@ -220,12 +221,12 @@ class FreeControlPipeline(DiffusionModel):
                config.n_components, config.appearance_components, config.appearance_threshold,
                hash(cond.embeds.float().cpu().numpy().tobytes()))
         if key in self._appearance_memo:
-            return self._appearance_memo[key]
+            return self._appearance_memo[key][0]
         result = [[self._appearance_vectors(store.keys[name].float(), t, j, bases, config)
                    for j, name in enumerate(layers)]
                   for t, store in self._feature_passes(trajectory, timesteps, cond, layers, [],
                                                        "appearance features", reporter)]
-        self._appearance_memo = {key: result}
+        self._appearance_memo = {key: (result, bases)}      # bases kept alive: its id() may be in the key
         return result
 
     # ------------------------------------------------------------------ synthesis
