@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,3 +111,12 @@ def _clock(seconds: float) -> str:
     """``H:MM:SS``."""
     s = int(round(seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def warn(reporter: Reporter | None, message: str, stacklevel: int = 2) -> None:
+    """A warning through ``reporter`` (the CLI's console), or ``warnings.warn`` for library users without one;
+    ``stacklevel`` counts from the caller, as in ``warnings.warn``."""
+    if reporter is not None:
+        reporter.warn(message)
+    else:
+        warnings.warn(message, stacklevel=stacklevel + 1)

@@ -34,15 +34,6 @@ VaeOpt = Annotated[Optional[str], typer.Option(
 VaeDecodeOpt = Annotated[str, typer.Option(
     "--vae-decode", help="auto (tiles on a GPU above 768 px: SDXL's 1024 px decode sets the peak memory), full or "
     "tiled (512 px tiles, blended).", rich_help_panel="Common")]
-
-
-def check_vae_options(vae: str | None, vae_decode: str) -> None:
-    """--vae and --vae-decode checked before any model is loaded."""
-    from i2i.diffusion.vae import check_vae_decode, check_vae_spec
-
-    check_vae_decode(vae_decode)
-    if vae:
-        check_vae_spec(vae)
 DiffusionPrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
     "fp32 unless --vae gives one.", rich_help_panel="Common", show_default=False)]
@@ -60,6 +51,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per
                                        rich_help_panel="Common")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.",
                                         rich_help_panel="Common")]
+
+
+def check_vae_options(vae: str | None, vae_decode: str) -> None:
+    """--vae and --vae-decode checked before any model is loaded."""
+    from i2i.diffusion.vae import check_vae_decode, check_vae_spec
+
+    check_vae_decode(vae_decode)
+    if vae:
+        check_vae_spec(vae)
 
 
 class Group(TyperGroup):

@@ -5,7 +5,6 @@ conditioning, UNet calls, VAE encode/decode, initial noise, output sizes and the
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ from i2i.diffusion.conditioning import Conditioning
 from i2i.diffusion.loading import DTYPES, load_pipeline, modules_fingerprint, place
 from i2i.diffusion.vae import check_vae_decode, decode_latents, load_vae
 from i2i.errors import UsageError
+from i2i.progress import warn
 
 if TYPE_CHECKING:
     from i2i.progress import Reporter
@@ -149,10 +149,7 @@ class DiffusionModel:
                        f"{limit - 2} (\"{kept}\"), the rest is ignored")
 
     def _warn(self, reporter: "Reporter | None", message: str) -> None:
-        if reporter is not None:
-            reporter.warn(message)
-        else:
-            warnings.warn(message, stacklevel=3)
+        warn(reporter, message, stacklevel=3)
 
     # ------------------------------------------------------------------ UNet
     def unet_forward(self, latents: torch.Tensor, t, cond: Conditioning) -> torch.Tensor:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from i2i.diffusion.cache import cache_key, load_entry, progress_bar, save_entry
 from i2i.freecontrol.config import BasesConfig
 from i2i.freecontrol.features import FeatureStore, block_attention_layers, default_feature_block, recording
 from i2i.freecontrol.guidance import pca_basis
+from i2i.progress import warn
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -126,19 +126,12 @@ def read_concept_images(folder: str | Path, reporter: "Reporter | None" = None) 
         try:
             image = load_image(path)
         except InputError as exc:
-            _warn(reporter, f"skipped an unreadable image: {exc}")
+            warn(reporter, f"skipped an unreadable image: {exc}")
             continue
         found.append(ConceptImage(path, image, hashlib.sha256(path.read_bytes()).hexdigest()))
     if not found:
         raise InputError(f"{folder}: no readable image in the folder")
     return found
-
-
-def _warn(reporter: "Reporter | None", message: str) -> None:
-    if reporter is not None:
-        reporter.warn(message)
-    else:
-        warnings.warn(message, stacklevel=3)
 
 
 def _seed_batches(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, scheduler, timesteps,
@@ -175,8 +168,7 @@ def seed_images(pipe: "DiffusionModel", concept: str, config: BasesConfig, size:
     with progress_bar(reporter, len(scheduler.timesteps), f"seed images of '{concept}'") as advance:
         for _ in _seed_batches(pipe, concept, config, size, scheduler, scheduler.timesteps, latents):
             advance(1)
-    return [img for start in range(0, len(latents), config.batch_size)
-            for img in pipe.decode(latents[start:start + config.batch_size])]
+    return pipe.decode(latents)             # one image at a time (i2i.diffusion.vae)
 
 
 def _inverted_batches(pipe: "DiffusionModel", trajectories: list["Trajectory"], prompt: str, config: BasesConfig,
