@@ -144,14 +144,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def use_channels_last(device: "torch.device") -> bool:
-    """Whether channels_last memory format is worth using for conv nets on ``device``.
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
-    It speeds up convolutions on CUDA (tensor cores). On CPU (oneDNN, torch 2.13, 2 cores with AMX) it measured
-    4-25 % slower for CycleGAN's nets in fp32 and bf16 (examples/benchmarks/), so it is off there; MPS gains
-    nothing.
+
+def use_channels_last(device: "torch.device", choice: str = "auto") -> bool:
+    """Whether conv nets on ``device`` run in channels_last memory format: ``choice`` is one of
+    :data:`MEMORY_FORMATS`; ``auto`` means only on CUDA.
+
+    It speeds up convolutions on CUDA (tensor cores). On CPU it depends on the host and the net: with torch
+    2.13 (oneDNN, 2 cores) it measured 4-25 % slower for CycleGAN's reference nets at 128-256 px in fp32 and
+    bf16, but 7-30 % faster for the small builtin:shapes nets at 32 px (docs/performance.md), so ``auto`` keeps
+    it off on CPU and the shapes preset asks for it. MPS gains nothing.
     """
-    return device.type == "cuda"
+    if choice not in MEMORY_FORMATS:
+        raise ValueError(f"unknown memory format {choice!r} (known: {', '.join(MEMORY_FORMATS)})")
+    return choice == "channels_last" or (choice == "auto" and device.type == "cuda")
 
 
 def make_accelerator(precision: Precision = "fp32", cpu: bool = False, log_with: str | None = None,

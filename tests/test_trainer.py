@@ -67,11 +67,13 @@ def test_run_folder_layout(tmp_path):
     assert not list((run / "checkpoints").glob(".*"))
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("memory_format", ["auto", "channels_last"])
+def test_resume_is_exact(tmp_path, memory_format):
     """Stop at iteration 5 (mid-epoch 1) and resume to 12 (into epoch 2) == an uninterrupted run to 12."""
-    full = train(tiny_config(tmp_path / "full", max_iters=12))
-    train(tiny_config(tmp_path / "split", max_iters=5))
-    cfg2 = resolve_config(tiny_config(tmp_path / "split", max_iters=12), resume=True, overrides={"max_iters"})
+    full = train(tiny_config(tmp_path / "full", max_iters=12, memory_format=memory_format))
+    train(tiny_config(tmp_path / "split", max_iters=5, memory_format=memory_format))
+    cfg2 = resolve_config(tiny_config(tmp_path / "split", max_iters=12, memory_format=memory_format),
+                          resume=True, overrides={"max_iters"})
     resumed = train(cfg2, resume=True)
     assert resumed.iterations == full.iterations == 12
     a, b = weights(full.checkpoint), weights(resumed.checkpoint)
@@ -122,3 +124,13 @@ def test_bad_config_values():
         TrainConfig(lambda_A=-1)
     with pytest.raises(UsageError):
         TrainConfig(crop_size=300, load_size=286)
+
+
+def test_memory_format_choice(tmp_path):
+    from i2i.device import use_channels_last
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not use_channels_last(cpu) and use_channels_last(cuda)
+    assert use_channels_last(cpu, "channels_last") and not use_channels_last(cuda, "contiguous")
+    with pytest.raises(UsageError, match="--memory-format"):
+        tiny_config(tmp_path / "run", memory_format="nhwc")

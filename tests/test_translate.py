@@ -41,13 +41,20 @@ def test_unet_odd_size_is_kept():
 
 
 def test_pad_to_multiple_reflects_and_replicates():
-    x = torch.arange(9.0).reshape(1, 1, 3, 3)
+    x = torch.arange(45.0).reshape(1, 1, 5, 9)
     y = pad_to_multiple(x, 4)
-    assert y.shape == (1, 1, 4, 4)
-    assert torch.equal(y[..., :3, :3], x)
-    assert y[0, 0, 0, 3] == x[0, 0, 0, 1] and y[0, 0, 3, 0] == x[0, 0, 1, 0]   # reflected
-    tiny = torch.ones(1, 1, 1, 1)
-    assert pad_to_multiple(tiny, 4).shape == (1, 1, 4, 4)           # too small to reflect: replicated
+    assert y.shape == (1, 1, 8, 12)
+    assert torch.equal(y[..., :5, :9], x)
+    assert y[0, 0, 0, 9] == x[0, 0, 0, 7] and y[0, 0, 5, 0] == x[0, 0, 3, 0]   # reflected
+    tiny = torch.ones(1, 1, 1, 3)
+    assert pad_to_multiple(tiny, 4).shape == (1, 1, 8, 8)           # at least 8 a side; too small to reflect
+
+
+@pytest.mark.parametrize("size", [(1, 300), (300, 1), (3, 5), (1, 1)])
+def test_thin_and_tiny_images_translate(gen, size):
+    assert translate_pil(gen, CFG, noise_image(*size), "cpu").size == size
+    tiled = translate_tensor(gen, CFG, torch.rand(1, 3, size[1], size[0]) * 2 - 1, torch.device("cpu"), tile=64)
+    assert tiled.shape[-2:] == (size[1], size[0])
 
 
 def test_batched_equals_single(gen, tmp_path):

@@ -143,6 +143,10 @@ def train(
                                                             rich_help_panel=RUN)] = None,
     keep_checkpoints: Annotated[Optional[int], typer.Option("--keep-checkpoints", help="Resumable checkpoints "
                                                             "kept (default: 2).", rich_help_panel=RUN)] = None,
+    memory_format: Annotated[Optional[str], typer.Option(
+        "--memory-format", help="Tensor layout of the conv nets: auto (channels_last on CUDA, contiguous "
+        "elsewhere), channels_last or contiguous. Default: auto (builtin:shapes: channels_last, faster there "
+        "on CPU).", rich_help_panel=RUN)] = None,
     log_with: Annotated[Optional[str], typer.Option("--log-with", help="Also log to an accelerate tracker, e.g. "
                                                     "tensorboard (needs that package).",
                                                     rich_help_panel=RUN)] = None,
@@ -230,7 +234,8 @@ def train(
                     phase=phase, max_dataset_size=max_dataset_size, shapes_count=shapes_count,
                     num_workers=num_workers, log_every=log_every, sample_every=sample_every,
                     save_every=save_every, save_epoch_every=save_epoch_every, keep_checkpoints=keep_checkpoints,
-                    log_with=log_with, seed=seed, precision=precision_, eval_every=eval_every,
+                    log_with=log_with, seed=seed, precision=precision_, memory_format=memory_format,
+                    eval_every=eval_every,
                     eval_images=eval_images, eval_features=eval_features,
                     inception_weights=str(inception_weights) if inception_weights else None)
         nested = {

@@ -174,7 +174,7 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
     iters_per_epoch = math.ceil(per_rank / config.batch_size)
 
     # ---- the method: networks, optimizers, schedulers, losses
-    memory_format = torch.channels_last if use_channels_last(dev) else torch.contiguous_format
+    memory_format = torch.channels_last if use_channels_last(dev, config.memory_format) else torch.contiguous_format
     scaler = torch.amp.GradScaler(dev.type, enabled=config.precision == "fp16")
     method = method_cls(config, StepContext(dev, config.precision, memory_format, scaler))
 

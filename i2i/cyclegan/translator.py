@@ -79,11 +79,16 @@ class TranslateResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
 
 
+# The smallest side a generator runs on: a ResNet generator's 1/4-scale maps need 2 pixels for their reflection
+# padding (every other generator's multiple is larger than this anyway).
+MIN_SIDE = 8
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad ``x`` ``[N, C, H, W]`` on the bottom/right up to multiples of ``multiple`` (reflection where the
-    image is large enough, edge replication otherwise)."""
+    """Pad ``x`` ``[N, C, H, W]`` on the bottom/right up to multiples of ``multiple``, and to at least
+    :data:`MIN_SIDE` (reflection where the image is large enough, edge replication otherwise)."""
     h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
+    ph, pw = max(-h % multiple, MIN_SIDE - h), max(-w % multiple, MIN_SIDE - w)
     if ph == 0 and pw == 0:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
