@@ -203,16 +203,25 @@ def test_export_onnx_cli(shapes_run, tmp_path):
 
 
 def test_bad_training_arguments_are_clear_errors(tmp_path):
-    for d in ("small/trainA", "small/trainB", "empty/trainA", "empty/trainB"):
+    for d in ("small/trainA", "small/trainB", "empty/trainA", "empty/trainB", "mixed/trainA", "mixed/trainB",
+              "thin/trainA", "thin/trainB"):
         (tmp_path / d).mkdir(parents=True)
     for d in ("small/trainA", "small/trainB"):
         for i in range(2):
             Image.new("RGB", (24, 24), "red").save(tmp_path / d / f"{i}.png")
     Image.new("RGB", (40, 40)).save(tmp_path / "empty" / "trainB" / "0.png")
+    for i, size in enumerate([(40, 40), (48, 32)]):
+        for d in ("mixed/trainA", "mixed/trainB", "thin/trainB"):
+            Image.new("RGB", size, "blue").save(tmp_path / d / f"{i}.png")
+    Image.new("RGB", (1, 300), "blue").save(tmp_path / "thin" / "trainA" / "0.png")
     tiny = ["--max-iters", 2, "--ngf", 8, "--ndf", 8, "--num-workers", 0, "--quiet"]
     cases = [(["small", "--preprocess", "crop", "--crop-size", 32], 3, "smaller than --crop-size 32"),
              (["empty"], 3, "trainA: contains no images"),
-             (["small", "--crop-size", 64, "--load-size", 32], 2, "--crop-size 64 is larger than --load-size 32")]
+             (["small", "--crop-size", 64, "--load-size", 32], 2, "--crop-size 64 is larger than --load-size 32"),
+             (["small", "--crop-size", 16, "--load-size", 20], 2, "need at least 24 px"),
+             (["thin", "--preprocess", "none"], 3, "1x300 is too small to train on with --preprocess none"),
+             (["mixed", "--preprocess", "none", "--batch-size", 2, "--serial-batches", "--no-flip"], 3,
+              "a batch of 2 needs images of one size, got 48x32 and 40x40")]
     for k, (args, code, words) in enumerate(cases):
         res = run("cyclegan", "train", tmp_path / args[0], *args[1:], "--run-dir", tmp_path / f"run{k}", *tiny)
         assert res.exit_code == code, res.output

@@ -28,13 +28,15 @@ BUILTIN_SHAPES = "builtin:shapes"
 @dataclass(frozen=True)
 class Preprocess:
     """How a training image becomes a crop: the reference's ``--preprocess``, ``--load-size``, ``--crop-size``,
-    ``--no-flip``; ``multiple`` is the side multiple the generator needs (used by ``none``)."""
+    ``--no-flip``; ``multiple`` is the side multiple the generator needs and ``min_side`` the smallest side the
+    networks train on (both used by ``none`` and ``scale_width``, which keep each image's own size)."""
 
     mode: str = "resize_and_crop"
     load_size: int = 286
     crop_size: int = 256
     flip: bool = True
     multiple: int = 4
+    min_side: int = 1
 
 
 def _scale_width(img: Image.Image, target_width: int, crop_size: int) -> Image.Image:
@@ -64,11 +66,26 @@ def apply_preprocess(img: Image.Image, pre: Preprocess, rng: random.Random, name
         m = pre.multiple
         w, h = img.size
         nw, nh = max(m, round(w / m) * m), max(m, round(h / m) * m)
+        if min(nw, nh) < pre.min_side:
+            raise InputError(f"{name}: {w}x{h} is too small to train on with --preprocess {mode}: these networks "
+                             f"need at least {pre.min_side} px a side (use --preprocess resize_and_crop)")
         if (nw, nh) != (w, h):
             img = img.resize((nw, nh), Image.BICUBIC)
     if pre.flip and rng.random() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     return img
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack training samples into a batch; samples of different sizes (``--preprocess none`` or
+    ``scale_width`` on images of several sizes) are a clear error instead of torch's."""
+    for key in items[0]:
+        sizes = {tuple(item[key].shape[-2:]) for item in items}
+        if len(sizes) > 1:
+            shown = " and ".join(f"{w}x{h}" for h, w in sorted(sizes)[:2])
+            raise InputError(f"a batch of {len(items)} needs images of one size, got {shown}: use --batch-size 1 "
+                             "or a --preprocess that crops")
+    return torch.utils.data.default_collate(items)
 
 
 def list_images(folder: Path, max_items: int | None = None) -> list[Path]:

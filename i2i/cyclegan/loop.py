@@ -27,10 +27,10 @@ from torch import nn
 from i2i.cyclegan.checkpoint import BEST, INFO_FILE, LATEST_FILE, latest_checkpoint
 from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
 from i2i.cyclegan.config import RESUMABLE_FIELDS, TrainConfig
-from i2i.cyclegan.data import Preprocess, build_dataset, epoch_plan
+from i2i.cyclegan.data import Preprocess, build_dataset, collate, epoch_plan
 from i2i.cyclegan.methods import get_method
 from i2i.cyclegan.methods.base import Method, StepContext
-from i2i.cyclegan.networks import required_multiple
+from i2i.cyclegan.networks import min_train_side, required_multiple
 from i2i.cyclegan.signals import StopSignal
 from i2i.cyclegan.train_state import load_train_state, save_train_state
 from i2i.device import make_accelerator, use_channels_last
@@ -162,10 +162,15 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
 
     # ---- data
     multiple = required_multiple(config.generator)
-    pre = Preprocess(config.preprocess, config.load_size, config.crop_size, config.flip, multiple)
-    if config.preprocess in ("crop", "resize_and_crop", "scale_width_and_crop") and config.crop_size % multiple:
-        raise UsageError(f"--crop-size {config.crop_size} must be a multiple of {multiple} for "
-                         f"{config.generator.arch}")
+    min_side = min_train_side(config.generator, config.discriminator)
+    pre = Preprocess(config.preprocess, config.load_size, config.crop_size, config.flip, multiple, min_side)
+    if config.preprocess in ("crop", "resize_and_crop", "scale_width_and_crop"):
+        if config.crop_size % multiple:
+            raise UsageError(f"--crop-size {config.crop_size} must be a multiple of {multiple} for "
+                             f"{config.generator.arch}")
+        if config.crop_size < min_side:
+            raise UsageError(f"--crop-size {config.crop_size} is too small for these networks: they need at least "
+                             f"{min_side} px (a smaller discriminator: --n-layers-d with --net-d n_layers)")
     dataset = build_dataset(config.dataroot, config.phase, pre, config.generator.input_nc,
                             config.generator.output_nc, config.max_dataset_size, config.shapes_count, config.seed,
                             warn=reporter.warn if is_main else (lambda m: None))
@@ -281,7 +286,8 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=config.batch_size, sampler=shard[iter_in_epoch * config.batch_size:],
                 num_workers=min(config.num_workers, os.cpu_count() or 1), pin_memory=dev.type == "cuda",
-                persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + epoch))
+                persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + epoch),
+                collate_fn=collate)
             for batch in loader:
                 real_A = batch["A"].to(dev, non_blocking=True, memory_format=memory_format)
                 real_B = batch["B"].to(dev, non_blocking=True, memory_format=memory_format)

@@ -57,6 +57,21 @@ def uses_bias(norm: str) -> bool:
     return norm == "instance"
 
 
+# The smallest side a generator runs on: a ResNet generator's 1/4-scale maps need 2 pixels for their reflection
+# padding (every other generator's multiple is larger than this anyway).
+MIN_SIDE = 8
+
+
+def min_train_side(gen: GeneratorConfig, disc: DiscriminatorConfig) -> int:
+    """The smallest image side that the generator and the discriminator train on: a PatchGAN with n stride-2
+    layers needs 3 * 2**n px (its normalised maps need more than one pixel), a ResNet generator
+    :data:`MIN_SIDE`, other generators their multiple."""
+    layers = {"basic": 3, "n_layers": disc.n_layers}.get(disc.arch)
+    d_side = 3 * 2 ** layers if layers is not None else 1
+    g_side = MIN_SIDE if resnet_blocks(gen.arch) else required_multiple(gen)
+    return max(d_side, g_side)
+
+
 def required_multiple(cfg: GeneratorConfig) -> int:
     """The number both input sides must be a multiple of for the generator ``cfg`` (4 for resnet, 256 for
     unet_256, 128 for unet_128, 16 for dcgan)."""

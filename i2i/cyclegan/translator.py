@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 
 from i2i.cyclegan.config import GeneratorConfig
-from i2i.cyclegan.networks import required_multiple
+from i2i.cyclegan.networks import MIN_SIDE, required_multiple
 from i2i.device import Precision, autocast, use_channels_last
 from i2i.errors import I2IError, UsageError
 from i2i.images import InputItem, image_to_tensor, load_image, output_path, save_image, tensor_to_image
@@ -77,11 +77,6 @@ class TranslateConfig:
 class TranslateResult:
     ok: list[Path] = field(default_factory=list)                 # written outputs
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
-
-
-# The smallest side a generator runs on: a ResNet generator's 1/4-scale maps need 2 pixels for their reflection
-# padding (every other generator's multiple is larger than this anyway).
-MIN_SIDE = 8
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
