@@ -132,7 +132,7 @@ def _load_folder(folder: Path, mode: str, limit: int | None, size: int | None, k
         try:
             images.append((path, _resize(load_image(path, mode=mode), size, keep_aspect)))
         except InputError as exc:
-            reporter.item_error(str(path), str(exc))
+            reporter.warn(f"skipping {exc}" if str(exc).startswith(str(path)) else f"skipping {path}: {exc}")
     return images
 
 
