@@ -268,7 +268,7 @@ def bases_command(
         "concept).", rich_help_panel=SHOW)] = None,
     layer: Annotated[int, typer.Option("--layer", help="With --show: which self-attention layer of the feature "
                                        "block to picture (0: the first).", rich_help_panel=SHOW)] = 0,
-    show_inversion_steps: Annotated[Optional[int], typer.Option(
+    inversion_steps: Annotated[Optional[int], typer.Option(
         "--inversion-steps", help="DDIM inversion steps of the --show condition, the --images and the "
         "--from-inverted seed images (default: 999, or the model's recommended setting; the demo model: 200).",
         rich_help_panel=ANALYSIS)] = None,
@@ -317,9 +317,10 @@ def bases_command(
         if show is not None:
             picture_dir = check_show(show, out, overwrite)
         model_name = default_model(model, MODEL_ENV)
-        model_cfg = model_config(model_name)
-        cfg = dataclasses.replace(model_cfg.bases, source=source, images=None if images is None else str(images),
-                                  inversion_steps=show_inversion_steps or model_cfg.inversion_steps, **given(
+        # (inversion_steps None: FreeControlPipeline.semantic_bases applies the model's recommended setting)
+        cfg = dataclasses.replace(model_config(model_name).bases, source=source,
+                                  images=None if images is None else str(images), inversion_steps=inversion_steps,
+                                  **given(
             num_images=seed_images, num_inference_steps=bases_steps, seed=seed, n_components=components,
             analysis_end=analysis_end, prompt_template=prompt_template, batch_size=batch_size, size=size,
             inversion_prompt=image_prompt)).validate()
@@ -338,7 +339,7 @@ def bases_command(
         result = pipe.semantic_bases(concept, cfg, reporter=reporter, images=concept_images)
         if show is not None:
             show_cfg = dataclasses.replace(model_config(model_name), bases=cfg,
-                                           **given(size=size, inversion_steps=show_inversion_steps))
+                                           **given(size=size, inversion_steps=inversion_steps))
             write_pictures(pipe, result, show, picture_dir, show_cfg, inversion_prompt or concept, layer, overwrite,
                            reporter)
             return

@@ -103,27 +103,27 @@ def structure_control(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
 
     size = pipe.default_size
     fc = dataclasses.replace(fc, num_inference_steps=cfg.steps)
-    workdir = tempfile.mkdtemp(prefix="i2i-report-")
     guided_iou, unguided_iou, shape_ok = [], [], []
     per_shape: dict[str, float] = {}
     colour_ok: dict[str, list[bool]] = {c: [] for c in cfg.colours}
-    for shape in cfg.shapes:
-        first = len(guided_iou)
-        spec = SKETCH_SPECS[shape]
-        sketch = render(spec, size, style="outline")
-        target = render_mask(spec, size)
-        fc_shape = bases_for(fc, cfg, shape, size, workdir)
-        for colour in cfg.colours:
-            for seed in cfg.seeds:
-                out = pipe(f"a {colour} {shape}", sketch, fc_shape,
-                           inversion_prompt=cfg.inversion_prompt.format(shape=shape, colour=colour),
-                           subject=shape, concept=shape, seed=seed)
-                g, u = read_shape(out.images[0]), read_shape(out.unguided[0])
-                guided_iou.append(iou(g.mask, target))
-                unguided_iou.append(iou(u.mask, target))
-                colour_ok[colour].append(g.colour == colour)
-                shape_ok.append(g.shape == shape)
-        per_shape[shape] = _mean(guided_iou[first:])
+    with tempfile.TemporaryDirectory(prefix="i2i-report-") as workdir:   # the "images" bases source's pictures
+        for shape in cfg.shapes:
+            first = len(guided_iou)
+            spec = SKETCH_SPECS[shape]
+            sketch = render(spec, size, style="outline")
+            target = render_mask(spec, size)
+            fc_shape = bases_for(fc, cfg, shape, size, workdir)
+            for colour in cfg.colours:
+                for seed in cfg.seeds:
+                    out = pipe(f"a {colour} {shape}", sketch, fc_shape,
+                               inversion_prompt=cfg.inversion_prompt.format(shape=shape, colour=colour),
+                               subject=shape, concept=shape, seed=seed)
+                    g, u = read_shape(out.images[0]), read_shape(out.unguided[0])
+                    guided_iou.append(iou(g.mask, target))
+                    unguided_iou.append(iou(u.mask, target))
+                    colour_ok[colour].append(g.colour == colour)
+                    shape_ok.append(g.shape == shape)
+            per_shape[shape] = _mean(guided_iou[first:])
     return {"images": len(guided_iou), "guided_iou": _mean(guided_iou), "unguided_iou": _mean(unguided_iou),
             "guided_colour_accuracy": _mean([ok for oks in colour_ok.values() for ok in oks]),
             "guided_shape_accuracy": _mean(shape_ok), "guided_iou_per_shape": per_shape,

@@ -114,15 +114,17 @@ class ConceptImage:
 
 
 def read_concept_images(folder: str | Path, reporter: "Reporter | None" = None) -> list[ConceptImage]:
-    """The readable images in ``folder`` (sorted by name; hidden files and sub-folders ignored). An unreadable
-    file is skipped with a warning that names it; a folder with none raises :class:`InputError`."""
-    from i2i.images import load_image
+    """The readable images in ``folder`` (sorted by name; files without an image extension, hidden files and
+    sub-folders ignored, as in a training folder). An unreadable image is skipped with a warning that names it;
+    a folder with none raises :class:`InputError`."""
+    from i2i.images import is_image_file, load_image
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder of images")
     found = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for path in sorted(p for p in folder.iterdir()
+                       if p.is_file() and is_image_file(p) and not p.name.startswith(".")):
         try:
             image = load_image(path)
         except InputError as exc:
