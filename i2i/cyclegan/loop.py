@@ -125,19 +125,7 @@ def _sample_grid(rows: list[list[torch.Tensor]]) -> "Any":
     return grid
 
 
-def train(config: TrainConfig, resume: bool = False, device: str | None = None,
-          reporter: Reporter | None = None, overwrite: bool = False,
-          hooks: Sequence[PeriodicHook] = ()) -> TrainResult:
-    """Train ``config.model`` as described by ``config``; see the module docstring. Returns a :class:`TrainResult`.
-
-    ``resume`` continues from ``RUN/latest`` exactly (weights, optimizers, schedulers, pools, RNG, position).
-    Without ``resume`` an existing run with checkpoints is refused unless ``overwrite``.
-    """
-    reporter = reporter or Reporter(quiet=True)
-    method_cls = get_method(config.model)
-    method_cls.check_options(config.options)
-    run_dir = Path(config.run_dir)
-    writer = CheckpointWriter(run_dir, config.keep_checkpoints)
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     existing = latest_checkpoint(run_dir) if run_dir.exists() else None
     if resume and existing is None:
         raise CheckpointError(f"{run_dir}: no complete checkpoint to resume from")
@@ -145,22 +133,20 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
         raise OutputError(f"{run_dir}: already holds a run (checkpoint {existing.name}); pass --resume to "
                           "continue it, --overwrite to start over, or choose another --run-dir")
 
+
+def _accelerator(config: TrainConfig, device: str | None) -> Any:
     accelerator = make_accelerator(precision=config.precision, cpu=device == "cpu",
-                                   log_with=config.log_with, project_dir=str(run_dir))
+                                   log_with=config.log_with, project_dir=str(config.run_dir))
     dev = accelerator.device
     if device not in (None, "auto", "cpu") and torch.device(device).type != dev.type:
         raise UsageError(f"--device {device}: not available here (accelerate chose {dev})")
     if config.precision == "fp16" and dev.type != "cuda":
         raise UsageError("--precision fp16 needs a CUDA device; use bf16 on CPU")
-    is_main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    if config.eval_every:    # --eval-every: KID every N iterations, checkpoints/best (fails here, not at N)
-        from i2i.cyclegan.best import BestCheckpoint
+    return accelerator
 
-        best = BestCheckpoint.start(config, dev, resume, reporter if is_main else None)
-        hooks = [*hooks, PeriodicHook("eval", config.eval_every, best)]
-    torch.manual_seed(config.seed)
 
-    # ---- data
+def _build_data(config: TrainConfig, reporter: Reporter | None) -> tuple[Preprocess, Any]:
+    """The preprocessing (checked against the networks) and the unpaired dataset; warnings go to ``reporter``."""
     multiple = required_multiple(config.generator)
     min_side = min_train_side(config.generator, config.discriminator)
     pre = Preprocess(config.preprocess, config.load_size, config.crop_size, config.flip, multiple, min_side)
@@ -173,187 +159,259 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
                              f"{min_side} px (a smaller discriminator: --n-layers-d with --net-d n_layers)")
     dataset = build_dataset(config.dataroot, config.phase, pre, config.generator.input_nc,
                             config.generator.output_nc, config.max_dataset_size, config.shapes_count, config.seed,
-                            warn=reporter.warn if is_main else (lambda m: None))
+                            warn=reporter.warn if reporter else (lambda m: None))
+    return pre, dataset
+
+
+def _epoch_loader(dataset: Any, config: TrainConfig, epoch: int, skip: int, rank: int, world: int,
+                  per_rank: int, dev: torch.device) -> torch.utils.data.DataLoader:
+    """This rank's batches of ``epoch``, from batch ``skip`` on (a resumed epoch continues where it stopped)."""
     n_a, n_b = dataset.sizes
-    per_rank = math.ceil(max(n_a, n_b) / world)
+    plan = epoch_plan(n_a, n_b, epoch, config.seed, config.serial_batches)
+    plan += plan[: per_rank * world - len(plan)]  # equal shards, like DistributedSampler
+    shard = plan[rank::world]
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, sampler=shard[skip * config.batch_size:],
+        num_workers=min(config.num_workers, os.cpu_count() or 1), pin_memory=dev.type == "cuda",
+        persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + epoch),
+        collate_fn=collate)
+
+
+def _stop_agreed(stop: StopSignal, accelerator: Any) -> bool:
+    """Whether a stop was asked for on this rank or, under DDP, on any rank."""
+    stop_now = stop.requested is not None
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([1.0 if stop_now else 0.0], device=accelerator.device)
+        stop_now = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+    return stop_now
+
+
+class _Run:
+    """The loop's bookkeeping for one :func:`train` call: the position, the running losses, ``log.jsonl``,
+    sample grids, hooks and checkpoints. Only rank 0 writes; every rank joins the barriers around a save."""
+
+    def __init__(self, config: TrainConfig, method: Method, accelerator: Any, scaler: Any,
+                 iters_per_epoch: int) -> None:
+        self.config, self.method, self.accelerator, self.scaler = config, method, accelerator, scaler
+        self.run_dir = Path(config.run_dir)
+        self.writer = CheckpointWriter(self.run_dir, config.keep_checkpoints)
+        self.is_main = accelerator.is_main_process
+        self.iters_per_epoch = iters_per_epoch
+        self.epoch, self.iter_in_epoch, self.global_iter = 1, 0, 0
+        self.last_ckpt: Path | None = None    # the newest checkpoint: the resumed one until this call saves another
+        self.loss_names = method.loss_names
+        self.loss_sums = torch.zeros(len(self.loss_names), device=accelerator.device)
+        self.loss_count = 0
+        self.last_losses: dict[str, float] = {}
+        self.t_log = time.perf_counter()
+        self.interrupted = False
+
+    # ---- start: resume, run folder
+    def _state_parts(self) -> dict[str, Any]:
+        return dict(self.method.train_state(), scaler=self.scaler)
+
+    def restore(self, reporter: Reporter) -> None:
+        """Weights, optimizers, schedulers, pools, RNG and position from ``RUN/latest``."""
+        folder = latest_checkpoint(self.run_dir)
+        load_nets(folder, self.method.networks())
+        pos = load_train_state(folder, device=self.accelerator.device, **self._state_parts())
+        self.epoch, self.iter_in_epoch, self.global_iter = pos["epoch"], pos["iter_in_epoch"], pos["global_iter"]
+        if pos.get("iters_per_epoch") not in (None, self.iters_per_epoch):
+            raise CheckpointError(f"{self.run_dir}: the dataset or batch size changed since the checkpoint "
+                                  f"({pos['iters_per_epoch']} -> {self.iters_per_epoch} iterations per epoch)")
+        reporter.info(f"resuming {self.run_dir} from {folder.name}: epoch {self.epoch}, iteration {self.global_iter}")
+        self.last_ckpt = folder
+
+    def start(self, resume: bool, overwrite: bool) -> None:
+        """Write ``config.json``; a fresh run over an old one (``overwrite``) drops the old log and best weights."""
+        config = self.config
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.writer.clean_stale()
+            with atomic_path(self.run_dir / "config.json", overwrite=True) as p:
+                p.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+            if not resume and overwrite:
+                for stale in (self.run_dir / "log.jsonl", self.run_dir / LATEST_FILE):
+                    stale.unlink(missing_ok=True)
+                shutil.rmtree(self.run_dir / "checkpoints" / BEST, ignore_errors=True)
+        if config.log_with:
+            self.accelerator.init_trackers("cyclegan", config={k: v for k, v in config.to_dict().items()
+                                                               if isinstance(v, (int, float, str, bool))})
+
+    # ---- every iteration
+    def count(self, losses: torch.Tensor) -> None:
+        self.loss_sums += losses
+        self.loss_count += 1
+        self.global_iter += 1
+        self.iter_in_epoch += 1
+
+    def check_finite(self, where: str) -> None:
+        if not self.loss_count or bool(torch.isfinite(self.loss_sums).all()):
+            return
+        bad = [n for n, v in zip(self.loss_names, self.loss_sums.tolist()) if not math.isfinite(v)]
+        raise NumericalError(f"loss {', '.join(bad)} became NaN/inf near iteration {self.global_iter} ({where}); "
+                             f"the last good checkpoint is kept"
+                             + (f" ({self.last_ckpt})" if self.last_ckpt else "")
+                             + " — try a lower --lr or --precision fp32")
+
+    def log_losses(self) -> str:
+        """Average the losses since the last log into ``log.jsonl`` (and the tracker); the progress status text."""
+        self.check_finite("log")
+        self.last_losses = dict(zip(self.loss_names, (self.loss_sums / self.loss_count).tolist()))
+        now = time.perf_counter()
+        self.write_log({"epoch": self.epoch, "iter": self.global_iter, "lr": self.method.lr(),
+                        "sec_per_iter": (now - self.t_log) / self.loss_count, **self.last_losses})
+        self.t_log = now
+        self.loss_sums.zero_()
+        self.loss_count = 0
+        if self.config.log_with:
+            self.accelerator.log(self.last_losses, step=self.global_iter)
+        return " ".join(f"{k} {v:.3f}" for k, v in self.last_losses.items() if k in self.method.status_names)
+
+    def write_log(self, record: dict[str, Any]) -> None:
+        if self.is_main:
+            with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def save_samples(self) -> None:
+        if self.is_main:
+            with torch.no_grad():
+                grid = _sample_grid(self.method.sample_rows())
+            save_image(grid, self.run_dir / "samples" / f"iter_{self.global_iter:08d}.png", overwrite=True)
+
+    def run_hooks(self, hooks: Sequence[PeriodicHook]) -> None:
+        for hook in hooks:
+            if self.global_iter % hook.every:
+                continue
+            values = (hook.fn(self.method, self.global_iter) or {}) if self.is_main else {}
+            name = values.pop("checkpoint", None)
+            if self.accelerator.num_processes > 1:
+                from accelerate.utils import broadcast_object_list
+                name = broadcast_object_list([name])[0]
+            record = {"epoch": self.epoch, "iter": self.global_iter, "hook": hook.name, **values}
+            if values:
+                self.write_log(record)
+                if self.config.log_with:
+                    self.accelerator.log({f"{hook.name}/{k}": v for k, v in values.items()
+                                          if isinstance(v, (int, float))}, step=self.global_iter)
+            if name:
+                self.save(str(name), with_state=False, info=record)
+
+    # ---- checkpoints
+    def save(self, name: str, with_state: bool = True, info: dict[str, Any] | None = None) -> Path | None:
+        self.accelerator.wait_for_everyone()
+        path = None
+        if self.is_main:
+            position = {"epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "global_iter": self.global_iter,
+                        "iters_per_epoch": self.iters_per_epoch}
+
+            def extra_files(folder: Path) -> None:
+                if with_state:
+                    save_train_state(folder, position=position, **self._state_parts())
+                if info is not None:
+                    (folder / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+            path = self.writer.write(name, self.method.networks(), extra_files if with_state or info else None,
+                                     update_latest=with_state)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def checkpoint(self, where: str) -> None:
+        """A resumable checkpoint at the current position (after checking the losses since the last log)."""
+        self.check_finite(where)
+        self.last_ckpt = self.save(f"iter_{self.global_iter:08d}")
+
+    def end_epoch(self) -> None:
+        """LR decay, then an epoch snapshot (weights only, every ``save_epoch_every``) and a checkpoint that
+        resumes at the next epoch's start."""
+        self.method.end_epoch()
+        finished = self.epoch
+        self.epoch += 1
+        self.iter_in_epoch = 0
+        self.check_finite("epoch end")
+        if finished % self.config.save_epoch_every == 0:
+            self.save(f"epoch_{finished:04d}", with_state=False)
+        self.last_ckpt = self.save(f"iter_{self.global_iter:08d}")
+
+
+def train(config: TrainConfig, resume: bool = False, device: str | None = None,
+          reporter: Reporter | None = None, overwrite: bool = False,
+          hooks: Sequence[PeriodicHook] = ()) -> TrainResult:
+    """Train ``config.model`` as described by ``config``; see the module docstring. Returns a :class:`TrainResult`.
+
+    ``resume`` continues from ``RUN/latest`` exactly (weights, optimizers, schedulers, pools, RNG, position).
+    Without ``resume`` an existing run with checkpoints is refused unless ``overwrite``.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    method_cls = get_method(config.model)
+    method_cls.check_options(config.options)
+    _check_run_dir(Path(config.run_dir), resume, overwrite)
+    accelerator = _accelerator(config, device)
+    dev, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    is_main = accelerator.is_main_process
+    if config.eval_every:    # --eval-every: KID every N iterations, checkpoints/best (fails here, not at N)
+        from i2i.cyclegan.best import BestCheckpoint
+
+        best = BestCheckpoint.start(config, dev, resume, reporter if is_main else None)
+        hooks = [*hooks, PeriodicHook("eval", config.eval_every, best)]
+    torch.manual_seed(config.seed)
+
+    # ---- data
+    pre, dataset = _build_data(config, reporter if is_main else None)
+    per_rank = math.ceil(max(dataset.sizes) / world)
     iters_per_epoch = math.ceil(per_rank / config.batch_size)
 
     # ---- the method: networks, optimizers, schedulers, losses
     memory_format = torch.channels_last if use_channels_last(dev, config.memory_format) else torch.contiguous_format
     scaler = torch.amp.GradScaler(dev.type, enabled=config.precision == "fp16")
     method = method_cls(config, StepContext(dev, config.precision, memory_format, scaler))
-
-    def state_parts() -> dict[str, Any]:
-        return dict(method.train_state(), scaler=scaler)
-
-    epoch, iter_in_epoch, global_iter = 1, 0, 0
-    last_ckpt: Path | None = None      # the newest checkpoint: the resumed one until this call saves another
+    run = _Run(config, method, accelerator, scaler, iters_per_epoch)
     if resume:
-        folder = latest_checkpoint(run_dir)
-        load_nets(folder, method.networks())
-        pos = load_train_state(folder, device=dev, **state_parts())
-        epoch, iter_in_epoch, global_iter = pos["epoch"], pos["iter_in_epoch"], pos["global_iter"]
-        if pos.get("iters_per_epoch") not in (None, iters_per_epoch):
-            raise CheckpointError(f"{run_dir}: the dataset or batch size changed since the checkpoint "
-                                  f"({pos['iters_per_epoch']} -> {iters_per_epoch} iterations per epoch)")
-        reporter.info(f"resuming {run_dir} from {folder.name}: epoch {epoch}, iteration {global_iter}")
-        last_ckpt = folder
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        writer.clean_stale()
-        with atomic_path(run_dir / "config.json", overwrite=True) as p:
-            p.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
-        if not resume and overwrite:
-            for stale in (run_dir / "log.jsonl", run_dir / LATEST_FILE):
-                stale.unlink(missing_ok=True)
-            shutil.rmtree(run_dir / "checkpoints" / BEST, ignore_errors=True)
-    if config.log_with:
-        accelerator.init_trackers("cyclegan", config={k: v for k, v in config.to_dict().items()
-                                                      if isinstance(v, (int, float, str, bool))})
+        run.restore(reporter)
+    run.start(resume, overwrite)
     method.prepare(accelerator)
-
     total_iters = config.total_epochs * iters_per_epoch
     if config.max_iters is not None:
         total_iters = min(total_iters, config.max_iters)
 
-    def position() -> dict[str, int]:
-        return {"epoch": epoch, "iter_in_epoch": iter_in_epoch, "global_iter": global_iter,
-                "iters_per_epoch": iters_per_epoch}
-
-    def save(name: str, with_state: bool = True, info: dict[str, Any] | None = None) -> Path | None:
-        accelerator.wait_for_everyone()
-        path = None
-        if is_main:
-            def extra_files(folder: Path) -> None:
-                if with_state:
-                    save_train_state(folder, position=position(), **state_parts())
-                if info is not None:
-                    (folder / INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
-
-            path = writer.write(name, method.networks(), extra_files if with_state or info else None,
-                                update_latest=with_state)
-        accelerator.wait_for_everyone()
-        return path
-
-    loss_names = method.loss_names
-    loss_sums = torch.zeros(len(loss_names), device=dev)
-    loss_count = 0
-    last_losses: dict[str, float] = {}
-    start_iter = global_iter
-    t_start = time.perf_counter()
-    t_log = t_start
-    log_path = run_dir / "log.jsonl"
-    stop = StopSignal()
-    interrupted = False
-
-    def check_finite(where: str) -> None:
-        if not bool(torch.isfinite(loss_sums).all()):
-            bad = [n for n, v in zip(loss_names, loss_sums.tolist()) if not math.isfinite(v)]
-            raise NumericalError(f"loss {', '.join(bad)} became NaN/inf near iteration {global_iter} ({where}); "
-                                 f"the last good checkpoint is kept"
-                                 + (f" ({last_ckpt})" if last_ckpt else "")
-                                 + " — try a lower --lr or --precision fp32")
-
-    def write_log(record: dict[str, Any]) -> None:
-        if is_main:
-            with open(log_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
-
-    def run_hooks() -> None:
-        for hook in hooks:
-            if global_iter % hook.every:
-                continue
-            values = (hook.fn(method, global_iter) or {}) if is_main else {}
-            name = values.pop("checkpoint", None)
-            if world > 1:
-                from accelerate.utils import broadcast_object_list
-                name = broadcast_object_list([name])[0]
-            record = {"epoch": epoch, "iter": global_iter, "hook": hook.name, **values}
-            if values:
-                write_log(record)
-                if config.log_with:
-                    accelerator.log({f"{hook.name}/{k}": v for k, v in values.items()
-                                     if isinstance(v, (int, float))}, step=global_iter)
-            if name:
-                save(str(name), with_state=False, info=record)
-
-    with stop, reporter.progress(total_iters, "train", completed=global_iter) as advance:
-        while epoch <= config.total_epochs and global_iter < total_iters:
-            dataset.pre = method.preprocess(pre, epoch)
-            plan = epoch_plan(n_a, n_b, epoch, config.seed, config.serial_batches)
-            plan += plan[: per_rank * world - len(plan)]  # equal shards, like DistributedSampler
-            shard = plan[rank::world]
-            loader = torch.utils.data.DataLoader(
-                dataset, batch_size=config.batch_size, sampler=shard[iter_in_epoch * config.batch_size:],
-                num_workers=min(config.num_workers, os.cpu_count() or 1), pin_memory=dev.type == "cuda",
-                persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + epoch),
-                collate_fn=collate)
-            for batch in loader:
+    # ---- the loop
+    start_iter, t_start, stop = run.global_iter, time.perf_counter(), StopSignal()
+    with stop, reporter.progress(total_iters, "train", completed=run.global_iter) as advance:
+        while run.epoch <= config.total_epochs and run.global_iter < total_iters:
+            dataset.pre = method.preprocess(pre, run.epoch)
+            for batch in _epoch_loader(dataset, config, run.epoch, run.iter_in_epoch, rank, world, per_rank, dev):
                 real_A = batch["A"].to(dev, non_blocking=True, memory_format=memory_format)
                 real_B = batch["B"].to(dev, non_blocking=True, memory_format=memory_format)
-                loss_sums += method.step(real_A, real_B)
-                loss_count += 1
-                global_iter += 1
-                iter_in_epoch += 1
+                run.count(method.step(real_A, real_B))
                 advance(1)
 
-                if global_iter % config.log_every == 0 or global_iter == total_iters:
-                    check_finite("log")
-                    last_losses = dict(zip(loss_names, (loss_sums / loss_count).tolist()))
-                    now = time.perf_counter()
-                    write_log({"epoch": epoch, "iter": global_iter, "lr": method.lr(),
-                               "sec_per_iter": (now - t_log) / loss_count, **last_losses})
-                    t_log = now
-                    loss_sums.zero_()
-                    loss_count = 0
-                    if config.log_with:
-                        accelerator.log(last_losses, step=global_iter)
-                    advance(0, status=" ".join(f"{k} {v:.3f}" for k, v in last_losses.items()
-                                               if k in method.status_names))
-                if is_main and global_iter % config.sample_every == 0:
-                    with torch.no_grad():
-                        grid = _sample_grid(method.sample_rows())
-                    save_image(grid, run_dir / "samples" / f"iter_{global_iter:08d}.png", overwrite=True)
-                run_hooks()
-
-                stop_now = stop.requested is not None
-                if world > 1:
-                    flag = torch.tensor([1.0 if stop_now else 0.0], device=dev)
-                    stop_now = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-                if iter_in_epoch >= iters_per_epoch:
+                if run.global_iter % config.log_every == 0 or run.global_iter == total_iters:
+                    advance(0, status=run.log_losses())
+                if run.global_iter % config.sample_every == 0:
+                    run.save_samples()
+                run.run_hooks(hooks)
+                stop_now = _stop_agreed(stop, accelerator)
+                if run.iter_in_epoch >= iters_per_epoch:
+                    break                                   # the epoch's end saves below
+                if run.global_iter % config.save_every == 0 or run.global_iter >= total_iters or stop_now:
+                    run.checkpoint("save")
+                if stop_now or run.global_iter >= total_iters:
+                    run.interrupted = stop_now
                     break
-                if global_iter % config.save_every == 0 or global_iter >= total_iters or stop_now:
-                    if loss_count:
-                        check_finite("save")
-                    last_ckpt = save(f"iter_{global_iter:08d}")
-                if stop_now:
-                    interrupted = True
-                    break
-                if global_iter >= total_iters:
-                    break
-            if interrupted or (global_iter >= total_iters and iter_in_epoch < iters_per_epoch):
+            if run.interrupted or (run.global_iter >= total_iters and run.iter_in_epoch < iters_per_epoch):
                 break
-            # ---- end of epoch: LR decay, epoch snapshot (weights only) and a resumable checkpoint
-            method.end_epoch()
-            finished = epoch
-            epoch += 1
-            iter_in_epoch = 0
-            if loss_count:
-                check_finite("epoch end")
-            if finished % config.save_epoch_every == 0:
-                save(f"epoch_{finished:04d}", with_state=False)
-            last_ckpt = save(f"iter_{global_iter:08d}")
+            run.end_epoch()
             if stop.requested is not None:
-                interrupted = True
+                run.interrupted = True
                 break
 
     if config.log_with:
         accelerator.end_training()
-    result = TrainResult(run_dir, global_iter, epoch - 1, last_ckpt, last_losses,
-                         time.perf_counter() - t_start, interrupted,
+    result = TrainResult(run.run_dir, run.global_iter, run.epoch - 1, run.last_ckpt, run.last_losses,
+                         time.perf_counter() - t_start, run.interrupted,
                          nets={name: s.net for name, s in method.networks().items()}, start_iteration=start_iter,
                          method=method)
-    if interrupted:
-        raise Interrupted(f"interrupted by {stop.requested}: saved {last_ckpt}; continue with: "
-                          f"{resume_command(run_dir)}")
+    if run.interrupted:
+        raise Interrupted(f"interrupted by {stop.requested}: saved {run.last_ckpt}; continue with: "
+                          f"{resume_command(run.run_dir)}")
     return result
