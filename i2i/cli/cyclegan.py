@@ -184,6 +184,10 @@ def train(
                                                    rich_help_panel=CUT)] = None,
     netf_nc: Annotated[Optional[int], typer.Option("--netf-nc", help="Width of the projection MLP F "
                                                    "(default: 256).", rich_help_panel=CUT)] = None,
+    option: Annotated[Optional[list[str]], typer.Option(
+        "--option", help="A method option as NAME=VALUE (repeatable), e.g. --option lambda_nce=4: reaches every "
+        "option of --model, also those of a newly registered method.", show_default=False,
+        rich_help_panel=TRAIN)] = None,
     nce_all_negatives: Annotated[Optional[bool], typer.Option(
         "--nce-all-negatives/--no-nce-all-negatives", help="Take negatives from every image of the batch, not "
         "only the same image (default: off).", show_default=False, rich_help_panel=CUT)] = None,
@@ -206,13 +210,9 @@ def train(
     reporter = Reporter(quiet=quiet, json_mode=json)
 
     def go() -> None:
-        from i2i.cyclegan.data import BUILTIN_SHAPES
-        from i2i.cyclegan.methods import default_config, merge_config
-        from i2i.cyclegan.trainer import resolve_config, saved_config, train as train_fn
-        from i2i.errors import UsageError
+        from i2i.cyclegan.run_config import parse_options, run_config
+        from i2i.cyclegan.trainer import train as train_fn
 
-        if resume and run_dir is None:
-            raise UsageError("--resume needs --run-dir (the run folder to continue)")
         precision_ = precision
         if precision is not None:
             from i2i.device import resolve_device, resolve_precision
@@ -220,36 +220,28 @@ def train(
             dev = resolve_device(device)
             precision_ = resolve_precision(precision, dev)
             warn_precision(reporter, precision_, dev)
-        max_iters_ = _capped_max_iters(max_iters, reporter)
-        data = dataroot or BUILTIN_SHAPES
-        name = "shapes" if data == BUILTIN_SHAPES else (Path(data).name or "cyclegan")
-        top = given(dataroot=dataroot if resume else data, run_dir=run_dir or f"runs/{name}", model=model,
-                    init_type=init_type,
-                    init_gain=init_gain, gan_mode=gan_mode, lambda_A=lambda_a, lambda_B=lambda_b,
-                    lambda_identity=lambda_identity, pool_size=pool_size, lr=lr, beta1=beta1, beta2=beta2,
-                    n_epochs=n_epochs, n_epochs_decay=n_epochs_decay, lr_policy=lr_policy,
-                    lr_decay_iters=lr_decay_iters, batch_size=batch_size, max_iters=max_iters_,
-                    load_size=load_size, crop_size=crop_size, preprocess=preprocess,
-                    flip=False if no_flip else None, serial_batches=True if serial_batches else None,
-                    phase=phase, max_dataset_size=max_dataset_size, shapes_count=shapes_count,
-                    num_workers=num_workers, log_every=log_every, sample_every=sample_every,
-                    save_every=save_every, save_epoch_every=save_epoch_every, keep_checkpoints=keep_checkpoints,
-                    log_with=log_with, seed=seed, precision=precision_, memory_format=memory_format,
-                    eval_every=eval_every,
-                    eval_images=eval_images, eval_features=eval_features,
-                    inception_weights=str(inception_weights) if inception_weights else None)
-        nested = {
-            "generator": {**_gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc),
-                          **given(antialias=antialias, antialias_up=antialias_up)},
-            "discriminator": given(arch=net_d, ndf=ndf, n_layers=n_layers_d, norm=norm, antialias=antialias),
-            "options": given(lambda_gan=lambda_gan, lambda_nce=lambda_nce, nce_idt=nce_idt,
+        options = parse_options(model or _saved_model(run_dir, resume), option or [])
+        options.update(given(lambda_gan=lambda_gan, lambda_nce=lambda_nce, nce_idt=nce_idt,
                              flip_equivariance=flip_equivariance, nce_layers=nce_layers, num_patches=num_patches,
-                             nce_t=nce_t, netf_nc=netf_nc, nce_all_negatives=nce_all_negatives)}
-        nested = {k: v for k, v in nested.items() if v}
-        base = saved_config(run_dir) if resume else None
-        base = base or default_config(model or "cyclegan", shapes=data == BUILTIN_SHAPES)
-        config = merge_config(base, {**top, **nested})
-        config = resolve_config(config, resume, set(top) | set(nested))
+                             nce_t=nce_t, netf_nc=netf_nc, nce_all_negatives=nce_all_negatives))
+        config = run_config(
+            dataroot, run_dir, model, resume, **given(init_type=init_type,
+            init_gain=init_gain, gan_mode=gan_mode, lambda_A=lambda_a, lambda_B=lambda_b,
+            lambda_identity=lambda_identity, pool_size=pool_size, lr=lr, beta1=beta1, beta2=beta2,
+            n_epochs=n_epochs, n_epochs_decay=n_epochs_decay, lr_policy=lr_policy,
+            lr_decay_iters=lr_decay_iters, batch_size=batch_size, max_iters=_capped_max_iters(max_iters, reporter),
+            load_size=load_size, crop_size=crop_size, preprocess=preprocess,
+            flip=False if no_flip else None, serial_batches=True if serial_batches else None,
+            phase=phase, max_dataset_size=max_dataset_size, shapes_count=shapes_count,
+            num_workers=num_workers, log_every=log_every, sample_every=sample_every,
+            save_every=save_every, save_epoch_every=save_epoch_every, keep_checkpoints=keep_checkpoints,
+            log_with=log_with, seed=seed, precision=precision_, memory_format=memory_format,
+            eval_every=eval_every, eval_images=eval_images, eval_features=eval_features,
+            inception_weights=str(inception_weights) if inception_weights else None),
+            generator={**_gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc),
+                       **given(antialias=antialias, antialias_up=antialias_up)},
+            discriminator=given(arch=net_d, ndf=ndf, n_layers=n_layers_d, norm=norm, antialias=antialias),
+            options=options)
         result = train_fn(config, resume=resume, device=device, reporter=reporter, overwrite=overwrite)
         if result.iterations == result.start_iteration:
             reporter.info(f"nothing to do: {result.run_dir} is already at iteration {result.iterations}, where "
@@ -268,6 +260,14 @@ def train(
 
 
 MAX_ITERS_ENV = "I2I_MAX_ITERS"
+
+
+def _saved_model(run_dir: Path | None, resume: bool) -> str:
+    """The method of the run being resumed (its config.json), else the default."""
+    from i2i.cyclegan.run_config import saved_config
+
+    saved = saved_config(run_dir) if resume and run_dir is not None else None
+    return saved.model if saved else "cyclegan"
 
 
 def _capped_max_iters(max_iters: int | None, reporter: Reporter) -> int | None:

@@ -7,7 +7,6 @@ Under ``accelerate launch`` (or torchrun) each process takes the jobs whose inde
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 

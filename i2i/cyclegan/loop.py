@@ -9,7 +9,6 @@ only rank 0 writes checkpoints, samples and logs.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -26,11 +25,12 @@ from torch import nn
 
 from i2i.cyclegan.checkpoint import BEST, INFO_FILE, LATEST_FILE, latest_checkpoint
 from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
-from i2i.cyclegan.config import RESUMABLE_FIELDS, TrainConfig
+from i2i.cyclegan.config import TrainConfig
 from i2i.cyclegan.data import Preprocess, build_dataset, collate, epoch_plan
 from i2i.cyclegan.methods import get_method
 from i2i.cyclegan.methods.base import Method, StepContext
 from i2i.cyclegan.networks import min_train_side, required_multiple
+from i2i.cyclegan.run_config import resolve_config, saved_config  # noqa: F401  (re-exported)
 from i2i.cyclegan.signals import StopSignal
 from i2i.cyclegan.train_state import load_train_state, save_train_state
 from i2i.device import make_accelerator, use_channels_last
@@ -71,44 +71,6 @@ class PeriodicHook:
 def resume_command(run_dir: Path | str) -> str:
     """The command that continues the run in ``run_dir``."""
     return f"i2i cyclegan train --run-dir {shlex.quote(str(run_dir))} --resume"
-
-
-def resolve_config(config: TrainConfig, resume: bool, overrides: set[str]) -> TrainConfig:
-    """On resume, the run's saved config wins; only RESUMABLE_FIELDS given in ``overrides`` may change.
-
-    ``dataroot`` may be given again only if it names the recorded dataset.
-    """
-    if not resume:
-        return config
-    saved = saved_config(config.run_dir)
-    if saved is None:
-        raise CheckpointError(f"{config.run_dir}: nothing to resume (no config.json); drop --resume to start")
-    if "dataroot" in overrides and not _same_dataroot(config.dataroot, saved.dataroot):
-        raise UsageError(f"DATAROOT {config.dataroot} differs from the run's recorded {saved.dataroot}; "
-                         f"omit DATAROOT to resume on the recorded dataset")
-    changed = {name for name in overrides - {"dataroot"} if getattr(config, name) != getattr(saved, name)}
-    refused = sorted(changed - RESUMABLE_FIELDS)
-    if refused:
-        raise UsageError("cannot change " + ", ".join("--" + n.replace("_", "-") for n in refused)
-                         + " when resuming (they are fixed by the run's config.json)")
-    return dataclasses.replace(saved, **{name: getattr(config, name) for name in changed})
-
-
-def saved_config(run_dir: str | Path) -> TrainConfig | None:
-    """The config recorded in ``run_dir/config.json``, or None if there is none."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, TypeError, UsageError) as exc:
-        raise CheckpointError(f"{path}: unreadable run config ({exc})") from exc
-
-
-def _same_dataroot(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    return ":" not in a[:10] and ":" not in b[:10] and Path(a).resolve() == Path(b).resolve()
 
 
 def _sample_grid(rows: list[list[torch.Tensor]]) -> "Any":

@@ -6,8 +6,9 @@ from __future__ import annotations
 from i2i.cyclegan.loop import PeriodicHook, TrainResult, resolve_config, resume_command, saved_config, train
 from i2i.cyclegan.methods.base import lr_lambda, make_adam
 from i2i.cyclegan.methods.cyclegan import CycleGAN, DiscriminatorPair, GeneratorPair
+from i2i.cyclegan.run_config import run_config
 
 LOSS_NAMES = CycleGAN.loss_names
 
-__all__ = ["train", "resolve_config", "resume_command", "saved_config", "TrainResult", "PeriodicHook", "LOSS_NAMES", "GeneratorPair",
+__all__ = ["train", "run_config", "resolve_config", "resume_command", "saved_config", "TrainResult", "PeriodicHook", "LOSS_NAMES", "GeneratorPair",
            "DiscriminatorPair", "make_adam", "lr_lambda"]

@@ -34,8 +34,6 @@ def get_method(name: str) -> "type[Method]":
 def default_config(model: str = "cyclegan", shapes: bool = False) -> "TrainConfig":
     """The starting config of ``model``: the reference defaults, then the method's own (``Method.defaults``,
     ``Method.options``), then for builtin:shapes the small shapes preset (and the method's ``shapes_preset``)."""
-    import dataclasses
-
     from i2i.cyclegan.config import SHAPES_PRESET, TrainConfig
 
     cls = get_method(model)

@@ -16,7 +16,7 @@ from torch import nn
 from i2i.cyclegan.checkpoint import DISCRIMINATOR_FORMAT, GENERATOR_FORMAT
 from i2i.cyclegan.config import TrainConfig
 from i2i.cyclegan.data import Preprocess
-from i2i.cyclegan.losses import discriminator_loss, gan_loss
+from i2i.cyclegan.losses import gan_loss
 from i2i.cyclegan.methods.base import Method, Saved, StepContext, lr_lambda, make_adam
 from i2i.cyclegan.methods.cyclegan import DiscriminatorPair
 from i2i.cyclegan.networks import ResnetGenerator, define_D, define_G, init_weights

@@ -1,0 +1,123 @@
+"""The config a training run starts from, as ``i2i cyclegan train`` builds it: the method's defaults (with the
+shapes preset for builtin:shapes) or, on resume, the run's saved config; then the caller's changes.
+
+Python callers get the CLI's defaults, run folder naming and resume rules from :func:`run_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from i2i.cyclegan.config import RESUMABLE_FIELDS, TrainConfig
+from i2i.errors import CheckpointError, UsageError
+
+NESTED = ("generator", "discriminator", "options")
+
+
+def default_run_dir(dataroot: str) -> str:
+    """``runs/<the dataset folder's name>`` (``runs/shapes`` for builtin:shapes)."""
+    from i2i.cyclegan.data import BUILTIN_SHAPES
+
+    return "runs/shapes" if dataroot == BUILTIN_SHAPES else f"runs/{Path(dataroot).name or 'cyclegan'}"
+
+
+def run_config(dataroot: str | None = None, run_dir: str | None = None, model: str | None = None,
+               resume: bool = False, **changes: Any) -> TrainConfig:
+    """The config ``i2i cyclegan train DATAROOT --model MODEL [flags]`` runs.
+
+    A new run starts from ``model``'s defaults (``cyclegan`` if None; the shapes preset when ``dataroot`` is
+    builtin:shapes, the default). With ``resume`` the run's ``config.json`` is the start, ``dataroot`` may only
+    name the recorded dataset and only RESUMABLE_FIELDS may change. ``changes`` are TrainConfig fields;
+    ``generator``, ``discriminator`` and ``options`` may be partial dicts.
+    """
+    from i2i.cyclegan.data import BUILTIN_SHAPES
+    from i2i.cyclegan.methods import default_config, merge_config
+
+    if resume and run_dir is None:
+        raise UsageError("--resume needs --run-dir (the run folder to continue)")
+    data = dataroot or BUILTIN_SHAPES
+    given = {"run_dir": run_dir or default_run_dir(data), **changes}
+    if model is not None:
+        given["model"] = model
+    if dataroot is not None or not resume:
+        given["dataroot"] = data
+    base = saved_config(given["run_dir"]) if resume else None
+    base = base or default_config(model or "cyclegan", shapes=data == BUILTIN_SHAPES)
+    given = {k: v for k, v in given.items() if not (k in NESTED and not v)}
+    return resolve_config(merge_config(base, given), resume, set(given))
+
+
+def resolve_config(config: TrainConfig, resume: bool, overrides: set[str]) -> TrainConfig:
+    """On resume, the run's saved config wins; only RESUMABLE_FIELDS given in ``overrides`` may change.
+
+    ``dataroot`` may be given again only if it names the recorded dataset.
+    """
+    if not resume:
+        return config
+    saved = saved_config(config.run_dir)
+    if saved is None:
+        raise CheckpointError(f"{config.run_dir}: nothing to resume (no config.json); drop --resume to start")
+    if "dataroot" in overrides and not _same_dataroot(config.dataroot, saved.dataroot):
+        raise UsageError(f"DATAROOT {config.dataroot} differs from the run's recorded {saved.dataroot}; "
+                         f"omit DATAROOT to resume on the recorded dataset")
+    changed = {name for name in overrides - {"dataroot"} if getattr(config, name) != getattr(saved, name)}
+    refused = sorted(changed - RESUMABLE_FIELDS)
+    if refused:
+        raise UsageError("cannot change " + ", ".join("--" + n.replace("_", "-") for n in refused)
+                         + " when resuming (they are fixed by the run's config.json)")
+    return dataclasses.replace(saved, **{name: getattr(config, name) for name in changed})
+
+
+def saved_config(run_dir: str | Path) -> TrainConfig | None:
+    """The config recorded in ``run_dir/config.json``, or None if there is none."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, UsageError) as exc:
+        raise CheckpointError(f"{path}: unreadable run config ({exc})") from exc
+
+
+def _same_dataroot(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    return ":" not in a[:10] and ":" not in b[:10] and Path(a).resolve() == Path(b).resolve()
+
+
+def parse_options(model: str, pairs: list[str]) -> dict[str, Any]:
+    """``--option NAME=VALUE`` pairs as method options, each VALUE read as the type of the option's default
+    (so a new method's options need no CLI flags of their own)."""
+    from i2i.cyclegan.methods import get_method
+
+    defaults = get_method(model).options
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip().lstrip("-").replace("-", "_")
+        if not sep or not name:
+            raise UsageError(f"--option {pair!r}: write NAME=VALUE, e.g. --option lambda_nce=4")
+        if name not in defaults:
+            raise UsageError(f"--option {name}: not an option of --model {model} (its options: "
+                             f"{', '.join(sorted(defaults))})")
+        out[name] = _parse_value(name, text.strip(), defaults[name])
+    return out
+
+
+def _parse_value(name: str, text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes", "on")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        kind = {bool: "true or false", int: "an integer", float: "a number"}[type(default)]
+        raise UsageError(f"--option {name}={text}: expected {kind} (default {default!r})") from None
+    return text
