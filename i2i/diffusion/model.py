@@ -148,8 +148,9 @@ class DiffusionModel:
             self._warn(reporter, f"{what} is {len(ids) - 2} tokens long; the model reads only the first "
                        f"{limit - 2} (\"{kept}\"), the rest is ignored")
 
-    def _warn(self, reporter: "Reporter | None", message: str) -> None:
-        warn(reporter, message, stacklevel=3)
+    def _warn(self, reporter: "Reporter | None", message: str, depth: int = 1) -> None:
+        """A warning that points ``depth`` frames above the method calling this (1: that method's caller)."""
+        warn(reporter, message, stacklevel=2 + depth)
 
     # ------------------------------------------------------------------ UNet
     def unet_forward(self, latents: torch.Tensor, t, cond: Conditioning) -> torch.Tensor:

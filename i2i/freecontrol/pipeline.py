@@ -101,6 +101,31 @@ def default_one_call(device: torch.device, is_sdxl: bool) -> bool:
     return device.type == "cuda" and not is_sdxl
 
 
+@dataclass
+class _Plan:
+    """What one :meth:`FreeControlPipeline.__call__` prepares before its denoising loop."""
+
+    scheduler: object
+    shape: tuple[int, int]
+    n_guided: int = 0
+    need_condition: bool = False
+    trajectory: Trajectory | None = None
+    bases: SemanticBases | None = None
+    layers: list[str] = field(default_factory=list)
+    cond_feats: list | None = None
+    text: Conditioning | None = None
+    app_feats: list | None = None
+    app_traj: Trajectory | None = None
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.scheduler.timesteps
+
+    @property
+    def ts(self) -> list[int]:
+        return [int(t) for t in self.scheduler.timesteps]
+
+
 class FreeControlPipeline(DiffusionModel):
     """FreeControl on a diffusers Stable Diffusion (1.x / 2.x) or SDXL pipeline.
 
@@ -254,11 +279,84 @@ class FreeControlPipeline(DiffusionModel):
         inverted latent at that timestep, with the prompt) are the appearance energy's reference instead of the
         unguided sibling's; the siblings then run only when ``unguided`` asks for them.
         """
-        from i2i.images import load_image
-
         config = (config or self.default_config()).validate()
         if num_images < 1:
             raise UsageError("--num-images must be at least 1")
+        plan = self._prepare(prompt, condition, config, inversion_prompt, subject, concept, bases, appearance,
+                             appearance_prompt, reporter)
+        n_guided, ts, scheduler = plan.n_guided, plan.ts, plan.scheduler
+        if latents is None:
+            noise = self.initial_noise(num_images, plan.shape, torch.Generator("cpu").manual_seed(seed))
+        else:
+            noise = latents.to(self.device, torch.float32)
+            num_images = noise.shape[0]
+        x_a = noise.clone()
+        x_c = plan.trajectory.at(ts[0]).to(self.device).expand_as(noise).clone() if config.img2img else noise.clone()
+        if config.img2img and config.appearance_same_latent:
+            x_a = x_c.clone()
+        initial = x_c.detach().cpu().clone()
+        separate = plan.need_condition     # without guidance or img2img the guided sample *is* the unguided one
+        n = num_images
+        skipped: list[int] = []
+        energies: list[float] = []
+        mask = None
+
+        # The recording processors are installed once for the whole loop (installing them costs a walk over
+        # every module); between the calls that record, ``live`` records nothing and they compute plain attention.
+        live = FeatureStore(record_keys=False)
+        with progress_bar(reporter, len(ts), "freecontrol") as advance, \
+                (recording(self.unet, live, plan.layers) if n_guided else contextlib.nullcontext()):
+            for i, t in enumerate(plan.timesteps):
+                weight = G.warmup_weight(i, config.structure_weight, config.warmup_steps) if i < n_guided else 0.0
+                sibling = separate and (unguided or (i < n_guided and config.appearance_weight > 0
+                                                     and plan.app_feats is None))
+                grad = None
+                if weight > 0:
+                    coords_g, mask = plan.cond_feats[i]
+                    eps_c, eps_a, grad, energy = self._guided_step(
+                        x_c, x_a if sibling else None, t, plan.text, plan.layers, plan.bases, coords_g, mask, weight,
+                        config, live, None if plan.app_feats is None else plan.app_feats[i])
+                    energies.append(energy)
+                else:
+                    x = torch.cat([x_c, x_a]) if sibling else x_c
+                    with torch.no_grad():
+                        eps = self.cfg_noise(x, t, plan.text.expand(x.shape[0]), config.guidance_scale)
+                    eps_c, eps_a = (eps[:n], eps[n:]) if sibling else (eps, None)
+                if sibling:
+                    prev = scheduler.step(torch.cat([eps_c, eps_a]), t, torch.cat([x_c, x_a])).prev_sample
+                    prev_c, x_a = prev[:n], prev[n:]
+                else:
+                    prev_c = scheduler.step(eps_c, t, x_c).prev_sample
+                del eps_c, eps_a
+                if weight > 0 and grad is None:
+                    skipped.append(i)
+                    self._warn(reporter, f"step {i} (t={int(t)}): the guidance gradient is not finite; "
+                               "guidance skipped for this step")
+                elif weight > 0:
+                    prev_c = self._apply_guidance(scheduler, prev_c, grad, int(t))
+                x_c = prev_c.detach()
+                advance(1)
+
+        images = self.decode(x_c)
+        if not separate:
+            x_a = x_c
+        siblings = (self.decode(x_a) if separate else list(images)) if unguided else []
+        if mask is not None:                  # at the feature block's resolution: the latent's, downsampled
+            lh, lw = x_c.shape[-2:]
+            scale = (mask.numel() / (lh * lw)) ** 0.5
+            mask = mask.reshape(int(round(lh * scale)), -1).cpu()
+        return FreeControlOutput(images, siblings, x_c.cpu(), x_a.cpu() if unguided else None, initial, ts,
+                                 n_guided, skipped, mask, plan.trajectory, plan.bases if n_guided else None, energies,
+                                 plan.app_traj)
+
+    def _prepare(self, prompt: str, condition: Image.Image | str | os.PathLike, config: FreeControlConfig,
+                 inversion_prompt: str | None, subject: str | None, concept: str | None,
+                 bases: SemanticBases | None, appearance: Image.Image | str | os.PathLike | None,
+                 appearance_prompt: str | None, reporter: "Reporter | None") -> "_Plan":
+        """Everything before the denoising loop: images and prompts checked, the schedule, the condition's (and
+        appearance image's) inversion, the semantic bases and the guidance targets at each guided step."""
+        from i2i.images import load_image
+
         if not isinstance(condition, Image.Image):
             condition = load_image(condition)
         if appearance is not None and not isinstance(appearance, Image.Image):
@@ -274,14 +372,14 @@ class FreeControlPipeline(DiffusionModel):
         ref_word, _ = parse_subject(subject)
         scheduler = self.make_scheduler()
         scheduler.set_timesteps(config.num_inference_steps, device=self.device)
-        timesteps = scheduler.timesteps
-        ts = [int(t) for t in timesteps]
-        n_guided = config.guided_steps if config.structure_weight > 0 else 0
+        plan = _Plan(scheduler, shape)
+        ts, n_guided = plan.ts, config.guided_steps if config.structure_weight > 0 else 0
+        plan.n_guided = n_guided
         if appearance is not None and not (n_guided and config.appearance_weight > 0):
             self._warn(reporter, "the appearance image is ignored: it acts through the guidance energy, which is off "
-                       "(--structure-weight 0, --appearance-weight 0 or --guidance-end 0)")
+                       "(--structure-weight 0, --appearance-weight 0 or --guidance-end 0)", depth=2)
             appearance = None
-        need_condition = n_guided > 0 or config.img2img
+        plan.need_condition = n_guided > 0 or config.img2img
 
         token_indices = None
         if n_guided and not config.img2img and config.mask_threshold > 0:
@@ -290,99 +388,36 @@ class FreeControlPipeline(DiffusionModel):
                                  else prompt_token_indices(self.tokenizer, inversion_prompt))
             except ValueError as exc:
                 raise UsageError(f"--subject: {exc}") from exc
-
-        trajectory = None
-        if need_condition:
-            trajectory = self.invert(condition, inversion_prompt, config, ts, reporter)
+        if plan.need_condition:
+            plan.trajectory = self.invert(condition, inversion_prompt, config, ts, reporter)
         if n_guided:
             if bases is None:
                 bases_cfg = dataclasses.replace(config.bases,
                                                 inversion_steps=config.bases.inversion_steps or config.inversion_steps)
                 bases = self.semantic_bases(concept or default_concept(prompt, subject), bases_cfg, size, reporter)
-            layers = self._check_bases(bases)
+            plan.bases, plan.layers = bases, self._check_bases(bases)
             far = max(abs(int(bases.timesteps[bases.index(t)]) - t) for t in ts[:n_guided])
             if far > max(2 * bases.spacing(), 25):
                 self._warn(reporter, f"the semantic bases cover timesteps {int(bases.timesteps.min())}.."
-                           f"{int(bases.timesteps.max())}; guided steps reach {far} timesteps from the nearest one")
+                           f"{int(bases.timesteps.max())}; guided steps reach {far} timesteps from the nearest one", depth=2)
             inv_cond = self.encode_text([inversion_prompt], shape)
-            cond_feats = self.condition_features(trajectory, ts[:n_guided], inv_cond, bases, layers, config,
-                                                 token_indices, reporter)
+            plan.cond_feats = self.condition_features(plan.trajectory, ts[:n_guided], inv_cond, bases, plan.layers,
+                                                      config, token_indices, reporter)
 
-        text = self.encode_text([prompt], shape, negative=config.negative_prompt)
-        app_feats = app_traj = None
+        plan.text = self.encode_text([prompt], shape, negative=config.negative_prompt)
         if appearance is not None:
-            app_traj = invert_condition(self, appearance, appearance_prompt, shape, ts[:n_guided],
-                                        config.inversion_steps, self.cache_dir, reporter)
-            app_feats = self.appearance_features(app_traj, ts[:n_guided], text.positive(), bases, layers, config,
-                                                 reporter)
-        if latents is None:
-            noise = self.initial_noise(num_images, shape, torch.Generator("cpu").manual_seed(seed))
-        else:
-            noise = latents.to(self.device, torch.float32)
-            num_images = noise.shape[0]
-        x_a = noise.clone()
-        x_c = trajectory.at(ts[0]).to(self.device).expand_as(noise).clone() if config.img2img else noise.clone()
-        if config.img2img and config.appearance_same_latent:
-            x_a = x_c.clone()
-        initial = x_c.detach().cpu().clone()
-        separate = need_condition        # without guidance or img2img the guided sample *is* the unguided one
-        n = num_images
-        skipped: list[int] = []
-        energies: list[float] = []
-        mask = None
+            plan.app_traj = invert_condition(self, appearance, appearance_prompt, shape, ts[:n_guided],
+                                             config.inversion_steps, self.cache_dir, reporter)
+            plan.app_feats = self.appearance_features(plan.app_traj, ts[:n_guided], plan.text.positive(), bases,
+                                                      plan.layers, config, reporter)
+        return plan
+
+    def _apply_guidance(self, scheduler, prev_c: torch.Tensor, grad: torch.Tensor, t: int) -> torch.Tensor:
+        """The DDIM step's result moved along the energy's gradient (the official ``guided_update``)."""
         alphas = scheduler.alphas_cumprod
-        step_ratio = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-
-        # The recording processors are installed once for the whole loop (installing them costs a walk over
-        # every module); between the calls that record, ``live`` records nothing and they compute plain attention.
-        live = FeatureStore(record_keys=False)
-        with progress_bar(reporter, len(ts), "freecontrol") as advance, \
-                (recording(self.unet, live, layers) if n_guided else contextlib.nullcontext()):
-            for i, t in enumerate(timesteps):
-                weight = G.warmup_weight(i, config.structure_weight, config.warmup_steps) if i < n_guided else 0.0
-                sibling = separate and (unguided or (i < n_guided and config.appearance_weight > 0
-                                                     and app_feats is None))
-                grad = None
-                if weight > 0:
-                    coords_g, mask = cond_feats[i]
-                    eps_c, eps_a, grad, energy = self._guided_step(
-                        x_c, x_a if sibling else None, t, text, layers, bases, coords_g, mask, weight, config, live,
-                        None if app_feats is None else app_feats[i])
-                    energies.append(energy)
-                else:
-                    x = torch.cat([x_c, x_a]) if sibling else x_c
-                    with torch.no_grad():
-                        eps = self.cfg_noise(x, t, text.expand(x.shape[0]), config.guidance_scale)
-                    eps_c, eps_a = (eps[:n], eps[n:]) if sibling else (eps, None)
-                if sibling:
-                    prev = scheduler.step(torch.cat([eps_c, eps_a]), t, torch.cat([x_c, x_a])).prev_sample
-                    prev_c, x_a = prev[:n], prev[n:]
-                else:
-                    prev_c = scheduler.step(eps_c, t, x_c).prev_sample
-                del eps_c, eps_a
-                if weight > 0:
-                    if grad is None:
-                        skipped.append(i)
-                        self._warn(reporter, f"step {i} (t={int(t)}): the guidance gradient is not finite; "
-                                   "guidance skipped for this step")
-                    else:
-                        prev_t = int(t) - step_ratio
-                        a_prev = float(alphas[prev_t]) if prev_t >= 0 else float(scheduler.final_alpha_cumprod)
-                        prev_c = G.guided_update(prev_c, grad, float(alphas[int(t)]), a_prev)
-                x_c = prev_c.detach()
-                advance(1)
-
-        images = self.decode(x_c)
-        if not separate:
-            x_a = x_c
-        siblings = (self.decode(x_a) if separate else list(images)) if unguided else []
-        if mask is not None:                  # at the feature block's resolution: the latent's, downsampled
-            lh, lw = x_c.shape[-2:]
-            scale = (mask.numel() / (lh * lw)) ** 0.5
-            mask = mask.reshape(int(round(lh * scale)), -1).cpu()
-        return FreeControlOutput(images, siblings, x_c.cpu(), x_a.cpu() if unguided else None, initial, ts,
-                                 n_guided, skipped, mask, trajectory, bases if n_guided else None, energies,
-                                 app_traj)
+        prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+        a_prev = float(alphas[prev_t]) if prev_t >= 0 else float(scheduler.final_alpha_cumprod)
+        return G.guided_update(prev_c, grad, float(alphas[t]), a_prev)
 
     def _guided_step(self, x_c: torch.Tensor, x_a: torch.Tensor | None, t, text: Conditioning, layers: list[str],
                      bases: SemanticBases, coords_g: list[torch.Tensor], mask: torch.Tensor | None, weight: float,
