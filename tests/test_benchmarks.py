@@ -29,6 +29,7 @@ BENCH = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
     ("equal_time.py", ["builtin:shapes", "--minutes", "0.02", "--out", "{tmp}/runs", "--limit", "4", "--", "--ngf",
                        "4", "--ndf", "4", "--shapes-count", "8", "--n-epochs", "100000"], "results"),
     ("vae_decode_memory.py", ["--size", "64", "--threads", "1", "--tiny"], "results"),
+    ("model_weights.py", ["--model", "sd15-random", "--precision", "fp16"], "without_text_encoders_gib"),
     ("shapes_step_time.py", ["--rounds", "1", "--block", "1", "--overrides",
                              '{"cyclegan": {"generator": {"ngf": 4}}, "fastcut": {"generator": {"ngf": 4}}}'],
      "median_s_per_step"),

@@ -82,3 +82,13 @@ def test_one_job_loop_for_both_methods():
     two = build_jobs(CTRLX_JOBS, ["a", "b"], {"structure": [str(SQUARE)], "appearance": [str(BLUE)]}, None,
                      {"num_images": 1}, 0)
     assert [j["appearance"] for j in two] == [str(BLUE)] * 2 and [j["seed"] for j in two] == [0, 1]
+
+
+def test_text_encoder_device_flag(tmp_path):
+    res = ctrlx("--prompt", "a blue square", "--structure", SQUARE, "--text-encoder-device", "cpu", "--out",
+                tmp_path / "a.png")
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "a.png").size == (64, 64)
+    res = ctrlx("--prompt", "a blue square", "--structure", SQUARE, "--text-encoder-device", "tpu", "--out",
+                tmp_path / "b.png")
+    assert res.exit_code == 2 and "unknown device" in res.output, res.output

@@ -57,3 +57,29 @@ def test_no_method_package_imports_another(module):
     else:
         other = "i2i.ctrlx" if module.startswith("i2i.freecontrol") else "i2i.freecontrol"
         assert other not in loaded and "i2i.freecontrol.pipeline" not in loaded.replace(module, "")
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_text_encoders_on_their_own_device_run_in_fp32_and_hand_over_the_unets_dtype(family):
+    import warnings
+
+    from tiny_sd import sd_pipeline, sdxl_pipeline
+
+    from i2i.diffusion.model import DiffusionModel
+
+    build = sd_pipeline if family == "sd" else sdxl_pipeline
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                       # bf16 on a CPU without native support
+        split = DiffusionModel(build(), model_id="tiny", device="cpu", precision="bf16", text_encoder_device="cpu")
+        together = DiffusionModel(build(), model_id="tiny", device="cpu", precision="bf16")
+    reference = DiffusionModel(build(), model_id="tiny", device="cpu")                        # all fp32
+    encoders = [split.base.text_encoder] + ([split.base.text_encoder_2] if family == "sdxl" else [])
+    assert all(p.dtype == torch.float32 for e in encoders for p in e.parameters())
+    assert split.unet.dtype == torch.bfloat16 and together.base.text_encoder.dtype == torch.bfloat16
+    assert split.model_id != together.model_id                # other embeddings: other cached inversions
+    got, want = split.encode_text(["a red square"], 32, negative=""), reference.encode_text(["a red square"], 32,
+                                                                                           negative="")
+    for a, b in ((got, want), (got.negative, want.negative)):
+        assert a.embeds.dtype == torch.bfloat16 and torch.equal(a.embeds, b.embeds.to(torch.bfloat16))
+        if family == "sdxl":
+            assert torch.equal(a.pooled, b.pooled.to(torch.bfloat16)) and a.time_ids.dtype == torch.bfloat16

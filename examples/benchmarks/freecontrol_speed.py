@@ -192,6 +192,7 @@ def main() -> None:
     ap.add_argument("--one-call", default="auto", choices=("auto", "on", "off", "both"),
                     help="guided-step layout: one UNet call per step (on), two (off), the device's default "
                          "(auto: one on CUDA for SD 1.x/2.x), or both side by side")
+    ap.add_argument("--text-encoder-device", default=None, help="where the text encoders run (default: --device)")
     args = ap.parse_args()
 
     from i2i.device import resolve_device
@@ -209,13 +210,14 @@ def main() -> None:
     if args.model.endswith("-random"):
         base = random_pipeline(args.model, device, dtype)
         pipe = FreeControlPipeline(base, model_id=args.model, device=device, precision=args.precision,
-                                   cache_dir=cache)
+                                   cache_dir=cache, text_encoder_device=args.text_encoder_device)
         config = FreeControlConfig()
     else:
         from i2i.demo.model import demo_model_path
 
         folder = str(demo_model_path()) if args.model == "demo" else args.model
-        pipe = FreeControlPipeline.from_pretrained(folder, device=device, precision=args.precision, cache_dir=cache)
+        pipe = FreeControlPipeline.from_pretrained(folder, device=device, precision=args.precision, cache_dir=cache,
+                                                   text_encoder_device=args.text_encoder_device)
         base = pipe.base
         config = model_config(folder)
     _sync(device)

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, JsonOpt,
-                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, VaeDecodeOpt, VaeOpt, check_vae_options,
-                            default_model, given, quiet_libraries, run_guarded, warn_unknown_demo_words)
+                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, TextDeviceOpt, VaeDecodeOpt, VaeOpt,
+                            check_vae_options, default_model, given, quiet_libraries, run_guarded,
+                            warn_unknown_demo_words)
 from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, job_scorers
 from i2i.cli.preprocess import PreprocessOpt
 from i2i.progress import Reporter
@@ -49,7 +50,7 @@ def generate(
         "HF_HUB_OFFLINE=1) or single .safetensors/.ckpt file (with --config). Default: $I2I_CTRLX_MODEL, else the "
         "bundled demo model. A folder's recommended settings (i2i_ctrlx.json) replace the defaults below.")] = None,
     model_config_dir: ConfigOpt = None,
-    vae: VaeOpt = None, vae_decode: VaeDecodeOpt = "auto",
+    vae: VaeOpt = None, vae_decode: VaeDecodeOpt = "auto", text_encoder_device: TextDeviceOpt = None,
     structure_prompt: Annotated[Optional[str], typer.Option(
         "--structure-prompt", help="Describes the structure image, e.g. \"a sketch of a dog\" (default: the "
         "prompt).", rich_help_panel=BATCH)] = None,
@@ -138,6 +139,8 @@ def generate(
         reporter.info("settings: " + describe(config, recommended, SHOWN_SETTINGS))
         scorers = job_scorers(score, dino, clip, dev)     # before the diffusion model: missing weights fail fast
         check_vae_options(vae, vae_decode)
+        if text_encoder_device:
+            resolve_device(text_encoder_device)      # a bad name fails before the model loads
 
         def load():
             quiet_libraries()
@@ -145,7 +148,8 @@ def generate(
 
             reporter.info(f"loading {model_name}")
             return CtrlXPipeline.from_pretrained(model_name, device=dev, precision=precision, config=model_config_dir,
-                                                 vae=vae, vae_decode=vae_decode)
+                                                 vae=vae, vae_decode=vae_decode,
+                                                 text_encoder_device=text_encoder_device)
 
         def run_one(pipe, job, images) -> JobResult:
             result = pipe(job["prompt"], images["structure"], images.get("appearance"), config,

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, JsonOpt,
-                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, VaeDecodeOpt, VaeOpt, check_vae_options,
-                            default_model, given, quiet_libraries, run_guarded, warn_unknown_demo_words)
+                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, TextDeviceOpt, VaeDecodeOpt, VaeOpt,
+                            check_vae_options, default_model, given, quiet_libraries, run_guarded,
+                            warn_unknown_demo_words)
 from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, job_scorers
 from i2i.cli.preprocess import PreprocessOpt
 from i2i.freecontrol.config import DEFAULT_SEED
@@ -78,7 +79,7 @@ def generate(
         "--appearance-prompt", help="Describes the appearance image for its DDIM inversion (default: the prompt).",
         rich_help_panel=BATCH)] = None,
     model: ModelOpt = None, model_config_dir: ConfigOpt = None,
-    vae: VaeOpt = None, vae_decode: VaeDecodeOpt = "auto",
+    vae: VaeOpt = None, vae_decode: VaeDecodeOpt = "auto", text_encoder_device: TextDeviceOpt = None,
     inversion_prompt: Annotated[Optional[str], typer.Option(
         "--inversion-prompt", help="Describes the condition image for its DDIM inversion, e.g. \"a sketch of a "
         "dog\" (default: the prompt).", rich_help_panel=BATCH)] = None,
@@ -202,6 +203,8 @@ def generate(
         reporter.info("settings: " + describe(config, recommended, SHOWN_SETTINGS))
         scorers = job_scorers(score, dino, clip, dev)     # before the diffusion model: missing weights fail fast
         check_vae_options(vae, vae_decode)
+        if text_encoder_device:
+            resolve_device(text_encoder_device)      # a bad name fails before the model loads
 
         def load():
             quiet_libraries()
@@ -212,7 +215,8 @@ def generate(
             reporter.info(f"loading {model_name}")
             pipe = FreeControlPipeline.from_pretrained(model_name, device=dev, precision=precision,
                                                        cache_dir=cache_dir, one_call=one_call,
-                                                       config=model_config_dir, vae=vae, vae_decode=vae_decode)
+                                                       config=model_config_dir, vae=vae, vae_decode=vae_decode,
+                                                       text_encoder_device=text_encoder_device)
             return pipe, fixed
 
         def generate(loaded, job, images) -> JobResult:
