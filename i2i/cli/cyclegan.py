@@ -224,9 +224,8 @@ def train(
         options.update(given(lambda_gan=lambda_gan, lambda_nce=lambda_nce, nce_idt=nce_idt,
                              flip_equivariance=flip_equivariance, nce_layers=nce_layers, num_patches=num_patches,
                              nce_t=nce_t, netf_nc=netf_nc, nce_all_negatives=nce_all_negatives))
-        config = run_config(
-            dataroot, run_dir, model, resume, **given(init_type=init_type,
-            init_gain=init_gain, gan_mode=gan_mode, lambda_A=lambda_a, lambda_B=lambda_b,
+        changes = given(
+            init_type=init_type, init_gain=init_gain, gan_mode=gan_mode, lambda_A=lambda_a, lambda_B=lambda_b,
             lambda_identity=lambda_identity, pool_size=pool_size, lr=lr, beta1=beta1, beta2=beta2,
             n_epochs=n_epochs, n_epochs_decay=n_epochs_decay, lr_policy=lr_policy,
             lr_decay_iters=lr_decay_iters, batch_size=batch_size, max_iters=_capped_max_iters(max_iters, reporter),
@@ -237,7 +236,9 @@ def train(
             save_every=save_every, save_epoch_every=save_epoch_every, keep_checkpoints=keep_checkpoints,
             log_with=log_with, seed=seed, precision=precision_, memory_format=memory_format,
             eval_every=eval_every, eval_images=eval_images, eval_features=eval_features,
-            inception_weights=str(inception_weights) if inception_weights else None),
+            inception_weights=str(inception_weights) if inception_weights else None)
+        config = run_config(
+            dataroot, run_dir, model, resume, **changes,
             generator={**_gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc),
                        **given(antialias=antialias, antialias_up=antialias_up)},
             discriminator=given(arch=net_d, ndf=ndf, n_layers=n_layers_d, norm=norm, antialias=antialias),
