@@ -17,10 +17,12 @@ def test_defaults_are_the_clis():
     assert (c.dataroot, c.run_dir, c.model) == ("builtin:shapes", "runs/shapes", "cyclegan")
     assert c.lr == SHAPES_PRESET["lr"] and c.generator == SHAPES_PRESET["generator"]
     folder = run_config("data/horse2zebra/", model="cut", lr=1e-4, options={"num_patches": 64})
-    assert folder.run_dir == "runs/horse2zebra" == default_run_dir("data/horse2zebra")
+    assert folder.run_dir == "runs/horse2zebra-cut" == default_run_dir("data/horse2zebra", "cut")
+    assert run_config("data/horse2zebra").run_dir == "runs/horse2zebra"
     assert folder.load_size == 286 and folder.lr == 1e-4            # the reference's, not the shapes preset
     assert folder.options["num_patches"] == 64 and folder.options["lambda_nce"] == 1.0
-    assert run_config(model="fastcut", generator={"ngf": 8}).generator.arch == "resnet_3blocks"
+    fast = run_config(model="fastcut", generator={"ngf": 8})
+    assert fast.generator.arch == "resnet_3blocks" and fast.run_dir == "runs/shapes-fastcut"
 
 
 def test_resume_starts_from_the_saved_config(tmp_path):

@@ -61,7 +61,8 @@ def train(
         "--model", help="Training method: cyclegan (default; two generators, cycle loss), cut or fastcut "
         "(one-sided A->B with PatchNCE; Park et al. 2020).", show_default=False)] = None,
     run_dir: Annotated[Optional[str], typer.Option("--run-dir", help="Run folder: config, checkpoints, samples, "
-                                                   "log (default: runs/<dataset name>).", rich_help_panel=RUN)] = None,
+                                                   "log (default: runs/<dataset name>, runs/<dataset name>-<model> for cut and fastcut).",
+                                                   rich_help_panel=RUN)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir exactly where its latest "
                                          "checkpoint stopped.", rich_help_panel=RUN)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in a --run-dir that already holds a "

@@ -17,11 +17,13 @@ from i2i.errors import CheckpointError, UsageError
 NESTED = ("generator", "discriminator", "options")
 
 
-def default_run_dir(dataroot: str) -> str:
-    """``runs/<the dataset folder's name>`` (``runs/shapes`` for builtin:shapes)."""
+def default_run_dir(dataroot: str, model: str = "cyclegan") -> str:
+    """``runs/<the dataset folder's name>`` (``shapes`` for builtin:shapes), with ``-<model>`` for any method but
+    CycleGAN, so that runs of two methods on one dataset do not meet in one folder."""
     from i2i.cyclegan.data import BUILTIN_SHAPES
 
-    return "runs/shapes" if dataroot == BUILTIN_SHAPES else f"runs/{Path(dataroot).name or 'cyclegan'}"
+    name = "shapes" if dataroot == BUILTIN_SHAPES else (Path(dataroot).name or "cyclegan")
+    return f"runs/{name}" if model == "cyclegan" else f"runs/{name}-{model}"
 
 
 def run_config(dataroot: str | None = None, run_dir: str | None = None, model: str | None = None,
@@ -39,7 +41,7 @@ def run_config(dataroot: str | None = None, run_dir: str | None = None, model: s
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir (the run folder to continue)")
     data = dataroot or BUILTIN_SHAPES
-    given = {"run_dir": run_dir or default_run_dir(data), **changes}
+    given = {"run_dir": run_dir or default_run_dir(data, model or "cyclegan"), **changes}
     if model is not None:
         given["model"] = model
     if dataroot is not None or not resume:
