@@ -20,7 +20,8 @@ from i2i.cyclegan.trainer import PeriodicHook, resolve_config, train
 def tiny(run_dir, model="fastcut", **kw):
     fields = dict(run_dir=str(run_dir), generator={"ngf": 4}, discriminator={"ndf": 4}, shapes_count=8,
                   batch_size=2, n_epochs=1, n_epochs_decay=1, log_every=1, sample_every=3, save_every=3,
-                  options={"num_patches": 16, "netf_nc": 8})
+                  options={"num_patches": 16, "netf_nc": 8,
+                           "flip_equivariance": model == "fastcut"})   # the reference's, so resume covers its RNG
     fields.update(kw)
     return merge_config(default_config(model, shapes=True), fields)
 
@@ -99,6 +100,11 @@ def test_per_method_defaults():
     assert cut.init_type == "xavier" and cut.pool_size == 0 and cut.gan_mode == "lsgan"
     assert cut.generator.antialias and cut.generator.antialias_up and cut.discriminator.antialias
     assert default_config("cut", shapes=True).generator.antialias      # the shapes preset keeps anti-aliasing
+    fast_shapes, cut_shapes = default_config("fastcut", shapes=True), default_config("cut", shapes=True)
+    assert fast_shapes.init_type == "normal" and fast_shapes.options["nce_all_negatives"]
+    assert not fast_shapes.options["flip_equivariance"] and fast_shapes.options["nce_layers"] == "0,4,8,12,14"
+    assert cut_shapes.init_type == "xavier" and cut_shapes.options["num_patches"] == 256   # FastCUT's own preset
+    assert fast_shapes.generator == cut_shapes.generator                # the shared shapes networks
 
 
 def _weights(folder):

@@ -192,3 +192,15 @@ class FastCUT(CUT):
     status_names = loss_names
     defaults = {**CUT.defaults, "n_epochs": 150, "n_epochs_decay": 50}
     options = {**CUT.options, "lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}
+    # builtin:shapes (32 px, minutes on a CPU; measured in docs/cut.md "Quality on builtin:shapes"):
+    # - init normal: CUT's xavier with gain 0.02 leaves G's weights so small that Adam's first steps swamp them and
+    #   G stays a blurred copy of its input for the few thousand iterations a CPU run has;
+    # - no flip-equivariance: at 32 px a flipped stride-2 map is off by 1-3 px after flipping back, a third of a
+    #   shape's radius, and the NCE pulls G's output by it on half the steps;
+    # - negatives from the whole batch of 8 (64 patches a layer, to keep the logits cheap): with same-image
+    #   negatives only the shape's colour against white is held, and colours drift (orange -> yellow);
+    # - lambda_NCE 4: 10 holds the circles round, 2-3 let colours or shapes drift late in the run;
+    # - 2000 iterations (8 + 32 epochs of 50).
+    shapes_preset = {"options": {**CUT.shapes_preset["options"], "flip_equivariance": False,
+                                 "nce_all_negatives": True, "num_patches": 64, "lambda_nce": 4.0},
+                     "init_type": "normal", "batch_size": 8, "n_epochs": 8, "n_epochs_decay": 32}
