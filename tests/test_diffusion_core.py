@@ -83,3 +83,25 @@ def test_text_encoders_on_their_own_device_run_in_fp32_and_hand_over_the_unets_d
         assert a.embeds.dtype == torch.bfloat16 and torch.equal(a.embeds, b.embeds.to(torch.bfloat16))
         if family == "sdxl":
             assert torch.equal(a.pooled, b.pooled.to(torch.bfloat16)) and a.time_ids.dtype == torch.bfloat16
+
+
+def test_long_prompt_warnings_point_at_the_callers_line():
+    import dataclasses
+    import warnings
+    from pathlib import Path
+
+    from i2i.ctrlx import CtrlXPipeline
+    from i2i.demo.model import demo_model_path
+    from i2i.freecontrol import FreeControlPipeline
+
+    sketch = Path(__file__).resolve().parents[1] / "examples" / "conditions" / "square_sketch.png"
+    long_prompt = " ".join(["a red square"] * 20)
+    fc = FreeControlPipeline.from_pretrained(demo_model_path(), device="cpu")
+    cx = CtrlXPipeline.from_pretrained(demo_model_path(), device="cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fc(long_prompt, sketch, dataclasses.replace(fc.default_config(), structure_weight=0.0, num_inference_steps=2))
+        cx(long_prompt, sketch, config=dataclasses.replace(cx.default_config(), num_inference_steps=2))
+    long_ones = [w for w in caught if "tokens long" in str(w.message)]
+    assert len(long_ones) >= 2 and all(w.filename == __file__ for w in long_ones), \
+        [(w.filename, str(w.message)[:40]) for w in long_ones]

@@ -149,7 +149,7 @@ class CtrlXPipeline(DiffusionModel):
                   "structure": structure_prompt or None,
                   "appearance": appearance_prompt + suffix if appearance_prompt else None}
         for name, text in (("the prompt", wanted["output"]), ("the negative prompt", config.negative_prompt)):
-            self.check_prompt_length(text, name, reporter)
+            self.check_prompt_length(text, name, reporter, depth=4)   # the caller of __call__ (under no_grad)
         out = self.encode_text([wanted["output"]], shape, negative=config.negative_prompt)
         return {name: out if text is None or name == "output" else
                 self.encode_text([text], shape, negative=config.negative_prompt) for name, text in wanted.items()}

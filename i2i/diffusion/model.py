@@ -154,14 +154,15 @@ class DiffusionModel:
         """Text embeddings moved from the text encoders' device and dtype to the UNet's."""
         return None if embeddings is None else embeddings.to(self.device, self.dtype)
 
-    def check_prompt_length(self, text: str, what: str, reporter: "Reporter | None" = None) -> None:
-        """Warn when ``text`` has more tokens than the text encoder reads: like diffusers, the rest is cut off."""
+    def check_prompt_length(self, text: str, what: str, reporter: "Reporter | None" = None, depth: int = 1) -> None:
+        """Warn when ``text`` has more tokens than the text encoder reads: like diffusers, the rest is cut off.
+        The warning points ``depth`` frames above this call (1: its caller)."""
         limit = self.tokenizer.model_max_length
         ids = self.tokenizer(text, truncation=False, verbose=False)["input_ids"]
         if len(ids) > limit:
             kept = self.tokenizer.decode(ids[1:limit - 1]).strip()
             self._warn(reporter, f"{what} is {len(ids) - 2} tokens long; the model reads only the first "
-                       f"{limit - 2} (\"{kept}\"), the rest is ignored")
+                       f"{limit - 2} (\"{kept}\"), the rest is ignored", depth=depth)
 
     def _warn(self, reporter: "Reporter | None", message: str, depth: int = 1) -> None:
         """A warning that points ``depth`` frames above the method calling this (1: that method's caller)."""

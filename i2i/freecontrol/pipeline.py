@@ -368,7 +368,7 @@ class FreeControlPipeline(DiffusionModel):
         for text, what in ((prompt, "the prompt"), (inversion_prompt, "the inversion prompt"),
                            (appearance_prompt, "the appearance prompt"),
                            (config.negative_prompt, "the negative prompt")):
-            self.check_prompt_length(text, what, reporter)
+            self.check_prompt_length(text, what, reporter, depth=3)   # the pipeline's caller
         ref_word, _ = parse_subject(subject)
         scheduler = self.make_scheduler()
         scheduler.set_timesteps(config.num_inference_steps, device=self.device)
@@ -399,7 +399,8 @@ class FreeControlPipeline(DiffusionModel):
             far = max(abs(int(bases.timesteps[bases.index(t)]) - t) for t in ts[:n_guided])
             if far > max(2 * bases.spacing(), 25):
                 self._warn(reporter, f"the semantic bases cover timesteps {int(bases.timesteps.min())}.."
-                           f"{int(bases.timesteps.max())}; guided steps reach {far} timesteps from the nearest one", depth=2)
+                           f"{int(bases.timesteps.max())}; guided steps reach {far} timesteps from the nearest one",
+                           depth=2)
             inv_cond = self.encode_text([inversion_prompt], shape)
             plan.cond_feats = self.condition_features(plan.trajectory, ts[:n_guided], inv_cond, bases, plan.layers,
                                                       config, token_indices, reporter)
