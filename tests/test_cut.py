@@ -101,10 +101,11 @@ def test_per_method_defaults():
     assert cut.generator.antialias and cut.generator.antialias_up and cut.discriminator.antialias
     assert default_config("cut", shapes=True).generator.antialias      # the shapes preset keeps anti-aliasing
     fast_shapes, cut_shapes = default_config("fastcut", shapes=True), default_config("cut", shapes=True)
-    assert fast_shapes.init_type == "normal" and fast_shapes.options["nce_all_negatives"]
-    assert not fast_shapes.options["flip_equivariance"] and fast_shapes.options["nce_layers"] == "0,4,8,12,14"
-    assert cut_shapes.init_type == "xavier" and cut_shapes.options["num_patches"] == 256   # FastCUT's own preset
+    assert fast_shapes.init_type == cut_shapes.init_type == "normal" and cut_shapes.options["nce_all_negatives"]
+    assert not fast_shapes.options["flip_equivariance"] and fast_shapes.options["lambda_nce"] == 4.0
+    assert cut_shapes.options["lambda_nce"] == 1.0 and cut_shapes.options["nce_idt"]    # CUT keeps its own
     assert fast_shapes.generator == cut_shapes.generator                # the shared shapes networks
+    assert cut.options["num_patches"] == 256 and cut.batch_size == 1    # only builtin:shapes changes
 
 
 def _weights(folder):
