@@ -60,9 +60,9 @@ def train(
     model: Annotated[Optional[str], typer.Option(
         "--model", help="Training method: cyclegan (default; two generators, cycle loss), cut or fastcut "
         "(one-sided A->B with PatchNCE; Park et al. 2020).", show_default=False)] = None,
-    run_dir: Annotated[Optional[str], typer.Option("--run-dir", help="Run folder: config, checkpoints, samples, "
-                                                   "log (default: runs/<dataset name>, runs/<dataset name>-<model> for cut and fastcut).",
-                                                   rich_help_panel=RUN)] = None,
+    run_dir: Annotated[Optional[str], typer.Option(
+        "--run-dir", help="Run folder: config, checkpoints, samples, log (default: runs/<dataset name>, "
+        "runs/<dataset name>-<model> for cut and fastcut).", rich_help_panel=RUN)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir exactly where its latest "
                                          "checkpoint stopped.", rich_help_panel=RUN)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in a --run-dir that already holds a "
@@ -186,8 +186,8 @@ def train(
     netf_nc: Annotated[Optional[int], typer.Option("--netf-nc", help="Width of the projection MLP F "
                                                    "(default: 256).", rich_help_panel=CUT)] = None,
     option: Annotated[Optional[list[str]], typer.Option(
-        "--option", help="A method option as NAME=VALUE (repeatable), e.g. --option lambda_nce=4: reaches every "
-        "option of --model, also those of a newly registered method.", show_default=False,
+        "--option", metavar="NAME=VALUE", help="A method option (repeatable), e.g. --option lambda_nce=4: "
+        "reaches every option of --model, also those of a newly registered method.", show_default=False,
         rich_help_panel=TRAIN)] = None,
     nce_all_negatives: Annotated[Optional[bool], typer.Option(
         "--nce-all-negatives/--no-nce-all-negatives", help="Take negatives from every image of the batch, not "
