@@ -44,6 +44,9 @@ def test_parse_options_reads_each_value_as_its_defaults_type():
     opts = parse_options("cut", ["lambda_nce=4", "num-patches=64", "--nce-idt=off", "nce_layers=0,4"])
     assert opts == {"lambda_nce": 4.0, "num_patches": 64, "nce_idt": False, "nce_layers": "0,4"}
     assert isinstance(opts["lambda_nce"], float)
+    assert run_config(model="cut", option_pairs=["num_patches=8"]).options["num_patches"] == 8
+    assert run_config(model="cut", option_pairs=["num_patches=8"], options={"num_patches": 16}).options[
+        "num_patches"] == 16                                              # a named flag wins over --option
     for bad, message in (("lambda_nce", "NAME=VALUE"), ("lambda=4", "not an option of --model cut"),
                          ("num_patches=many", "expected an integer"), ("nce_idt=maybe", "true or false")):
         with pytest.raises(UsageError, match=message):

@@ -211,7 +211,7 @@ def train(
     reporter = Reporter(quiet=quiet, json_mode=json)
 
     def go() -> None:
-        from i2i.cyclegan.run_config import parse_options, run_config
+        from i2i.cyclegan.run_config import run_config
         from i2i.cyclegan.trainer import train as train_fn
 
         precision_ = precision
@@ -221,10 +221,9 @@ def train(
             dev = resolve_device(device)
             precision_ = resolve_precision(precision, dev)
             warn_precision(reporter, precision_, dev)
-        options = parse_options(model or _saved_model(run_dir, resume), option or [])
-        options.update(given(lambda_gan=lambda_gan, lambda_nce=lambda_nce, nce_idt=nce_idt,
-                             flip_equivariance=flip_equivariance, nce_layers=nce_layers, num_patches=num_patches,
-                             nce_t=nce_t, netf_nc=netf_nc, nce_all_negatives=nce_all_negatives))
+        options = given(lambda_gan=lambda_gan, lambda_nce=lambda_nce, nce_idt=nce_idt,
+                        flip_equivariance=flip_equivariance, nce_layers=nce_layers, num_patches=num_patches,
+                        nce_t=nce_t, netf_nc=netf_nc, nce_all_negatives=nce_all_negatives)
         changes = given(
             init_type=init_type, init_gain=init_gain, gan_mode=gan_mode, lambda_A=lambda_a, lambda_B=lambda_b,
             lambda_identity=lambda_identity, pool_size=pool_size, lr=lr, beta1=beta1, beta2=beta2,
@@ -239,7 +238,7 @@ def train(
             eval_every=eval_every, eval_images=eval_images, eval_features=eval_features,
             inception_weights=str(inception_weights) if inception_weights else None)
         config = run_config(
-            dataroot, run_dir, model, resume, **changes,
+            dataroot, run_dir, model, resume, option or (), **changes,
             generator={**_gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc),
                        **given(antialias=antialias, antialias_up=antialias_up)},
             discriminator=given(arch=net_d, ndf=ndf, n_layers=n_layers_d, norm=norm, antialias=antialias),
@@ -262,14 +261,6 @@ def train(
 
 
 MAX_ITERS_ENV = "I2I_MAX_ITERS"
-
-
-def _saved_model(run_dir: Path | None, resume: bool) -> str:
-    """The method of the run being resumed (its config.json), else the default."""
-    from i2i.cyclegan.run_config import saved_config
-
-    saved = saved_config(run_dir) if resume and run_dir is not None else None
-    return saved.model if saved else "cyclegan"
 
 
 def _capped_max_iters(max_iters: int | None, reporter: Reporter) -> int | None:

@@ -30,7 +30,6 @@ from i2i.cyclegan.data import Preprocess, build_dataset, collate, epoch_plan
 from i2i.cyclegan.methods import get_method
 from i2i.cyclegan.methods.base import Method, StepContext
 from i2i.cyclegan.networks import min_train_side, required_multiple
-from i2i.cyclegan.run_config import resolve_config, saved_config  # noqa: F401  (re-exported)
 from i2i.cyclegan.signals import StopSignal
 from i2i.cyclegan.train_state import load_train_state, save_train_state
 from i2i.device import make_accelerator, use_channels_last

@@ -27,13 +27,14 @@ def default_run_dir(dataroot: str, model: str = "cyclegan") -> str:
 
 
 def run_config(dataroot: str | None = None, run_dir: str | None = None, model: str | None = None,
-               resume: bool = False, **changes: Any) -> TrainConfig:
+               resume: bool = False, option_pairs: list[str] | tuple[str, ...] = (), **changes: Any) -> TrainConfig:
     """The config ``i2i cyclegan train DATAROOT --model MODEL [flags]`` runs.
 
     A new run starts from ``model``'s defaults (``cyclegan`` if None; the shapes preset when ``dataroot`` is
     builtin:shapes, the default). With ``resume`` the run's ``config.json`` is the start, ``dataroot`` may only
     name the recorded dataset and only RESUMABLE_FIELDS may change. ``changes`` are TrainConfig fields;
-    ``generator``, ``discriminator`` and ``options`` may be partial dicts.
+    ``generator``, ``discriminator`` and ``options`` may be partial dicts. ``option_pairs``: ``NAME=VALUE``
+    texts (``--option``) read by :func:`parse_options` for the run's method; ``options`` win over them.
     """
     from i2i.cyclegan.data import BUILTIN_SHAPES
     from i2i.cyclegan.methods import default_config, merge_config
@@ -48,6 +49,8 @@ def run_config(dataroot: str | None = None, run_dir: str | None = None, model: s
         given["dataroot"] = data
     base = saved_config(given["run_dir"]) if resume else None
     base = base or default_config(model or "cyclegan", shapes=data == BUILTIN_SHAPES)
+    if option_pairs:
+        given["options"] = {**parse_options(model or base.model, list(option_pairs)), **given.get("options", {})}
     given = {k: v for k, v in given.items() if not (k in NESTED and not v)}
     return resolve_config(merge_config(base, given), resume, set(given))
 

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from i2i.cyclegan.loop import PeriodicHook, TrainResult, resolve_config, resume_command, saved_config, train
+from i2i.cyclegan.loop import PeriodicHook, TrainResult, resume_command, train
 from i2i.cyclegan.methods.base import lr_lambda, make_adam
 from i2i.cyclegan.methods.cyclegan import CycleGAN, DiscriminatorPair, GeneratorPair
-from i2i.cyclegan.run_config import run_config
+from i2i.cyclegan.run_config import resolve_config, run_config, saved_config
 
 LOSS_NAMES = CycleGAN.loss_names
 
