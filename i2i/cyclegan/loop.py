@@ -26,9 +26,10 @@ from torch import nn
 from i2i.cyclegan.checkpoint import BEST, INFO_FILE, LATEST_FILE, latest_checkpoint
 from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
 from i2i.cyclegan.config import DiscriminatorConfig, TrainConfig
+from i2i.cyclegan.context import StepContext
 from i2i.cyclegan.data import Preprocess, build_dataset, collate, epoch_plan
 from i2i.cyclegan.methods import get_method
-from i2i.cyclegan.methods.base import Method, StepContext
+from i2i.cyclegan.methods.base import Method
 from i2i.cyclegan.networks import min_train_side, required_multiple
 from i2i.cyclegan.signals import StopSignal
 from i2i.cyclegan.train_state import load_train_state, save_train_state
