@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from i2i.device import autocast
+from i2i.device import autocast, use_channels_last
 
 
 class StepContext:
@@ -31,6 +31,13 @@ class StepContext:
         self.scaler = scaler             # torch.amp.GradScaler (enabled only for fp16); the loop saves it
         self._placed: list[nn.Module] = []
         self._wrapped: dict[int, nn.Module] = {}
+
+    @classmethod
+    def for_run(cls, device: torch.device, precision: str, memory_format: str = "auto") -> "StepContext":
+        """The context of a training run: channels_last as ``--memory-format`` chooses
+        (:func:`i2i.device.use_channels_last`) and a loss scaler enabled for fp16 only."""
+        layout = torch.channels_last if use_channels_last(device, memory_format) else torch.contiguous_format
+        return cls(device, precision, layout, torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
 
     def place(self, module: nn.Module, ddp: bool = True) -> nn.Module:
         """``module`` on the device in the run's memory format. ``ddp``: it takes gradients in one call per
