@@ -187,11 +187,14 @@ class DeclaredCommand(TyperCommand):
         return super().parse_args(ctx, args)
 
     def declared_flags(self, ctx: Any) -> list[_Flag]:
-        if PARAMS_KEY not in ctx.meta:
-            flags = _flags(type(self).sources(ctx.meta.get(ARGS_KEY, [])))
+        """The flags for this command line (built once per line; ``ctx.meta`` is shared along a command chain)."""
+        key = (self.name, tuple(ctx.meta.get(ARGS_KEY, [])))
+        cached = ctx.meta.get(PARAMS_KEY)
+        if cached is None or cached[0] != key:
+            flags = _flags(type(self).sources(list(key[1])))
             _typer_params(flags)
-            ctx.meta[PARAMS_KEY] = flags
-        return ctx.meta[PARAMS_KEY]
+            ctx.meta[PARAMS_KEY] = cached = (key, flags)
+        return cached[1]
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)
