@@ -29,6 +29,7 @@ same errors, with flag names from :func:`i2i.options.flag`.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import types
 import typing
@@ -39,7 +40,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from i2i.options import Declared, declared, field_types, nest, value_at
+from i2i.options import declared, field_types, nest, value_at
 
 PARAMS_KEY, ARGS_KEY, CHANGES_KEY = "i2i.declared_params", "i2i.args", "i2i.changes"
 
@@ -114,7 +115,7 @@ def _flags(sources: list[Source]) -> list[_Flag]:
             if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
                 kind = args[0]
             if source.panel and not d.spec.panel:
-                d = Declared(d.path, d.field, type(d.spec)(**{**d.spec.__dict__, "panel": source.panel}), d.owner)
+                d = dataclasses.replace(d, spec=dataclasses.replace(d.spec, panel=source.panel))
             by_flag[d.flag] = _Flag(d, [path], kind)
     return list(by_flag.values())
 
