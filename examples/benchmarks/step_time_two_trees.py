@@ -81,7 +81,7 @@ def main() -> None:
     workers = {"old": start(args.old, args.models, args.threads), "new": start(args.new, args.models, args.threads)}
     per_block = {tree: {m: [] for m in models} for tree in workers}
     for tree, proc in workers.items():
-        for m in models:
+        for m in models if args.warmup else ():
             block(proc, m, args.warmup)
     for r in range(args.rounds):
         order = ["old", "new"] if r % 2 == 0 else ["new", "old"]
