@@ -32,6 +32,7 @@ from torch import nn
 from i2i.cyclegan.antialias import Downsample, Upsample
 from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig, resnet_blocks
 from i2i.errors import UsageError
+from i2i.options import flag
 
 NormFactory = Callable[[int], nn.Module]
 
@@ -437,7 +438,7 @@ def define_D(cfg: DiscriminatorConfig, *, init_type: str = "normal", init_gain: 
         net: nn.Module = NLayerDiscriminator(cfg.input_nc, cfg.ndf, 3, cfg.norm, cfg.antialias)
     elif cfg.arch == "n_layers":
         if cfg.n_layers < 1:
-            raise UsageError(f"--n-layers must be at least 1 (got {cfg.n_layers})")
+            raise UsageError(f"{flag(cfg, 'n_layers')} must be at least 1 (got {cfg.n_layers})")
         net = NLayerDiscriminator(cfg.input_nc, cfg.ndf, cfg.n_layers, cfg.norm, cfg.antialias)
     elif cfg.arch == "pixel":
         net = PixelDiscriminator(cfg.input_nc, cfg.ndf, cfg.norm)

@@ -16,6 +16,7 @@ from typing import Any
 from i2i.cyclegan.config import DEFAULT_MODEL, RESUMABLE_FIELDS, SHAPES_PRESET, TrainConfig
 from i2i.cyclegan.methods import get_method
 from i2i.errors import CheckpointError, UsageError
+from i2i.options import flag
 
 NESTED = ("generator", "discriminator", "options")
 
@@ -113,7 +114,7 @@ def resolve_config(config: TrainConfig, resume: bool, overrides: set[str]) -> Tr
     changed = {name for name in overrides - {"dataroot"} if getattr(config, name) != getattr(saved, name)}
     refused = sorted(changed - RESUMABLE_FIELDS)
     if refused:
-        raise UsageError("cannot change " + ", ".join("--" + n.replace("_", "-") for n in refused)
+        raise UsageError("cannot change " + ", ".join(flag(TrainConfig, n) for n in refused)
                          + " when resuming (they are fixed by the run's config.json)")
     return dataclasses.replace(saved, **{name: getattr(config, name) for name in changed})
 
