@@ -21,7 +21,7 @@ from tiny_sd import one_thread, sd_pipeline, sdxl_pipeline  # noqa: F401  (one_t
 
 from i2i.shapes import ShapeSpec, render
 
-PINNED = Path(__file__).with_name("data") / "pinned_outputs.pt"
+PINNED = Path(__file__).with_name("data") / "pinned_outputs.safetensors"
 
 
 def _images(size: int = 32):
@@ -93,17 +93,21 @@ def compute(cache: Path) -> dict[str, torch.Tensor]:
 
 
 def environment() -> dict[str, str]:
-    return {"torch": torch.__version__, "machine": platform.machine(),
+    return {"torch": str(torch.__version__), "machine": platform.machine(),
             "cpu": torch.backends.cpu.get_cpu_capability(), "python": sys.version.split()[0]}
 
 
 def test_pipelines_reproduce_the_pinned_outputs(tmp_path):
-    pinned = torch.load(PINNED)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    pinned = load_file(PINNED)
+    with safe_open(PINNED, "pt") as f:
+        exact = f.metadata() == environment()
     outputs = compute(tmp_path)
-    assert set(outputs) == set(pinned["latents"])
-    exact = pinned["environment"] == environment()
+    assert set(outputs) == set(pinned)
     for name, latents in outputs.items():
-        expected = pinned["latents"][name]
+        expected = pinned[name]
         assert latents.shape == expected.shape, name
         if exact:
             assert torch.equal(latents, expected), f"{name}: max abs diff {(latents - expected).abs().max():.3g}"
@@ -114,9 +118,11 @@ def test_pipelines_reproduce_the_pinned_outputs(tmp_path):
 if __name__ == "__main__":          # record (run from the repository root: python tests/test_pinned_outputs.py)
     import tempfile
 
+    from safetensors.torch import save_file
+
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         latents = compute(Path(folder))
     PINNED.parent.mkdir(exist_ok=True)
-    torch.save({"latents": latents, "environment": environment()}, PINNED)
+    save_file({k: v.contiguous() for k, v in latents.items()}, PINNED, metadata=environment())
     print(f"wrote {PINNED}: {', '.join(latents)}")
