@@ -104,24 +104,12 @@ class CtrlXPipeline(DiffusionModel):
         replaces the seeded initial noise. Images are generated one at a time (the official batch size 1).
         ``decode_branches=False`` leaves ``structure`` / ``appearance`` of the output empty (two VAE decodes
         fewer per image)."""
-        from i2i.images import load_image
-
-        config = (config or self.default_config()).validate()
-        if num_images < 1:
-            raise UsageError("--num-images must be at least 1")
         if not str(prompt).strip():
             raise UsageError("the prompt is empty")
-        images = {name: load_image(img) if img is not None and not isinstance(img, Image.Image) else img
-                  for name, img in zip(BRANCHES, (structure, appearance))}
-        size = self.check_size(config.size or self.default_size)
-        reference = images["structure"] or images["appearance"]
-        shape = self.output_shape(reference.size, size) if reference is not None else (size, size)
+        start = self.start(config, dict(zip(BRANCHES, (structure, appearance))), seed, num_images, latents)
+        config, images, shape, noise = start.config, start.images, start.shape, start.noise
+        generator, scheduler = start.generator, start.scheduler
         texts = self._texts(prompt, structure_prompt, appearance_prompt, config, shape, reporter)
-        generator = torch.Generator("cpu").manual_seed(seed)
-        noise = self.initial_noise(num_images, shape, generator) if latents is None else \
-            latents.to(self.device, torch.float32)
-        scheduler = self.make_scheduler()
-        scheduler.set_timesteps(config.num_inference_steps, device=self.device)
         outputs, rows = [], []
         with controlled(self.unet, self.layers, ControlState()) as state, \
                 progress_bar(reporter, noise.shape[0] * len(scheduler.timesteps), "ctrlx") as advance:

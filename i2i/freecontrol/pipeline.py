@@ -40,7 +40,7 @@ from PIL import Image
 from i2i.diffusion.cache import progress_bar
 from i2i.diffusion.conditioning import Conditioning
 from i2i.diffusion.inversion import Trajectory, invert_condition
-from i2i.diffusion.model import DiffusionModel
+from i2i.diffusion.model import DiffusionModel, Start
 from i2i.errors import CheckpointError, UsageError
 from i2i.freecontrol import guidance as G
 from i2i.freecontrol.bases import SemanticBases, cached_bases
@@ -279,24 +279,17 @@ class FreeControlPipeline(DiffusionModel):
         inverted latent at that timestep, with the prompt) are the appearance energy's reference instead of the
         unguided sibling's; the siblings then run only when ``unguided`` asks for them.
         """
-        config = (config or self.default_config()).validate()
-        if num_images < 1:
-            raise UsageError("--num-images must be at least 1")
-        plan = self._prepare(prompt, condition, config, inversion_prompt, subject, concept, bases, appearance,
-                             appearance_prompt, reporter)
+        start = self.start(config, {"condition": condition, "appearance": appearance}, seed, num_images, latents)
+        config, noise = start.config, start.noise
+        plan = self._prepare(prompt, start, inversion_prompt, subject, concept, bases, appearance_prompt, reporter)
         n_guided, ts, scheduler = plan.n_guided, plan.ts, plan.scheduler
-        if latents is None:
-            noise = self.initial_noise(num_images, plan.shape, torch.Generator("cpu").manual_seed(seed))
-        else:
-            noise = latents.to(self.device, torch.float32)
-            num_images = noise.shape[0]
         x_a = noise.clone()
         x_c = plan.trajectory.at(ts[0]).to(self.device).expand_as(noise).clone() if config.img2img else noise.clone()
         if config.img2img and config.appearance_same_latent:
             x_a = x_c.clone()
         initial = x_c.detach().cpu().clone()
         separate = plan.need_condition     # without guidance or img2img the guided sample *is* the unguided one
-        n = num_images
+        n = start.num_images
         skipped: list[int] = []
         energies: list[float] = []
         mask = None
@@ -349,20 +342,14 @@ class FreeControlPipeline(DiffusionModel):
                                  n_guided, skipped, mask, plan.trajectory, plan.bases if n_guided else None, energies,
                                  plan.app_traj)
 
-    def _prepare(self, prompt: str, condition: Image.Image | str | os.PathLike, config: FreeControlConfig,
-                 inversion_prompt: str | None, subject: str | None, concept: str | None,
-                 bases: SemanticBases | None, appearance: Image.Image | str | os.PathLike | None,
-                 appearance_prompt: str | None, reporter: "Reporter | None") -> "_Plan":
-        """Everything before the denoising loop: images and prompts checked, the schedule, the condition's (and
-        appearance image's) inversion, the semantic bases and the guidance targets at each guided step."""
-        from i2i.images import load_image
-
-        if not isinstance(condition, Image.Image):
-            condition = load_image(condition)
-        if appearance is not None and not isinstance(appearance, Image.Image):
-            appearance = load_image(appearance)
-        size = self.check_size(config.size or self.default_size)
-        shape = self.output_shape(condition.size, size)      # (h, w): the condition's aspect ratio, long side size
+    def _prepare(self, prompt: str, start: Start, inversion_prompt: str | None, subject: str | None,
+                 concept: str | None, bases: SemanticBases | None, appearance_prompt: str | None,
+                 reporter: "Reporter | None") -> "_Plan":
+        """Everything before the denoising loop, after the shared opening (``start``): prompts checked, the
+        condition's (and appearance image's) inversion, the semantic bases and the guidance targets at each
+        guided step."""
+        config, condition, appearance = start.config, start.images["condition"], start.images["appearance"]
+        size, shape = start.size, start.shape        # (h, w): the condition's aspect ratio, long side size
         inversion_prompt = prompt if inversion_prompt is None else inversion_prompt
         appearance_prompt = prompt if appearance_prompt is None else appearance_prompt
         for text, what in ((prompt, "the prompt"), (inversion_prompt, "the inversion prompt"),
@@ -370,9 +357,7 @@ class FreeControlPipeline(DiffusionModel):
                            (config.negative_prompt, "the negative prompt")):
             self.check_prompt_length(text, what, reporter, depth=3)   # the pipeline's caller
         ref_word, _ = parse_subject(subject)
-        scheduler = self.make_scheduler()
-        scheduler.set_timesteps(config.num_inference_steps, device=self.device)
-        plan = _Plan(scheduler, shape)
+        plan = _Plan(start.scheduler, shape)
         ts, n_guided = plan.ts, config.guided_steps if config.structure_weight > 0 else 0
         plan.n_guided = n_guided
         if appearance is not None and not (n_guided and config.appearance_weight > 0):
