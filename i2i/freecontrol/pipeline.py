@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
+from i2i.diffusion.attention import attention_layers
 from i2i.diffusion.cache import progress_bar
 from i2i.diffusion.conditioning import Conditioning
 from i2i.diffusion.inversion import Trajectory, invert_condition
@@ -176,7 +177,7 @@ class FreeControlPipeline(DiffusionModel):
         return cached_bases(self, concept, config, size, self.cache_dir, reporter, images)
 
     def _check_bases(self, bases: SemanticBases) -> list[str]:
-        names = [n[: -len(".processor")] for n in self.unet.attn_processors]
+        names = attention_layers(self.unet)
         missing = [layer for layer in bases.layers if layer not in names]
         if missing:
             raise CheckpointError(f"the semantic bases are for layers this UNet lacks ({missing[0]}, ...)")
