@@ -51,6 +51,7 @@ class Source:
     cls: type
     prefix: tuple[str, ...] = ()
     panel: str | None = None             # the panel of fields that declare none
+    skip: tuple[str, ...] = ()           # fields of ``cls`` this command has no flag for ("bases.seed")
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ def _flags(sources: list[Source]) -> list[_Flag]:
     by_flag: dict[str, _Flag] = {}
     for source in sources:
         for d in declared(source.cls):
+            if ".".join(d.path) in source.skip:
+                continue
             path = (*source.prefix, *d.path)
             if d.flag in by_flag:
                 by_flag[d.flag].paths.append(path)
@@ -187,11 +190,12 @@ class DeclaredCommand(TyperCommand):
         return super().parse_args(ctx, args)
 
     def declared_flags(self, ctx: Any) -> list[_Flag]:
-        if PARAMS_KEY not in ctx.meta:
+        key = (PARAMS_KEY, id(self))         # ctx.meta is shared with a group's subcommands: one entry each
+        if key not in ctx.meta:
             flags = _flags(type(self).sources(ctx.meta.get(ARGS_KEY, [])))
             _typer_params(flags)
-            ctx.meta[PARAMS_KEY] = flags
-        return ctx.meta[PARAMS_KEY]
+            ctx.meta[key] = flags
+        return ctx.meta[key]
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)

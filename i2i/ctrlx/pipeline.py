@@ -30,6 +30,7 @@ from i2i.ctrlx.control import ROW_ORDER, ControlState, controlled
 from i2i.ctrlx.layers import ControlLayers, control_layers
 from i2i.diffusion.cache import progress_bar
 from i2i.diffusion.conditioning import Conditioning
+from i2i.diffusion.jobs import JobResult
 from i2i.diffusion.model import DiffusionModel
 from i2i.errors import UsageError
 
@@ -126,6 +127,18 @@ class CtrlXPipeline(DiffusionModel):
         return CtrlXOutput(self.decode(latents_out), decoded["structure"], decoded["appearance"], latents_out.cpu(),
                            [int(t) for t in scheduler.timesteps], config.control_steps(config.structure_schedule),
                            config.control_steps(config.appearance_schedule), rows)
+
+    def run_job(self, job: dict, images: dict, config: CtrlXConfig, extras: tuple[str, ...] = (),
+                reporter: "Reporter | None" = None) -> JobResult:
+        """One job of the shared loop (:func:`i2i.diffusion.jobs.run_jobs`): ``job`` holds the prompt, seed, number
+        of images and the branch prompts, ``images`` its structure (and appearance); ``extras`` may ask for the
+        ``"structure_branch"`` and ``"appearance_branch"`` pictures."""
+        result = self(job["prompt"], images["structure"], images.get("appearance"), config,
+                      structure_prompt=job["structure_prompt"], appearance_prompt=job["appearance_prompt"],
+                      seed=job["seed"], num_images=job["num_images"], decode_branches=bool(extras), reporter=reporter)
+        branches = {"structure_branch": result.structure, "appearance_branch": result.appearance}
+        return JobResult(result.images, {k: v for k, v in branches.items() if k in extras},
+                         {"structure_steps": result.structure_steps, "appearance_steps": result.appearance_steps})
 
     # ------------------------------------------------------------------ set-up
     def _texts(self, prompt: str, structure_prompt: str | None, appearance_prompt: str | None, config: CtrlXConfig,

@@ -41,10 +41,11 @@ from i2i.diffusion.attention import attention_layers
 from i2i.diffusion.cache import progress_bar
 from i2i.diffusion.conditioning import Conditioning
 from i2i.diffusion.inversion import Trajectory, invert_condition
+from i2i.diffusion.jobs import JobResult
 from i2i.diffusion.model import DiffusionModel, Start
 from i2i.errors import CheckpointError, UsageError
 from i2i.freecontrol import guidance as G
-from i2i.freecontrol.bases import SemanticBases, cached_bases
+from i2i.freecontrol.bases import SemanticBases, cached_bases, read_bases_file
 from i2i.freecontrol.config import DEFAULT_SEED, BasesConfig, FreeControlConfig, model_config
 from i2i.freecontrol.features import (FeatureStore, block_attention_layers, default_feature_block,
                                       prompt_token_indices, recording, run_until_recorded, subject_token_indices)
@@ -152,6 +153,7 @@ class FreeControlPipeline(DiffusionModel):
         self.feature_block = default_feature_block(self.unet)
         self._condition_memo: dict[tuple, tuple] = {}
         self._appearance_memo: dict[tuple, tuple] = {}
+        self._bases_file: tuple = (None, None)          # (path, SemanticBases) of run_job's bases file
 
     def default_config(self) -> FreeControlConfig:
         """The official defaults with the model folder's recommended settings (``i2i_freecontrol.json``) applied:
@@ -342,6 +344,27 @@ class FreeControlPipeline(DiffusionModel):
         return FreeControlOutput(images, siblings, x_c.cpu(), x_a.cpu() if unguided else None, initial, ts,
                                  n_guided, skipped, mask, plan.trajectory, plan.bases if n_guided else None, energies,
                                  plan.app_traj)
+
+    def run_job(self, job: dict, images: dict, config: FreeControlConfig, extras: tuple[str, ...] = (),
+                reporter: "Reporter | None" = None, bases: SemanticBases | str | os.PathLike | None = None
+                ) -> JobResult:
+        """One job of the shared loop (:func:`i2i.diffusion.jobs.run_jobs`): ``job`` holds the prompt, seed, number
+        of images and :data:`~i2i.freecontrol.config.FREECONTROL_JOBS`' options, ``images`` its condition (and
+        appearance); ``extras`` may ask for the ``"unguided"`` siblings; ``bases`` (or a bases file, read once)
+        overrides the cached ones."""
+        if bases is not None and not isinstance(bases, SemanticBases):
+            if self._bases_file[0] != bases:
+                self._bases_file = (bases, read_bases_file(bases))
+            bases = self._bases_file[1]
+        unguided = "unguided" in extras
+        job_cfg = dataclasses.replace(config, img2img=bool(job["img2img"]))
+        result = self(job["prompt"], images["condition"], job_cfg, inversion_prompt=job["inversion_prompt"],
+                      subject=job["subject"], concept=job["concept"], seed=job["seed"], num_images=job["num_images"],
+                      bases=bases, unguided=unguided, appearance=images.get("appearance"),
+                      appearance_prompt=job["appearance_prompt"], reporter=reporter)
+        return JobResult(result.images, {"unguided": result.unguided} if unguided else {},
+                         {"guided_steps": result.guided_steps, "skipped_steps": len(result.skipped_steps),
+                          "img2img": bool(job["img2img"])})
 
     def _prepare(self, prompt: str, start: Start, inversion_prompt: str | None, subject: str | None,
                  concept: str | None, bases: SemanticBases | None, appearance_prompt: str | None,

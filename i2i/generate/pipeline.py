@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from i2i.diffusion.cache import progress_bar
+from i2i.diffusion.jobs import JobResult
 from i2i.diffusion.model import DiffusionModel
 from i2i.generate.config import DEFAULT_SEED, GenerateConfig, model_config
 
@@ -57,3 +58,9 @@ class GeneratePipeline(DiffusionModel):
                 x = start.scheduler.step(eps, t, x, eta=config.eta, generator=start.generator).prev_sample
                 advance(1)
         return GenerateOutput(self.decode(x), x.cpu(), [int(t) for t in start.timesteps])
+
+    def run_job(self, job: dict, images: dict, config: GenerateConfig, extras: tuple[str, ...] = (),
+                reporter: "Reporter | None" = None) -> JobResult:
+        """One job of the shared loop (:func:`i2i.diffusion.jobs.run_jobs`): a prompt, seed and number of images."""
+        return JobResult(self(job["prompt"], config, seed=job["seed"], num_images=job["num_images"],
+                              reporter=reporter).images)
