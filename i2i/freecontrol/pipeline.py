@@ -97,6 +97,15 @@ def default_concept(prompt: str, subject: str | None = None) -> str:
     return words[-1]
 
 
+def _mask_picture(mask: torch.Tensor | None, latents: torch.Tensor) -> torch.Tensor | None:
+    """The subject mask ``[HW]`` as ``[h, w]`` at the feature block's resolution (the latent's, downsampled)."""
+    if mask is None:
+        return None
+    lh, lw = latents.shape[-2:]
+    scale = (mask.numel() / (lh * lw)) ** 0.5
+    return mask.reshape(int(round(lh * scale)), -1).cpu()
+
+
 def default_one_call(device: torch.device, is_sdxl: bool) -> bool:
     """Whether a guided step makes one UNet call by default: on CUDA for SD 1.x/2.x only (see
     :class:`FreeControlPipeline`)."""
@@ -286,16 +295,11 @@ class FreeControlPipeline(DiffusionModel):
         config, noise = start.config, start.noise
         plan = self._prepare(prompt, start, inversion_prompt, subject, concept, bases, appearance_prompt, reporter)
         n_guided, ts, scheduler = plan.n_guided, plan.ts, plan.scheduler
-        x_a = noise.clone()
-        x_c = plan.trajectory.at(ts[0]).to(self.device).expand_as(noise).clone() if config.img2img else noise.clone()
-        if config.img2img and config.appearance_same_latent:
-            x_a = x_c.clone()
+        x_c, x_a = self._initial_latents(plan, config, noise)
         initial = x_c.detach().cpu().clone()
         separate = plan.need_condition     # without guidance or img2img the guided sample *is* the unguided one
         n = start.num_images
-        skipped: list[int] = []
-        energies: list[float] = []
-        mask = None
+        skipped, energies, mask = [], [], None     # skipped steps, energy per guided step, the last subject mask
 
         # The recording processors are installed once for the whole loop (installing them costs a walk over
         # every module); between the calls that record, ``live`` records nothing and they compute plain attention.
@@ -337,13 +341,21 @@ class FreeControlPipeline(DiffusionModel):
         if not separate:
             x_a = x_c
         siblings = (self.decode(x_a) if separate else list(images)) if unguided else []
-        if mask is not None:                  # at the feature block's resolution: the latent's, downsampled
-            lh, lw = x_c.shape[-2:]
-            scale = (mask.numel() / (lh * lw)) ** 0.5
-            mask = mask.reshape(int(round(lh * scale)), -1).cpu()
         return FreeControlOutput(images, siblings, x_c.cpu(), x_a.cpu() if unguided else None, initial, ts,
-                                 n_guided, skipped, mask, plan.trajectory, plan.bases if n_guided else None, energies,
-                                 plan.app_traj)
+                                 n_guided, skipped, _mask_picture(mask, x_c), plan.trajectory,
+                                 plan.bases if n_guided else None, energies, plan.app_traj)
+
+    @staticmethod
+    def _initial_latents(plan: _Plan, config: FreeControlConfig, noise: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the guided sample and its unguided sibling start: the noise, or with img2img the condition's
+        inverted latent for the guided one (and the sibling too with ``appearance_same_latent``)."""
+        x_a = noise.clone()
+        x_c = plan.trajectory.at(plan.ts[0]).to(noise.device).expand_as(noise).clone() if config.img2img \
+            else noise.clone()
+        if config.img2img and config.appearance_same_latent:
+            x_a = x_c.clone()
+        return x_c, x_a
 
     def run_job(self, job: dict, images: dict, config: FreeControlConfig, extras: tuple[str, ...] = (),
                 reporter: "Reporter | None" = None, bases: SemanticBases | str | os.PathLike | None = None
