@@ -61,3 +61,23 @@ def test_generate_command_on_the_demo_model(tmp_path):
     assert image.size == (64, 64)
     reading = read_shape(image)
     assert (reading.shape, reading.colour) == ("circle", "red")
+
+
+def test_generate_job_file_and_usage_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from i2i.cli.app import app
+    from i2i.diffusion.jobs import build_jobs
+    from i2i.generate.config import GENERATE_JOBS
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"prompt": "a red circle", "seed": 7}\n{"prompt": "a blue square", "num_images": 2}\n')
+    built = build_jobs(GENERATE_JOBS, ["a green triangle"], {}, jobs, {"num_images": 1}, 0)
+    assert [(j["name"], j["seed"], j["num_images"]) for j in built] == [
+        ("000-a-green-triangle", 0, 1), ("001-a-red-circle", 7, 1), ("002-a-blue-square", 2, 2)]
+    runner = CliRunner()
+    assert runner.invoke(app, ["generate", "--prompt", "x", "--num-images", "0"]).exit_code == 2
+    assert runner.invoke(app, ["generate", "--prompt", "x", "--steps", "0"]).exit_code == 2
+    jobs.write_text('{"prompt": "a red circle", "condition": "x.png"}\n')
+    result = runner.invoke(app, ["generate", "--jobs", str(jobs)])
+    assert result.exit_code == 2 and "unknown key(s) condition" in result.output

@@ -27,14 +27,13 @@ class GenerateConfig:
                               "e.g. 512 for SD 1.5, 1024 for SDXL).")
 
     def validate(self) -> "GenerateConfig":
-        def check(ok: bool, message: str) -> None:
+        checks = [(1 <= self.num_inference_steps <= 1000, "num_inference_steps", "must be between 1 and 1000"),
+                  (self.guidance_scale >= 0, "guidance_scale", "must not be negative"),
+                  (0 <= self.eta <= 1, "eta", "must be between 0 and 1"),
+                  (self.size is None or self.size >= 8, "size", "must be at least 8 pixels")]
+        for ok, name, rule in checks:
             if not ok:
-                raise UsageError(message)
-
-        check(1 <= self.num_inference_steps <= 1000, f"{flag(self, 'num_inference_steps')} must be between 1 and 1000")
-        check(self.guidance_scale >= 0, f"{flag(self, 'guidance_scale')} must not be negative")
-        check(0 <= self.eta <= 1, f"{flag(self, 'eta')} must be between 0 and 1")
-        check(self.size is None or self.size >= 8, f"{flag(self, 'size')} must be at least 8 pixels")
+                raise UsageError(f"{flag(self, name)} {rule}")
         return self
 
 
