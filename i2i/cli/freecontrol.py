@@ -1,6 +1,7 @@
 """``i2i freecontrol``: guided synthesis from prompt/condition pairs or a JSONL job file (the shared diffusion
 command, :mod:`i2i.cli.diffusion`, with FreeControl's own flags), and ``bases``: the analysis stage alone."""
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -10,7 +11,7 @@ from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, Diffusi
                             OverwriteOpt, QuietOpt, run_guarded)
 from i2i.cli.diffusion import MethodFlags, diffusion_app
 from i2i.cli.options import Defaults, Source, declared_command, given_changes, peek_option
-from i2i.freecontrol.config import ANALYSIS, FREECONTROL, BasesConfig
+from i2i.freecontrol.config import ANALYSIS, FREECONTROL, BasesConfig, FreeControlConfig
 from i2i.progress import Reporter
 
 SHOW = "Basis pictures (--show)"
@@ -68,8 +69,13 @@ app = diffusion_app(FREECONTROL, freecontrol_flags, skip=("bases.inversion_steps
 
 
 def bases_defaults(args: list[str]) -> Defaults:
+    """The analysis settings that run (inversion steps: the synthesis setting's, as the pipeline applies them)."""
+    def analysis(config: Any) -> BasesConfig:
+        return dataclasses.replace(config.bases, inversion_steps=config.bases.inversion_steps or config.inversion_steps)
+
     model = FREECONTROL.default_model(peek_option(args, "--model", "-m"))
-    return Defaults(values=FREECONTROL.model_config(model).bases, usual=BasesConfig(), note="from the model")
+    return Defaults(values=analysis(FREECONTROL.model_config(model)), usual=analysis(FreeControlConfig()),
+                    note="from the model")
 
 
 @app.command("bases", cls=declared_command(lambda args: [Source(BasesConfig)], bases_defaults))
@@ -123,8 +129,6 @@ def run_bases(changes: dict[str, Any], reporter: Reporter, *, concept: Optional[
               from_inverted: bool, overwrite: bool, cache_dir: Optional[Path], device: Optional[str],
               precision: str) -> None:
     """``freecontrol bases``: import official bases, or compute (and cache) a concept's, or picture them."""
-    import dataclasses
-
     from i2i.cli.common import quiet_libraries, warn_unknown_demo_words
     from i2i.device import check_precision, resolve_device
     from i2i.errors import UsageError
