@@ -66,5 +66,5 @@ def test_bases_command_shows_the_models_analysis_settings():
     bases = FREECONTROL.model_config(FREECONTROL.default_model()).bases
     assert shown["--bases-steps"] == f"{bases.num_inference_steps} from the model; 200 otherwise"
     assert shown["--bases-seed"] == str(bases.seed) and shown["--seed-images"] == str(bases.num_images)
-    synthesis = FREECONTROL.model_config(FREECONTROL.default_model()).inversion_steps    # what the analysis inverts with
+    synthesis = FREECONTROL.model_config(FREECONTROL.default_model()).inversion_steps  # the analysis inverts with it
     assert shown["--inversion-steps"] == f"{synthesis} from the model; 999 otherwise"

@@ -209,7 +209,8 @@ def evaluate_prompts(pipe, steps: int, guidance: float, seeds: tuple[int, ...] =
 
 
 # The demo model's recommended FreeControl settings, shipped as i2i_freecontrol.json in its folder. Measured on
-# the shipped model with outline sketches (`python examples/demo/report.py`); everything else keeps the official defaults:
+# the shipped model with outline sketches (`python examples/demo/report.py`); everything else keeps the official
+# defaults:
 # - 50 steps and 200 inversion steps: a 64 px model needs far fewer than SD's official 200/999;
 # - structure weight 1200: the energy's scale depends on the model (seed 0 x 18 prompts, with the mask: mean IoU
 #   0.47 at the official 600, 0.61 at 1200);

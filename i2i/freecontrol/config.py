@@ -74,8 +74,8 @@ class BasesConfig:
                                           "the prompt they are inverted with, {} for the concept (none: the "
                                           "analysis prompt).", panel=ANALYSIS)
     inversion_steps: int | None = option(None, help="DDIM inversion steps of the condition, the --images and "
-                                         "the --from-inverted seed images (none: the synthesis setting, --inversion-steps of `i2i freecontrol`).",
-                                         panel=ANALYSIS)
+                                         "the --from-inverted seed images (none: the synthesis setting, "
+                                         "--inversion-steps of `i2i freecontrol`).", panel=ANALYSIS)
 
     def validate(self) -> "BasesConfig":
         _at_least(self, "num_images", 1)
