@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 from typing import TYPE_CHECKING, Iterator, Literal
 
 from i2i.errors import UsageError
@@ -134,14 +133,6 @@ def autocast(device: "torch.device", precision: Precision) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's and torch's global generators (all devices)."""
-    import torch
-
-    random.seed(seed)
-    torch.manual_seed(seed)
 
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")

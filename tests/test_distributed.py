@@ -13,14 +13,14 @@ from safetensors.torch import load_file
 SCRIPT = textwrap.dedent("""
     import os, sys
     from safetensors.torch import save_file
-    from i2i.cyclegan.methods import default_config, merge_config
+    from i2i.cyclegan.run_config import default_config, merge_config
     from i2i.cyclegan.trainer import train
 
     data, run, model = sys.argv[1], sys.argv[2], sys.argv[3]
     cfg = merge_config(default_config(model), dict(
         dataroot=data, run_dir=run, generator={"arch": "resnet_6blocks", "ngf": 8}, discriminator={"ndf": 8},
         load_size=40, crop_size=32, num_workers=0, max_iters=5, save_every=2, log_every=1, sample_every=2,
-        pool_size=2 if model == "cyclegan" else 0, options={} if model == "cyclegan" else {"num_patches": 16}))
+        options={"pool_size": 2} if model == "cyclegan" else {"num_patches": 16}))
     res = train(cfg, device="cpu")
     rank = int(os.environ["RANK"])
     state = {k: v.contiguous() for k, v in res.nets["G_A"].state_dict().items()}

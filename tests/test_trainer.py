@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig, TrainConfig
+from i2i.cyclegan.methods.cyclegan import CycleGAN
 from i2i.cyclegan.trainer import resolve_config, train
 from i2i.errors import CheckpointError, NumericalError, OutputError, UsageError
 
@@ -18,7 +19,7 @@ def tiny_config(run_dir: Path, **kw) -> TrainConfig:
                        generator=GeneratorConfig(arch="resnet_6blocks", ngf=8),
                        discriminator=DiscriminatorConfig(ndf=8), load_size=32, crop_size=32, preprocess="none",
                        n_epochs=1, n_epochs_decay=1, shapes_count=16, batch_size=2, num_workers=0,
-                       log_every=2, sample_every=4, save_every=3, save_epoch_every=1, pool_size=4, lr=1e-3)
+                       log_every=2, sample_every=4, save_every=3, save_epoch_every=1, options={"pool_size": 4}, lr=1e-3)
     return dataclasses.replace(base, **kw)
 
 
@@ -31,7 +32,8 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_cycle_loss_goes_down(tmp_path):
     cfg = tiny_config(tmp_path / "run", shapes_count=64, n_epochs=2, n_epochs_decay=0, log_every=8,
-                      max_iters=64, sample_every=1000, save_every=1000, lambda_identity=0.0)
+                      max_iters=64, sample_every=1000, save_every=1000,
+                      options={"pool_size": 4, "lambda_identity": 0.0})
     result = train(cfg)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     first, last = log[0], log[-1]
@@ -121,7 +123,7 @@ def test_bad_config_values():
     with pytest.raises(UsageError):
         TrainConfig(batch_size=0)
     with pytest.raises(UsageError):
-        TrainConfig(lambda_A=-1)
+        CycleGAN.options_from({"lambda_A": -1})
     with pytest.raises(UsageError):
         TrainConfig(crop_size=300, load_size=286)
 

@@ -33,7 +33,8 @@ from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig, TrainConfi
 from i2i.cyclegan.losses import discriminator_loss, gan_loss
 from i2i.cyclegan.networks import define_D, define_G
 from i2i.cyclegan.pool import ImagePool
-from i2i.cyclegan.trainer import DiscriminatorPair, GeneratorPair, make_adam
+from i2i.cyclegan.methods.base import make_adam
+from i2i.cyclegan.methods.cyclegan import DiscriminatorPair, GeneratorPair
 from i2i.device import autocast
 from roofline import count_gflop, fp32_matmul_peak
 

@@ -27,7 +27,8 @@ def measure(model: str, size: int, iters: int, warmup: int, threads: int, ngf: i
     """One method in this process: median seconds per step and peak memory."""
     import torch
 
-    from i2i.cyclegan.methods import default_config, get_method, merge_config
+    from i2i.cyclegan.methods import get_method
+    from i2i.cyclegan.run_config import default_config, merge_config
     from i2i.cyclegan.methods.base import StepContext
 
     torch.set_num_threads(threads)

@@ -1,7 +1,7 @@
 """Benchmark: a candidate builtin:shapes preset, scored when stopped at two thirds of its iterations and at the end.
 
 Trains the builtin:shapes preset of ``--model`` (the CLI's starting config) with the overrides given as JSON
-(e.g. ``'{"generator": {"ngf": 16}, "lambda_identity": 2}'``)
+(e.g. ``'{"generator": {"ngf": 16}, "options": {"lambda_identity": 2}}'``)
 to ``--stop-fraction`` of its iterations, evaluates that checkpoint as ``i2i cyclegan eval`` does (200 unseen
 images per direction), resumes to the end (bit-identical to an uninterrupted run on the CPU), evaluates again, and
 prints the seconds per iteration, both sets of accuracies and one JSON line. This is how the shipped preset was
@@ -21,7 +21,7 @@ import torch
 
 from i2i.cyclegan.config import TrainConfig
 from i2i.cyclegan.evaluate import EvalConfig, evaluate
-from i2i.cyclegan.methods import default_config, merge_config
+from i2i.cyclegan.run_config import default_config, merge_config
 from i2i.cyclegan.trainer import train
 
 ACCURACIES = ("shape_accuracy", "colour_accuracy", "position_accuracy")

@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from i2i.cyclegan.methods import default_config, get_method, merge_config
+from i2i.cyclegan.methods import get_method
+from i2i.cyclegan.run_config import default_config, merge_config
 from i2i.cyclegan.methods.base import StepContext
 
 

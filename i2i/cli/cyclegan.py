@@ -8,19 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from i2i.cli.common import (PRECISION_HELP, DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt, given,
-                            run_guarded, warn_precision)
+from i2i.cli.common import DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, given, run_guarded, warn_precision
+from i2i.cli.options import declared_command, given_changes
+from i2i.cyclegan.config import RUN, TRAIN
 from i2i.progress import Reporter
 
 app = typer.Typer(help="CycleGAN (Zhu et al. 2017): unpaired training and translation in both directions.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
-ARCH = "Architecture"
-TRAIN = "Training (reference defaults)"
-DATA = "Data"
-RUN = "Run, logging and checkpoints"
-CUT = "CUT / FastCUT (--model cut|fastcut)"
-EVAL = "Evaluation while training (best checkpoint)"
 
 InceptionWeightsOpt = Annotated[Optional[Path], typer.Option(
     "--inception-weights", help="torch-fidelity's Inception file (weights-inception-2015-12-05-6726825d.pth) "
@@ -30,234 +24,130 @@ BestOpt = Annotated[bool, typer.Option(
     "--best", help="Use the run's best checkpoint (lowest KID, kept by training with --eval-every) instead of "
     "its latest.")]
 
+PTH_ARCH = "Architecture of a reference .pth (guessed from its weights where not given)"
 NetGOpt = Annotated[Optional[str], typer.Option(
-    "--net-g", "--netG", help="Generator: resnet_9blocks (default), resnet_6blocks, resnet_<N>blocks (any N), "
-    "unet_256, unet_128, dcgan.",
-    rich_help_panel=ARCH)]
-NgfOpt = Annotated[Optional[int], typer.Option("--ngf", help="Generator base width (default: 64).",
-                                               rich_help_panel=ARCH)]
-NormOpt = Annotated[Optional[str], typer.Option("--norm", help="instance (default), batch or none.",
-                                                rich_help_panel=ARCH)]
-DropoutOpt = Annotated[Optional[bool], typer.Option(
-    "--dropout/--no-dropout", help="Dropout 0.5 in the generator (default: off, as CycleGAN's reference).",
-    rich_help_panel=ARCH)]
-InputNcOpt = Annotated[Optional[int], typer.Option("--input-nc", help="Channels of domain A: 3 or 1 "
-                                                   "(default: 3).", rich_help_panel=ARCH)]
-OutputNcOpt = Annotated[Optional[int], typer.Option("--output-nc", help="Channels of domain B: 3 or 1 "
-                                                    "(default: 3).", rich_help_panel=ARCH)]
+    "--net-g", "--netG", help="Generator: resnet_9blocks, resnet_6blocks, resnet_<N>blocks (any N), unet_256, "
+    "unet_128, dcgan.", rich_help_panel=PTH_ARCH)]
+NgfOpt = Annotated[Optional[int], typer.Option("--ngf", help="Generator base width.", rich_help_panel=PTH_ARCH)]
+NormOpt = Annotated[Optional[str], typer.Option("--norm", help="instance, batch or none.",
+                                                rich_help_panel=PTH_ARCH)]
+DropoutOpt = Annotated[Optional[bool], typer.Option("--dropout/--no-dropout", help="Dropout 0.5 in the generator.",
+                                                    rich_help_panel=PTH_ARCH)]
+InputNcOpt = Annotated[Optional[int], typer.Option("--input-nc", help="Channels of domain A: 3 or 1.",
+                                                   rich_help_panel=PTH_ARCH)]
+OutputNcOpt = Annotated[Optional[int], typer.Option("--output-nc", help="Channels of domain B: 3 or 1.",
+                                                    rich_help_panel=PTH_ARCH)]
 
 
 def _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc) -> dict:
     return given(arch=net_g, ngf=ngf, norm=norm, dropout=dropout, input_nc=input_nc, output_nc=output_nc)
 
 
-@app.command()
+def _train_model(args: list[str]) -> str:
+    """The method a ``train`` command line runs: --model, else on --resume the run's own, else the default."""
+    from i2i.cli.options import peek_option
+    from i2i.cyclegan.checkpoint import run_model
+    from i2i.cyclegan.config import DEFAULT_MODEL
+
+    model = peek_option(args, "--model")
+    run_dir = peek_option(args, "--run-dir")
+    if model is None and run_dir and "--resume" in args:
+        model = run_model(run_dir)
+    return model or DEFAULT_MODEL
+
+
+def _train_sources(args: list[str]) -> list:
+    """TrainConfig's flags (with the networks'), then the chosen method's own options."""
+    from i2i.cli.options import Source
+    from i2i.cyclegan.config import TrainConfig
+    from i2i.cyclegan.methods import get_method
+    from i2i.errors import UsageError
+
+    try:
+        method = [Source(get_method(_train_model(args)).Options, ("options",))]
+    except UsageError:                                  # an unknown --model: reported when the command runs
+        method = []
+    return [Source(TrainConfig), *method]
+
+
+def _train_defaults(args: list[str]):
+    """What runs when a flag is not given: the method's builtin:shapes preset (the default dataset), and where
+    that differs, the method's defaults for an image folder."""
+    from i2i.cli.options import Defaults
+    from i2i.cyclegan.run_config import default_config
+    from i2i.errors import UsageError
+
+    try:
+        model = _train_model(args)
+        return Defaults(default_config(model, shapes=True), usual=default_config(model),
+                        note="from the shapes preset", usual_label="for image folders")
+    except UsageError:
+        return None
+
+
+@app.command(cls=declared_command(_train_sources, _train_defaults))
 def train(
+    ctx: typer.Context,
     dataroot: Annotated[Optional[str], typer.Argument(
         help="Folder with trainA/ and trainB/ (and testA/, testB/), or builtin:shapes (synthetic circles -> "
-             "squares; its preset, used for every flag not given, learns on a CPU in minutes). Default: builtin:shapes; with --resume, "
-             "the run's recorded dataset.", show_default=False)] = None,
+             "squares; its preset learns on a CPU in minutes). Default: builtin:shapes; with --resume, the run's "
+             "recorded dataset.", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option(
-        "--model", help="Training method: cyclegan (default; two generators, cycle loss), cut or fastcut "
-        "(one-sided A->B with PatchNCE; Park et al. 2020).", show_default=False)] = None,
+        "--model", help="Training method: cyclegan (two generators, cycle loss; the default), cut or fastcut "
+        "(one-sided A->B with PatchNCE; Park et al. 2020). --model NAME --help lists its own flags and defaults.",
+        show_default=False)] = None,
     run_dir: Annotated[Optional[str], typer.Option(
-        "--run-dir", help="Run folder: config, checkpoints, samples, log (default: runs/<dataset name>, "
-        "runs/<dataset name>-<model> for cut and fastcut).", rich_help_panel=RUN)] = None,
+        "--run-dir", help="Run folder: config, checkpoints, samples, log. Default: runs/<dataset name>, with "
+        "-<model> for any method but cyclegan.", rich_help_panel=RUN)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir exactly where its latest "
                                          "checkpoint stopped.", rich_help_panel=RUN)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in a --run-dir that already holds a "
                                             "run (its checkpoints are replaced).", rich_help_panel=RUN)] = False,
-    net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
-    input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None,
-    net_d: Annotated[Optional[str], typer.Option("--net-d", "--netD", help="Discriminator: basic (70x70 "
-                                                 "PatchGAN, default), n_layers, pixel, dcgan.",
-                                                 rich_help_panel=ARCH)] = None,
-    ndf: Annotated[Optional[int], typer.Option("--ndf", help="Discriminator base width (default: 64).",
-                                               rich_help_panel=ARCH)] = None,
-    n_layers_d: Annotated[Optional[int], typer.Option("--n-layers-d", help="Layers for --net-d n_layers "
-                                                      "(default: 3).", rich_help_panel=ARCH)] = None,
-    init_type: Annotated[Optional[str], typer.Option("--init-type", help="normal (default), xavier, kaiming, "
-                                                     "orthogonal.", rich_help_panel=ARCH)] = None,
-    init_gain: Annotated[Optional[float], typer.Option("--init-gain", help="(default: 0.02)",
-                                                       rich_help_panel=ARCH)] = None,
-    gan_mode: Annotated[Optional[str], typer.Option("--gan-mode", help="lsgan (default), vanilla, hinge.",
-                                                    rich_help_panel=TRAIN)] = None,
-    lambda_a: Annotated[Optional[float], typer.Option("--lambda-a", help="Cycle loss weight A->B->A "
-                                                      "(default: 10).", rich_help_panel=TRAIN)] = None,
-    lambda_b: Annotated[Optional[float], typer.Option("--lambda-b", help="Cycle loss weight B->A->B "
-                                                      "(default: 10).", rich_help_panel=TRAIN)] = None,
-    lambda_identity: Annotated[Optional[float], typer.Option(
-        "--lambda-identity", help="Identity loss, relative to the cycle weight (default: 0.5).",
-        rich_help_panel=TRAIN)] = None,
-    pool_size: Annotated[Optional[int], typer.Option("--pool-size", help="Image history for the "
-                                                     "discriminators; 0 disables (default: 50).",
-                                                     rich_help_panel=TRAIN)] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Adam learning rate (default: 0.0002).",
-                                                rich_help_panel=TRAIN)] = None,
-    beta1: Annotated[Optional[float], typer.Option("--beta1", help="(default: 0.5)", rich_help_panel=TRAIN)] = None,
-    beta2: Annotated[Optional[float], typer.Option("--beta2", help="(default: 0.999)",
-                                                   rich_help_panel=TRAIN)] = None,
-    n_epochs: Annotated[Optional[int], typer.Option("--n-epochs", help="Epochs at the initial LR "
-                                                    "(default: 100).", rich_help_panel=TRAIN)] = None,
-    n_epochs_decay: Annotated[Optional[int], typer.Option("--n-epochs-decay", help="Epochs of linear decay to 0 "
-                                                          "(default: 100).", rich_help_panel=TRAIN)] = None,
-    lr_policy: Annotated[Optional[str], typer.Option("--lr-policy", help="linear (default), step, cosine, "
-                                                     "constant.", rich_help_panel=TRAIN)] = None,
-    lr_decay_iters: Annotated[Optional[int], typer.Option("--lr-decay-iters", help="Epochs per x0.1 step for "
-                                                          "--lr-policy step (default: 50).",
-                                                          rich_help_panel=TRAIN)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="(default: 1)",
-                                                      rich_help_panel=TRAIN)] = None,
-    max_iters: Annotated[Optional[int], typer.Option("--max-iters", help="Stop after this many iterations in "
-                                                     "total (saves a resumable checkpoint).",
-                                                     rich_help_panel=TRAIN)] = None,
-    load_size: Annotated[Optional[int], typer.Option("--load-size", help="Resize to this before cropping "
-                                                     "(default: 286).", rich_help_panel=DATA)] = None,
-    crop_size: Annotated[Optional[int], typer.Option("--crop-size", help="Training crop (default: 256).",
-                                                     rich_help_panel=DATA)] = None,
-    preprocess: Annotated[Optional[str], typer.Option(
-        "--preprocess", help="resize_and_crop (default), crop, scale_width, scale_width_and_crop, none.",
-        rich_help_panel=DATA)] = None,
-    no_flip: Annotated[bool, typer.Option("--no-flip", help="No random horizontal flips.",
-                                          rich_help_panel=DATA)] = False,
-    serial_batches: Annotated[bool, typer.Option("--serial-batches", help="Take B images in order instead of at "
-                                                 "random.", rich_help_panel=DATA)] = False,
-    phase: Annotated[Optional[str], typer.Option("--phase", help="Folder prefix: <phase>A, <phase>B "
-                                                 "(default: train).", rich_help_panel=DATA)] = None,
-    max_dataset_size: Annotated[Optional[int], typer.Option("--max-dataset-size", help="Use at most this many "
-                                                            "images per domain.", rich_help_panel=DATA)] = None,
-    shapes_count: Annotated[Optional[int], typer.Option("--shapes-count", help="Images per domain for "
-                                                        "builtin:shapes (its preset: 400).",
-                                                        rich_help_panel=DATA)] = None,
-    num_workers: Annotated[Optional[int], typer.Option("--num-workers", "--num-threads", help="DataLoader "
-                                                       "workers (default: 4).", rich_help_panel=DATA)] = None,
-    log_every: Annotated[Optional[int], typer.Option("--log-every", "--print-freq", help="Iterations between "
-                                                     "loss log lines (default: 100).", rich_help_panel=RUN)] = None,
-    sample_every: Annotated[Optional[int], typer.Option("--sample-every", "--display-freq", help="Iterations "
-                                                        "between sample grids (default: 400).",
-                                                        rich_help_panel=RUN)] = None,
-    save_every: Annotated[Optional[int], typer.Option("--save-every", "--save-latest-freq", help="Iterations "
-                                                      "between resumable checkpoints (default: 5000).",
-                                                      rich_help_panel=RUN)] = None,
-    save_epoch_every: Annotated[Optional[int], typer.Option("--save-epoch-every", "--save-epoch-freq",
-                                                            help="Epochs between weight snapshots (default: 5).",
-                                                            rich_help_panel=RUN)] = None,
-    keep_checkpoints: Annotated[Optional[int], typer.Option("--keep-checkpoints", help="Resumable checkpoints "
-                                                            "kept (default: 2).", rich_help_panel=RUN)] = None,
-    memory_format: Annotated[Optional[str], typer.Option(
-        "--memory-format", help="Tensor layout of the conv nets: auto (channels_last on CUDA, contiguous "
-        "elsewhere), channels_last or contiguous. Default: auto (builtin:shapes: channels_last, faster there "
-        "on CPU).", rich_help_panel=RUN)] = None,
-    log_with: Annotated[Optional[str], typer.Option("--log-with", help="Also log to an accelerate tracker, e.g. "
-                                                    "tensorboard (needs that package).",
-                                                    rich_help_panel=RUN)] = None,
-    eval_every: Annotated[Optional[int], typer.Option(
-        "--eval-every", help="Every N iterations, measure the KID of the A->B generator on a fixed held-out set "
-        "(testA/testB if the dataset has them, else a fixed subset of the training folders; builtin:shapes: "
-        "unseen shapes), log it to log.jsonl and the tracker, and keep the lowest as checkpoints/best (for "
-        "translate/eval --best). Default: 0 (off); can be turned on when resuming.", rich_help_panel=EVAL)] = None,
-    eval_images: Annotated[Optional[int], typer.Option(
-        "--eval-images", help="Held-out images per domain for --eval-every (default: 100).",
-        rich_help_panel=EVAL)] = None,
-    eval_features: Annotated[Optional[str], typer.Option(
-        "--eval-features", help="Features for --eval-every: inception (the standard; needs its weights, checked "
-        "before training starts) or random-cnn (an offline stand-in with fixed random weights, NOT comparable "
-        "to published KIDs). Default: inception.", rich_help_panel=EVAL)] = None,
-    inception_weights: Annotated[Optional[Path], typer.Option(
-        "--inception-weights", help="torch-fidelity's Inception file for --eval-every on offline machines; also "
-        "$I2I_INCEPTION_WEIGHTS. Default: the torch hub cache, downloaded on first use.",
-        rich_help_panel=EVAL)] = None,
-    lambda_gan: Annotated[Optional[float], typer.Option("--lambda-gan", help="GAN loss weight (default: 1).",
-                                                        rich_help_panel=CUT)] = None,
-    lambda_nce: Annotated[Optional[float], typer.Option("--lambda-nce", help="PatchNCE weight (default: cut 1, "
-                                                        "fastcut 10).", rich_help_panel=CUT)] = None,
-    nce_idt: Annotated[Optional[bool], typer.Option("--nce-idt/--no-nce-idt", help="Identity NCE on B -> G(B) "
-                                                    "(default: on for cut, off for fastcut).",
-                                                    show_default=False, rich_help_panel=CUT)] = None,
-    flip_equivariance: Annotated[Optional[bool], typer.Option(
-        "--flip-equivariance/--no-flip-equivariance", help="Flip G's input at random and its NCE features back "
-        "(default: off for cut, on for fastcut).", show_default=False, rich_help_panel=CUT)] = None,
-    nce_layers: Annotated[Optional[str], typer.Option("--nce-layers", help="Generator layer indices for PatchNCE "
-                                                      "(default: 0,4,8,12,16).", rich_help_panel=CUT)] = None,
-    num_patches: Annotated[Optional[int], typer.Option("--num-patches", help="Locations sampled per layer "
-                                                       "(default: 256).", rich_help_panel=CUT)] = None,
-    nce_t: Annotated[Optional[float], typer.Option("--nce-t", help="PatchNCE temperature (default: 0.07).",
-                                                   rich_help_panel=CUT)] = None,
-    netf_nc: Annotated[Optional[int], typer.Option("--netf-nc", help="Width of the projection MLP F "
-                                                   "(default: 256).", rich_help_panel=CUT)] = None,
     option: Annotated[Optional[list[str]], typer.Option(
-        "--option", metavar="NAME=VALUE", help="A method option (repeatable), e.g. --option lambda_nce=4: "
-        "reaches every option of --model, also those of a newly registered method.", show_default=False,
-        rich_help_panel=TRAIN)] = None,
-    nce_all_negatives: Annotated[Optional[bool], typer.Option(
-        "--nce-all-negatives/--no-nce-all-negatives", help="Take negatives from every image of the batch, not "
-        "only the same image (default: off).", show_default=False, rich_help_panel=CUT)] = None,
-    antialias: Annotated[Optional[bool], typer.Option(
-        "--antialias/--no-antialias", help="Blur-pool downsampling in G and D (default: on for cut/fastcut, off "
-        "for cyclegan).", show_default=False, rich_help_panel=ARCH)] = None,
-    antialias_up: Annotated[Optional[bool], typer.Option(
-        "--antialias-up/--no-antialias-up", help="Fixed-filter upsampling + conv in G instead of transposed "
-        "convs (default: on for cut/fastcut, off for cyclegan).", show_default=False,
-        rich_help_panel=ARCH)] = None,
-    device: DeviceOpt = None, precision: Annotated[Optional[str], typer.Option(
-        "--precision", help=PRECISION_HELP + " Default: fp32 (on --resume: the run's own).",
-        rich_help_panel="Common")] = None,
-    seed: SeedOpt = None, quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
+        "--option", metavar="NAME=VALUE", help="A method option by its name (repeatable), e.g. --option "
+        "lambda_nce=4; the flags of --model do the same.", show_default=False, rich_help_panel=TRAIN)] = None,
+    device: DeviceOpt = None, quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Train CycleGAN, CUT or FastCUT (--model) on two unpaired image folders (or builtin:shapes).
 
-    Defaults are each method's reference defaults. Ctrl-C saves a resumable checkpoint and exits (130).
+    Each default shown is what runs when the flag is not given: on builtin:shapes its preset, on image folders the
+    method's reference defaults (both shown where they differ). Ctrl-C saves a resumable checkpoint and exits (130).
     """
     reporter = Reporter(quiet=quiet, json_mode=json)
+    changes = given_changes(ctx)
 
     def go() -> None:
         from i2i.cyclegan.run_config import run_config
         from i2i.cyclegan.trainer import train as train_fn
 
-        precision_ = precision
-        if precision is not None:
+        capped = _capped_max_iters(changes.pop("max_iters", None), reporter)
+        changes.update({"max_iters": capped} if capped is not None else {})
+        if "precision" in changes:
             from i2i.device import resolve_device, resolve_precision
 
             dev = resolve_device(device)
-            precision_ = resolve_precision(precision, dev)
-            warn_precision(reporter, precision_, dev)
-        options = given(lambda_gan=lambda_gan, lambda_nce=lambda_nce, nce_idt=nce_idt,
-                        flip_equivariance=flip_equivariance, nce_layers=nce_layers, num_patches=num_patches,
-                        nce_t=nce_t, netf_nc=netf_nc, nce_all_negatives=nce_all_negatives)
-        changes = given(
-            init_type=init_type, init_gain=init_gain, gan_mode=gan_mode, lambda_A=lambda_a, lambda_B=lambda_b,
-            lambda_identity=lambda_identity, pool_size=pool_size, lr=lr, beta1=beta1, beta2=beta2,
-            n_epochs=n_epochs, n_epochs_decay=n_epochs_decay, lr_policy=lr_policy,
-            lr_decay_iters=lr_decay_iters, batch_size=batch_size, max_iters=_capped_max_iters(max_iters, reporter),
-            load_size=load_size, crop_size=crop_size, preprocess=preprocess,
-            flip=False if no_flip else None, serial_batches=True if serial_batches else None,
-            phase=phase, max_dataset_size=max_dataset_size, shapes_count=shapes_count,
-            num_workers=num_workers, log_every=log_every, sample_every=sample_every,
-            save_every=save_every, save_epoch_every=save_epoch_every, keep_checkpoints=keep_checkpoints,
-            log_with=log_with, seed=seed, precision=precision_, memory_format=memory_format,
-            eval_every=eval_every, eval_images=eval_images, eval_features=eval_features,
-            inception_weights=str(inception_weights) if inception_weights else None)
-        config = run_config(
-            dataroot, run_dir, model, resume, option or (), **changes,
-            generator={**_gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc),
-                       **given(antialias=antialias, antialias_up=antialias_up)},
-            discriminator=given(arch=net_d, ndf=ndf, n_layers=n_layers_d, norm=norm, antialias=antialias),
-            options=options)
+            changes["precision"] = resolve_precision(changes["precision"], dev)
+            warn_precision(reporter, changes["precision"], dev)
+        config = run_config(dataroot, run_dir, model, resume, option or (), **changes)
         result = train_fn(config, resume=resume, device=device, reporter=reporter, overwrite=overwrite)
-        if result.iterations == result.start_iteration:
-            reporter.info(f"nothing to do: {result.run_dir} is already at iteration {result.iterations}, where "
-                          "training ends (raise --max-iters, --n-epochs or --n-epochs-decay to go on); "
-                          f"checkpoint {result.checkpoint}")
-        else:
-            first, last = result.start_iteration + 1, result.iterations
-            span = f"iteration {last}" if first == last else f"iterations {first}-{last}"
-            reporter.info(f"done: {span} in {result.seconds:.0f} s; checkpoint {result.checkpoint}")
-        reporter.result({"run_dir": str(result.run_dir), "iterations": result.iterations,
-                         "start_iteration": result.start_iteration,
-                         "epochs": result.epochs_done, "checkpoint": str(result.checkpoint),
-                         "seconds": round(result.seconds, 2), "losses": result.losses})
+        _report_training(result, reporter)
 
     run_guarded(go, debug, reporter)
+
+
+def _report_training(result, reporter: Reporter) -> None:
+    if result.iterations == result.start_iteration:
+        reporter.info(f"nothing to do: {result.run_dir} is already at iteration {result.iterations}, where "
+                      "training ends (raise --max-iters, --n-epochs or --n-epochs-decay to go on); "
+                      f"checkpoint {result.checkpoint}")
+    else:
+        first, last = result.start_iteration + 1, result.iterations
+        span = f"iteration {last}" if first == last else f"iterations {first}-{last}"
+        reporter.info(f"done: {span} in {result.seconds:.0f} s; checkpoint {result.checkpoint}")
+    reporter.result({"run_dir": str(result.run_dir), "iterations": result.iterations,
+                     "start_iteration": result.start_iteration,
+                     "epochs": result.epochs_done, "checkpoint": str(result.checkpoint),
+                     "seconds": round(result.seconds, 2), "losses": result.losses})
 
 
 MAX_ITERS_ENV = "I2I_MAX_ITERS"

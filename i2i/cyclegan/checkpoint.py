@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig
+from i2i.cyclegan.config import DEFAULT_MODEL, GeneratorConfig
 from i2i.errors import CheckpointError, UsageError
 from i2i.images import atomic_path
 
@@ -82,11 +82,6 @@ def save_generator(path: str | os.PathLike, net: "nn.Module", config: GeneratorC
                    overwrite: bool = True) -> Path:
     """Save a generator (unwrapped from DDP/compile) with its config."""
     return save_weights(path, unwrap(net).state_dict(), GENERATOR_FORMAT, config.to_dict(), overwrite)
-
-
-def save_discriminator(path: str | os.PathLike, net: "nn.Module", config: DiscriminatorConfig,
-                       overwrite: bool = True) -> Path:
-    return save_weights(path, unwrap(net).state_dict(), DISCRIMINATOR_FORMAT, config.to_dict(), overwrite)
 
 
 def load_state_strict(net: "nn.Module", state: dict[str, "torch.Tensor"], source: str) -> None:
@@ -168,7 +163,7 @@ def run_model(path: str | os.PathLike) -> str | None:
         cfg = folder / "config.json"
         if cfg.is_file():
             try:
-                return json.loads(cfg.read_text(encoding="utf-8")).get("model", "cyclegan")
+                return json.loads(cfg.read_text(encoding="utf-8")).get("model", DEFAULT_MODEL)
             except (OSError, json.JSONDecodeError):
                 return None
     return None

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from i2i.device import MEMORY_FORMATS
 from i2i.errors import UsageError
+from i2i.options import flag, option
 
 GENERATOR_ARCHS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128", "dcgan")   # + resnet_<N>blocks
 DISCRIMINATOR_ARCHS = ("basic", "n_layers", "pixel", "dcgan")
@@ -42,28 +43,38 @@ def _check(value: str, choices: tuple[str, ...], what: str) -> None:
         raise UsageError(f"{what} {value!r}: choose one of {', '.join(choices)}")
 
 
+ARCH, TRAIN, DATA = "Architecture", "Training", "Data"
+RUN, EVAL, COMMON = "Run, logging and checkpoints", "Evaluation while training (best checkpoint)", "Common"
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Architecture of one generator. Defaults are the reference CycleGAN's (resnet_9blocks, ngf 64, instance
     norm, no dropout: 11,378,179 parameters)."""
 
-    arch: str = "resnet_9blocks"
-    input_nc: int = 3
-    output_nc: int = 3
-    ngf: int = 64
-    norm: str = "instance"
-    dropout: bool = False
-    antialias: bool = False            # resnet only: stride-1 conv + blur-pool instead of stride-2 convs (CUT)
-    antialias_up: bool = False         # resnet only: fixed upsampling + conv instead of transposed convs (CUT)
+    arch: str = option("resnet_9blocks", flag="--net-g", aliases=("--netG",), panel=ARCH,
+                       choices=GENERATOR_ARCHS + ("resnet_<N>blocks",),
+                       help="Generator architecture (resnet_<N>blocks: any number N of residual blocks).")
+    input_nc: int = option(3, help="Channels of domain A: 3 or 1.", panel=ARCH)
+    output_nc: int = option(3, help="Channels of domain B: 3 or 1.", panel=ARCH)
+    ngf: int = option(64, help="Generator base width.", panel=ARCH)
+    norm: str = option("instance", help="Normalisation in the generator and the discriminator.", panel=ARCH,
+                       choices=NORMS)
+    dropout: bool = option(False, help="Dropout 0.5 in the generator's residual blocks.", panel=ARCH)
+    antialias: bool = option(False, panel=ARCH, help="Blur-pool downsampling in G and D: stride-1 conv + blur "
+                             "instead of stride-2 convs (CUT's; resnet generators, basic/n_layers discriminators).")
+    antialias_up: bool = option(False, panel=ARCH, help="Fixed-filter upsampling + conv in G instead of "
+                                "transposed convs (CUT's; resnet generators).")
 
     def __post_init__(self) -> None:
         if resnet_blocks(self.arch) is None:
-            _check(self.arch, GENERATOR_ARCHS + ("resnet_<N>blocks",), "generator architecture")
-        _check(self.norm, NORMS, "norm")
+            _check(self.arch, GENERATOR_ARCHS + ("resnet_<N>blocks",), f"{flag(self, 'arch')}")
+        _check(self.norm, NORMS, flag(self, "norm"))
         if (self.antialias or self.antialias_up) and not self.arch.startswith("resnet"):
-            raise UsageError(f"anti-aliasing is implemented for the resnet generators only, not {self.arch}")
+            raise UsageError(f"{flag(self, 'antialias')}: anti-aliasing is implemented for the resnet generators "
+                             f"only, not {self.arch}")
         if self.input_nc not in (1, 3) or self.output_nc not in (1, 3):
-            raise UsageError("input/output channels must be 1 or 3")
+            raise UsageError(f"{flag(self, 'input_nc')}/{flag(self, 'output_nc')} must be 1 or 3")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -80,20 +91,23 @@ class GeneratorConfig:
 @dataclass(frozen=True)
 class DiscriminatorConfig:
     """Architecture of one discriminator. Default: the 70x70 PatchGAN ("basic", 3 layers, ndf 64,
-    2,764,737 parameters)."""
+    2,764,737 parameters). ``norm`` and ``antialias`` share their flags with the generator's."""
 
-    arch: str = "basic"
-    input_nc: int = 3
-    ndf: int = 64
-    n_layers: int = 3
-    norm: str = "instance"
-    antialias: bool = False            # basic/n_layers only: stride-1 conv + blur-pool instead of stride 2 (CUT)
+    arch: str = option("basic", flag="--net-d", aliases=("--netD",), panel=ARCH, choices=DISCRIMINATOR_ARCHS,
+                       help="Discriminator architecture (basic: the 70x70 PatchGAN).")
+    input_nc: int = 3                    # set by the method from the generator's channels
+    ndf: int = option(64, help="Discriminator base width.", panel=ARCH)
+    n_layers: int = option(3, flag="--n-layers-d", help="Layers of --net-d n_layers.", panel=ARCH)
+    norm: str = option("instance", help="Normalisation in the generator and the discriminator.", panel=ARCH,
+                       choices=NORMS)
+    antialias: bool = option(False, panel=ARCH, help="Blur-pool downsampling in G and D.")
 
     def __post_init__(self) -> None:
-        _check(self.arch, DISCRIMINATOR_ARCHS, "discriminator architecture")
-        _check(self.norm, NORMS, "norm")
+        _check(self.arch, DISCRIMINATOR_ARCHS, flag(self, "arch"))
+        _check(self.norm, NORMS, flag(self, "norm"))
         if self.antialias and self.arch not in ("basic", "n_layers"):
-            raise UsageError(f"anti-aliasing is implemented for the basic/n_layers discriminators, not {self.arch}")
+            raise UsageError(f"{flag(self, 'antialias')}: anti-aliasing is implemented for the basic/n_layers "
+                             f"discriminators, not {self.arch}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,93 +117,111 @@ class DiscriminatorConfig:
         return _from_dict(cls, data)
 
 
+DEFAULT_MODEL = "cyclegan"
+"""The training method of a run that names none (the only place that names it)."""
+
+# Written at the top level of config.json before each method declared its own options (i2i.cyclegan.methods):
+# CycleGAN's, moved into ``options`` when such a file is read (another method never used them).
+LEGACY_CYCLEGAN_FIELDS = ("lambda_A", "lambda_B", "lambda_identity", "pool_size")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a CycleGAN training run. Defaults are the reference's (cycle_gan model).
+    """Everything that defines a training run. Defaults are the reference CycleGAN's.
 
-    Saved as ``RUN/config.json``; ``--resume`` reloads it and only the fields in :data:`RESUMABLE_FIELDS` may
-    change on resume.
+    ``options`` holds the method's own hyperparameters (its ``Method.Options`` fields, e.g. CycleGAN's
+    ``lambda_A``). Saved as ``RUN/config.json``; ``--resume`` reloads it and only the fields in
+    :data:`RESUMABLE_FIELDS` may change on resume. :mod:`i2i.cyclegan.run_config` assembles a run's config (the
+    method's defaults, the shapes preset, the caller's changes).
     """
 
     dataroot: str = "builtin:shapes"
     run_dir: str = "runs/cyclegan"
-    model: str = "cyclegan"             # the training method (i2i.cyclegan.methods.REGISTRY)
+    model: str = DEFAULT_MODEL          # the training method (i2i.cyclegan.methods.REGISTRY)
     options: dict[str, Any] = field(default_factory=dict)   # the method's own hyperparameters
     generator: GeneratorConfig = GeneratorConfig()
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
-    init_type: str = "normal"
-    init_gain: float = 0.02
-    gan_mode: str = "lsgan"
-    lambda_A: float = 10.0
-    lambda_B: float = 10.0
-    lambda_identity: float = 0.5
-    pool_size: int = 50
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    n_epochs: int = 100
-    n_epochs_decay: int = 100
-    lr_policy: str = "linear"
-    lr_decay_iters: int = 50
-    batch_size: int = 1
-    load_size: int = 286
-    crop_size: int = 256
-    preprocess: str = "resize_and_crop"
-    flip: bool = True
-    serial_batches: bool = False
-    phase: str = "train"
-    max_dataset_size: int | None = None
-    shapes_count: int = 1000
-    num_workers: int = 4
-    seed: int = 0
-    precision: str = "fp32"
-    memory_format: str = "auto"         # conv tensor layout (i2i.device.MEMORY_FORMATS): auto = channels_last on CUDA
-    max_iters: int | None = None
-    log_every: int = 100
-    sample_every: int = 400
-    save_every: int = 5000
-    save_epoch_every: int = 5
-    keep_checkpoints: int = 2
-    log_with: str | None = None
-    eval_every: int = 0                 # KID of G_A on a fixed held-out set every N iterations; keeps checkpoints/best
-    eval_images: int = 100              # held-out images per domain for --eval-every
-    eval_features: str = "inception"    # feature extractor for --eval-every (i2i.metrics.registry)
-    inception_weights: str | None = None   # the Inception weights file (default: $I2I_INCEPTION_WEIGHTS, the cache)
+    init_type: str = option("normal", help="Initial weights.", choices=INIT_TYPES, panel=ARCH)
+    init_gain: float = option(0.02, help="Scale of the initial weights (the std for normal).", panel=ARCH)
+    gan_mode: str = option("lsgan", help="The adversarial loss.", choices=GAN_MODES, panel=TRAIN)
+    lr: float = option(2e-4, help="Adam learning rate.", panel=TRAIN)
+    beta1: float = option(0.5, help="Adam beta1.", panel=TRAIN)
+    beta2: float = option(0.999, help="Adam beta2.", panel=TRAIN)
+    n_epochs: int = option(100, help="Epochs at the initial learning rate.", panel=TRAIN)
+    n_epochs_decay: int = option(100, help="Epochs of decay to 0 after them.", panel=TRAIN)
+    lr_policy: str = option("linear", help="Learning-rate schedule.", choices=LR_POLICIES, panel=TRAIN)
+    lr_decay_iters: int = option(50, help="Epochs per x0.1 step of --lr-policy step.", panel=TRAIN)
+    batch_size: int = option(1, help="Images per domain per iteration.", panel=TRAIN)
+    load_size: int = option(286, help="Resize to this before cropping.", panel=DATA)
+    crop_size: int = option(256, help="Training crop.", panel=DATA)
+    preprocess: str = option("resize_and_crop", help="How images become training crops.", choices=PREPROCESS,
+                             panel=DATA)
+    flip: bool = option(True, help="Random horizontal flips.", panel=DATA)
+    serial_batches: bool = option(False, help="Take B images in order instead of at random.", panel=DATA)
+    phase: str = option("train", help="Folder prefix: <phase>A, <phase>B.", panel=DATA)
+    max_dataset_size: int | None = option(None, help="Use at most this many images per domain.", panel=DATA)
+    shapes_count: int = option(1000, help="Images per domain of builtin:shapes.", panel=DATA)
+    num_workers: int = option(4, aliases=("--num-threads",), help="DataLoader worker processes.", panel=DATA)
+    seed: int = option(0, help="Random seed (initial weights, data order, pools).", panel=COMMON)
+    precision: str = option("fp32", panel=COMMON, choices=("fp32", "bf16", "fp16", "auto"),
+                            help="bf16: autocast (faster on GPUs and on CPUs with AMX or AVX-512 BF16, slower on "
+                            "other CPUs); fp16: CUDA only, with a loss scaler; auto: bf16 where the device computes "
+                            "it natively, else fp32. On --resume: the run's own.")
+    memory_format: str = option("auto", choices=MEMORY_FORMATS, panel=RUN,
+                                help="Tensor layout of the conv nets: auto is channels_last on CUDA, contiguous "
+                                "elsewhere.")
+    max_iters: int | None = option(None, help="Stop after this many iterations in total (saves a resumable "
+                                   "checkpoint).", panel=TRAIN)
+    log_every: int = option(100, aliases=("--print-freq",), help="Iterations between loss log lines.", panel=RUN)
+    sample_every: int = option(400, aliases=("--display-freq",), help="Iterations between sample grids.",
+                               panel=RUN)
+    save_every: int = option(5000, aliases=("--save-latest-freq",), help="Iterations between resumable "
+                             "checkpoints.", panel=RUN)
+    save_epoch_every: int = option(5, aliases=("--save-epoch-freq",), help="Epochs between weight snapshots.",
+                                   panel=RUN)
+    keep_checkpoints: int = option(2, help="Resumable checkpoints kept.", panel=RUN)
+    log_with: str | None = option(None, help="Also log to an accelerate tracker, e.g. tensorboard (needs that "
+                                  "package).", panel=RUN)
+    eval_every: int = option(0, panel=EVAL, help="Every N iterations, measure the KID of the A->B generator on a "
+                             "fixed held-out set (testA/testB if the dataset has them, else a fixed subset of the "
+                             "training folders; builtin:shapes: unseen shapes), log it and keep the lowest as "
+                             "checkpoints/best (for translate/eval --best). 0: off; can be turned on when resuming.")
+    eval_images: int = option(100, help="Held-out images per domain for --eval-every.", panel=EVAL)
+    eval_features: str = option("inception", panel=EVAL,
+                                help="Features for --eval-every: inception (the standard; needs its weights, "
+                                "checked before training starts) or random-cnn (an offline stand-in with fixed "
+                                "random weights, NOT comparable to published KIDs).")
+    inception_weights: str | None = option(None, panel=EVAL, help="torch-fidelity's Inception file for "
+                                            "--eval-every on offline machines; also $I2I_INCEPTION_WEIGHTS. None: "
+                                            "the torch hub cache, downloaded on first use.")
 
     def __post_init__(self) -> None:
-        from i2i.cyclegan.methods import REGISTRY
-
-        _check(self.model, tuple(REGISTRY), "model")
-        _check(self.gan_mode, GAN_MODES, "gan mode")
-        _check(self.lr_policy, LR_POLICIES, "lr policy")
-        _check(self.preprocess, PREPROCESS, "preprocess")
-        _check(self.init_type, INIT_TYPES, "init type")
-        _check(self.precision, ("fp32", "bf16", "fp16"), "precision")
-        _check(self.memory_format, MEMORY_FORMATS, "--memory-format")
+        for name, choices in (("gan_mode", GAN_MODES), ("lr_policy", LR_POLICIES), ("preprocess", PREPROCESS),
+                              ("init_type", INIT_TYPES), ("precision", ("fp32", "bf16", "fp16")),
+                              ("memory_format", MEMORY_FORMATS)):
+            _check(getattr(self, name), choices, flag(self, name))
         from i2i.metrics.registry import EXTRACTORS
 
-        _check(self.eval_features, EXTRACTORS, "--eval-features")
-        positive = {"batch_size": self.batch_size, "crop_size": self.crop_size, "load_size": self.load_size,
-                    "log_every": self.log_every, "sample_every": self.sample_every,
-                    "save_every": self.save_every, "save_epoch_every": self.save_epoch_every,
-                    "keep_checkpoints": self.keep_checkpoints, "shapes_count": self.shapes_count}
-        for name, value in positive.items():
-            if value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
-        for name in ("lambda_A", "lambda_B", "lambda_identity", "lr", "n_epochs", "n_epochs_decay", "pool_size",
-                     "num_workers", "init_gain"):
+        _check(self.eval_features, EXTRACTORS, flag(self, "eval_features"))
+        for name in ("batch_size", "crop_size", "load_size", "log_every", "sample_every", "save_every",
+                     "save_epoch_every", "keep_checkpoints", "shapes_count"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{flag(self, name)} must be at least 1 (got {getattr(self, name)})")
+        for name in ("lr", "n_epochs", "n_epochs_decay", "num_workers", "init_gain"):
             if getattr(self, name) < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must not be negative")
+                raise UsageError(f"{flag(self, name)} must not be negative")
         if self.n_epochs + self.n_epochs_decay < 1:
-            raise UsageError("--n-epochs + --n-epochs-decay must be at least 1")
+            raise UsageError(f"{flag(self, 'n_epochs')} + {flag(self, 'n_epochs_decay')} must be at least 1")
         if self.eval_every < 0 or self.eval_images < 4:
-            raise UsageError("--eval-every must not be negative and --eval-images must be at least 4")
+            raise UsageError(f"{flag(self, 'eval_every')} must not be negative and {flag(self, 'eval_images')} "
+                             "must be at least 4")
         if self.max_iters is not None and self.max_iters < 1:
-            raise UsageError("--max-iters must be at least 1")
+            raise UsageError(f"{flag(self, 'max_iters')} must be at least 1")
         if "crop" in self.preprocess and self.preprocess != "crop" and self.crop_size > self.load_size:
-            raise UsageError(f"--crop-size {self.crop_size} is larger than --load-size {self.load_size}")
+            raise UsageError(f"{flag(self, 'crop_size')} {self.crop_size} is larger than {flag(self, 'load_size')} "
+                             f"{self.load_size}")
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
-            raise UsageError("Adam betas must be in [0, 1)")
+            raise UsageError(f"Adam betas ({flag(self, 'beta1')}, {flag(self, 'beta2')}) must be in [0, 1)")
 
     @property
     def total_epochs(self) -> int:
@@ -200,7 +232,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """A config from its JSON form; files written before the methods declared their own options (CycleGAN's
+        ``lambda_A``, ``lambda_B``, ``lambda_identity``, ``pool_size`` at the top level) are converted."""
         data = dict(data)
+        legacy = {name: data.pop(name) for name in LEGACY_CYCLEGAN_FIELDS if name in data}
+        if legacy and data.get("model", DEFAULT_MODEL) == DEFAULT_MODEL:
+            data["options"] = {**legacy, **data.get("options", {})}
         data["generator"] = GeneratorConfig.from_dict(data.get("generator", {}))
         data["discriminator"] = DiscriminatorConfig.from_dict(data.get("discriminator", {}))
         return _from_dict(cls, data)
@@ -220,10 +257,8 @@ RESUMABLE_FIELDS = frozenset({"run_dir", "max_iters", "log_every", "sample_every
 #   the cost of ngf 16 with 6 blocks; at 32 px three blocks already see the whole image;
 # - batch norm in the generator: instance norm keeps only the sign of each colour feature relative to the white
 #   background, so colours are learned slowly and drift (blue -> purple); with batch norm they pass through;
-# - an identity term of weight 20 (4 x the cycle weight 5) and Adam at 5e-4: together they keep each colour (at
-#   1e-3 the colours are permuted for most of the run, a cycle-consistent wrong answer); halving the reference's
-#   cycle weight (10) lets the adversarial term square the corners sooner (the lowest accuracy at two thirds
-#   was 91.5-94 % in three seeds, against 93 and 88 % in two seeds with cycle 10, identity 2);
+# - Adam at 5e-4 (with CycleGAN's identity term of weight 20, its shapes preset in methods/cyclegan.py): together
+#   they keep each colour (at 1e-3 the colours are permuted for most of the run, a cycle-consistent wrong answer);
 # - 600 iterations with the LR decaying linearly from the second of 6 epochs;
 # - channels_last tensors: 7-30 % less wall time for these small nets at 32 px on a 2-core CPU (docs/performance.md).
 SHAPES_PRESET: dict[str, Any] = {
@@ -237,9 +272,6 @@ SHAPES_PRESET: dict[str, Any] = {
     "shapes_count": 400,
     "batch_size": 4,
     "lr": 5e-4,
-    "lambda_A": 5.0,
-    "lambda_B": 5.0,
-    "lambda_identity": 4.0,   # times lambda_A/B: the identity term keeps its weight (20), the cycle term halves
     "num_workers": 0,
     "log_every": 25,
     "sample_every": 100,

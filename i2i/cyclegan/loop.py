@@ -25,7 +25,7 @@ from torch import nn
 
 from i2i.cyclegan.checkpoint import BEST, INFO_FILE, LATEST_FILE, latest_checkpoint
 from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
-from i2i.cyclegan.config import TrainConfig
+from i2i.cyclegan.config import DiscriminatorConfig, TrainConfig
 from i2i.cyclegan.data import Preprocess, build_dataset, collate, epoch_plan
 from i2i.cyclegan.methods import get_method
 from i2i.cyclegan.methods.base import Method, StepContext
@@ -35,6 +35,7 @@ from i2i.cyclegan.train_state import load_train_state, save_train_state
 from i2i.device import make_accelerator, use_channels_last
 from i2i.errors import CheckpointError, Interrupted, NumericalError, OutputError, UsageError
 from i2i.images import atomic_path, save_image, tensor_to_image
+from i2i.options import flag
 from i2i.progress import Reporter
 
 
@@ -102,7 +103,7 @@ def _accelerator(config: TrainConfig, device: str | None) -> Any:
     if device not in (None, "auto", "cpu") and torch.device(device).type != dev.type:
         raise UsageError(f"--device {device}: not available here (accelerate chose {dev})")
     if config.precision == "fp16" and dev.type != "cuda":
-        raise UsageError("--precision fp16 needs a CUDA device; use bf16 on CPU")
+        raise UsageError(f"{flag(config, 'precision')} fp16 needs a CUDA device; use bf16 on CPU")
     return accelerator
 
 
@@ -112,12 +113,14 @@ def _build_data(config: TrainConfig, reporter: Reporter | None) -> tuple[Preproc
     min_side = min_train_side(config.generator, config.discriminator)
     pre = Preprocess(config.preprocess, config.load_size, config.crop_size, config.flip, multiple, min_side)
     if config.preprocess in ("crop", "resize_and_crop", "scale_width_and_crop"):
+        crop, n_layers, net_d = flag(config, "crop_size"), flag(DiscriminatorConfig, "n_layers"), flag(
+            DiscriminatorConfig, "arch")
         if config.crop_size % multiple:
-            raise UsageError(f"--crop-size {config.crop_size} must be a multiple of {multiple} for "
+            raise UsageError(f"{crop} {config.crop_size} must be a multiple of {multiple} for "
                              f"{config.generator.arch}")
         if config.crop_size < min_side:
-            raise UsageError(f"--crop-size {config.crop_size} is too small for these networks: they need at least "
-                             f"{min_side} px (a smaller discriminator: --n-layers-d with --net-d n_layers)")
+            raise UsageError(f"{crop} {config.crop_size} is too small for these networks: they need at least "
+                             f"{min_side} px (a smaller discriminator: {n_layers} with {net_d} n_layers)")
     dataset = build_dataset(config.dataroot, config.phase, pre, config.generator.input_nc,
                             config.generator.output_nc, config.max_dataset_size, config.shapes_count, config.seed,
                             warn=reporter.warn if reporter else (lambda m: None))
@@ -213,7 +216,7 @@ class _Run:
         raise NumericalError(f"loss {', '.join(bad)} became NaN/inf near iteration {self.global_iter} ({where}); "
                              f"the last good checkpoint is kept"
                              + (f" ({self.last_ckpt})" if self.last_ckpt else "")
-                             + " — try a lower --lr or --precision fp32")
+                             + f" — try a lower {flag(TrainConfig, 'lr')} or {flag(TrainConfig, 'precision')} fp32")
 
     def log_losses(self) -> str:
         """Average the losses since the last log into ``log.jsonl`` (and the tracker); the progress status text."""
@@ -305,7 +308,7 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
     """
     reporter = reporter or Reporter(quiet=True)
     method_cls = get_method(config.model)
-    method_cls.check_options(config.options)
+    method_cls.options_from(config.options)            # an unknown or invalid option fails here, not after loading
     _check_run_dir(Path(config.run_dir), resume, overwrite)
     accelerator = _accelerator(config, device)
     dev, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
@@ -325,12 +328,13 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
     # ---- the method: networks, optimizers, schedulers, losses
     memory_format = torch.channels_last if use_channels_last(dev, config.memory_format) else torch.contiguous_format
     scaler = torch.amp.GradScaler(dev.type, enabled=config.precision == "fp16")
-    method = method_cls(config, StepContext(dev, config.precision, memory_format, scaler))
+    ctx = StepContext(dev, config.precision, memory_format, scaler)
+    method = method_cls(config, ctx)
     run = _Run(config, method, accelerator, scaler, iters_per_epoch)
     if resume:
         run.restore(reporter)
     run.start(resume, overwrite)
-    method.prepare(accelerator)
+    ctx.prepare(accelerator)
     total_iters = config.total_epochs * iters_per_epoch
     if config.max_iters is not None:
         total_iters = min(total_iters, config.max_iters)
@@ -344,6 +348,7 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
                 real_A = batch["A"].to(dev, non_blocking=True, memory_format=memory_format)
                 real_B = batch["B"].to(dev, non_blocking=True, memory_format=memory_format)
                 run.count(method.step(real_A, real_B))
+                ctx.end_step()
                 advance(1)
 
                 if run.global_iter % config.log_every == 0 or run.global_iter == total_iters:

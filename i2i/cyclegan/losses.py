@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -30,3 +32,13 @@ def gan_loss(pred: torch.Tensor, target_is_real: bool, mode: str, for_discrimina
 def discriminator_loss(pred_real: torch.Tensor, pred_fake: torch.Tensor, mode: str) -> torch.Tensor:
     """0.5 * (loss on real + loss on fake), as in the reference's backward_D_basic."""
     return 0.5 * (gan_loss(pred_real, True, mode) + gan_loss(pred_fake, False, mode))
+
+
+def score_real_and_fake(D: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                        fuse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Discriminator ``D``'s patch scores of ``real`` and ``fake`` ([B, C, H, W] each): one call on both stacked
+    when ``fuse`` and the shapes agree (only valid for a per-sample norm: instance or none), else two calls."""
+    if fuse and real.shape == fake.shape:
+        pred_real, pred_fake = D(torch.cat([real, fake])).split(real.shape[0])
+        return pred_real, pred_fake
+    return D(real), D(fake)

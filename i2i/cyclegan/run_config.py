@@ -1,5 +1,7 @@
-"""The config a training run starts from, as ``i2i cyclegan train`` builds it: the method's defaults (with the
-shapes preset for builtin:shapes) or, on resume, the run's saved config; then the caller's changes.
+"""The one place a training config is assembled, as ``i2i cyclegan train`` builds it: the reference defaults
+(:class:`~i2i.cyclegan.config.TrainConfig`), the method's own (``Method.defaults``, ``Method.Options``), for
+builtin:shapes the shapes preset (``config.SHAPES_PRESET`` and ``Method.shapes_preset``) or, on resume, the run's
+saved config; then the caller's changes.
 
 Python callers get the CLI's defaults, run folder naming and resume rules from :func:`run_config`.
 """
@@ -11,48 +13,88 @@ import json
 from pathlib import Path
 from typing import Any
 
-from i2i.cyclegan.config import RESUMABLE_FIELDS, TrainConfig
+from i2i.cyclegan.config import DEFAULT_MODEL, RESUMABLE_FIELDS, SHAPES_PRESET, TrainConfig
+from i2i.cyclegan.methods import get_method
 from i2i.errors import CheckpointError, UsageError
 
 NESTED = ("generator", "discriminator", "options")
 
 
-def default_run_dir(dataroot: str, model: str = "cyclegan") -> str:
+def default_run_dir(dataroot: str, model: str = DEFAULT_MODEL) -> str:
     """``runs/<the dataset folder's name>`` (``shapes`` for builtin:shapes), with ``-<model>`` for any method but
     CycleGAN, so that runs of two methods on one dataset do not meet in one folder."""
     from i2i.cyclegan.data import BUILTIN_SHAPES
 
     name = "shapes" if dataroot == BUILTIN_SHAPES else (Path(dataroot).name or "cyclegan")
-    return f"runs/{name}" if model == "cyclegan" else f"runs/{name}-{model}"
+    return f"runs/{name}" if model == DEFAULT_MODEL else f"runs/{name}-{model}"
 
 
 def run_config(dataroot: str | None = None, run_dir: str | None = None, model: str | None = None,
                resume: bool = False, option_pairs: list[str] | tuple[str, ...] = (), **changes: Any) -> TrainConfig:
     """The config ``i2i cyclegan train DATAROOT --model MODEL [flags]`` runs.
 
-    A new run starts from ``model``'s defaults (``cyclegan`` if None; the shapes preset when ``dataroot`` is
+    A new run starts from ``model``'s defaults (config.DEFAULT_MODEL if None; the shapes preset when ``dataroot`` is
     builtin:shapes, the default). With ``resume`` the run's ``config.json`` is the start, ``dataroot`` may only
     name the recorded dataset and only RESUMABLE_FIELDS may change. ``changes`` are TrainConfig fields;
     ``generator``, ``discriminator`` and ``options`` may be partial dicts. ``option_pairs``: ``NAME=VALUE``
     texts (``--option``) read by :func:`parse_options` for the run's method; ``options`` win over them.
     """
     from i2i.cyclegan.data import BUILTIN_SHAPES
-    from i2i.cyclegan.methods import default_config, merge_config
 
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir (the run folder to continue)")
     data = dataroot or BUILTIN_SHAPES
-    given = {"run_dir": run_dir or default_run_dir(data, model or "cyclegan"), **changes}
+    given = {"run_dir": run_dir or default_run_dir(data, model or DEFAULT_MODEL), **changes}
     if model is not None:
         given["model"] = model
     if dataroot is not None or not resume:
         given["dataroot"] = data
     base = saved_config(given["run_dir"]) if resume else None
-    base = base or default_config(model or "cyclegan", shapes=data == BUILTIN_SHAPES)
+    base = base or default_config(model or DEFAULT_MODEL, shapes=data == BUILTIN_SHAPES)
     if option_pairs:
         given["options"] = {**parse_options(model or base.model, list(option_pairs)), **given.get("options", {})}
     given = {k: v for k, v in given.items() if not (k in NESTED and not v)}
-    return resolve_config(merge_config(base, given), resume, set(given))
+    config = resolve_config(merge_config(base, given), resume, set(given))
+    get_method(config.model).options_from(config.options)      # an unknown method or option fails here
+    return config
+
+
+def default_config(model: str = DEFAULT_MODEL, shapes: bool = False) -> TrainConfig:
+    """The starting config of ``model``: the reference defaults, then the method's own (``Method.defaults``,
+    ``Method.Options``), then for builtin:shapes the small shapes preset (and the method's ``shapes_preset``)."""
+    cls = get_method(model)
+    config = TrainConfig(model=model, options=cls.default_options())
+    for layer in ({k: v for k, v in cls.defaults.items() if k != "options"},
+                  _as_changes(SHAPES_PRESET) if shapes else {}, cls.shapes_preset if shapes else {}):
+        config = merge_config(config, layer)
+    return config
+
+
+def _as_changes(preset: dict) -> dict:
+    """A preset with its network configs reduced to the fields that differ from their defaults (so a method's
+    own network defaults, e.g. CUT's anti-aliasing, survive)."""
+    out = {}
+    for name, value in preset.items():
+        if dataclasses.is_dataclass(value):
+            default = type(value)()
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+                     if getattr(value, f.name) != getattr(default, f.name)}
+        out[name] = value
+    return out
+
+
+def merge_config(config: TrainConfig, fields: dict) -> TrainConfig:
+    """``config`` with ``fields`` replaced; ``generator``/``discriminator``/``options`` may be given as partial
+    dicts (merged into the current value) or as whole configs."""
+    merged = {}
+    for name, value in fields.items():
+        current = getattr(config, name)
+        if isinstance(value, dict) and name == "options":
+            value = {**current, **value}
+        elif isinstance(value, dict):
+            value = dataclasses.replace(current, **value)
+        merged[name] = value
+    return dataclasses.replace(config, **merged)
 
 
 def resolve_config(config: TrainConfig, resume: bool, overrides: set[str]) -> TrainConfig:
@@ -96,9 +138,7 @@ def _same_dataroot(a: str, b: str) -> bool:
 def parse_options(model: str, pairs: list[str]) -> dict[str, Any]:
     """``--option NAME=VALUE`` pairs as method options, each VALUE read as the type of the option's default
     (so a new method's options need no CLI flags of their own)."""
-    from i2i.cyclegan.methods import get_method
-
-    defaults = get_method(model).options
+    defaults = get_method(model).default_options()
     out: dict[str, Any] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")

@@ -8,6 +8,7 @@ line in :data:`i2i.cyclegan.methods.REGISTRY`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
@@ -17,6 +18,7 @@ from torch import nn
 
 from i2i.cyclegan.config import TrainConfig
 from i2i.cyclegan.data import Preprocess
+from i2i.device import autocast
 
 
 class Saved(NamedTuple):
@@ -27,14 +29,58 @@ class Saved(NamedTuple):
     config: dict[str, Any]
 
 
-@dataclass
 class StepContext:
-    """What the loop hands a method: where to run and how (precision, memory format, loss scaler for fp16)."""
+    """What the loop hands a method: where and how to run. It owns the loop's duties around a step, so that a
+    method written against it gets every device, memory format, precision and DDP setting for free:
 
-    device: torch.device
-    precision: str
-    memory_format: torch.memory_format
-    scaler: Any                          # torch.amp.GradScaler (enabled only for fp16)
+    - :meth:`place` moves a module to the device in the run's memory format (and marks it for DDP);
+    - :meth:`forward` calls a module (its DDP wrapper once the loop has prepared it) under the run's autocast;
+    - :meth:`backward` clears the optimizers' gradients, back-propagates a loss through the fp16 loss scaler and
+      steps the optimizers; the loop updates the scaler once after each step.
+    """
+
+    def __init__(self, device: torch.device, precision: str, memory_format: torch.memory_format,
+                 scaler: Any) -> None:
+        self.device, self.precision, self.memory_format = device, precision, memory_format
+        self.scaler = scaler             # torch.amp.GradScaler (enabled only for fp16); the loop saves it
+        self._placed: list[nn.Module] = []
+        self._wrapped: dict[int, nn.Module] = {}
+
+    def place(self, module: nn.Module, ddp: bool = True) -> nn.Module:
+        """``module`` on the device in the run's memory format. ``ddp``: it takes gradients in one call per
+        step, so under DDP it is wrapped (by :meth:`prepare`) and :meth:`forward` calls the wrapper."""
+        module.to(self.device, memory_format=self.memory_format)
+        if ddp:
+            self._placed.append(module)
+        return module
+
+    def prepare(self, accelerator: Any) -> None:
+        """Wrap the placed modules for DDP (``accelerator.prepare``); the loop calls it once, after resume."""
+        if not self._placed:
+            return
+        wrapped = accelerator.prepare(*self._placed)
+        wrapped = wrapped if len(self._placed) > 1 else (wrapped,)
+        self._wrapped = {id(m): w for m, w in zip(self._placed, wrapped)}
+
+    def forward(self, module: nn.Module, *args: Any, ddp: bool = True, **kwargs: Any) -> Any:
+        """``module(*args, **kwargs)`` under the run's autocast; ``ddp=False`` calls the module itself, not its
+        DDP wrapper (a frozen network whose gradients are not synchronised, e.g. D in the generator step)."""
+        call = self._wrapped.get(id(module), module) if ddp else module
+        with autocast(self.device, self.precision):
+            return call(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor, *optimizers: torch.optim.Optimizer) -> None:
+        """One optimisation of ``optimizers`` on ``loss``: zero their gradients, back-propagate (scaled for
+        fp16) and step each (the scaler skips a step whose gradients overflowed)."""
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        for opt in optimizers:
+            self.scaler.step(opt)
+
+    def end_step(self) -> None:
+        """After the method's step: the fp16 loss scale adapts once per iteration."""
+        self.scaler.update()
 
 
 def lr_lambda(config: TrainConfig):
@@ -59,12 +105,18 @@ def make_adam(params, config: TrainConfig, device: torch.device) -> torch.optim.
         return torch.optim.Adam(params, foreach=device.type != "cpu", **kwargs)
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a method that has none."""
+
+
 class Method:
     """Base class of a training method. Subclasses set the class attributes and implement the hooks below.
 
     Construction (``__init__(config, ctx)``) builds and initialises the networks in a fixed order (the global
-    torch seed is set just before, so the order fixes the initial weights), moves them to ``ctx.device`` and
-    builds optimizers and schedulers.
+    torch seed is set just before, so the order fixes the initial weights), places them with ``ctx.place`` and
+    builds optimizers and schedulers. :meth:`step` runs its networks with ``ctx.forward`` and optimises with
+    ``ctx.backward``; it never touches devices, autocast, the loss scaler or DDP itself.
     """
 
     name: ClassVar[str] = ""
@@ -72,18 +124,35 @@ class Method:
     loss_names: ClassVar[tuple[str, ...]] = ()
     #: losses shown in the progress line
     status_names: ClassVar[tuple[str, ...]] = ()
-    #: True when the method trains only A -> B (no G_B): translate/eval offer AtoB only
-    one_sided: ClassVar[bool] = False
-    #: TrainConfig fields whose default differs for this method (e.g. epochs, init)
+    #: the method's own hyperparameters: a frozen dataclass whose fields are declared with
+    #: :func:`i2i.options.option` (they become ``--flags`` of ``i2i cyclegan train --model NAME``); stored in
+    #: ``TrainConfig.options``
+    Options: ClassVar[type] = NoOptions
+    #: TrainConfig fields whose default differs for this method (e.g. epochs, init); ``"options"``: option defaults
     defaults: ClassVar[dict[str, Any]] = {}
-    #: the method's own hyperparameters (``TrainConfig.options``) and their defaults
-    options: ClassVar[dict[str, Any]] = {}
     #: builtin:shapes only: fields applied on top of the shared shapes preset (config.SHAPES_PRESET)
     shapes_preset: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: TrainConfig, ctx: StepContext) -> None:
         self.config, self.ctx = config, ctx
-        self.opt = {**self.options, **config.options}
+        self.opt = self.options_from(config.options)
+
+    @classmethod
+    def default_options(cls) -> dict[str, Any]:
+        """The method's option values when none is given: its ``Options`` defaults, then ``defaults["options"]``."""
+        return {**dataclasses.asdict(cls.Options()), **cls.defaults.get("options", {})}
+
+    @classmethod
+    def options_from(cls, options: dict[str, Any]) -> Any:
+        """``options`` (a possibly partial dict, e.g. ``TrainConfig.options``) over the defaults, as an ``Options``
+        instance; raises :class:`~i2i.errors.UsageError` for an unknown or invalid option."""
+        from i2i.errors import UsageError
+
+        unknown = set(options) - {f.name for f in dataclasses.fields(cls.Options)}
+        if unknown:
+            flags = ", ".join("--" + n.replace("_", "-") for n in sorted(unknown))
+            raise UsageError(f"{flags}: not an option of --model {cls.name}")
+        return cls.Options(**{**cls.default_options(), **options})
 
     # ---- what a checkpoint holds
     def networks(self) -> dict[str, Saved]:
@@ -95,11 +164,10 @@ class Method:
         raise NotImplementedError
 
     # ---- training
-    def prepare(self, accelerator: Any) -> None:
-        """Wrap the modules that take gradients for DDP (``accelerator.prepare``); called once, after resume."""
-
     def step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> torch.Tensor:
-        """One training iteration; returns the detached float losses in :attr:`loss_names` order."""
+        """One training iteration on ``real_A`` [B, Ca, H, W] and ``real_B`` [B, Cb, H, W] (on the device, in the
+        run's memory format), through ``self.ctx``; returns the detached float losses in :attr:`loss_names`
+        order."""
         raise NotImplementedError
 
     def sample_rows(self) -> list[list[torch.Tensor]]:
@@ -117,13 +185,3 @@ class Method:
     def preprocess(self, pre: Preprocess, epoch: int) -> Preprocess:
         """The data augmentation for ``epoch`` (1-based); CUT turns the random resize-crop off when decaying."""
         return pre
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        """Raise :class:`~i2i.errors.UsageError` for an unknown or invalid option."""
-        from i2i.errors import UsageError
-
-        unknown = set(options) - set(cls.options)
-        if unknown:
-            flags = ", ".join("--" + n.replace("_", "-") for n in sorted(unknown))
-            raise UsageError(f"{flags}: not an option of --model {cls.name}")

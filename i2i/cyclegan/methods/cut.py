@@ -8,6 +8,8 @@ flips the input with p = 0.5), then a D step (LSGAN on real B vs G(A)), then one
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,13 +18,14 @@ from torch import nn
 from i2i.cyclegan.checkpoint import DISCRIMINATOR_FORMAT, GENERATOR_FORMAT
 from i2i.cyclegan.config import TrainConfig
 from i2i.cyclegan.data import Preprocess
-from i2i.cyclegan.losses import gan_loss
+from i2i.cyclegan.losses import gan_loss, score_real_and_fake
 from i2i.cyclegan.methods.base import Method, Saved, StepContext, lr_lambda, make_adam
-from i2i.cyclegan.methods.cyclegan import DiscriminatorPair
 from i2i.cyclegan.networks import ResnetGenerator, define_D, define_G, init_weights
 from i2i.cyclegan.patchnce import PROJECTION_FORMAT, PatchSampleMLP, nce_loss
-from i2i.device import autocast
 from i2i.errors import UsageError
+from i2i.options import flag, option
+
+PANEL = "CUT / FastCUT (--model cut|fastcut)"
 
 
 def parse_layers(text: str) -> list[int]:
@@ -31,36 +34,65 @@ def parse_layers(text: str) -> list[int]:
     except ValueError:
         layers = []
     if not layers or layers[0] < 0:
-        raise UsageError(f"--nce-layers {text!r}: give comma-separated layer indices, e.g. 0,4,8,12,16")
+        raise UsageError(f"{flag(CUTOptions, 'nce_layers')} {text!r}: give comma-separated layer indices, "
+                         "e.g. 0,4,8,12,16")
     return layers
+
+
+@dataclass(frozen=True)
+class CUTOptions:
+    """CUT's own hyperparameters (the reference's defaults for --model cut; FastCUT changes three)."""
+
+    lambda_gan: float = option(1.0, help="GAN loss weight.", panel=PANEL)
+    lambda_nce: float = option(1.0, help="PatchNCE loss weight.", panel=PANEL)
+    nce_idt: bool = option(True, help="Identity NCE on B -> G(B).", panel=PANEL)
+    flip_equivariance: bool = option(False, help="Flip G's input at random and its NCE features back.",
+                                     panel=PANEL)
+    nce_layers: str = option("0,4,8,12,16", help="Generator layer indices for PatchNCE.", panel=PANEL)
+    num_patches: int = option(256, help="Locations sampled per layer.", panel=PANEL)
+    nce_t: float = option(0.07, help="PatchNCE temperature.", panel=PANEL)
+    netf_nc: int = option(256, help="Width of the projection MLP F.", panel=PANEL)
+    nce_all_negatives: bool = option(False, help="Take negatives from every image of the batch, not only the "
+                                     "same image.", panel=PANEL)
+
+    def __post_init__(self) -> None:
+        parse_layers(self.nce_layers)
+        for name in ("num_patches", "netf_nc"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{flag(self, name)} must be at least 1")
+        if self.nce_t <= 0:
+            raise UsageError(f"{flag(self, 'nce_t')} must be positive")
+        for name in ("lambda_nce", "lambda_gan"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{flag(self, name)} must not be negative")
 
 
 class GeneratorSide(nn.Module):
     """G and F and everything of one step that takes their gradients (one DDP call): the translation, the
     identity translation (CUT) and the PatchNCE losses."""
 
-    def __init__(self, G: ResnetGenerator, netF: PatchSampleMLP, opt: dict[str, Any]) -> None:
+    def __init__(self, G: ResnetGenerator, netF: PatchSampleMLP, opt: CUTOptions) -> None:
         super().__init__()
         self.G, self.F, self.opt = G, netF, opt
-        self.layers = parse_layers(opt["nce_layers"])
+        self.layers = parse_layers(opt.nce_layers)
 
     def forward(self, real_A: torch.Tensor, real_B: torch.Tensor, flipped: bool) -> dict[str, torch.Tensor]:
         o, n = self.opt, real_A.shape[0]
-        real = torch.cat([real_A, real_B]) if o["nce_idt"] else real_A
+        real = torch.cat([real_A, real_B]) if o.nce_idt else real_A
         if flipped:
             real = torch.flip(real, [3])
         fake = self.G(real)
         out = {"fake_B": fake[:n]}
 
         def nce(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-            return o["lambda_nce"] * nce_loss(self.G, self.F, src, tgt, self.layers, o["num_patches"], o["nce_t"],
-                                              flipped, o["nce_all_negatives"])
+            return o.lambda_nce * nce_loss(self.G, self.F, src, tgt, self.layers, o.num_patches, o.nce_t, flipped,
+                                           o.nce_all_negatives)
 
         zero = torch.zeros((), device=real_A.device)
-        out["NCE"] = nce(real_A, out["fake_B"]) if o["lambda_nce"] > 0 else zero
-        if o["nce_idt"]:
+        out["NCE"] = nce(real_A, out["fake_B"]) if o.lambda_nce > 0 else zero
+        if o.nce_idt:
             out["idt_B"] = fake[n:]
-            out["NCE_Y"] = nce(real_B, out["idt_B"]) if o["lambda_nce"] > 0 else zero
+            out["NCE_Y"] = nce(real_B, out["idt_B"]) if o.lambda_nce > 0 else zero
         return out
 
 
@@ -68,12 +100,9 @@ class CUT(Method):
     name = "cut"
     loss_names = ("G_GAN", "D_real", "D_fake", "NCE", "NCE_Y")
     status_names = ("G_GAN", "D_real", "D_fake", "NCE", "NCE_Y")
-    one_sided = True
-    defaults = {"n_epochs": 200, "n_epochs_decay": 200, "init_type": "xavier", "pool_size": 0, "gan_mode": "lsgan",
+    Options = CUTOptions
+    defaults = {"n_epochs": 200, "n_epochs_decay": 200, "init_type": "xavier", "gan_mode": "lsgan",
                 "generator": {"antialias": True, "antialias_up": True}, "discriminator": {"antialias": True}}
-    options = {"lambda_gan": 1.0, "lambda_nce": 1.0, "nce_idt": True, "flip_equivariance": False,
-               "nce_layers": "0,4,8,12,16", "num_patches": 256, "nce_t": 0.07, "netf_nc": 256,
-               "nce_all_negatives": False}
     # builtin:shapes (measured in docs/cut.md "Quality on builtin:shapes"): the preset's generator has 3 ResBlocks
     # (layers 12-14), so tap the first and the last of them where the reference's 9-block generator taps blocks 1
     # and 5; init normal, negatives from the whole batch of 8 (64 patches a layer) and 2000 iterations, for the
@@ -86,7 +115,7 @@ class CUT(Method):
         if not config.generator.arch.startswith("resnet"):
             raise UsageError(f"--model {self.name} needs a resnet generator (its NCE layers index the resnet's "
                              f"layers), not {config.generator.arch}")
-        if config.generator.input_nc != config.generator.output_nc and self.opt["nce_idt"]:
+        if config.generator.input_nc != config.generator.output_nc and self.opt.nce_idt:
             raise UsageError(f"--model {self.name}: identity NCE needs as many channels in A as in B")
         init = dict(init_type=config.init_type, init_gain=config.init_gain)
         self.g_cfg, self.d_cfg = config.generator, config.discriminator
@@ -94,9 +123,8 @@ class CUT(Method):
         self.G, self.D = define_G(self.g_cfg, **init), define_D(self.d_cfg, **init)
         self.F = self._build_projection(init)
         self.gen = GeneratorSide(self.G, self.F, self.opt)
-        self.gen.to(ctx.device, memory_format=ctx.memory_format)
-        self.D.to(ctx.device, memory_format=ctx.memory_format)
-        self.gen_ddp, self.D_ddp = self.gen, self.D
+        ctx.place(self.gen)
+        ctx.place(self.D)
         self.fuse_d = config.discriminator.norm != "batch"
         self.opt_G = make_adam(self.G.parameters(), config, ctx.device)
         self.opt_D = make_adam(self.D.parameters(), config, ctx.device)
@@ -110,18 +138,8 @@ class CUT(Method):
         reference builds F at the first batch; the shapes and the initialisation are the same)."""
         probe = torch.zeros(1, self.g_cfg.input_nc, 32, 32)
         with torch.no_grad():
-            feats = self.G.encode(probe, parse_layers(self.opt["nce_layers"]))
-        return init_weights(PatchSampleMLP([f.shape[1] for f in feats], self.opt["netf_nc"]), **init)
-
-    @classmethod
-    def check_options(cls, options: dict[str, Any]) -> None:
-        super().check_options(options)
-        opt = {**cls.options, **options}
-        parse_layers(opt["nce_layers"])
-        if opt["num_patches"] < 1 or opt["nce_t"] <= 0 or opt["netf_nc"] < 1:
-            raise UsageError("--num-patches and --netf-nc must be at least 1 and --nce-t positive")
-        if opt["lambda_nce"] < 0 or opt["lambda_gan"] < 0:
-            raise UsageError("--lambda-nce and --lambda-gan must not be negative")
+            feats = self.G.encode(probe, parse_layers(self.opt.nce_layers))
+        return init_weights(PatchSampleMLP([f.shape[1] for f in feats], self.opt.netf_nc), **init)
 
     def networks(self) -> dict[str, Saved]:
         return {"G_A": Saved(self.G, GENERATOR_FORMAT, self.g_cfg.to_dict()),
@@ -131,9 +149,6 @@ class CUT(Method):
     def train_state(self) -> dict[str, dict[str, Any]]:
         return dict(optimizers={"G": self.opt_G, "D": self.opt_D, "F": self.opt_F}, schedulers=self.scheds,
                     pools={})
-
-    def prepare(self, accelerator: Any) -> None:
-        self.gen_ddp, self.D_ddp = accelerator.prepare(self.gen, self.D)
 
     def preprocess(self, pre: Preprocess, epoch: int) -> Preprocess:
         """In the decay phase the random resize-crop stops (load size := crop size); flips remain."""
@@ -145,34 +160,25 @@ class CUT(Method):
 
     def step(self, real_A: torch.Tensor, real_B: torch.Tensor) -> torch.Tensor:
         c, ctx, o = self.config, self.ctx, self.opt
-        flipped = bool(o["flip_equivariance"]) and bool(torch.rand(()) < 0.5)
-        with autocast(ctx.device, ctx.precision):
-            out = self.gen_ddp(real_A, real_B, flipped)
+        flipped = o.flip_equivariance and bool(torch.rand(()) < 0.5)
+        out = ctx.forward(self.gen, real_A, real_B, flipped)
         # ---- D: real B vs G(A)
         self.D.requires_grad_(True)
-        with autocast(ctx.device, ctx.precision):
-            pred_real, pred_fake = DiscriminatorPair._score(self.D_ddp, real_B, out["fake_B"].detach(), self.fuse_d)
+        pred_real, pred_fake = score_real_and_fake(functools.partial(ctx.forward, self.D), real_B,
+                                                   out["fake_B"].detach(), self.fuse_d)
         loss_D_real = gan_loss(pred_real, True, c.gan_mode)
         loss_D_fake = gan_loss(pred_fake, False, c.gan_mode)
-        self.opt_D.zero_grad(set_to_none=True)
-        ctx.scaler.scale(0.5 * (loss_D_real + loss_D_fake)).backward()
-        ctx.scaler.step(self.opt_D)
+        ctx.backward(0.5 * (loss_D_real + loss_D_fake), self.opt_D)
         # ---- G and F: GAN + NCE, D frozen
         self.D.requires_grad_(False)
-        if o["lambda_gan"] > 0:
-            with autocast(ctx.device, ctx.precision):
-                pred = self.D(out["fake_B"])
-            loss_G_GAN = gan_loss(pred, True, c.gan_mode, for_discriminator=False) * o["lambda_gan"]
+        if o.lambda_gan > 0:
+            pred = ctx.forward(self.D, out["fake_B"], ddp=False)
+            loss_G_GAN = gan_loss(pred, True, c.gan_mode, for_discriminator=False) * o.lambda_gan
         else:
             loss_G_GAN = torch.zeros((), device=ctx.device)
         loss_NCE_Y = out.get("NCE_Y", torch.zeros((), device=ctx.device))
-        loss_nce = (out["NCE"] + loss_NCE_Y) * 0.5 if o["nce_idt"] else out["NCE"]
-        self.opt_G.zero_grad(set_to_none=True)
-        self.opt_F.zero_grad(set_to_none=True)
-        ctx.scaler.scale(loss_G_GAN + loss_nce).backward()
-        ctx.scaler.step(self.opt_G)
-        ctx.scaler.step(self.opt_F)
-        ctx.scaler.update()
+        loss_nce = (out["NCE"] + loss_NCE_Y) * 0.5 if o.nce_idt else out["NCE"]
+        ctx.backward(loss_G_GAN + loss_nce, self.opt_G, self.opt_F)
 
         unflip = (lambda t: torch.flip(t, [3])) if flipped else (lambda t: t)
         self._last = {"real_A": real_A, "real_B": real_B, "fake_B": unflip(out["fake_B"].detach())}
@@ -193,8 +199,8 @@ class FastCUT(CUT):
     name = "fastcut"
     loss_names = ("G_GAN", "D_real", "D_fake", "NCE")
     status_names = loss_names
-    defaults = {**CUT.defaults, "n_epochs": 150, "n_epochs_decay": 50}
-    options = {**CUT.options, "lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}
+    defaults = {**CUT.defaults, "n_epochs": 150, "n_epochs_decay": 50,
+                "options": {"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}}
     # builtin:shapes (32 px, minutes on a CPU; measured in docs/cut.md "Quality on builtin:shapes"):
     # - init normal: CUT's xavier with gain 0.02 leaves G's weights so small that Adam's first steps swamp them and
     #   G stays a blurred copy of its input for the few thousand iterations a CPU run has;
