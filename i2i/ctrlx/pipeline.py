@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image, ImageOps
 
-from i2i.ctrlx.config import DEFAULT_SEED, CtrlXConfig, model_config
+from i2i.ctrlx.config import CTRLX, DEFAULT_SEED, CtrlXConfig
 from i2i.ctrlx.control import ROW_ORDER, ControlState, controlled
 from i2i.ctrlx.layers import ControlLayers, control_layers
 from i2i.diffusion.cache import progress_bar
@@ -85,13 +85,11 @@ class CtrlXPipeline(DiffusionModel):
     """Ctrl-X on a diffusers Stable Diffusion (1.x / 2.x) or SDXL pipeline; ``layers`` overrides the control
     layers (default: :func:`i2i.ctrlx.layers.control_layers`)."""
 
+    method = CTRLX
+
     def __init__(self, base, *args, layers: ControlLayers | None = None, **kwargs) -> None:
         super().__init__(base, *args, **kwargs)
         self.layers = layers or control_layers(self.unet)
-
-    def default_config(self) -> CtrlXConfig:
-        """The official defaults with the model folder's recommended settings (``i2i_ctrlx.json``) applied."""
-        return model_config(self.model_folder)
 
     @torch.no_grad()
     def __call__(self, prompt: str, structure: Image.Image | str | os.PathLike | None = None,

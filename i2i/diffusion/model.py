@@ -118,10 +118,12 @@ class DiffusionModel:
         return cls(loaded.base, model_id=loaded.model_id, device=dev, precision=precision,
                    model_folder=loaded.folder, **kwargs)
 
+    method: Any = None          # the method's DiffusionMethod (i2i.diffusion.method), set by each subclass
+
     def default_config(self) -> Any:
         """The method's settings for this model: its defaults with the model folder's recommended settings
-        applied (each method says which)."""
-        raise NotImplementedError
+        (``i2i_<method>.json``) applied; what a call without ``config`` uses, and what the CLI starts from."""
+        return self.method.model_config(self.model_folder)
 
     def start(self, config: Any, images: dict[str, Any], seed: int, num_images: int = 1,
               latents: torch.Tensor | None = None) -> Start:

@@ -46,7 +46,7 @@ from i2i.diffusion.model import DiffusionModel, Start
 from i2i.errors import CheckpointError, UsageError
 from i2i.freecontrol import guidance as G
 from i2i.freecontrol.bases import SemanticBases, cached_bases, read_bases_file
-from i2i.freecontrol.config import DEFAULT_SEED, BasesConfig, FreeControlConfig, model_config
+from i2i.freecontrol.config import DEFAULT_SEED, FREECONTROL, BasesConfig, FreeControlConfig
 from i2i.freecontrol.features import (FeatureStore, block_attention_layers, default_feature_block,
                                       prompt_token_indices, recording, run_until_recorded, subject_token_indices)
 
@@ -164,10 +164,7 @@ class FreeControlPipeline(DiffusionModel):
         self._appearance_memo: dict[tuple, tuple] = {}
         self._bases_file: tuple = (None, None)          # (path, SemanticBases) of run_job's bases file
 
-    def default_config(self) -> FreeControlConfig:
-        """The official defaults with the model folder's recommended settings (``i2i_freecontrol.json``) applied:
-        what a call without ``config`` uses, and what the CLI starts from."""
-        return model_config(self.model_folder)
+    method = FREECONTROL
 
     # ------------------------------------------------------------------ stages
     def invert(self, condition: Image.Image, prompt: str, config: FreeControlConfig, timesteps: list[int],
@@ -181,9 +178,10 @@ class FreeControlPipeline(DiffusionModel):
         """Bases for ``concept`` from the cache, or computed by the analysis stage and cached. ``images``: the
         concept's images already read by :func:`~i2i.freecontrol.bases.read_concept_images` (default: read from
         ``config.images`` when ``config.source`` is ``"images"``)."""
-        config = config or self.default_config().bases
+        defaults = self.default_config() if config is None or config.inversion_steps is None else None
+        config = config or defaults.bases
         if config.inversion_steps is None:      # (used by the sources that invert images)
-            config = dataclasses.replace(config, inversion_steps=self.default_config().inversion_steps)
+            config = dataclasses.replace(config, inversion_steps=defaults.inversion_steps)
         size = self.check_size(size or config.size or self.default_size)
         return cached_bases(self, concept, config, size, self.cache_dir, reporter, images)
 

@@ -17,7 +17,7 @@ from PIL import Image
 from i2i.diffusion.cache import progress_bar
 from i2i.diffusion.jobs import JobResult
 from i2i.diffusion.model import DiffusionModel
-from i2i.generate.config import DEFAULT_SEED, GenerateConfig, model_config
+from i2i.generate.config import DEFAULT_SEED, GENERATE, GenerateConfig
 
 if TYPE_CHECKING:
     from i2i.progress import Reporter
@@ -35,9 +35,7 @@ class GenerateOutput:
 class GeneratePipeline(DiffusionModel):
     """Classifier-free-guided DDIM sampling from a prompt on a diffusers SD 1.x / 2.x or SDXL pipeline."""
 
-    def default_config(self) -> GenerateConfig:
-        """The defaults with the model folder's recommended settings (``i2i_generate.json``) applied."""
-        return model_config(self.model_folder)
+    method = GENERATE
 
     @torch.no_grad()
     def __call__(self, prompt: str, config: GenerateConfig | None = None, *, seed: int = DEFAULT_SEED,
