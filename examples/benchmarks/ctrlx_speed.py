@@ -72,6 +72,7 @@ def main() -> None:
     structure, appearance = load_image(CONDITIONS / "square_sketch.png"), load_image(CONDITIONS / "blue_square.png")
     prompt = "a blue square"
     sampler = GeneratePipeline(pipe.base, model_id=pipe.model_id, device=pipe.device, precision=pipe.precision)
+    size = pipe.default_size
     plain_config = GenerateConfig(num_inference_steps=args.steps, guidance_scale=config.guidance_scale,
                                   negative_prompt=config.negative_prompt, eta=config.eta)
 
