@@ -21,7 +21,8 @@ Example::
 
     [d.path for d in declared(Sampling)]      # [("steps",), ("guidance",), ("scheduler",)]
 
-A field whose default is a dataclass instance (``generator: GeneratorConfig = GeneratorConfig()``) is nested:
+A field whose default is a dataclass instance (``generator: GeneratorConfig = GeneratorConfig()``, or
+``field(default_factory=GeneratorConfig)``) is nested:
 :func:`declared` recurses into it and its flags set ``("generator", name)``. Two fields may declare the same flag
 (e.g. ``--norm`` on the generator's and the discriminator's config): the CLI then has one flag that sets both.
 """
@@ -93,13 +94,16 @@ class Declared:
 
 
 def declared(cls: type, prefix: tuple[str, ...] = ()) -> Iterator[Declared]:
-    """Every declared field of ``cls`` in field order, recursing into fields whose default is a dataclass."""
+    """Every declared field of ``cls`` in field order, recursing into fields whose default (or default factory's
+    value) is a dataclass instance."""
     for f in dataclasses.fields(cls):
         spec = spec_of(f)
         if spec is not None:
             yield Declared((*prefix, f.name), f, spec, cls)
-        elif dataclasses.is_dataclass(f.default) and not isinstance(f.default, type):
-            yield from declared(type(f.default), (*prefix, f.name))
+        else:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+                yield from declared(type(default), (*prefix, f.name))
 
 
 def field_types(cls: type) -> dict[str, Any]:

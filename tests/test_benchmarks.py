@@ -33,6 +33,8 @@ BENCH = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
     ("shapes_step_time.py", ["--rounds", "1", "--block", "1", "--overrides",
                              '{"cyclegan": {"generator": {"ngf": 4}}, "fastcut": {"generator": {"ngf": 4}}}'],
      "median_s_per_step"),
+    ("step_time_two_trees.py", ["--old", str(BENCH.parents[1]), "--new", str(BENCH.parents[1]), "--rounds", "1",
+                                "--block", "1", "--warmup", "0", "--models", "cyclegan"], "median_s_per_step"),
     ("shapes_preset.py", ["--overrides", '{"generator": {"ngf": 8}, "discriminator": {"ndf": 8}}', "--max-iters", "3",
                           "--limit", "2", "--threads", "1", "--run-dir", "{tmp}/run"], "at_end"),
 ])

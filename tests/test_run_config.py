@@ -65,3 +65,27 @@ def test_cli_option_flag_reaches_the_run(tmp_path):
     res = CliRunner().invoke(app, ["cyclegan", "train", "--run-dir", str(run_dir), "--resume", "--option",
                                    "num_patches=8"])
     assert res.exit_code == 2 and "cannot change --options" in res.output
+
+
+def test_config_json_of_older_runs_still_loads_and_resumes(tmp_path):
+    """Runs saved before the methods declared their own options hold CycleGAN's four at the top level (and CUT's
+    runs a complete ``options`` dict besides them): they load as today's configs and resume."""
+    from i2i.cyclegan.config import TrainConfig
+
+    run = tmp_path / "run"
+    flags = ["cyclegan", "train", "--run-dir", str(run), "--shapes-count", "8", "--ngf", "8", "--ndf", "8",
+             "--quiet"]
+    assert CliRunner().invoke(app, [*flags, "--max-iters", "2"]).exit_code == 0
+    data = json.loads((run / "config.json").read_text())
+    old = {**{k: v for k, v in data.items() if k != "options"}, **data["options"], "options": {}}
+    assert old["lambda_A"] == 5.0 and "lambda_A" not in old["options"]
+    (run / "config.json").write_text(json.dumps(old))                   # as a714268 wrote it
+    assert TrainConfig.from_dict(old) == TrainConfig.from_dict(data)
+    res = CliRunner().invoke(app, [*flags[:4], "--resume", "--max-iters", "3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "config.json").read_text())["options"] == data["options"]
+    assert (run / "checkpoints" / "iter_00000003").is_dir()
+
+    cut = run_config(model="cut").to_dict()
+    old_cut = {**cut, "lambda_A": 10.0, "lambda_B": 10.0, "lambda_identity": 0.5, "pool_size": 0}
+    assert TrainConfig.from_dict(old_cut) == TrainConfig.from_dict(cut)   # unused by CUT: dropped

@@ -29,7 +29,7 @@ def measure(model: str, size: int, iters: int, warmup: int, threads: int, ngf: i
 
     from i2i.cyclegan.methods import get_method
     from i2i.cyclegan.run_config import default_config, merge_config
-    from i2i.cyclegan.methods.base import StepContext
+    from i2i.cyclegan.context import StepContext
 
     torch.set_num_threads(threads)
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

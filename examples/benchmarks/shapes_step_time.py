@@ -22,7 +22,7 @@ import torch
 
 from i2i.cyclegan.methods import get_method
 from i2i.cyclegan.run_config import default_config, merge_config
-from i2i.cyclegan.methods.base import StepContext
+from i2i.cyclegan.context import StepContext
 
 
 def build(model: str, overrides: dict):

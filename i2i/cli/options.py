@@ -29,6 +29,7 @@ same errors, with flag names from :func:`i2i.options.flag`.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import types
 import typing
@@ -39,7 +40,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from i2i.options import Declared, declared, field_types, nest, value_at
+from i2i.options import declared, field_types, nest, value_at
 
 PARAMS_KEY, ARGS_KEY, CHANGES_KEY = "i2i.declared_params", "i2i.args", "i2i.changes"
 
@@ -117,7 +118,7 @@ def _flags(sources: list[Source]) -> list[_Flag]:
             if typing.get_origin(kind) in (typing.Union, types.UnionType) and len(args) == 1:
                 kind = args[0]
             if source.panel and not d.spec.panel:
-                d = Declared(d.path, d.field, type(d.spec)(**{**d.spec.__dict__, "panel": source.panel}), d.owner)
+                d = dataclasses.replace(d, spec=dataclasses.replace(d.spec, panel=source.panel))
             by_flag[d.flag] = _Flag(d, [path], kind)
     return list(by_flag.values())
 
@@ -190,12 +191,14 @@ class DeclaredCommand(TyperCommand):
         return super().parse_args(ctx, args)
 
     def declared_flags(self, ctx: Any) -> list[_Flag]:
-        key = (PARAMS_KEY, id(self))         # ctx.meta is shared with a group's subcommands: one entry each
-        if key not in ctx.meta:
-            flags = _flags(type(self).sources(ctx.meta.get(ARGS_KEY, [])))
+        """The flags for this command line (built once per line; ``ctx.meta`` is shared along a command chain)."""
+        key = (self.name, tuple(ctx.meta.get(ARGS_KEY, [])))
+        cached = ctx.meta.get(PARAMS_KEY)
+        if cached is None or cached[0] != key:
+            flags = _flags(type(self).sources(list(key[1])))
             _typer_params(flags)
-            ctx.meta[key] = flags
-        return ctx.meta[key]
+            ctx.meta[PARAMS_KEY] = cached = (key, flags)
+        return cached[1]
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)

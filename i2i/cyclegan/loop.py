@@ -26,13 +26,14 @@ from torch import nn
 from i2i.cyclegan.checkpoint import BEST, INFO_FILE, LATEST_FILE, latest_checkpoint
 from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
 from i2i.cyclegan.config import DiscriminatorConfig, TrainConfig
+from i2i.cyclegan.context import StepContext
 from i2i.cyclegan.data import Preprocess, build_dataset, collate, epoch_plan
 from i2i.cyclegan.methods import get_method
-from i2i.cyclegan.methods.base import Method, StepContext
+from i2i.cyclegan.methods.base import Method
 from i2i.cyclegan.networks import min_train_side, required_multiple
 from i2i.cyclegan.signals import StopSignal
 from i2i.cyclegan.train_state import load_train_state, save_train_state
-from i2i.device import make_accelerator, use_channels_last
+from i2i.device import make_accelerator
 from i2i.errors import CheckpointError, Interrupted, NumericalError, OutputError, UsageError
 from i2i.images import atomic_path, save_image, tensor_to_image
 from i2i.options import flag
@@ -326,18 +327,15 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
     iters_per_epoch = math.ceil(per_rank / config.batch_size)
 
     # ---- the method: networks, optimizers, schedulers, losses
-    memory_format = torch.channels_last if use_channels_last(dev, config.memory_format) else torch.contiguous_format
-    scaler = torch.amp.GradScaler(dev.type, enabled=config.precision == "fp16")
-    ctx = StepContext(dev, config.precision, memory_format, scaler)
+    ctx = StepContext.for_run(dev, config.precision, config.memory_format)
     method = method_cls(config, ctx)
-    run = _Run(config, method, accelerator, scaler, iters_per_epoch)
+    run = _Run(config, method, accelerator, ctx.scaler, iters_per_epoch)
     if resume:
         run.restore(reporter)
     run.start(resume, overwrite)
     ctx.prepare(accelerator)
     total_iters = config.total_epochs * iters_per_epoch
-    if config.max_iters is not None:
-        total_iters = min(total_iters, config.max_iters)
+    total_iters = min(total_iters, config.max_iters or total_iters)
 
     # ---- the loop
     start_iter, t_start, stop = run.global_iter, time.perf_counter(), StopSignal()
@@ -345,8 +343,8 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
         while run.epoch <= config.total_epochs and run.global_iter < total_iters:
             dataset.pre = method.preprocess(pre, run.epoch)
             for batch in _epoch_loader(dataset, config, run.epoch, run.iter_in_epoch, rank, world, per_rank, dev):
-                real_A = batch["A"].to(dev, non_blocking=True, memory_format=memory_format)
-                real_B = batch["B"].to(dev, non_blocking=True, memory_format=memory_format)
+                real_A = batch["A"].to(dev, non_blocking=True, memory_format=ctx.memory_format)
+                real_B = batch["B"].to(dev, non_blocking=True, memory_format=ctx.memory_format)
                 run.count(method.step(real_A, real_B))
                 ctx.end_step()
                 advance(1)
