@@ -202,6 +202,8 @@ def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[
             model_name, device=dev, precision=given.precision, config=given.model_config_dir, vae=given.vae,
             vae_decode=given.vae_decode, text_encoder_device=given.text_encoder_device, **own.load)
 
+    # The job loop of every method (i2i.diffusion.jobs): prepare() shards, refuses existing outputs and reads the
+    # inputs before load(); then one pipe.run_job per job, saved and reported.
     extras = schema.extras if own.extras else ()
     batch = JobRun(schema, all_jobs, given.out, given.overwrite, extras, scorers=scorers,
                    preprocess=given.preprocess, map_size=lambda pipe: config.size or pipe.default_size)
