@@ -1,6 +1,6 @@
 """The bundled demo model: it ships, loads offline, obeys prompts, and FreeControl visibly controls its layout.
 
-Small versions of ``python -m i2i.demo.report`` (a few prompts and one seed each), read off the pixels by the
+Small versions of ``python examples/demo/report.py`` (a few prompts and one seed each), read off the pixels by the
 deterministic shape reader.
 """
 
@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from i2i.demo.model import demo_model_path
-from i2i.demo.report import IMG2IMG_SOURCE_COLOUR, SKETCH_SPECS
 from i2i.shapes import COLOURS, iou, read_shape, render, render_mask
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "demo"))      # the report scripts (developer tools)
+from report import IMG2IMG_SOURCE_COLOUR, SKETCH_SPECS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def read_shape_file(path):
 
 
 def test_report_runs_and_tabulates(pipe, fc):
-    from i2i.demo.report import ReportConfig, markdown_table, run_report
+    from report import ReportConfig, markdown_table, run_report
 
     report = run_report(pipe, ReportConfig(seeds=(0,), shapes=("square",), colours=("blue",), steps=10), fc)
     assert report["prompt_following"]["images"] == 1

@@ -1,14 +1,18 @@
 """The demo model's tokenizer, data and training script (a few steps; the real run is never done in tests)."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from i2i.demo.data import GENERIC_PROMPT, VOCABULARY, sample
 from i2i.demo.tokenizer import build_tokenizer, word_merges
-from i2i.demo.train import DemoTrainConfig, train
 from i2i.shapes import read_shape
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "demo"))   # the training script
+from train import DemoTrainConfig, train  # noqa: E402
 
 
 def test_every_vocabulary_word_is_one_token():
@@ -77,3 +81,17 @@ def test_training_script_writes_a_loadable_pipeline(tmp_path):
     img = pipe("a red circle", num_inference_steps=2, height=64, width=64,
                generator=torch.Generator().manual_seed(0)).images[0]
     assert img.size == (64, 64)
+    from i2i.demo.model import demo_model_path
+
+    for method in ("freecontrol", "ctrlx", "generate"):     # the shipped model's recommended settings, rewritten
+        name = f"i2i_{method}.json"
+        assert json.loads((out / name).read_text()) == json.loads((demo_model_path() / name).read_text())
+
+
+@pytest.mark.parametrize("script", ["train.py", "report.py", "appearance_report.py", "ctrlx_report.py"])
+def test_demo_tools_run_as_scripts(script):
+    import subprocess
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "demo" / script
+    proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--help" in proc.stdout, proc.stderr[-1000:]

@@ -1,7 +1,7 @@
 """Benchmark: one Ctrl-X image over plain classifier-free-guided sampling of the same model, steps and size.
 
-- ``plain``: diffusers' own pipeline with CFG and the same DDIM scheduler, steps and eta, decoded by the same float32
-  VAE;
+- ``plain``: ``i2i generate``'s pipeline (CFG with the same DDIM scheduler, steps and eta; its latents equal
+  diffusers' own pipeline's, ``tests/test_generate.py``) on the same loaded model, decoded by the same float32 VAE;
 - ``ctrlx structure+appearance``: a structure image and an appearance image (4 UNet rows on the controlled steps,
   then 2), only the image decoded (as ``i2i ctrlx`` without ``--save-branches``);
 - ``ctrlx structure only``: the appearance generated from the prompt alongside (5 rows, then 4);
@@ -52,6 +52,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from i2i.ctrlx.config import OFFICIAL_SELF_RECURRENCE, model_config
+    from i2i.generate import GenerateConfig, GeneratePipeline
     from i2i.ctrlx.pipeline import CtrlXPipeline
     from i2i.demo.model import demo_model_path
     from i2i.device import resolve_device
@@ -70,16 +71,14 @@ def main() -> None:
     config = dataclasses.replace(config, num_inference_steps=args.steps)
     structure, appearance = load_image(CONDITIONS / "square_sketch.png"), load_image(CONDITIONS / "blue_square.png")
     prompt = "a blue square"
-    base = pipe.base
-    base.scheduler = pipe.make_scheduler()
+    sampler = GeneratePipeline(pipe.base, model_id=pipe.model_id, device=pipe.device, precision=pipe.precision)
     size = pipe.default_size
+    plain_config = GenerateConfig(num_inference_steps=args.steps, guidance_scale=config.guidance_scale,
+                                  negative_prompt=config.negative_prompt, eta=config.eta)
 
     def plain(seed: int):
-        latents = base(prompt + (f", {config.positive_prompt}" if config.positive_prompt else ""),
-                       negative_prompt=config.negative_prompt, num_inference_steps=args.steps, height=size,
-                       width=size, guidance_scale=config.guidance_scale, eta=config.eta, output_type="latent",
-                       generator=torch.Generator("cpu").manual_seed(seed)).images
-        return pipe.decode(latents)
+        return sampler(prompt + (f", {config.positive_prompt}" if config.positive_prompt else ""), plain_config,
+                       seed=seed).images
 
     runs = {"plain CFG sampling": lambda s: plain(s),
             "ctrlx structure+appearance": lambda s: pipe(prompt, structure, appearance, config, seed=s,

@@ -2,8 +2,9 @@
 
 For one model, size, step count and device:
 
-- ``plain``: diffusers' own pipeline (``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``) with CFG, the
-  same scheduler, steps and size, decoded to an image by the same float32 VAE as FreeControl's;
+- ``plain``: ``i2i generate``'s pipeline (CFG, the same DDIM scheduler, steps and size; its latents equal diffusers'
+  own ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``'s, ``tests/test_generate.py``) on the same loaded
+  model, decoded to an image by the same float32 VAE as FreeControl's;
 - ``guided``: one FreeControl image as the CLI makes it without ``--save-unguided`` (structure and appearance
   energies on the default 60 % of steps; the unguided sibling runs only as long as the appearance energy needs
   it) with the semantic bases and the condition's inversion already cached, i.e. the cost of every run after the
@@ -197,6 +198,7 @@ def main() -> None:
 
     from i2i.device import resolve_device
     from i2i.freecontrol.config import FreeControlConfig, model_config
+    from i2i.generate import GenerateConfig, GeneratePipeline
     from i2i.diffusion.loading import DTYPES
     from i2i.freecontrol.pipeline import FreeControlPipeline
     from i2i.images import load_image
@@ -247,14 +249,14 @@ def main() -> None:
     stage("inversion (cached)", lambda: pipe.invert(condition, prompt, config, ts))
     stage("guided, first call", lambda: pipe(prompt, condition, config, concept=concept, seed=0))
 
-    kwargs = dict(num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
-                  height=size, width=size, negative_prompt=config.negative_prompt)
-    base.scheduler = pipe.make_scheduler()
+    sampler = GeneratePipeline(base, model_id=pipe.model_id, device=pipe.device, precision=pipe.precision,
+                               text_encoder_device=args.text_encoder_device)      # the same loaded modules
+    plain_config = GenerateConfig(num_inference_steps=config.num_inference_steps,
+                                  guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt,
+                                  size=size)
 
-    def plain(seed: int):      # diffusers' sampling loop, then the same float32 VAE decode as FreeControl's
-        latents = base(prompt, generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
-                       **kwargs).images
-        return pipe.decode(latents)
+    def plain(seed: int):      # i2i generate's sampling loop and the same float32 VAE decode as FreeControl's
+        return sampler(prompt, plain_config, seed=seed).images
 
     def guided(seed: int, unguided: bool = False):       # the CLI's default: no --save-unguided
         return pipe(prompt, condition, config, concept=concept, seed=seed, unguided=unguided).images

@@ -8,7 +8,9 @@ from i2i import __version__
 from i2i.cli.common import Group
 from i2i.cli.ctrlx import app as ctrlx_app
 from i2i.cli.cyclegan import app as cyclegan_app
+from i2i.cli.diffusion import diffusion_app
 from i2i.cli.freecontrol import app as freecontrol_app
+from i2i.generate.config import GENERATE
 from i2i.cli.preprocess import preprocess as preprocess_command
 from i2i.cli.score import score as score_command
 
@@ -20,10 +22,12 @@ app = typer.Typer(
          "freecontrol: training-free structure control of a Stable Diffusion model (or the bundled offline demo "
          "model): a text prompt generates an image laid out like a condition image (sketch, edges, depth, photo).\n\n"
          "ctrlx: Ctrl-X, structure and appearance control with no inversion or guidance (early).\n\n"
+         "generate: plain text-to-image sampling (the baseline of both).\n\n"
          "preprocess: condition maps (canny, edges, scribble, invert) of images, with no model download.\n\n"
          "score: structure distance and CLIP score of generated images (needs DINO/CLIP weights).\n\n"
          "Every command takes --quiet, --json and --debug. The commands that compute on a device (cyclegan train, "
-         "translate and eval; freecontrol, freecontrol bases and ctrlx) also take --device and --precision, score "
+         "translate and eval; freecontrol, freecontrol bases, ctrlx and generate) also take --device and "
+         "--precision, score "
          "takes --device; cyclegan import and export work on the CPU. Nothing prompts; exit 0 means every input "
          "succeeded (docs/cli.md lists the exit codes).",
     cls=Group,
@@ -32,8 +36,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cyclegan_app, name="cyclegan", cls=Group)
-app.add_typer(freecontrol_app, name="freecontrol", cls=Group)
-app.add_typer(ctrlx_app, name="ctrlx", cls=Group)
+app.add_typer(freecontrol_app, name="freecontrol")      # diffusion methods: their own command classes
+app.add_typer(ctrlx_app, name="ctrlx")
+app.add_typer(diffusion_app(GENERATE), name="generate")
 app.command("preprocess")(preprocess_command)
 app.command("score")(score_command)
 

@@ -26,7 +26,7 @@ PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP, r
 ConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", help="For a single-file --model (.safetensors/.ckpt): a diffusers folder (or hub id) of the same "
     "architecture whose component configs and tokenizer describe it; needed offline.")]
-# Options of the diffusion commands (freecontrol, ctrlx).
+# Options of the diffusion commands (freecontrol, ctrlx, generate).
 BATCH_PANEL = "Inputs and batches"
 VaeOpt = Annotated[Optional[str], typer.Option(
     "--vae", help="A replacement VAE (diffusers folder, hub id or .safetensors file), e.g. an fp16-safe SDXL VAE; "
@@ -123,20 +123,6 @@ def run_guarded(fn: Callable[[], T], debug: bool, reporter: Reporter | None = No
 def given(**values: object) -> dict[str, object]:
     """The options the user actually passed (Typer defaults are None for 'not given')."""
     return {k: v for k, v in values.items() if v is not None}
-
-
-
-def default_model(model: str | None, env_var: str) -> str:
-    """``--model`` if given, else ``$env_var``, else the bundled demo model's folder."""
-    import os
-
-    if model:
-        return model
-    if os.environ.get(env_var):
-        return os.environ[env_var]
-    from i2i.demo.model import demo_model_path
-
-    return str(demo_model_path())
 
 
 def warn_unknown_demo_words(texts: list[str], model_name: str, reporter: Reporter) -> None:

@@ -52,6 +52,7 @@ class Source:
     cls: type
     prefix: tuple[str, ...] = ()
     panel: str | None = None             # the panel of fields that declare none
+    skip: tuple[str, ...] = ()           # fields of ``cls`` this command has no flag for ("bases.seed")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ def _flags(sources: list[Source]) -> list[_Flag]:
     by_flag: dict[str, _Flag] = {}
     for source in sources:
         for d in declared(source.cls):
+            if ".".join(d.path) in source.skip:
+                continue
             path = (*source.prefix, *d.path)
             if d.flag in by_flag:
                 by_flag[d.flag].paths.append(path)
@@ -188,14 +191,15 @@ class DeclaredCommand(TyperCommand):
         return super().parse_args(ctx, args)
 
     def declared_flags(self, ctx: Any) -> list[_Flag]:
-        """The flags for this command line (built once per line; ``ctx.meta`` is shared along a command chain)."""
-        key = (self.name, tuple(ctx.meta.get(ARGS_KEY, [])))
-        cached = ctx.meta.get(PARAMS_KEY)
-        if cached is None or cached[0] != key:
+        """The flags for this command line, built once per command and line: ``ctx.meta`` is shared along a command
+        chain, and a subcommand's help asks its group for its flags too (``freecontrol bases --help``)."""
+        key = (id(self), tuple(ctx.meta.get(ARGS_KEY, [])))
+        cache = ctx.meta.setdefault(PARAMS_KEY, {})
+        if key not in cache:
             flags = _flags(type(self).sources(list(key[1])))
             _typer_params(flags)
-            ctx.meta[PARAMS_KEY] = cached = (key, flags)
-        return cached[1]
+            cache[key] = flags
+        return cache[key]
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)

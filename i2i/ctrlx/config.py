@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2i.diffusion.jobs import JobSchema
+from i2i.diffusion.method import DiffusionMethod
 from i2i.errors import UsageError
+from i2i.options import flag, option
 
 POSITIVE_PROMPT = "high quality"
 NEGATIVE_PROMPT = "ugly, blurry, dark, low res, unrealistic"
 DEFAULT_SEED = 90095                     # run_ctrlx.py's seed
 OFFICIAL_SELF_RECURRENCE = (0.1, 0.5, 2)  # run_ctrlx.py: steps [0.1 N, 0.5 N), twice each
+CONTROL = "Control (official defaults, or the model's recommended settings)"
 
 
 @dataclass(frozen=True)
@@ -22,29 +25,33 @@ class CtrlXConfig:
     of the steps, or None (off; the official scripts use :data:`OFFICIAL_SELF_RECURRENCE`, the pipeline's own
     default is off). ``eta``: DDIM stochasticity (the scripts' 1.0; the pipeline's default 0.0)."""
 
-    num_inference_steps: int = 50
-    guidance_scale: float = 5.0
+    num_inference_steps: int = option(50, flag="--steps", help="DDIM steps.", panel=CONTROL)
+    guidance_scale: float = option(5.0, help="Classifier-free guidance scale.", panel=CONTROL)
     structure_guidance_scale: float | None = None     # CFG of a generated structure branch (None: guidance_scale)
     appearance_guidance_scale: float | None = None    # CFG of a generated appearance branch (None: guidance_scale)
-    structure_schedule: float = 0.6
-    appearance_schedule: float = 0.6
-    eta: float = 1.0
-    self_recurrence: tuple[float, float, int] | None = None
-    positive_prompt: str = POSITIVE_PROMPT
-    negative_prompt: str = NEGATIVE_PROMPT
-    size: int | None = None                           # long side in pixels; None: the model's native size
+    structure_schedule: float = option(0.6, help="Inject structure on this first fraction of the steps.",
+                                       panel=CONTROL)
+    appearance_schedule: float = option(0.6, help="Transfer appearance on this first fraction of the steps.",
+                                        panel=CONTROL)
+    eta: float = option(1.0, help="DDIM eta (the official scripts' 1.0).", panel=CONTROL)
+    self_recurrence: tuple[float, float, int] | None = None      # its flag: a switch (i2i.cli.ctrlx)
+    positive_prompt: str = option(POSITIVE_PROMPT, help="Appended to the prompt after a comma.", panel=CONTROL)
+    negative_prompt: str = option(NEGATIVE_PROMPT, help="Negative prompt (official: \"ugly, blurry, dark, low res, "
+                                  "unrealistic\").", panel=CONTROL)
+    size: int | None = option(None, help="Long side of the output in pixels; the short side follows the structure "
+                              "image's aspect ratio (none: the model's native size, e.g. 512 for SD 1.5, 1024 for "
+                              "SDXL).")
 
     def validate(self) -> "CtrlXConfig":
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise UsageError(message)
 
-        check(1 <= self.num_inference_steps <= 1000, "--steps must be between 1 and 1000")
-        check(self.guidance_scale >= 0, "--guidance-scale must not be negative")
-        check(0 <= self.structure_schedule <= 1, "--structure-schedule must be between 0 and 1")
-        check(0 <= self.appearance_schedule <= 1, "--appearance-schedule must be between 0 and 1")
-        check(0 <= self.eta <= 1, "--eta must be between 0 and 1")
-        check(self.size is None or self.size >= 8, "--size must be at least 8 pixels")
+        check(1 <= self.num_inference_steps <= 1000, f"{flag(self, 'num_inference_steps')} must be between 1 and 1000")
+        check(self.guidance_scale >= 0, f"{flag(self, 'guidance_scale')} must not be negative")
+        for name in ("structure_schedule", "appearance_schedule", "eta"):
+            check(0 <= getattr(self, name) <= 1, f"{flag(self, name)} must be between 0 and 1")
+        check(self.size is None or self.size >= 8, f"{flag(self, 'size')} must be at least 8 pixels")
         if self.self_recurrence is not None:
             start, end, repeats = self.self_recurrence
             check(0 <= start <= end <= 1 and int(repeats) >= 1,
@@ -62,19 +69,20 @@ class CtrlXConfig:
         return range(int(round(start * self.num_inference_steps)), int(round(end * self.num_inference_steps)))
 
 
-METHOD = "ctrlx"
+# What a Ctrl-X job (a JSONL line) may hold; the branches can be saved beside each image.
+CTRLX_JOBS = JobSchema(images=("structure", "appearance"), options=("structure_prompt", "appearance_prompt"),
+                       extras=("structure_branch", "appearance_branch"))
+CTRLX = DiffusionMethod(
+    "ctrlx", CtrlXConfig, "i2i.ctrlx.pipeline:CtrlXPipeline", CTRLX_JOBS, DEFAULT_SEED,
+    shown=("num_inference_steps", "guidance_scale", "structure_schedule", "appearance_schedule", "eta",
+           "self_recurrence", "positive_prompt", "negative_prompt"),
+    summary="Ctrl-X (Lin, Mo et al., NeurIPS 2024): structure and appearance control of a text-to-image diffusion "
+            "model (SD 1.x, 2.x, SDXL) with no guidance, inversion or training.",
+    usage="Generate images with a structure image's layout: i2i ctrlx --prompt \"a blue square\" --structure "
+          "sketch.png [--appearance look.png].")
+METHOD = CTRLX.name
 
 
 def model_config(model: str | Path | None) -> CtrlXConfig:
     """The official defaults with ``model``'s recommended settings (``i2i_ctrlx.json`` in its folder) applied."""
-    from i2i.diffusion.settings import apply_recommended, read_recommended
-
-    recommended = read_recommended(model, METHOD, CtrlXConfig)
-    if recommended.get("self_recurrence") is not None:
-        recommended = {**recommended, "self_recurrence": tuple(recommended["self_recurrence"])}
-    return apply_recommended(CtrlXConfig(), recommended)
-
-
-# What a Ctrl-X job (a JSONL line) may hold; the branches can be saved beside each image.
-CTRLX_JOBS = JobSchema(images=("structure", "appearance"), options=("structure_prompt", "appearance_prompt"),
-                       extras=("structure_branch", "appearance_branch"))
+    return CTRLX.model_config(model)

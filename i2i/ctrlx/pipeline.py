@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image, ImageOps
 
-from i2i.ctrlx.config import DEFAULT_SEED, CtrlXConfig, model_config
+from i2i.ctrlx.config import CTRLX, DEFAULT_SEED, CtrlXConfig
 from i2i.ctrlx.control import ROW_ORDER, ControlState, controlled
 from i2i.ctrlx.layers import ControlLayers, control_layers
 from i2i.diffusion.cache import progress_bar
 from i2i.diffusion.conditioning import Conditioning
+from i2i.diffusion.jobs import JobResult
 from i2i.diffusion.model import DiffusionModel
 from i2i.errors import UsageError
 
@@ -84,13 +85,11 @@ class CtrlXPipeline(DiffusionModel):
     """Ctrl-X on a diffusers Stable Diffusion (1.x / 2.x) or SDXL pipeline; ``layers`` overrides the control
     layers (default: :func:`i2i.ctrlx.layers.control_layers`)."""
 
+    method = CTRLX
+
     def __init__(self, base, *args, layers: ControlLayers | None = None, **kwargs) -> None:
         super().__init__(base, *args, **kwargs)
         self.layers = layers or control_layers(self.unet)
-
-    def default_config(self) -> CtrlXConfig:
-        """The official defaults with the model folder's recommended settings (``i2i_ctrlx.json``) applied."""
-        return model_config(self.model_folder)
 
     @torch.no_grad()
     def __call__(self, prompt: str, structure: Image.Image | str | os.PathLike | None = None,
@@ -104,24 +103,12 @@ class CtrlXPipeline(DiffusionModel):
         replaces the seeded initial noise. Images are generated one at a time (the official batch size 1).
         ``decode_branches=False`` leaves ``structure`` / ``appearance`` of the output empty (two VAE decodes
         fewer per image)."""
-        from i2i.images import load_image
-
-        config = (config or self.default_config()).validate()
-        if num_images < 1:
-            raise UsageError("--num-images must be at least 1")
         if not str(prompt).strip():
             raise UsageError("the prompt is empty")
-        images = {name: load_image(img) if img is not None and not isinstance(img, Image.Image) else img
-                  for name, img in zip(BRANCHES, (structure, appearance))}
-        size = self.check_size(config.size or self.default_size)
-        reference = images["structure"] or images["appearance"]
-        shape = self.output_shape(reference.size, size) if reference is not None else (size, size)
+        start = self.start(config, dict(zip(BRANCHES, (structure, appearance))), seed, num_images, latents)
+        config, images, shape, noise = start.config, start.images, start.shape, start.noise
+        generator, scheduler = start.generator, start.scheduler
         texts = self._texts(prompt, structure_prompt, appearance_prompt, config, shape, reporter)
-        generator = torch.Generator("cpu").manual_seed(seed)
-        noise = self.initial_noise(num_images, shape, generator) if latents is None else \
-            latents.to(self.device, torch.float32)
-        scheduler = self.make_scheduler()
-        scheduler.set_timesteps(config.num_inference_steps, device=self.device)
         outputs, rows = [], []
         with controlled(self.unet, self.layers, ControlState()) as state, \
                 progress_bar(reporter, noise.shape[0] * len(scheduler.timesteps), "ctrlx") as advance:
@@ -138,6 +125,18 @@ class CtrlXPipeline(DiffusionModel):
         return CtrlXOutput(self.decode(latents_out), decoded["structure"], decoded["appearance"], latents_out.cpu(),
                            [int(t) for t in scheduler.timesteps], config.control_steps(config.structure_schedule),
                            config.control_steps(config.appearance_schedule), rows)
+
+    def run_job(self, job: dict, images: dict, config: CtrlXConfig, extras: tuple[str, ...] = (),
+                reporter: "Reporter | None" = None) -> JobResult:
+        """One job of the shared loop (:func:`i2i.diffusion.jobs.run_jobs`): ``job`` holds the prompt, seed, number
+        of images and the branch prompts, ``images`` its structure (and appearance); ``extras`` may ask for the
+        ``"structure_branch"`` and ``"appearance_branch"`` pictures."""
+        result = self(job["prompt"], images["structure"], images.get("appearance"), config,
+                      structure_prompt=job["structure_prompt"], appearance_prompt=job["appearance_prompt"],
+                      seed=job["seed"], num_images=job["num_images"], decode_branches=bool(extras), reporter=reporter)
+        branches = {"structure_branch": result.structure, "appearance_branch": result.appearance}
+        return JobResult(result.images, {k: v for k, v in branches.items() if k in extras},
+                         {"structure_steps": result.structure_steps, "appearance_steps": result.appearance_steps})
 
     # ------------------------------------------------------------------ set-up
     def _texts(self, prompt: str, structure_prompt: str | None, appearance_prompt: str | None, config: CtrlXConfig,

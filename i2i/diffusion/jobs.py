@@ -34,6 +34,11 @@ class JobSchema:
     extras: tuple[str, ...] = ()
 
     @property
+    def primary(self) -> str | None:
+        """The required image key (None for a method without input images, e.g. plain sampling)."""
+        return self.images[0] if self.images else None
+
+    @property
     def keys(self) -> frozenset[str]:
         return frozenset({"prompt", "seed", "num_images", "name", *self.images, *self.options})
 
@@ -65,7 +70,8 @@ def read_jobs(path: Path, schema: JobSchema) -> list[dict[str, Any]]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise InputError(f"{path}: cannot read the job file ({exc.strerror or exc})") from exc
-    primary = schema.images[0]
+    primary = schema.primary
+    required = " and ".join(f'"{key}"' for key in ("prompt", primary) if key)
     jobs = []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -74,8 +80,8 @@ def read_jobs(path: Path, schema: JobSchema) -> list[dict[str, Any]]:
             job = json.loads(line)
         except ValueError as exc:
             raise UsageError(f"{path}:{number}: not valid JSON ({exc})") from exc
-        if not isinstance(job, dict) or "prompt" not in job or primary not in job:
-            raise UsageError(f"{path}:{number}: each job needs \"prompt\" and \"{primary}\"")
+        if not isinstance(job, dict) or "prompt" not in job or (primary and primary not in job):
+            raise UsageError(f"{path}:{number}: each job needs {required}")
         unknown = set(job) - schema.keys
         if unknown:
             raise UsageError(f"{path}:{number}: unknown key(s) {', '.join(sorted(unknown))} "
@@ -90,8 +96,8 @@ def read_jobs(path: Path, schema: JobSchema) -> list[dict[str, Any]]:
 def _flag_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str]]) -> list[dict[str, Any]]:
     """Jobs from repeated flags: ``--prompt`` paired in order with the first image flag; any list may be given
     once for all."""
-    primary = schema.images[0]
-    firsts = images.get(primary) or []
+    primary = schema.primary
+    firsts = images.get(primary) or [] if primary else prompts
     if not prompts and not any(images.values()):
         return []
     if not prompts or not firsts:
@@ -113,8 +119,9 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
     if jobs_file is not None:
         jobs.extend(read_jobs(jobs_file, schema))
     if not jobs:
-        raise UsageError(f"nothing to do: give --prompt and --{schema.images[0]}, or --jobs FILE.jsonl")
-    primary = schema.images[0]
+        what = f"--prompt and --{schema.primary}" if schema.primary else "--prompt"
+        raise UsageError(f"nothing to do: give {what}, or --jobs FILE.jsonl")
+    primary = schema.primary
     for index, job in enumerate(jobs):
         if not str(job["prompt"]).strip():
             raise UsageError(f"the prompt is empty (job {index})")
@@ -126,7 +133,8 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
         job.setdefault("seed", seed + index)
         if not isinstance(job["seed"], int) or not isinstance(job["num_images"], int) or job["num_images"] < 1:
             raise UsageError(f"job {index}: seed and num_images must be integers (num_images >= 1)")
-        job.setdefault("name", f"{index:03d}-{slug(Path(job[primary]).stem, 24)}-{slug(job['prompt'])}")
+        stem = f"{slug(Path(job[primary]).stem, 24)}-" if primary else ""
+        job.setdefault("name", f"{index:03d}-{stem}{slug(job['prompt'])}")
     return jobs
 
 
@@ -217,7 +225,7 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
                 raise OutputError(f"{existing}: already exists (pass --overwrite to replace it)")
             images = {key: load_image(job[key]) for key in run.schema.images if job.get(key) is not None}
         except (InputError, OutputError) as exc:
-            _fail(len(mine), failures, job[run.schema.images[0]] if isinstance(exc, InputError) else job["name"],
+            _fail(len(mine), failures, job[run.schema.primary] if isinstance(exc, InputError) else job["name"],
                   exc, reporter)
             continue
         ready.append((job, images, names))
@@ -229,12 +237,12 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
 def make_maps(run: JobRun, model: Any, ready: list[tuple[dict, dict[str, "Image.Image"], list]]) -> None:
     """Replace the first image of every ready job by its ``run.preprocess`` map, made at the model's working size
     (``run.map_size(model)``) so that a map's thin lines are drawn at the resolution the model sees them."""
-    if run.preprocess == "none":
+    if run.preprocess == "none" or run.schema.primary is None:
         return
     from i2i.preprocess.maps import condition_map
 
     size = run.map_size(model) if run.map_size is not None else None
-    primary = run.schema.images[0]
+    primary = run.schema.primary
     for _, images, _ in ready:
         images[primary] = condition_map(images[primary], run.preprocess, size)
 
@@ -269,7 +277,7 @@ def run_jobs(run: JobRun, load: Callable[[], Any],
                 if run.scorers is not None:
                     from i2i.metrics.score import score_records
 
-                    record = score_records([record], run.scorers, condition_key=run.schema.images[0])[0]
+                    record = score_records([record], run.scorers, condition_key=run.schema.primary)[0]
                 reporter.result(record)
         except I2IError as exc:
             _fail(len(ready) + len(failures), failures, job["name"], exc, reporter)

@@ -5,8 +5,9 @@ conditioning, UNet calls, VAE encode/decode, initial noise, output sizes and the
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -19,6 +20,30 @@ from i2i.progress import warn
 
 if TYPE_CHECKING:
     from i2i.progress import Reporter
+
+
+@dataclass
+class Start:
+    """What every method's call begins with (:meth:`DiffusionModel.start`): the validated ``config``, the input
+    ``images`` read (None where not given), the output ``shape`` ``(h, w)`` and long side ``size``, the initial
+    ``noise`` ``[N, c, h, w]``, the seeded CPU ``generator`` it was drawn from (its later draws continue the
+    stream) and the ``scheduler`` with its timesteps set."""
+
+    config: Any
+    images: dict[str, "Image.Image | None"]
+    size: int
+    shape: tuple[int, int]
+    noise: torch.Tensor
+    generator: torch.Generator
+    scheduler: Any
+
+    @property
+    def num_images(self) -> int:
+        return self.noise.shape[0]
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.scheduler.timesteps
 
 
 class DiffusionModel:
@@ -92,6 +117,37 @@ class DiffusionModel:
         loaded = load_pipeline(model, precision, config)
         return cls(loaded.base, model_id=loaded.model_id, device=dev, precision=precision,
                    model_folder=loaded.folder, **kwargs)
+
+    method: Any = None          # the method's DiffusionMethod (i2i.diffusion.method), set by each subclass
+
+    def default_config(self) -> Any:
+        """The method's settings for this model: its defaults with the model folder's recommended settings
+        (``i2i_<method>.json``) applied; what a call without ``config`` uses, and what the CLI starts from."""
+        return self.method.model_config(self.model_folder)
+
+    def start(self, config: Any, images: dict[str, Any], seed: int, num_images: int = 1,
+              latents: torch.Tensor | None = None) -> Start:
+        """The opening of every method's call: ``config`` (None: :meth:`default_config`) validated,
+        ``num_images`` checked, the ``images`` (name -> image, path or None) read, the output shape (the first
+        given image's aspect ratio, long side ``config.size`` or the native size; square without images), the
+        initial noise (seeded, or ``latents`` ``[N, c, h, w]``, which then set the number of images) and a
+        fresh DDIM scheduler with ``config.num_inference_steps`` timesteps."""
+        from i2i.images import load_image
+
+        config = (config or self.default_config()).validate()
+        if num_images < 1:
+            raise UsageError("--num-images must be at least 1")
+        images = {name: load_image(img) if img is not None and not isinstance(img, Image.Image) else img
+                  for name, img in images.items()}
+        size = self.check_size(config.size or self.default_size)
+        reference = next((img for img in images.values() if img is not None), None)
+        shape = self.output_shape(reference.size, size) if reference is not None else (size, size)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        noise = self.initial_noise(num_images, shape, generator) if latents is None else \
+            latents.to(self.device, torch.float32)
+        scheduler = self.make_scheduler()
+        scheduler.set_timesteps(config.num_inference_steps, device=self.device)
+        return Start(config, images, size, shape, noise, generator, scheduler)
 
     def make_scheduler(self):
         """A fresh ``DDIMScheduler`` from the model's scheduler config (its timestep spacing and offset)."""

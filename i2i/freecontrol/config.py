@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2i.diffusion.jobs import JobSchema
+from i2i.diffusion.method import DiffusionMethod
 from i2i.errors import UsageError
+from i2i.options import flag, option
 
 # The official synthesis negative prompt (base.yaml) and the analysis one (sample_semantic_bases.py).
 NEGATIVE_PROMPT = ("longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
@@ -17,11 +19,25 @@ BASES_NEGATIVE_PROMPT = "fewer digits, cropped, worst quality, low quality"
 BASES_PROMPT = "A photo of a {}, with a simple background, best quality, extremely detailed"
 DEFAULT_SEED = 2028                    # the official synthesis seed
 BASES_SOURCES = ("generated", "inverted", "images")
+GUIDE = "Guidance (official defaults)"
+SIZE_HELP = ("Long side of the output in pixels; the short side follows the condition's aspect ratio (rounded to the "
+             "model's size unit) and the condition is resized to that (none: the model's native size, e.g. 512 for "
+             "SD 1.5, 1024 for SDXL). The analysis runs square at this size.")
+ANALYSIS = "Analysis stage (semantic bases)"
 
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise UsageError(message)
+
+
+def _range(config: object, name: str, low: float, high: float) -> None:
+    value = getattr(config, name)
+    _check(low <= value <= high, f"{flag(config, name)} must be between {low:g} and {high:g}")
+
+
+def _at_least(config: object, name: str, low: float, unit: str = "") -> None:
+    _check(getattr(config, name) >= low, f"{flag(config, name)} must be at least {low:g}{unit}")
 
 
 @dataclass(frozen=True)
@@ -36,34 +52,43 @@ class BasesConfig:
     concept in the folder ``images``, each DDIM-inverted). Inversion uses ``inversion_prompt`` ("{}": the concept;
     None: the analysis prompt) and ``inversion_steps`` (None: the synthesis config's)."""
 
-    prompt_template: str = BASES_PROMPT
+    prompt_template: str = option(BASES_PROMPT, help="Analysis prompt with {} for the concept.", panel=ANALYSIS)
     negative_prompt: str = BASES_NEGATIVE_PROMPT
-    num_images: int = 20
-    seed: int = 2024
-    num_inference_steps: int = 200
-    analysis_end: float = 0.6          # fraction of the schedule analysed (official num_save_steps 120 of 200)
-    n_components: int = 64
+    num_images: int = option(20, flag="--seed-images", help="Seed images generated for the analysis.",
+                             panel=ANALYSIS)
+    seed: int = option(2024, flag="--bases-seed", help="Seed of the analysis images.", panel=ANALYSIS)
+    num_inference_steps: int = option(200, flag="--bases-steps", help="DDIM steps of the analysis run.",
+                                      panel=ANALYSIS)
+    analysis_end: float = option(0.6, help="Fraction of the schedule analysed (the official 120 of 200 steps).",
+                                 panel=ANALYSIS)
+    n_components: int = option(64, flag="--components", help="PCA components kept by the analysis and used by the "
+                               "structure energy.", panel=ANALYSIS)
     guidance_scale: float = 7.5
-    batch_size: int = 4                # seed images per UNet call (memory only; the result does not depend on it)
-    size: int | None = None            # None: the model's native size
+    batch_size: int = option(4, flag="--bases-batch-size", help="Seed images per UNet call of the analysis (memory "
+                             "only: the bases do not depend on it).", panel=ANALYSIS)
+    size: int | None = option(None, help=SIZE_HELP)
     block: str | None = None           # None: up_blocks.1 (SD 1.x/2.x) or up_blocks.0 (SDXL)
     source: str = "generated"          # "generated" (official), "inverted" or "images"
     images: str | None = None          # folder of the concept's images (source "images")
-    inversion_prompt: str | None = None
-    inversion_steps: int | None = None
+    inversion_prompt: str | None = option(None, flag="--image-prompt", help="With --images or --from-inverted: "
+                                          "the prompt they are inverted with, {} for the concept (none: the "
+                                          "analysis prompt).", panel=ANALYSIS)
+    inversion_steps: int | None = option(None, help="DDIM inversion steps of the condition, the --images and "
+                                         "the --from-inverted seed images (none: the synthesis setting, "
+                                         "--inversion-steps of `i2i freecontrol`).", panel=ANALYSIS)
 
     def validate(self) -> "BasesConfig":
-        _check(self.num_images >= 1, "--seed-images must be at least 1")
-        _check(1 <= self.num_inference_steps <= 1000, "--bases-steps must be between 1 and 1000")
-        _check(0 < self.analysis_end <= 1, "--analysis-end must be in (0, 1]")
-        _check(self.n_components >= 1, "--components must be at least 1")
-        _check(self.batch_size >= 1, "--bases-batch-size must be at least 1")
+        _at_least(self, "num_images", 1)
+        _range(self, "num_inference_steps", 1, 1000)
+        _check(0 < self.analysis_end <= 1, f"{flag(self, 'analysis_end')} must be in (0, 1]")
+        _at_least(self, "n_components", 1)
+        _at_least(self, "batch_size", 1)
         _check("{}" in self.prompt_template, "the analysis prompt template needs a {} for the concept")
         _check(self.source in BASES_SOURCES, f"the bases source must be one of {', '.join(BASES_SOURCES)}")
         _check((self.source == "images") == (self.images is not None),
                "bases from images need a folder (--images DIR), and only they take one")
-        _check(self.inversion_steps is None or 1 <= self.inversion_steps <= 1000,
-               "--inversion-steps must be between 1 and 1000")
+        if self.inversion_steps is not None:
+            _range(self, "inversion_steps", 1, 1000)
         return self
 
     def inversion_text(self, concept: str) -> str:
@@ -78,37 +103,43 @@ class BasesConfig:
 class FreeControlConfig:
     """Guided synthesis. Defaults are the official Gradio app's (merged over base.yaml)."""
 
-    num_inference_steps: int = 200
-    guidance_scale: float = 7.5
-    structure_weight: float = 600.0    # official `pca_guidance.weight` (Gradio 600, yaml 800)
-    appearance_weight: float = 0.1     # official `reg_factor`, relative to the structure weight (yaml 0.05)
-    guidance_end: float = 0.6          # guidance on the first 60% of steps (yaml: 0.4)
-    warmup: float = 0.05               # structure weight ramps up over the first 5% of steps (10 of 200)
-    n_components: int = 64
-    mask_threshold: float = 0.3        # 0 disables the mask (plain MSE, as in image-to-image)
-    penalty: float = 10.0              # background penalty factor w
-    appearance_components: int = 2     # N_a
+    num_inference_steps: int = option(200, flag="--steps", help="DDIM steps.", panel=GUIDE)
+    guidance_scale: float = option(7.5, help="Classifier-free guidance scale.", panel=GUIDE)
+    # official `pca_guidance.weight` (Gradio 600, yaml 800)
+    structure_weight: float = option(600.0, help="Weight of the guidance energy; 0 turns guidance off.", panel=GUIDE)
+    # official `reg_factor` (yaml 0.05)
+    appearance_weight: float = option(0.1, help="Appearance energy factor, relative to the structure weight.",
+                                      panel=GUIDE)
+    guidance_end: float = option(0.6, help="Guide the first this fraction of the steps.", panel=GUIDE)  # yaml 0.4
+    warmup: float = option(0.05, help="Fraction of the steps over which the weight ramps up from 0.", panel=GUIDE)
+    n_components: int = option(64, flag="--components", help="PCA components used by the structure energy, and "
+                               "kept by the analysis.", panel=GUIDE)
+    mask_threshold: float = option(0.3, help="Threshold of the subject cross-attention mask; 0: no mask (plain "
+                                   "MSE, as in image-to-image).", panel=GUIDE)
+    penalty: float = option(10.0, help="Background penalty factor outside the mask.", panel=GUIDE)
+    appearance_components: int = option(2, help="Semantic components whose regions give the appearance vectors.",
+                                        panel=GUIDE)
     appearance_threshold: float = 0.5
-    negative_prompt: str = NEGATIVE_PROMPT
-    inversion_steps: int = 999
-    img2img: bool = False              # start from the condition's inverted x_T, no mask
+    negative_prompt: str = option(NEGATIVE_PROMPT, help="Negative prompt.", panel=GUIDE)
+    inversion_steps: int = option(999, help="DDIM inversion steps of the condition.", panel=GUIDE)
+    img2img: bool = option(False, help="Image-to-image: start from the condition's inverted latent, no mask.",
+                           panel=GUIDE)
     appearance_same_latent: bool = False   # img2img: the unguided sibling also starts from x_T (official False)
-    size: int | None = None            # output side in pixels; None: the model's native size
-    bases: BasesConfig = dataclasses.field(default_factory=BasesConfig)
+    size: int | None = option(None, help=SIZE_HELP)       # the same flag sets the analysis size
+    bases: BasesConfig = BasesConfig()
 
     def validate(self) -> "FreeControlConfig":
-        _check(1 <= self.num_inference_steps <= 1000, "--steps must be between 1 and 1000")
-        _check(self.guidance_scale >= 0, "--guidance-scale must not be negative")
-        _check(self.structure_weight >= 0, "--structure-weight must not be negative")
-        _check(self.appearance_weight >= 0, "--appearance-weight must not be negative")
-        _check(0 <= self.guidance_end <= 1, "--guidance-end must be between 0 and 1")
-        _check(0 <= self.warmup <= 1, "--warmup must be between 0 and 1")
-        _check(self.n_components >= 1, "--components must be at least 1")
-        _check(0 <= self.mask_threshold < 1, "--mask-threshold must be in [0, 1)")
-        _check(self.penalty >= 0, "--penalty must not be negative")
-        _check(self.appearance_components >= 1, "--appearance-components must be at least 1")
-        _check(1 <= self.inversion_steps <= 1000, "--inversion-steps must be between 1 and 1000")
-        _check(self.size is None or self.size >= 8, "--size must be at least 8 pixels")
+        _range(self, "num_inference_steps", 1, 1000)
+        for name in ("guidance_scale", "structure_weight", "appearance_weight", "penalty"):
+            _check(getattr(self, name) >= 0, f"{flag(self, name)} must not be negative")
+        _range(self, "guidance_end", 0, 1)
+        _range(self, "warmup", 0, 1)
+        _at_least(self, "n_components", 1)
+        _check(0 <= self.mask_threshold < 1, f"{flag(self, 'mask_threshold')} must be in [0, 1)")
+        _at_least(self, "appearance_components", 1)
+        _range(self, "inversion_steps", 1, 1000)
+        if self.size is not None:
+            _at_least(self, "size", 8, " pixels")
         self.bases.validate()
         return self
 
@@ -122,35 +153,26 @@ class FreeControlConfig:
         return int(round(self.warmup * self.num_inference_steps))
 
 
-# A model folder may ship its own recommended settings (e.g. the small demo model: fewer steps, no negative
-# prompt); flags and arguments given explicitly still win.
-METHOD = "freecontrol"
-MODEL_DEFAULTS_FILE = f"i2i_{METHOD}.json"
-
-
-def read_model_defaults(model: str | Path | None) -> dict:
-    """The recommended settings in ``MODEL/i2i_freecontrol.json`` (``{}`` when ``model`` is not a local folder
-    or has none): FreeControlConfig field names, plus ``"bases"`` with BasesConfig field names."""
-    from i2i.diffusion.settings import read_recommended
-
-    return read_recommended(model, METHOD, FreeControlConfig, {"bases": BasesConfig})
-
-
-def apply_model_defaults(config: FreeControlConfig, defaults: dict) -> FreeControlConfig:
-    """``config`` with a model's recommended settings (see :func:`read_model_defaults`) applied."""
-    from i2i.diffusion.settings import apply_recommended
-
-    return apply_recommended(config, defaults, ("bases",))
-
-
-def model_config(model: str | Path | None) -> FreeControlConfig:
-    """The official defaults with ``model``'s recommended settings (if it is a folder that ships any) applied."""
-    return apply_model_defaults(FreeControlConfig(), read_model_defaults(model))
-
-
-
 # What a FreeControl job (a JSONL line) may hold (an appearance image is optional); "unguided" is the optional
 # sibling saved beside each image.
 FREECONTROL_JOBS = JobSchema(images=("condition", "appearance"),
                              options=("inversion_prompt", "appearance_prompt", "subject", "concept", "img2img"),
                              extras=("unguided",))
+# A model folder may ship its own recommended settings (``i2i_freecontrol.json``, e.g. the small demo model's fewer
+# steps); flags and arguments given explicitly still win.
+FREECONTROL = DiffusionMethod("freecontrol", FreeControlConfig, "i2i.freecontrol.pipeline:FreeControlPipeline",
+                              FREECONTROL_JOBS, DEFAULT_SEED,
+                              shown=("num_inference_steps", "guidance_scale", "structure_weight", "appearance_weight",
+                                     "mask_threshold", "negative_prompt", "inversion_steps"),
+                              summary="FreeControl (Mo et al., CVPR 2024): training-free spatial control of a "
+                                      "text-to-image diffusion model (SD 1.x, 2.x, SDXL) with any condition image.",
+                              usage="Generate images that follow a condition's structure: i2i freecontrol --prompt "
+                                    "\"a photo of a lion\" --condition sketch.png --model DIR_OR_ID. Subcommand "
+                                    "`bases` precomputes the semantic bases.")
+METHOD = FREECONTROL.name
+MODEL_DEFAULTS_FILE = f"i2i_{METHOD}.json"
+
+
+def model_config(model: str | Path | None) -> FreeControlConfig:
+    """The official defaults with ``model``'s recommended settings (if it is a folder that ships any) applied."""
+    return FREECONTROL.model_config(model)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from i2i.diffusion.attention import attention_inputs, attention_output, installed, split_heads
+from i2i.diffusion.attention import attention_inputs, attention_layers, attention_output, installed, split_heads
 
 
 class StopForward(Exception):
@@ -35,7 +35,7 @@ def block_attention_layers(unet: torch.nn.Module, block: str) -> tuple[list[str]
     """Names (as in ``unet.attn_processors``, without ``.processor``) of the self- and cross-attention layers of
     the transformer blocks in ``block``, in execution order: ``(attn1_names, attn2_names)``."""
     prefix = block + ".attentions."
-    names = [n[: -len(".processor")] for n in unet.attn_processors]
+    names = attention_layers(unet)
     attn1 = [n for n in names if n.startswith(prefix) and n.endswith("attn1")]
     attn2 = [n for n in names if n.startswith(prefix) and n.endswith("attn2")]
     return attn1, attn2

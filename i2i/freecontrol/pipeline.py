@@ -37,14 +37,16 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
+from i2i.diffusion.attention import attention_layers
 from i2i.diffusion.cache import progress_bar
 from i2i.diffusion.conditioning import Conditioning
 from i2i.diffusion.inversion import Trajectory, invert_condition
-from i2i.diffusion.model import DiffusionModel
+from i2i.diffusion.jobs import JobResult
+from i2i.diffusion.model import DiffusionModel, Start
 from i2i.errors import CheckpointError, UsageError
 from i2i.freecontrol import guidance as G
-from i2i.freecontrol.bases import SemanticBases, cached_bases
-from i2i.freecontrol.config import DEFAULT_SEED, BasesConfig, FreeControlConfig, model_config
+from i2i.freecontrol.bases import SemanticBases, cached_bases, read_bases_file
+from i2i.freecontrol.config import DEFAULT_SEED, FREECONTROL, BasesConfig, FreeControlConfig
 from i2i.freecontrol.features import (FeatureStore, block_attention_layers, default_feature_block,
                                       prompt_token_indices, recording, run_until_recorded, subject_token_indices)
 
@@ -93,6 +95,15 @@ def default_concept(prompt: str, subject: str | None = None) -> str:
     if not words:
         raise UsageError("the prompt is empty")
     return words[-1]
+
+
+def _mask_picture(mask: torch.Tensor | None, latents: torch.Tensor) -> torch.Tensor | None:
+    """The subject mask ``[HW]`` as ``[h, w]`` at the feature block's resolution (the latent's, downsampled)."""
+    if mask is None:
+        return None
+    lh, lw = latents.shape[-2:]
+    scale = (mask.numel() / (lh * lw)) ** 0.5
+    return mask.reshape(int(round(lh * scale)), -1).cpu()
 
 
 def default_one_call(device: torch.device, is_sdxl: bool) -> bool:
@@ -151,11 +162,9 @@ class FreeControlPipeline(DiffusionModel):
         self.feature_block = default_feature_block(self.unet)
         self._condition_memo: dict[tuple, tuple] = {}
         self._appearance_memo: dict[tuple, tuple] = {}
+        self._bases_file: tuple = (None, None)          # (path, SemanticBases) of run_job's bases file
 
-    def default_config(self) -> FreeControlConfig:
-        """The official defaults with the model folder's recommended settings (``i2i_freecontrol.json``) applied:
-        what a call without ``config`` uses, and what the CLI starts from."""
-        return model_config(self.model_folder)
+    method = FREECONTROL
 
     # ------------------------------------------------------------------ stages
     def invert(self, condition: Image.Image, prompt: str, config: FreeControlConfig, timesteps: list[int],
@@ -169,14 +178,15 @@ class FreeControlPipeline(DiffusionModel):
         """Bases for ``concept`` from the cache, or computed by the analysis stage and cached. ``images``: the
         concept's images already read by :func:`~i2i.freecontrol.bases.read_concept_images` (default: read from
         ``config.images`` when ``config.source`` is ``"images"``)."""
-        config = config or self.default_config().bases
+        defaults = self.default_config() if config is None or config.inversion_steps is None else None
+        config = config or defaults.bases
         if config.inversion_steps is None:      # (used by the sources that invert images)
-            config = dataclasses.replace(config, inversion_steps=self.default_config().inversion_steps)
+            config = dataclasses.replace(config, inversion_steps=defaults.inversion_steps)
         size = self.check_size(size or config.size or self.default_size)
         return cached_bases(self, concept, config, size, self.cache_dir, reporter, images)
 
     def _check_bases(self, bases: SemanticBases) -> list[str]:
-        names = [n[: -len(".processor")] for n in self.unet.attn_processors]
+        names = attention_layers(self.unet)
         missing = [layer for layer in bases.layers if layer not in names]
         if missing:
             raise CheckpointError(f"the semantic bases are for layers this UNet lacks ({missing[0]}, ...)")
@@ -279,27 +289,15 @@ class FreeControlPipeline(DiffusionModel):
         inverted latent at that timestep, with the prompt) are the appearance energy's reference instead of the
         unguided sibling's; the siblings then run only when ``unguided`` asks for them.
         """
-        config = (config or self.default_config()).validate()
-        if num_images < 1:
-            raise UsageError("--num-images must be at least 1")
-        plan = self._prepare(prompt, condition, config, inversion_prompt, subject, concept, bases, appearance,
-                             appearance_prompt, reporter)
+        start = self.start(config, {"condition": condition, "appearance": appearance}, seed, num_images, latents)
+        config, noise = start.config, start.noise
+        plan = self._prepare(prompt, start, inversion_prompt, subject, concept, bases, appearance_prompt, reporter)
         n_guided, ts, scheduler = plan.n_guided, plan.ts, plan.scheduler
-        if latents is None:
-            noise = self.initial_noise(num_images, plan.shape, torch.Generator("cpu").manual_seed(seed))
-        else:
-            noise = latents.to(self.device, torch.float32)
-            num_images = noise.shape[0]
-        x_a = noise.clone()
-        x_c = plan.trajectory.at(ts[0]).to(self.device).expand_as(noise).clone() if config.img2img else noise.clone()
-        if config.img2img and config.appearance_same_latent:
-            x_a = x_c.clone()
+        x_c, x_a = self._initial_latents(plan, config, noise)
         initial = x_c.detach().cpu().clone()
         separate = plan.need_condition     # without guidance or img2img the guided sample *is* the unguided one
-        n = num_images
-        skipped: list[int] = []
-        energies: list[float] = []
-        mask = None
+        n = start.num_images
+        skipped, energies, mask = [], [], None     # skipped steps, energy per guided step, the last subject mask
 
         # The recording processors are installed once for the whole loop (installing them costs a walk over
         # every module); between the calls that record, ``live`` records nothing and they compute plain attention.
@@ -341,28 +339,51 @@ class FreeControlPipeline(DiffusionModel):
         if not separate:
             x_a = x_c
         siblings = (self.decode(x_a) if separate else list(images)) if unguided else []
-        if mask is not None:                  # at the feature block's resolution: the latent's, downsampled
-            lh, lw = x_c.shape[-2:]
-            scale = (mask.numel() / (lh * lw)) ** 0.5
-            mask = mask.reshape(int(round(lh * scale)), -1).cpu()
         return FreeControlOutput(images, siblings, x_c.cpu(), x_a.cpu() if unguided else None, initial, ts,
-                                 n_guided, skipped, mask, plan.trajectory, plan.bases if n_guided else None, energies,
-                                 plan.app_traj)
+                                 n_guided, skipped, _mask_picture(mask, x_c), plan.trajectory,
+                                 plan.bases if n_guided else None, energies, plan.app_traj)
 
-    def _prepare(self, prompt: str, condition: Image.Image | str | os.PathLike, config: FreeControlConfig,
-                 inversion_prompt: str | None, subject: str | None, concept: str | None,
-                 bases: SemanticBases | None, appearance: Image.Image | str | os.PathLike | None,
-                 appearance_prompt: str | None, reporter: "Reporter | None") -> "_Plan":
-        """Everything before the denoising loop: images and prompts checked, the schedule, the condition's (and
-        appearance image's) inversion, the semantic bases and the guidance targets at each guided step."""
-        from i2i.images import load_image
+    @staticmethod
+    def _initial_latents(plan: _Plan, config: FreeControlConfig, noise: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the guided sample and its unguided sibling start: the noise, or with img2img the condition's
+        inverted latent for the guided one (and the sibling too with ``appearance_same_latent``)."""
+        x_a = noise.clone()
+        x_c = plan.trajectory.at(plan.ts[0]).to(noise.device).expand_as(noise).clone() if config.img2img \
+            else noise.clone()
+        if config.img2img and config.appearance_same_latent:
+            x_a = x_c.clone()
+        return x_c, x_a
 
-        if not isinstance(condition, Image.Image):
-            condition = load_image(condition)
-        if appearance is not None and not isinstance(appearance, Image.Image):
-            appearance = load_image(appearance)
-        size = self.check_size(config.size or self.default_size)
-        shape = self.output_shape(condition.size, size)      # (h, w): the condition's aspect ratio, long side size
+    def run_job(self, job: dict, images: dict, config: FreeControlConfig, extras: tuple[str, ...] = (),
+                reporter: "Reporter | None" = None, bases: SemanticBases | str | os.PathLike | None = None
+                ) -> JobResult:
+        """One job of the shared loop (:func:`i2i.diffusion.jobs.run_jobs`): ``job`` holds the prompt, seed, number
+        of images and :data:`~i2i.freecontrol.config.FREECONTROL_JOBS`' options, ``images`` its condition (and
+        appearance); ``extras`` may ask for the ``"unguided"`` siblings; ``bases`` (or a bases file, read once)
+        overrides the cached ones."""
+        if bases is not None and not isinstance(bases, SemanticBases):
+            if self._bases_file[0] != bases:
+                self._bases_file = (bases, read_bases_file(bases))
+            bases = self._bases_file[1]
+        unguided = "unguided" in extras
+        job_cfg = dataclasses.replace(config, img2img=bool(job["img2img"]))
+        result = self(job["prompt"], images["condition"], job_cfg, inversion_prompt=job["inversion_prompt"],
+                      subject=job["subject"], concept=job["concept"], seed=job["seed"], num_images=job["num_images"],
+                      bases=bases, unguided=unguided, appearance=images.get("appearance"),
+                      appearance_prompt=job["appearance_prompt"], reporter=reporter)
+        return JobResult(result.images, {"unguided": result.unguided} if unguided else {},
+                         {"guided_steps": result.guided_steps, "skipped_steps": len(result.skipped_steps),
+                          "img2img": bool(job["img2img"])})
+
+    def _prepare(self, prompt: str, start: Start, inversion_prompt: str | None, subject: str | None,
+                 concept: str | None, bases: SemanticBases | None, appearance_prompt: str | None,
+                 reporter: "Reporter | None") -> "_Plan":
+        """Everything before the denoising loop, after the shared opening (``start``): prompts checked, the
+        condition's (and appearance image's) inversion, the semantic bases and the guidance targets at each
+        guided step."""
+        config, condition, appearance = start.config, start.images["condition"], start.images["appearance"]
+        size, shape = start.size, start.shape        # (h, w): the condition's aspect ratio, long side size
         inversion_prompt = prompt if inversion_prompt is None else inversion_prompt
         appearance_prompt = prompt if appearance_prompt is None else appearance_prompt
         for text, what in ((prompt, "the prompt"), (inversion_prompt, "the inversion prompt"),
@@ -370,9 +391,7 @@ class FreeControlPipeline(DiffusionModel):
                            (config.negative_prompt, "the negative prompt")):
             self.check_prompt_length(text, what, reporter, depth=3)   # the pipeline's caller
         ref_word, _ = parse_subject(subject)
-        scheduler = self.make_scheduler()
-        scheduler.set_timesteps(config.num_inference_steps, device=self.device)
-        plan = _Plan(scheduler, shape)
+        plan = _Plan(start.scheduler, shape)
         ts, n_guided = plan.ts, config.guided_steps if config.structure_weight > 0 else 0
         plan.n_guided = n_guided
         if appearance is not None and not (n_guided and config.appearance_weight > 0):

@@ -1,4 +1,4 @@
-"""Measured appearance transfer from an image, on the bundled demo model: ``python -m i2i.demo.appearance_report``.
+"""Measured appearance transfer from an image, on the bundled demo model: ``python examples/demo/appearance_report.py``.
 
 For every shape's outline sketch (the shipped ones, off-centre at a fixed size), every appearance colour X and
 several seeds, FreeControl is run with a prompt that names no colour ("a {shape}") and an appearance image: a
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from i2i.demo.report import SKETCH_SPECS, _mean
+from report import SKETCH_SPECS, mean
 from i2i.shapes import SHAPES, ShapeSpec, iou, read_shape, render, render_mask
 
 APPEARANCE_COLOURS = ("red", "green", "blue", "yellow")
@@ -59,9 +59,9 @@ def measure(pipe, cfg: AppearanceReportConfig, fc, with_appearance: bool) -> dic
                 hits[colour].append(r.colour == colour)
                 ious[shape].append(iou(r.mask, target))
     all_ious = [v for vs in ious.values() for v in vs]
-    return {"images": len(all_ious), "colour_match": _mean([h for hs in hits.values() for h in hs]),
-            "iou": _mean(all_ious), "colour_match_per_colour": {c: _mean(v) for c, v in hits.items()},
-            "iou_per_shape": {s: _mean(v) for s, v in ious.items()}}
+    return {"images": len(all_ious), "colour_match": mean([h for hs in hits.values() for h in hs]),
+            "iou": mean(all_ious), "colour_match_per_colour": {c: mean(v) for c, v in hits.items()},
+            "iou_per_shape": {s: mean(v) for s, v in ious.items()}}
 
 
 def run_appearance_report(pipe, cfg: AppearanceReportConfig = AppearanceReportConfig(), fc=None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The example conditions shipped in ``examples/conditions/``: outline sketches and filled shapes placed unlike
 a typical sample (off-centre, a fixed size), so that following them is visible.
 
-Regenerate with ``python -m i2i.demo.conditions examples/conditions``.
+Regenerate with ``python examples/demo/conditions.py examples/conditions``.
 """
 
 from __future__ import annotations

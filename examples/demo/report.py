@@ -1,4 +1,4 @@
-"""Measured proof that structure guidance works, on the bundled demo model: ``python -m i2i.demo.report``.
+"""Measured proof that structure guidance works, on the bundled demo model: ``python examples/demo/report.py``.
 
 Everything is read off the generated pixels with :func:`i2i.shapes.read_shape` (a deterministic checker: the
 largest non-white blob, its fill ratio and median colour), over every prompt "a {colour} {shape}" and several
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from i2i.demo.conditions import SKETCHES
+from conditions import SKETCHES
 from i2i.shapes import COLOURS, SHAPES, ShapeSpec, iou, read_shape, render, render_mask
 
 # The shipped example sketches (off-centre, fixed size: unlike a typical sample), one per shape.
@@ -53,7 +53,7 @@ class ReportConfig:
     bases_source: str = "generated"
 
 
-def _mean(xs: list[float]) -> float:
+def mean(xs: list[float]) -> float:
     return float(statistics.fmean(xs)) if xs else float("nan")
 
 
@@ -70,7 +70,7 @@ def prompt_following(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
             r = read_shape(img)
             shape_ok.append(r.shape == shape)
             colour_ok.append(r.colour == colour)
-    return {"images": len(shape_ok), "shape_accuracy": _mean(shape_ok), "colour_accuracy": _mean(colour_ok)}
+    return {"images": len(shape_ok), "shape_accuracy": mean(shape_ok), "colour_accuracy": mean(colour_ok)}
 
 
 # The concept images of the "images" bases source: filled shapes in every colour at these (x, y, radius).
@@ -123,11 +123,11 @@ def structure_control(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
                     unguided_iou.append(iou(u.mask, target))
                     colour_ok[colour].append(g.colour == colour)
                     shape_ok.append(g.shape == shape)
-            per_shape[shape] = _mean(guided_iou[first:])
-    return {"images": len(guided_iou), "guided_iou": _mean(guided_iou), "unguided_iou": _mean(unguided_iou),
-            "guided_colour_accuracy": _mean([ok for oks in colour_ok.values() for ok in oks]),
-            "guided_shape_accuracy": _mean(shape_ok), "guided_iou_per_shape": per_shape,
-            "guided_colour_accuracy_per_colour": {c: _mean(v) for c, v in colour_ok.items()}}
+            per_shape[shape] = mean(guided_iou[first:])
+    return {"images": len(guided_iou), "guided_iou": mean(guided_iou), "unguided_iou": mean(unguided_iou),
+            "guided_colour_accuracy": mean([ok for oks in colour_ok.values() for ok in oks]),
+            "guided_shape_accuracy": mean(shape_ok), "guided_iou_per_shape": per_shape,
+            "guided_colour_accuracy_per_colour": {c: mean(v) for c, v in colour_ok.items()}}
 
 
 def image_to_image(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
@@ -145,7 +145,7 @@ def image_to_image(pipe, cfg: ReportConfig, fc) -> dict[str, float]:
                 r = read_shape(out.images[0])
                 ious.append(iou(r.mask, render_mask(spec, size)))
                 colour_ok.append(r.colour == colour)
-    return {"images": len(ious), "iou": _mean(ious), "colour_accuracy": _mean(colour_ok)}
+    return {"images": len(ious), "iou": mean(ious), "colour_accuracy": mean(colour_ok)}
 
 
 def run_report(pipe, cfg: ReportConfig = ReportConfig(), fc=None) -> dict[str, Any]:

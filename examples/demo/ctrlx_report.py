@@ -1,5 +1,5 @@
-"""Measured Ctrl-X on the bundled demo model: ``python -m i2i.demo.ctrlx_report``. Same sketches, reader and IoU as
-FreeControl's report (:mod:`i2i.demo.report`):
+"""Measured Ctrl-X on the bundled demo model: ``python examples/demo/ctrlx_report.py``. Same sketches, reader and IoU as
+FreeControl's report (``examples/demo/report.py``):
 
 1. **Structure**: ``--structure`` an outline sketch of the prompt's shape, no appearance image ("a {colour}
    {shape}"): IoU of the generated shape with the sketch's filled region, and colour accuracy (from the prompt).
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from i2i.demo.report import IMG2IMG_SOURCE_COLOUR, SKETCH_SPECS, _mean
+from report import IMG2IMG_SOURCE_COLOUR, SKETCH_SPECS, mean
 from i2i.shapes import COLOURS, SHAPES, iou, read_shape, render, render_mask
 
 
@@ -44,8 +44,8 @@ def structure_control(pipe, cfg: CtrlXReportConfig, cx) -> dict[str, Any]:
                 ious.append(iou(r.mask, target))
                 colour_ok.append(r.colour == colour)
                 shape_ok.append(r.shape == shape)
-    return {"images": len(ious), "iou": _mean(ious), "colour_accuracy": _mean(colour_ok),
-            "shape_accuracy": _mean(shape_ok)}
+    return {"images": len(ious), "iou": mean(ious), "colour_accuracy": mean(colour_ok),
+            "shape_accuracy": mean(shape_ok)}
 
 
 def appearance_transfer(pipe, cfg: CtrlXReportConfig, cx) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def appearance_transfer(pipe, cfg: CtrlXReportConfig, cx) -> dict[str, Any]:
                 r = read_shape(pipe(f"a {shape}", sketch, look, cx, seed=seed).images[0])
                 ious.append(iou(r.mask, target))
                 colour_ok.append(r.colour == source)
-    return {"images": len(ious), "iou": _mean(ious), "appearance_colour_accuracy": _mean(colour_ok)}
+    return {"images": len(ious), "iou": mean(ious), "appearance_colour_accuracy": mean(colour_ok)}
 
 
 def run_report(pipe, cfg: CtrlXReportConfig, cx) -> dict[str, Any]:

@@ -1,0 +1,211 @@
+"""One command for every diffusion method (``i2i freecontrol``, ``i2i ctrlx``, ``i2i generate``).
+
+A method gives its :class:`~i2i.diffusion.method.DiffusionMethod` (config, pipeline, job schema, seed) and,
+optionally, a function of its own Typer flags returning :class:`MethodFlags` (image inputs, job defaults, load and
+run arguments). The shared flags (prompts, job file, model, device, precision, seed, outputs, scores, ...) and
+the run (settings, jobs, model loading, the job loop :func:`i2i.diffusion.jobs.run_jobs`) are written here once;
+the config's declared fields become flags (:mod:`i2i.cli.options`) whose help shows the defaults that will run
+for the model named by ``--model`` (else ``$I2I_<METHOD>_MODEL``, else the bundled demo model).
+
+Under ``accelerate launch`` (or torchrun) each process takes the jobs whose index modulo ``WORLD_SIZE`` equals its
+``RANK``; output names depend only on the job, so a sharded batch writes the same files as a single process.
+"""
+# No ``from __future__ import annotations``: Typer reads the annotations of the command built here.
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, Group, JsonOpt,
+                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, TextDeviceOpt, VaeDecodeOpt, VaeOpt,
+                            check_vae_options, quiet_libraries, run_guarded, warn_unknown_demo_words)
+from i2i.cli.options import Defaults, Source, declared_command, given_changes, peek_option
+from i2i.cli.preprocess import PreprocessOpt
+from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, job_scorers
+from i2i.diffusion.method import DiffusionMethod
+from i2i.progress import Reporter
+
+
+@dataclass
+class MethodFlags:
+    """What a method's own flags add to a run: ``images`` (job image key -> the paths given, paired with
+    ``--prompt``), ``job_defaults`` (job keys a job file may override), ``config`` (config changes its flags make
+    beyond the declared ones), ``load`` / ``run`` (more arguments of the pipeline's ``from_pretrained`` /
+    ``run_job``) and ``extras`` (save the companion outputs of the method's job schema)."""
+
+    images: dict[str, list[str]] = field(default_factory=dict)
+    job_defaults: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    load: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+    extras: bool = False
+
+
+@dataclass
+class Shared:
+    """The shared flags of one invocation."""
+
+    prompt: list[str]
+    jobs: Optional[Path]
+    model: Optional[str]
+    model_config_dir: Optional[str]
+    vae: Optional[str]
+    vae_decode: str
+    text_encoder_device: Optional[str]
+    seed: Optional[int]
+    num_images: int
+    out: Path
+    overwrite: bool
+    preprocess: str
+    score: bool
+    dino: str
+    clip: str
+    device: Optional[str]
+    precision: str
+
+
+def model_defaults(method: DiffusionMethod) -> Callable[[list[str]], Defaults]:
+    """What ``--help`` shows as each declared flag's default: the config for the model on the command line (its
+    recommended settings applied, "from the model"), beside the method's own default where they differ."""
+    def defaults(args: list[str]) -> Defaults:
+        from i2i.errors import I2IError
+
+        try:
+            model = method.default_model(peek_option(args, "--model", "-m"))
+            values = method.model_config(model)
+        except I2IError:                      # an unreadable settings file fails when the command runs
+            values = method.config()
+        return Defaults(values=values, usual=method.config(), note="from the model", usual_label="otherwise")
+
+    return defaults
+
+
+def _shared_command(method: DiffusionMethod) -> Callable[..., None]:
+    """The shared flags as a function signature; calling it returns the flags (the rest are the method's)."""
+    primary = method.jobs.primary
+    pairing = f" (paired with --{primary} in order; one of them may be given once for all)" if primary else ""
+    keys = ", ".join(["prompt", *method.jobs.images, *method.jobs.options, "seed", "num_images", "name"])
+    model_help = (f"A diffusers SD 1.x/2.x/SDXL folder, hub id (hub: from the local cache when HF_HUB_OFFLINE=1) "
+                  f"or single .safetensors/.ckpt file (with --config). Default: ${method.model_env}, else the "
+                  f"bundled demo model. A folder's recommended settings (i2i_{method.name}.json) replace the "
+                  "defaults below.")
+
+    def command(
+        ctx: typer.Context,
+        prompt: Annotated[Optional[list[str]], typer.Option(
+            "--prompt", "-p", help=f"Text prompt; repeat for several{pairing}.", rich_help_panel=BATCH_PANEL)] = None,
+        jobs: Annotated[Optional[Path], typer.Option(
+            "--jobs", help=f"JSONL job file: one JSON object per line (keys: {keys}).",
+            rich_help_panel=BATCH_PANEL)] = None,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help=model_help)] = None,
+        model_config_dir: ConfigOpt = None, vae: VaeOpt = None, vae_decode: VaeDecodeOpt = "auto",
+        text_encoder_device: TextDeviceOpt = None,
+        seed: Annotated[Optional[int], typer.Option(
+            "--seed", help=f"Seed of the first job; job i uses seed+i unless it sets its own (default: "
+            f"{method.seed}).", rich_help_panel="Common")] = None,
+        num_images: NumImagesOpt = 1, out: OutDirOpt = Path("out"), overwrite: OverwriteOpt = False,
+        preprocess: PreprocessOpt = "none",
+        score: ScoreOpt = False, dino: JobDinoOpt = DEFAULT_DINO, clip: JobClipOpt = DEFAULT_CLIP,
+        device: DeviceOpt = None, precision: DiffusionPrecisionOpt = "fp32",
+    ) -> Shared:
+        return Shared(prompt or [], jobs, model, model_config_dir, vae, vae_decode, text_encoder_device, seed,
+                      num_images, out, overwrite, preprocess, score, dino, clip, device, precision)
+
+    return command
+
+
+def diffusion_app(method: DiffusionMethod, flags: Optional[Callable[..., MethodFlags]] = None,
+                  skip: tuple[str, ...] = ()) -> typer.Typer:
+    """The Typer app of ``method``: its command is the app's callback (so subcommands such as
+    ``freecontrol bases`` can be added); ``flags``: a function of the method's own Typer flags; ``skip``: declared
+    config flags this command leaves out."""
+    shared = _shared_command(method)
+    common = {"quiet": QuietOpt, "json": JsonOpt, "debug": DebugOpt}
+    params = [p for p in inspect.signature(shared).parameters.values()
+              if p.name != "preprocess" or method.jobs.primary]
+    own = list(inspect.signature(flags).parameters.values()) if flags else []
+    tail = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=kind)
+            for name, kind in common.items()]
+
+    def command(**values: Any) -> None:
+        ctx = values.pop("ctx")
+        if ctx.invoked_subcommand is not None:
+            return
+        quiet, json, debug = (values.pop(name) for name in common)
+        method_flags = flags(**{p.name: values.pop(p.name) for p in own}) if flags else MethodFlags()
+        given = shared(ctx, **values)
+        if not (given.prompt or any(method_flags.images.values()) or given.jobs):
+            typer.echo(ctx.get_help())
+            raise typer.Exit(0)
+        reporter = Reporter(quiet=quiet, json_mode=json)
+        run_guarded(lambda: run(method, given, method_flags, given_changes(ctx), reporter), debug, reporter)
+
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*params, *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own), *tail])
+    command.__doc__ = method.usage
+    sources = lambda args: [Source(method.config, skip=skip)]  # noqa: E731
+    group = type("DeclaredGroup", (declared_command(sources, model_defaults(method)), Group),  # group + flags
+                 {name: getattr(TyperGroup, name) for name in ("__init__", "format_options", "main")})
+    app = typer.Typer(help=method.summary, add_completion=False, pretty_exceptions_enable=False,
+                      invoke_without_command=True)
+    app.callback(cls=group)(command)
+    return app
+
+
+def settings(method: DiffusionMethod, model: str, changes: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The config that runs (the model's recommended settings read once, then the flags' ``changes``) and the
+    recommended settings that were not overridden (named in the info line)."""
+    from i2i.diffusion.settings import apply_recommended
+
+    recommended = method.recommended(model)
+    config = apply_recommended(method.model_config(model, recommended), changes, tuple(method.nested)).validate()
+    return config, {k: v for k, v in recommended.items() if k not in changes}
+
+
+def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[str, Any],
+        reporter: Reporter) -> None:
+    """Everything a diffusion command does: settings, jobs, checks before any model loads, then the job loop."""
+    from i2i.device import check_precision, resolve_device
+    from i2i.diffusion.jobs import JobRun, build_jobs, run_jobs
+    from i2i.diffusion.settings import describe
+    from i2i.errors import UsageError
+
+    model_name = method.default_model(given.model)
+    config, from_model = settings(method, model_name, {**changes, **own.config})
+    if given.num_images < 1:
+        raise UsageError("--num-images must be at least 1")
+    schema = method.jobs
+    defaults = {**{k: getattr(config, k) for k in schema.options if hasattr(config, k)}, **own.job_defaults}
+    all_jobs = build_jobs(schema, given.prompt, own.images, given.jobs, {**defaults, "num_images": given.num_images},
+                          method.seed if given.seed is None else given.seed)
+    texts = [getattr(config, f.name) for f in dataclasses.fields(config) if f.name.endswith("prompt")]
+    warn_unknown_demo_words([*texts, *(job[key] for job in all_jobs for key in ("prompt", *schema.options)
+                                       if isinstance(job.get(key), str))], model_name, reporter)
+    dev = resolve_device(given.device)
+    check_precision(given.precision, dev)
+    reporter.info("settings: " + describe(config, from_model, method.shown))
+    scorers = job_scorers(given.score, given.dino, given.clip, dev)   # before the model: missing weights fail fast
+    check_vae_options(given.vae, given.vae_decode)
+    if given.text_encoder_device:
+        resolve_device(given.text_encoder_device)      # a bad name fails before the model loads
+
+    def load() -> Any:
+        quiet_libraries()
+        reporter.info(f"loading {model_name}")
+        return method.pipeline_class().from_pretrained(
+            model_name, device=dev, precision=given.precision, config=given.model_config_dir, vae=given.vae,
+            vae_decode=given.vae_decode, text_encoder_device=given.text_encoder_device, **own.load)
+
+    # The job loop of every method (i2i.diffusion.jobs): prepare() shards, refuses existing outputs and reads the
+    # inputs before load(); then one pipe.run_job per job, saved and reported.
+    extras = schema.extras if own.extras else ()
+    batch = JobRun(schema, all_jobs, given.out, given.overwrite, extras, scorers=scorers,
+                   preprocess=given.preprocess, map_size=lambda pipe: config.size or pipe.default_size)
+    run_jobs(batch, load, lambda pipe, job, images: pipe.run_job(job, images, config, extras, reporter, **own.run),
+             reporter)
