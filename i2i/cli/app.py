@@ -11,6 +11,7 @@ from i2i.cli.cyclegan import app as cyclegan_app
 from i2i.cli.freecontrol import app as freecontrol_app
 from i2i.cli.preprocess import preprocess as preprocess_command
 from i2i.cli.score import score as score_command
+from i2i.cli.summaries import merge_summaries as merge_summaries_command
 
 app = typer.Typer(
     name="i2i",
@@ -22,6 +23,7 @@ app = typer.Typer(
          "ctrlx: Ctrl-X, structure and appearance control with no inversion or guidance (early).\n\n"
          "preprocess: condition maps (canny, edges, scribble, invert) of images, with no model download.\n\n"
          "score: structure distance and CLIP score of generated images (needs DINO/CLIP weights).\n\n"
+         "merge-summaries: one summary for a batch sharded over several processes (docs/batch.md).\n\n"
          "Every command takes --quiet, --json and --debug. The commands that compute on a device (cyclegan train, "
          "translate and eval; freecontrol, freecontrol bases and ctrlx) also take --device and --precision, score "
          "takes --device; cyclegan import and export work on the CPU. Nothing prompts; exit 0 means every input "
@@ -36,6 +38,7 @@ app.add_typer(freecontrol_app, name="freecontrol", cls=Group)
 app.add_typer(ctrlx_app, name="ctrlx", cls=Group)
 app.command("preprocess")(preprocess_command)
 app.command("score")(score_command)
+app.command("merge-summaries")(merge_summaries_command)
 
 
 def _version(value: bool) -> None:
