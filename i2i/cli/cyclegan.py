@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from i2i.cli.common import (PRECISION_HELP, DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt, given,
-                            run_guarded, warn_precision)
+from i2i.cli.common import (PRECISION_HELP, DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, SeedOpt, ShardOpt,
+                            SkipExistingOpt, given, run_guarded, warn_precision)
 from i2i.progress import Reporter
 
 app = typer.Typer(help="CycleGAN (Zhu et al. 2017): unpaired training and translation in both directions.",
@@ -26,16 +26,6 @@ InceptionWeightsOpt = Annotated[Optional[Path], typer.Option(
     "--inception-weights", help="torch-fidelity's Inception file (weights-inception-2015-12-05-6726825d.pth) "
     "for offline machines; also $I2I_INCEPTION_WEIGHTS. Default: the torch hub cache, downloaded on first "
     "use.")]
-SkipExistingOpt = Annotated[bool, typer.Option(
-    "--skip-existing", help="Treat an output that exists as done: counted once in the summary ('skipped N "
-    "existing'), not an error, so a stopped job restarted with it writes only what is missing (outputs are "
-    "written atomically: one that exists is complete). Not with --overwrite.")]
-ShardOpt = Annotated[Optional[str], typer.Option(
-    "--shard", metavar="K/N", help="Process share K of N (K from 0): every N-th input from the K-th, e.g. "
-    "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT in a scheduler array. Under torchrun or accelerate "
-    "launch each process takes its share from RANK/WORLD_SIZE by itself (with --shard too: share K is split "
-    "over the ranks). The shares together write exactly the files of one process; see docs/batch.md.",
-    show_default=False)]
 BestOpt = Annotated[bool, typer.Option(
     "--best", help="Use the run's best checkpoint (lowest KID, kept by training with --eval-every) instead of "
     "its latest.")]
