@@ -135,7 +135,7 @@ def test_job_loop_skips_existing_outputs_and_refuses_them_otherwise(tmp_path, mo
     again = run_fake_jobs(tmp_path, calls, skip_existing=True)
     assert calls == [2] and (again.done, again.skipped, again.failures) == (1, 3, [])
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == files
-    with pytest.raises(PartialFailure, match="none of the 4 job"):
+    with pytest.raises(PartialFailure, match="4 of 4 job"):
         run_fake_jobs(tmp_path, calls)                         # without the flag an existing output is an error
     with pytest.raises(UsageError, match="cannot be used together"):
         run_fake_jobs(tmp_path, calls, skip_existing=True, overwrite=True)

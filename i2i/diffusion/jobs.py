@@ -180,6 +180,7 @@ class JobRun:
     skip_existing: bool = False       # a job whose outputs all exist is done: counted as skipped
     shard: str | None = None          # ``--shard K/N`` (:func:`i2i.shard.current_shard`)
     report_summary: bool = False      # print the summary line and its JSON record (``kind: summary``) at the end
+    command: str = "jobs"             # the summary's command name, e.g. freecontrol
 
     def __post_init__(self) -> None:
         from i2i.images import check_write_mode
@@ -202,8 +203,9 @@ def _fail(run_jobs_count: int, failures: list, name: str, exc: I2IError, reporte
 
 
 def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[str, "Image.Image"], list]], list]:
-    """This rank's jobs that can run: existing outputs refused (unless overwriting) and every input image read,
-    with no model loaded yet. Returns ``(ready, failures)``; ``ready`` holds ``(job, images, output names)``."""
+    """This rank's jobs that can run: existing outputs refused (unless overwriting; with ``skip_existing`` a job whose
+    outputs all exist is left out) and every input image read, with no model loaded yet. Returns ``(ready,
+    failures)``; ``ready`` holds ``(job, images, output names)``."""
     from i2i.images import load_image, names_one_file
     from i2i.preprocess.kinds import check_kind
 
@@ -228,8 +230,6 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
                   exc, reporter)
             continue
         ready.append((job, images, names))
-    if mine and len(failures) == len(mine):
-        raise PartialFailure(f"none of the {len(mine)} job(s) can run", failures)
     return ready, failures
 
 
@@ -299,7 +299,7 @@ def _finish(run: JobRun, done: int, failures: list[tuple[str, str]], reporter: "
     from i2i.summary import BatchSummary
 
     part, mine = run.share()
-    summary = BatchSummary("jobs", part, len(run.jobs), len(mine), done, len(mine) - done - len(failures),
+    summary = BatchSummary(run.command, part, len(run.jobs), len(mine), done, len(mine) - done - len(failures),
                            failures, verb="generated", out=str(run.out))
     if run.report_summary:
         reporter.info(summary.line())
