@@ -120,10 +120,10 @@ def run_fake_jobs(tmp_path, calls, **options):
         return JobResult([Image.new("RGB", (8, 8), (job["seed"] * 40 % 256, 0, 0))])
 
     return run_jobs(JobRun(schema, jobs, tmp_path / "out", **options), lambda: "model", generate,
-                    Reporter(quiet=True))
+                    Reporter(quiet=True, json_mode=True))
 
 
-def test_job_loop_skips_existing_outputs_and_refuses_them_otherwise(tmp_path, monkeypatch):
+def test_job_loop_skips_existing_outputs_and_refuses_them_otherwise(tmp_path, monkeypatch, capsys):
     calls = []
     first = run_fake_jobs(tmp_path, calls)
     files = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
@@ -132,8 +132,10 @@ def test_job_loop_skips_existing_outputs_and_refuses_them_otherwise(tmp_path, mo
     (tmp_path / "out" / victim).unlink()
     (tmp_path / "out" / f".{victim}.0123abcd.tmp").write_bytes(b"half")   # left by a killed writer
     calls.clear()
-    again = run_fake_jobs(tmp_path, calls, skip_existing=True)
+    capsys.readouterr()
+    again = run_fake_jobs(tmp_path, calls, skip_existing=True, report_summary=True, command="fake")
     assert calls == [2] and (again.done, again.skipped, again.failures) == (1, 3, [])
+    assert summaries(capsys.readouterr().out) == [again.record()] and again.record()["generated"] == 1
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == files
     with pytest.raises(PartialFailure, match="4 of 4 job"):
         run_fake_jobs(tmp_path, calls)                         # without the flag an existing output is an error
