@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import secrets
 import warnings
 from collections.abc import Iterator, Sequence
@@ -267,11 +268,48 @@ def refuse_if_all_exist(targets: Sequence[Path], overwrite: bool) -> None:
                       "(pass --overwrite to replace, or choose another --out)")
 
 
+def check_write_mode(overwrite: bool, skip_existing: bool) -> None:
+    """``--overwrite`` (replace existing outputs) and ``--skip-existing`` (keep them, count them as done) exclude
+    each other: :class:`UsageError`."""
+    if overwrite and skip_existing:
+        raise UsageError("--overwrite and --skip-existing cannot be used together: --overwrite replaces existing "
+                         "outputs, --skip-existing keeps them as done (give one)")
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
+
+
+def _temp_name(path: Path) -> Path:
+    """A temporary name beside ``path`` (hidden, random, matched by :data:`_TEMP_NAME`)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temps(targets: Sequence[Path]) -> int:
+    """Remove the temporary files that a killed writer (``kill -9``, a power cut) left beside any of ``targets``,
+    before they are written again; returns how many. Only this module's temporary names for exactly these targets
+    are touched; each folder is listed once."""
+    names: dict[Path, set[str]] = {}
+    for target in targets:
+        names.setdefault(Path(target).parent, set()).add(Path(target).name)
+    removed = 0
+    for folder, wanted in names.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:             # not made yet: nothing left behind
+            continue
+        for entry in entries:
+            match = _TEMP_NAME.match(entry.name)
+            if match and match["name"] in wanted:
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def _create_temp_beside(path: Path) -> Path:
     """Create a new empty hidden file next to ``path``, with the permissions a plain ``open()`` would give it
     (0666 less the umask: ``tempfile.mkstemp`` would make it 0600, readable by its owner only)."""
     for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = _temp_name(path)
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:

@@ -17,6 +17,7 @@ BENCH = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
     ("method_train_step.py", ["--size", "32", "--iters", "1", "--warmup", "0", "--threads", "1", "--ngf", "4"],
      "results"),
     ("translate_throughput.py", ["--images", "2", "--size", "32", "--repeats", "1"], "images_per_second"),
+    ("translate_shards.py", ["--images", "3", "--size", "32", "--repeats", "1"], "results"),
     ("freecontrol_speed.py", ["--model", "demo", "--steps", "4", "--repeats", "1", "--seed-images", "2",
                               "--inversion-steps", "4", "--threads", "1", "--one-call", "both", "--breakdown"],
      "guided_over_plain"),

@@ -13,6 +13,7 @@ from i2i.cli.freecontrol import app as freecontrol_app
 from i2i.generate.config import GENERATE
 from i2i.cli.preprocess import preprocess as preprocess_command
 from i2i.cli.score import score as score_command
+from i2i.cli.summaries import merge_summaries as merge_summaries_command
 
 app = typer.Typer(
     name="i2i",
@@ -25,6 +26,7 @@ app = typer.Typer(
          "generate: plain text-to-image sampling (the baseline of both).\n\n"
          "preprocess: condition maps (canny, edges, scribble, invert) of images, with no model download.\n\n"
          "score: structure distance and CLIP score of generated images (needs DINO/CLIP weights).\n\n"
+         "merge-summaries: one summary for a batch sharded over several processes (docs/batch.md).\n\n"
          "Every command takes --quiet, --json and --debug. The commands that compute on a device (cyclegan train, "
          "translate and eval; freecontrol, freecontrol bases, ctrlx and generate) also take --device and "
          "--precision, score "
@@ -41,6 +43,7 @@ app.add_typer(ctrlx_app, name="ctrlx")
 app.add_typer(diffusion_app(GENERATE), name="generate")
 app.command("preprocess")(preprocess_command)
 app.command("score")(score_command)
+app.command("merge-summaries")(merge_summaries_command)
 
 
 def _version(value: bool) -> None:

@@ -48,6 +48,16 @@ OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (def
                                          rich_help_panel=BATCH_PANEL)]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.",
                                             rich_help_panel=BATCH_PANEL)]
+SkipExistingOpt = Annotated[bool, typer.Option(
+    "--skip-existing", help="Treat an output that exists as done: counted once in the summary ('skipped N "
+    "existing'), not an error, so a stopped job restarted with it writes only what is missing (outputs are "
+    "written atomically: one that exists is complete). Not with --overwrite.", rich_help_panel=BATCH_PANEL)]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", metavar="K/N", help="Process share K of N (K from 0): every N-th input (or job) from the K-th, e.g. "
+    "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT in a scheduler array. Under torchrun or accelerate "
+    "launch each process takes its share from RANK/WORLD_SIZE by itself (with --shard too: share K is split "
+    "over the ranks). The shares together write exactly the files of one process; see docs/batch.md.",
+    show_default=False, rich_help_panel=BATCH_PANEL)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed.", rich_help_panel="Common")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info lines (errors still "
                                         "print).", rich_help_panel="Common")]

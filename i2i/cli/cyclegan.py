@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from i2i.cli.common import DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, given, run_guarded, warn_precision
+from i2i.cli.common import (DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, ShardOpt, SkipExistingOpt, given,
+                            run_guarded, warn_precision)
 from i2i.cli.options import declared_command, given_changes
 from i2i.cyclegan.config import RUN, TRAIN
 from i2i.progress import Reporter
@@ -212,6 +213,8 @@ def translate(
     ext: Annotated[str, typer.Option("--ext", help="Output format extension.")] = ".png",
     suffix: Annotated[str, typer.Option("--suffix", help="Appended to each output file name.")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    skip_existing: SkipExistingOpt = False,
+    shard: ShardOpt = None,
     num_workers: Annotated[Optional[int], typer.Option(
         "--num-workers", help="Background decoding processes (default: 2 on a GPU or a CPU with more than 4 "
         "cores, else 0: decoding in the main process).", show_default=False)] = None,
@@ -221,34 +224,44 @@ def translate(
     debug: DebugOpt = False,
 ) -> None:
     """Translate every input; each output has its input's size. Bad files are reported and skipped; exit 1 if
-    any failed."""
+    any failed. Under torchrun / accelerate launch, or with --shard, each process translates its share."""
     reporter = Reporter(quiet=quiet, json_mode=json)
 
     def go() -> None:
-        from i2i.cyclegan.translator import TranslateConfig, translate_images
+        from i2i.cyclegan.translator import TranslateConfig, TranslateResult, translate_images
         from i2i.device import check_precision, resolve_device
         from i2i.errors import PartialFailure
         from i2i.images import InputItem, expand_inputs, names_one_file, output_path, refuse_if_all_exist
+        from i2i.shard import current_shard
+        from i2i.summary import BatchSummary
 
         dev = resolve_device(device)
         prec = check_precision(precision, dev)
         warn_precision(reporter, prec, dev)
         cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, size=size,
                               precision=prec, ext=ext if ext.startswith(".") else "." + ext, suffix=suffix, overwrite=overwrite,
-                              num_workers=num_workers)
+                              num_workers=num_workers, skip_existing=skip_existing)
+        part = current_shard(shard)
         items = expand_inputs(inputs)
         out_dir = out
         if names_one_file(out, len(items), "translated images"):     # --out zebra.png: exactly that file
             items = [InputItem(items[0].path, Path(out.stem))]
             out_dir = out.parent
             cfg = dataclasses.replace(cfg, ext=out.suffix, suffix="")
-        refuse_if_all_exist([output_path(it, out_dir, cfg.suffix, cfg.ext) for it in items], overwrite)
-        gen, gen_cfg = _load_any_generator(checkpoint, direction,
-                                           _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev, best)
-        result = translate_images(items, gen, gen_cfg, out_dir, cfg, dev, reporter)
-        reporter.info(f"translated {len(result.ok)} of {len(items)} image(s) into {out}")
+        mine = part.take(items)                  # the whole list when not sharded
+        targets = [output_path(it, out_dir, cfg.suffix, cfg.ext) for it in mine]
+        refuse_if_all_exist(targets, overwrite or skip_existing)
+        result = TranslateResult()
+        if mine:
+            gen, gen_cfg = _load_any_generator(checkpoint, direction,
+                                               _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev, best)
+            result = translate_images(mine, gen, gen_cfg, out_dir, cfg, dev, reporter)
+        summary = BatchSummary("cyclegan translate", part, len(items), len(mine), len(result.ok),
+                               len(result.skipped), result.failed, out=str(out))
+        reporter.info(summary.line())
+        reporter.result(summary.record())
         if result.failed:
-            raise PartialFailure(f"{len(result.failed)} of {len(items)} input(s) failed", result.failed)
+            raise PartialFailure(f"{len(result.failed)} of {len(mine)} input(s) failed", result.failed)
 
     run_guarded(go, debug, reporter)
 

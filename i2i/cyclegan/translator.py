@@ -10,7 +10,9 @@
 - Large images: ``tile`` translates overlapping tiles and blends them with linear ramps over the overlap, so no
   seam shows and memory stays bounded by the tile size.
 - Robustness: an unreadable input is reported and skipped, the batch continues; outputs are written atomically
-  and never replace an existing file unless ``overwrite``.
+  and never replace an existing file unless ``overwrite``. With ``skip_existing`` an output that exists is done
+  (atomic writes: an output that exists is complete), so a stopped batch restarted with it ends with the files of
+  an uninterrupted one; temporary files a killed run left beside its outputs are removed before they are written.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from i2i.cyclegan.config import GeneratorConfig
 from i2i.cyclegan.networks import MIN_SIDE, required_multiple
 from i2i.device import Precision, autocast, use_channels_last
 from i2i.errors import I2IError, UsageError
-from i2i.images import InputItem, image_to_tensor, load_image, output_path, save_image, tensor_to_image
+from i2i.images import (InputItem, check_write_mode, image_to_tensor, load_image, output_path, remove_stale_temps,
+                        save_image, tensor_to_image)
 from i2i.progress import Reporter
 
 
@@ -47,8 +50,10 @@ class TranslateConfig:
     suffix: str = ""
     overwrite: bool = False
     num_workers: int | None = None
+    skip_existing: bool = False      # an existing output is done: counted in ``skipped``, not an error
 
     def __post_init__(self) -> None:
+        check_write_mode(self.overwrite, self.skip_existing)
         if self.batch_size is not None and self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
         if self.tile is not None and self.tile < 1:
@@ -77,6 +82,7 @@ class TranslateConfig:
 class TranslateResult:
     ok: list[Path] = field(default_factory=list)                 # written outputs
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
+    skipped: list[Path] = field(default_factory=list)            # outputs that existed (``skip_existing``)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -225,7 +231,8 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
                      out_dir: str | Path, cfg: TranslateConfig = TranslateConfig(),
                      device: torch.device | str = "cpu", reporter: Reporter | None = None) -> TranslateResult:
     """Translate every item into ``out_dir`` (keeping its relative path); returns what was written and what
-    failed. Existing outputs are failures unless ``cfg.overwrite`` (checked before any work)."""
+    failed. Existing outputs are failures unless ``cfg.overwrite``, or skipped (``result.skipped``) with
+    ``cfg.skip_existing``; checked before any work."""
     reporter = reporter or Reporter(quiet=True)
     device = torch.device(device)
     cfg = cfg.for_device(device)
@@ -236,7 +243,9 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
     targets = {i: output_path(it, out_dir, cfg.suffix, cfg.ext) for i, it in enumerate(items)}
     todo = []
     for i, it in enumerate(items):
-        if not cfg.overwrite and targets[i].exists():
+        if cfg.skip_existing and targets[i].exists():
+            result.skipped.append(targets[i])
+        elif not cfg.overwrite and targets[i].exists():
             reason = f"{targets[i]}: already exists (pass --overwrite to replace it)"
             result.failed.append((str(it.path), reason))
             reporter.item_error(str(it.path), reason)
@@ -246,6 +255,8 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
     if not todo:
         return result
     index = {id(it): i for i, it in enumerate(items)}
+    if remove_stale_temps([targets[index[id(it)]] for it in todo]):
+        reporter.info("removed temporary files an interrupted run left beside the outputs")
     workers = cfg.num_workers if len(todo) > 2 * max(cfg.num_workers, 1) else 0
     loader = torch.utils.data.DataLoader(_Decoded(todo, image_mode(gen_cfg)), batch_size=None,
                                          shuffle=False, num_workers=workers, collate_fn=_as_list,

@@ -1,13 +1,13 @@
 """Generation jobs shared by every diffusion method: a job is a prompt, its input images and options, read from
 flags or a JSONL file; each job gets an index, a seed and an output name that depends only on the job, so that a
-batch sharded under ``accelerate launch`` (or torchrun: ``RANK`` / ``WORLD_SIZE``) writes the same files as one
-process. :func:`run_jobs` is the loop: shard, refuse existing outputs and read every input *before* the model is
-loaded, then generate, save and report one JSON record per image (:func:`result_record`)."""
+batch sharded under ``accelerate launch`` (or torchrun: ``RANK`` / ``WORLD_SIZE``, or ``--shard K/N``: see
+:mod:`i2i.shard`) writes the same files as one process. :func:`run_jobs` is the loop: shard, refuse (or with
+``skip_existing`` pass over) existing outputs and read every input *before* the model is loaded, then generate, save
+and report one JSON record per image (:func:`result_record`)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from i2i.progress import Reporter
+    from i2i.shard import Shard
+    from i2i.summary import BatchSummary
 
 
 @dataclass(frozen=True)
@@ -138,18 +140,6 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
     return jobs
 
 
-def shard(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int, int]:
-    """This process's share of ``jobs`` under accelerate/torchrun (``RANK``, ``WORLD_SIZE``): every
-    ``WORLD_SIZE``-th job starting at ``RANK``."""
-    try:
-        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError as exc:
-        raise UsageError("RANK and WORLD_SIZE must be integers") from exc
-    if world < 1 or not 0 <= rank < world:
-        raise UsageError(f"RANK={rank} is not within WORLD_SIZE={world}")
-    return [job for job in jobs if job["index"] % world == rank], rank, world
-
-
 def output_names(job: dict[str, Any], out: Path, one_file: bool = False,
                  extras: tuple[str, ...] = ()) -> list[dict[str, Path]]:
     """Per image of ``job``: ``{"image": path, extra: NAME_<extra>.png, ...}``; with ``one_file``, ``out`` is the
@@ -195,6 +185,22 @@ class JobRun:
     preprocess: str = "none"
     map_size: Callable[[Any], int | None] | None = None
     scorers: Any = None
+    skip_existing: bool = False       # a job whose outputs all exist is done: counted as skipped
+    shard: str | None = None          # ``--shard K/N`` (:func:`i2i.shard.current_shard`)
+    report_summary: bool = False      # print the summary line and its JSON record (``kind: summary``) at the end
+    command: str = "jobs"             # the summary's command name, e.g. freecontrol
+
+    def __post_init__(self) -> None:
+        from i2i.images import check_write_mode
+
+        check_write_mode(self.overwrite, self.skip_existing)
+
+    def share(self) -> tuple["Shard", list[dict[str, Any]]]:
+        """This process's share of the jobs (:mod:`i2i.shard`)."""
+        from i2i.shard import current_shard
+
+        part = current_shard(self.shard)
+        return part, part.take(self.jobs)
 
 
 def _fail(run_jobs_count: int, failures: list, name: str, exc: I2IError, reporter: "Reporter") -> None:
@@ -205,20 +211,23 @@ def _fail(run_jobs_count: int, failures: list, name: str, exc: I2IError, reporte
 
 
 def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[str, "Image.Image"], list]], list]:
-    """This rank's jobs that can run: existing outputs refused (unless overwriting) and every input image read,
-    with no model loaded yet. Returns ``(ready, failures)``; ``ready`` holds ``(job, images, output names)``."""
+    """This rank's jobs that can run: existing outputs refused (unless overwriting; with ``skip_existing`` a job whose
+    outputs all exist is left out) and every input image read, with no model loaded yet. Returns ``(ready,
+    failures)``; ``ready`` holds ``(job, images, output names)``."""
     from i2i.images import load_image, names_one_file
     from i2i.preprocess.kinds import check_kind
 
     check_kind(run.preprocess)                     # a bad kind stops the command before any model is loaded
     one_file = names_one_file(run.out, sum(job["num_images"] for job in run.jobs), "images")
-    mine, rank, world = shard(run.jobs)
-    if world > 1:
-        reporter.info(f"rank {rank} of {world}: {len(mine)} of {len(run.jobs)} job(s)")
+    part, mine = run.share()
+    if part.count > 1:
+        reporter.info(f"rank {part.index} of {part.count}: {len(mine)} of {len(run.jobs)} job(s)")
     failures: list[tuple[str, str]] = []
     ready = []
     for job in mine:
         names = output_names(job, run.out, one_file, run.extras)
+        if run.skip_existing and all(p.exists() for entry in names for p in entry.values()):
+            continue                                   # done by an earlier run: counted by run_jobs
         try:
             existing = None if run.overwrite else existing_output(names)
             if existing is not None:
@@ -229,8 +238,6 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
                   exc, reporter)
             continue
         ready.append((job, images, names))
-    if mine and not ready and failures:
-        raise PartialFailure(f"none of the {len(mine)} job(s) can run", failures)
     return ready, failures
 
 
@@ -249,29 +256,27 @@ def make_maps(run: JobRun, model: Any, ready: list[tuple[dict, dict[str, "Image.
 
 def run_jobs(run: JobRun, load: Callable[[], Any],
              generate: Callable[[Any, dict[str, Any], dict[str, "Image.Image"]], JobResult],
-             reporter: "Reporter") -> None:
+             reporter: "Reporter") -> "BatchSummary":
     """The generation loop of every method: :func:`prepare`, then ``load()`` (the model, only if some job can
     run), then per job ``generate(model, job, images)``, its images saved and one record per image reported.
     A failing job fails the command when it is the only one, else it is reported and the rest go on
-    (:class:`PartialFailure` at the end)."""
-    from i2i.images import save_image
+    (:class:`PartialFailure` at the end). Returns the batch's :class:`~i2i.summary.BatchSummary`: jobs generated,
+    skipped (``run.skip_existing``: all their outputs existed) and failed in this process's share."""
+    from i2i.images import remove_stale_temps
 
     ready, failures = prepare(run, reporter)
-    if not ready:
-        return
-    model = load()
-    make_maps(run, model, ready)
+    done = 0
+    if ready:
+        model = load()
+        make_maps(run, model, ready)
+        remove_stale_temps([p for _, _, names in ready for entry in names for p in entry.values()])
     for job, images, names in ready:
         try:
             start = time.perf_counter()
             result = generate(model, job, images)
             seconds = time.perf_counter() - start
             for k, paths in enumerate(names):
-                written = {"image": paths["image"]}
-                save_image(result.images[k], paths["image"], overwrite=run.overwrite)
-                for extra, pictures in result.extras.items():
-                    save_image(pictures[k], paths[extra], overwrite=run.overwrite)
-                    written[extra] = paths[extra]
+                written = _save_job_image(run, result, k, paths)
                 reporter.info("wrote " + " and ".join(str(p) for p in written.values()))
                 record = result_record(job, run.schema, written, seconds, result.record)
                 if run.scorers is not None:
@@ -279,7 +284,34 @@ def run_jobs(run: JobRun, load: Callable[[], Any],
 
                     record = score_records([record], run.scorers, condition_key=run.schema.primary)[0]
                 reporter.result(record)
+            done += 1
         except I2IError as exc:
             _fail(len(ready) + len(failures), failures, job["name"], exc, reporter)
+    return _finish(run, done, failures, reporter)
+
+
+def _save_job_image(run: JobRun, result: JobResult, k: int, paths: dict[str, Path]) -> dict[str, Path]:
+    """Save image ``k`` of ``result`` and its extras at ``paths`` (with ``skip_existing``, those that are not
+    there yet); returns what it names."""
+    from i2i.images import save_image
+
+    pictures = {"image": result.images[k], **{extra: images[k] for extra, images in result.extras.items()}}
+    for key, picture in pictures.items():
+        if not (run.skip_existing and paths[key].exists()):
+            save_image(picture, paths[key], overwrite=run.overwrite)
+    return {key: paths[key] for key in pictures}
+
+
+def _finish(run: JobRun, done: int, failures: list[tuple[str, str]], reporter: "Reporter") -> "BatchSummary":
+    """The batch's summary (reported with ``run.report_summary``); :class:`PartialFailure` if any job failed."""
+    from i2i.summary import BatchSummary
+
+    part, mine = run.share()
+    summary = BatchSummary(run.command, part, len(run.jobs), len(mine), done, len(mine) - done - len(failures),
+                           failures, verb="generated", out=str(run.out))
+    if run.report_summary:
+        reporter.info(summary.line())
+        reporter.result(summary.record())
     if failures:
-        raise PartialFailure(f"{len(failures)} of {len(ready) + len(failures)} job(s) failed", failures)
+        raise PartialFailure(f"{len(failures)} of {len(mine) - summary.skipped} job(s) failed", failures)
+    return summary

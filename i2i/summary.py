@@ -1,0 +1,107 @@
+"""The end-of-batch summary of one process (a JSON line with ``--json``) and the merge of every rank's summary.
+
+A summary record looks like ``{"kind": "summary", "command": "cyclegan translate", "rank": 0, "world_size": 2,
+"total_inputs": 100, "inputs": 50, "translated": 45, "skipped": 3, "failed": 2, "failures": [{"input": ...,
+"error": ...}], "out": "out"}``. :func:`merge_summaries` adds the counts of all ranks into one record of the same
+shape, and names the ranks that left none (killed, or still running).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from i2i.errors import InputError, UsageError
+from i2i.shard import Shard
+
+SUMMARY_KIND = "summary"
+_NOT_COUNTS = {"rank", "world_size", "total_inputs"}
+
+
+@dataclass
+class BatchSummary:
+    """What one process of a batch did with its share: ``done`` written, ``skipped`` (outputs that existed, with
+    ``--skip-existing``) and ``failures`` (input, reason). ``verb`` names the done count: translated, generated."""
+
+    command: str
+    shard: Shard
+    total_inputs: int
+    inputs: int
+    done: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    verb: str = "translated"
+    out: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The JSON summary line (see the module docstring)."""
+        record: dict[str, Any] = {"kind": SUMMARY_KIND, "command": self.command, "rank": self.shard.index,
+                                  "world_size": self.shard.count, "total_inputs": self.total_inputs,
+                                  "inputs": self.inputs, self.verb: self.done, "skipped": self.skipped,
+                                  "failed": len(self.failures),
+                                  "failures": [{"input": name, "error": why} for name, why in self.failures]}
+        if self.out is not None:
+            record["out"] = self.out
+        return record
+
+    def line(self) -> str:
+        """One human line: ``translated 5, skipped 9,845 existing, failed 2 of 9,852 input(s) into out``."""
+        parts = [f"{self.verb} {self.done:,}"]
+        if self.skipped:
+            parts.append(f"skipped {self.skipped:,} existing")
+        if self.failures:
+            parts.append(f"failed {len(self.failures):,}")
+        text = ", ".join(parts) + f" of {self.inputs:,} input(s)" + (f" into {self.out}" if self.out else "")
+        if self.shard.count > 1:
+            text = f"share {self.shard} ({self.total_inputs:,} input(s) in all): " + text
+        return text
+
+
+def read_summaries(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """The summary records in JSON-lines files (other lines, such as per-image records, are passed over)."""
+    records = []
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("kind") == SUMMARY_KIND:
+                records.append(record)
+    if not records:
+        raise InputError("no summary lines found in " + ", ".join(str(p) for p in paths)
+                         + " (they are written by a command run with --json)")
+    return records
+
+
+def merge_summaries(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """One summary for the whole job: the counts of every rank added, the failures listed, and ``missing_ranks``.
+
+    A rank's last record counts (a restarted rank's summary replaces the earlier one; its ``skipped`` then counts
+    what the first run wrote). Records of different commands or world sizes cannot be merged (:class:`UsageError`).
+    """
+    last: dict[int, dict[str, Any]] = {}
+    for record in records:
+        last[int(record.get("rank", 0))] = record
+    kinds = {(r.get("command"), int(r.get("world_size", 1))) for r in last.values()}
+    if len(kinds) != 1:
+        raise UsageError("the summaries come from different jobs: " + ", ".join(
+            f"{command} over {world} process(es)" for command, world in sorted(kinds, key=str)))
+    (command, world), = kinds
+    merged: dict[str, Any] = {"kind": SUMMARY_KIND, "command": command, "world_size": world,
+                              "ranks": sorted(last), "missing_ranks": sorted(set(range(world)) - set(last))}
+    for record in last.values():
+        merged.setdefault("total_inputs", record.get("total_inputs"))
+        for key, value in record.items():
+            if isinstance(value, int) and not isinstance(value, bool) and key not in _NOT_COUNTS:
+                merged[key] = merged.get(key, 0) + value
+    merged["failures"] = sorted((f for r in last.values() for f in r.get("failures", [])),
+                                key=lambda f: str(f.get("input")))
+    return merged
