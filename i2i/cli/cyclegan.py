@@ -299,16 +299,54 @@ def _load_any_generator(checkpoint: str, direction: str, arch_fields: dict, devi
     return load_generator(path, device)
 
 
+VIDEO = "Videos (docs/video.md)"
+CodecOpt = Annotated[str, typer.Option("--codec", help="Video encoder: h264 (default), hevc, vp9, av1, mpeg4 or any "
+                                       "FFmpeg encoder name in PyAV.", rich_help_panel=VIDEO)]
+CrfOpt = Annotated[int, typer.Option("--crf", help="Video quality for h264/hevc/vp9/av1, lower is better (h264: "
+                                     "18 near-lossless, 23 its own default).", rich_help_panel=VIDEO)]
+TemporalOpt = Annotated[bool, typer.Option(
+    "--temporal", help="Blend each video frame with the previous output warped by the input's optical flow where "
+    "the flow is reliable: less flicker (docs/video.md).", rich_help_panel=VIDEO)]
+
+
+def _video_options(videos, codec: str, crf: int, temporal: bool):
+    """The video flags checked (the encoder exists, --crf in range) before any model is loaded; None without
+    videos."""
+    if not videos:
+        return None
+    from i2i.video.temporal import TemporalConfig
+    from i2i.video.translate import VideoOptions
+    from i2i.video.writing import EncodeSettings
+
+    settings = EncodeSettings(codec, crf)
+    settings.encoder  # noqa: B018 - raises UsageError for an unknown encoder
+    return VideoOptions(settings, TemporalConfig() if temporal else None)
+
+
+def _translate_videos(videos, targets, gen, gen_cfg, cfg, options, device, reporter, result):
+    """Video inputs of ``translate`` (found by ``i2i.video.split_videos``) through ``i2i.video.translate_videos``,
+    added to the images' ``result`` (None: no images)."""
+    from i2i.cyclegan.translator import TranslateResult
+
+    if not videos:
+        return result or TranslateResult()
+    from i2i.video.translate import translate_videos
+
+    return translate_videos(videos, targets, gen, gen_cfg, cfg, options, device, reporter, result)
+
+
 @app.command()
 def translate(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs or @list.txt.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image or video files, folders (recursive), globs or "
+                                                "@list.txt.")],
     checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="Run folder (uses its latest "
                                             "checkpoint), checkpoint folder, generator .safetensors, or a "
                                             "reference .pth.")],
     direction: Annotated[str, typer.Option("--direction", help="AtoB (G_A) or BtoA (G_B).")] = "AtoB",
     best: BestOpt = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (input sub-folders are kept), or for one "
-                                      "input the output file itself, e.g. zebra.png.")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (input sub-folders are kept; videos are "
+                                      "written as .mp4), or for one input the output file itself, e.g. zebra.png, "
+                                      "zebra.mp4.")] = Path("out"),
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", help="Images per forward pass (default: 4 on a GPU, 1 on a CPU, where batches measured "
         "slower).", show_default=False)] = None,
@@ -325,13 +363,14 @@ def translate(
     num_workers: Annotated[Optional[int], typer.Option(
         "--num-workers", help="Background decoding processes (default: 2 on a GPU or a CPU with more than 4 "
         "cores, else 0: decoding in the main process).", show_default=False)] = None,
+    codec: CodecOpt = "h264", crf: CrfOpt = 18, temporal: TemporalOpt = False,
     net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
     input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None,
     device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Translate every input; each output has its input's size. Bad files are reported and skipped; exit 1 if
-    any failed."""
+    """Translate every input image or video; each output has its input's size (a video also its frame count,
+    rate and audio: docs/video.md). Bad files are reported and skipped; exit 1 if any failed."""
     reporter = Reporter(quiet=quiet, json_mode=json)
 
     def go() -> None:
@@ -339,6 +378,7 @@ def translate(
         from i2i.device import check_precision, resolve_device
         from i2i.errors import PartialFailure
         from i2i.images import InputItem, expand_inputs, names_one_file, output_path, refuse_if_all_exist
+        from i2i.video import split_videos, video_targets
 
         dev = resolve_device(device)
         prec = check_precision(precision, dev)
@@ -346,19 +386,23 @@ def translate(
         cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, size=size,
                               precision=prec, ext=ext if ext.startswith(".") else "." + ext, suffix=suffix, overwrite=overwrite,
                               num_workers=num_workers)
-        items = expand_inputs(inputs)
+        items, videos = split_videos(expand_inputs(inputs))      # videos: _translate_videos below
+        video_out, video_opts = video_targets(videos, out, suffix, len(items)), _video_options(videos, codec, crf,
+                                                                                                temporal)
         out_dir = out
-        if names_one_file(out, len(items), "translated images"):     # --out zebra.png: exactly that file
+        if items and names_one_file(out, len(items) + len(videos), "outputs"):  # --out zebra.png: that file
             items = [InputItem(items[0].path, Path(out.stem))]
             out_dir = out.parent
             cfg = dataclasses.replace(cfg, ext=out.suffix, suffix="")
-        refuse_if_all_exist([output_path(it, out_dir, cfg.suffix, cfg.ext) for it in items], overwrite)
+        refuse_if_all_exist([output_path(it, out_dir, cfg.suffix, cfg.ext) for it in items] + video_out, overwrite)
         gen, gen_cfg = _load_any_generator(checkpoint, direction,
                                            _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev, best)
-        result = translate_images(items, gen, gen_cfg, out_dir, cfg, dev, reporter)
-        reporter.info(f"translated {len(result.ok)} of {len(items)} image(s) into {out}")
+        result = translate_images(items, gen, gen_cfg, out_dir, cfg, dev, reporter) if items else None
+        result = _translate_videos(videos, video_out, gen, gen_cfg, cfg, video_opts, dev, reporter, result)
+        total = len(items) + len(videos)
+        reporter.info(f"translated {len(result.ok)} of {total} input(s) into {out}")
         if result.failed:
-            raise PartialFailure(f"{len(result.failed)} of {len(items)} input(s) failed", result.failed)
+            raise PartialFailure(f"{len(result.failed)} of {total} input(s) failed", result.failed)
 
     run_guarded(go, debug, reporter)
 

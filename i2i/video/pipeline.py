@@ -64,6 +64,9 @@ class _End:
         self.error = error
 
 
+_STOPPED = _End()     # what a stage reads once the job is stopping (another stage failed or was interrupted)
+
+
 class _Stages:
     """The queues and the stop flag shared by the three stages."""
 
@@ -88,7 +91,7 @@ class _Stages:
                 return q.get(timeout=0.1)
             except queue.Empty:
                 if self.stop.is_set():
-                    return _End(RuntimeError("stopped"))
+                    return _STOPPED
 
 
 def _decode(source: Path, grey: bool, stages: _Stages) -> None:
@@ -152,6 +155,8 @@ def _process(process: BatchFn, batch_size: int, stages: _Stages) -> None:
         batch: list[DecodedFrame] = []
         while len(batch) < batch_size:
             item = stages.get(stages.decoded)
+            if item is _STOPPED:         # the encoder failed: its error is raised by run_video_job
+                return
             if isinstance(item, _End):
                 ended = item
                 break
@@ -175,6 +180,8 @@ def _encode(open_writer: Callable[["np.ndarray"], VideoWriter], post: PostFn | N
     try:
         while True:
             item = stages.get(stages.processed)
+            if item is _STOPPED:
+                raise InterruptedError("stopped before the end of the clip")
             if isinstance(item, _End):
                 if item.error is not None:
                     raise item.error

@@ -45,6 +45,11 @@ class VideoInfo:
     time_base: Fraction | None = None
 
     @property
+    def end_time(self) -> float | None:
+        """Where the video should end, in seconds (start + duration; None if the duration is unknown)."""
+        return None if self.duration is None else self.start_time + self.duration
+
+    @property
     def expected_frames(self) -> int | None:
         """The frame count to expect: the header's, else duration x frame rate (None if neither is known)."""
         if self.frames:
@@ -121,11 +126,12 @@ def _info(path: Path, container: "av.container.InputContainer") -> VideoInfo:
 
 
 def read_frames(path: str | os.PathLike, grey: bool = False) -> Iterator[DecodedFrame]:
-    """Decode every frame of ``path`` in presentation order as RGB (``grey``: single-channel) arrays.
+    """Decode every frame of ``path`` in presentation order as RGB (``grey``: single-channel) arrays, all at the
+    stream's size.
 
-    Raises :class:`CorruptVideoError` after the last readable frame when decoding fails or the file ends
-    earlier than its header announces (more than one frame, or 1 %, short of a count estimated from the
-    duration).
+    Raises :class:`CorruptVideoError` after the last readable frame when decoding fails or the file ends early:
+    more than one frame short of the header's frame count, or (without one) a last frame more than two frame
+    intervals, and 1 % of the duration, before the announced end.
     """
     import av
 
@@ -135,22 +141,29 @@ def read_frames(path: str | os.PathLike, grey: bool = False) -> Iterator[Decoded
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fmt = "gray" if grey else "rgb24"
-        count = 0
+        count, last_time = 0, None
         try:
             for frame in container.decode(stream):
                 # at the stream's size: a mid-stream size change is scaled back to it
                 array = frame.to_ndarray(format=fmt, width=info.width, height=info.height)
                 yield DecodedFrame(count, frame.pts, array)
-                count += 1
+                count, last_time = count + 1, frame.time if frame.time is not None else last_time
         except (av.FFmpegError, ValueError) as exc:
             raise CorruptVideoError(f"{p}: corrupt or truncated video: decoding failed after frame {count}"
                                     f"{_of(info)} ({_reason(exc)})") from exc
-        expected = info.expected_frames
-        slack = 1 if info.frames else max(1, expected // 100) if expected else 0
-        if expected and count < expected - slack:
-            raise CorruptVideoError(f"{p}: corrupt or truncated video: it ends after frame {count}{_of(info)}")
         if count == 0:
             raise CorruptVideoError(f"{p}: no frame could be decoded")
+        if _ends_early(info, count, last_time):
+            raise CorruptVideoError(f"{p}: corrupt or truncated video: it ends after frame {count}{_of(info)}")
+
+
+def _ends_early(info: VideoInfo, count: int, last_time: float | None) -> bool:
+    if info.frames:
+        return count < info.frames - 1
+    if info.end_time is None or last_time is None or info.duration is None:
+        return False
+    interval = 1 / float(info.fps)
+    return last_time + interval < info.end_time - max(2 * interval, 0.01 * info.duration)
 
 
 def _of(info: VideoInfo) -> str:
