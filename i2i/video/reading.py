@@ -51,11 +51,12 @@ class VideoInfo:
 
     @property
     def expected_frames(self) -> int | None:
-        """The frame count to expect: the header's, else duration x frame rate (None if neither is known)."""
+        """The frame count to expect: the header's, else duration x frame rate, rounded down (None if neither is
+        known; an estimate when the container's duration covers a longer audio stream)."""
         if self.frames:
             return self.frames
-        if self.duration and self.fps:
-            return round(self.duration * float(self.fps))
+        if self.duration and self.fps:       # the duration spans the last frame's display time too
+            return max(1, int(self.duration * float(self.fps) + 1e-3))
         return None
 
 
