@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from i2i.errors import OutputError
 from i2i.progress import Reporter
 from i2i.video.reading import DecodedFrame, probe_video, read_frames
 from i2i.video.writing import EncodeSettings, VideoWriter, container_format
@@ -117,6 +118,8 @@ def run_video_job(source: str | os.PathLike, target: str | os.PathLike, process:
 
     source, target = Path(source), Path(target)
     reporter = reporter or Reporter(quiet=True)
+    if not overwrite and target.exists():        # before the input is opened (atomic_path checks again)
+        raise OutputError(f"{target}: already exists (pass --overwrite to replace it)")
     info = probe_video(source)
     fmt = container_format(target)
     start = time.perf_counter()
