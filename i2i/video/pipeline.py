@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from i2i.errors import OutputError
 from i2i.progress import Reporter
 from i2i.video.reading import DecodedFrame, probe_video, read_frames
-from i2i.video.writing import EncodeSettings, VideoWriter, container_format
+from i2i.video.writing import EncodeSettings, VideoWriter, check_encoder, container_format
 
 if TYPE_CHECKING:
     import numpy as np
@@ -120,8 +120,9 @@ def run_video_job(source: str | os.PathLike, target: str | os.PathLike, process:
     reporter = reporter or Reporter(quiet=True)
     if not overwrite and target.exists():        # before the input is opened (atomic_path checks again)
         raise OutputError(f"{target}: already exists (pass --overwrite to replace it)")
-    info = probe_video(source)
     fmt = container_format(target)
+    check_encoder(settings, fmt)
+    info = probe_video(source)
     start = time.perf_counter()
     stages = _Stages(depth=2 * batch_size)
     done: dict[str, Any] = {}

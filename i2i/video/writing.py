@@ -68,6 +68,21 @@ def container_format(path: str | os.PathLike) -> str:
     return VIDEO_FORMATS[suffix]
 
 
+def check_encoder(settings: EncodeSettings, container: str) -> None:
+    """:class:`UsageError` unless ``container`` (an FFmpeg muxer name) takes ``settings``' encoder: checked in
+    memory, before any frame is decoded."""
+    import io
+
+    import av
+
+    encoder = settings.encoder
+    with av.open(io.BytesIO(), mode="w", format=container) as probe:
+        try:
+            probe.add_stream(encoder)
+        except ValueError as exc:       # "'webm' format does not support 'libx264' codec"
+            raise UsageError(f"--codec {settings.codec}: {exc}") from exc
+
+
 def _pixel_format(encoder: str, width: int, height: int) -> str:
     import av
 
