@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from i2i.errors import InputError, OutputError, UsageError
+from i2i.video.files import is_video_file
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +55,7 @@ def _walk_dir(root: Path) -> list[InputItem]:
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath) / name
-            if is_image_file(p) and not name.startswith("."):
+            if (is_image_file(p) or is_video_file(p)) and not name.startswith("."):
                 items.append(InputItem(p, p.relative_to(root)))
     return items
 
@@ -115,7 +116,7 @@ def _expand(specs: Sequence[str | os.PathLike], top_level: bool) -> list[InputIt
         else:
             items.append(InputItem(path, Path(path.name)))
     if not items:
-        raise InputError("no input images found in: " + ", ".join(os.fspath(s) for s in specs))
+        raise InputError("no input images or videos found in: " + ", ".join(os.fspath(s) for s in specs))
     # Drop exact duplicates; refuse two different files that would share an output path.
     seen: dict[Path, Path] = {}
     unique: list[InputItem] = []

@@ -91,6 +91,26 @@ def shapes_cyclegan_pair(index: int, seed: int = 0, size_range: tuple[float, flo
     return circle, counterpart(circle, "square")
 
 
+def moving_specs(start: ShapeSpec, frames: int, velocity: tuple[float, float]) -> list[ShapeSpec]:
+    """A clip's worth of specs: ``start`` moved by ``velocity`` (fractions of the side per frame, x then y) each
+    frame, bouncing off the edges so the shape plus :data:`MARGIN` stays inside. Only the centre changes, so the
+    true motion between frames ``t - 1`` and ``t`` is ``(cx, cy)[t] - (cx, cy)[t - 1]`` (times the side in px),
+    for the shape and for its counterpart (e.g. the square a circle translates to)."""
+    lo, hi = start.size + MARGIN, 1.0 - start.size - MARGIN
+    if lo > hi:
+        raise ValueError(f"size {start.size} leaves no room to move")
+
+    def bounce(p: float) -> float:           # reflect p into [lo, hi]
+        span = hi - lo
+        if span == 0:
+            return lo
+        q = (p - lo) % (2 * span)
+        return lo + (q if q <= span else 2 * span - q)
+
+    return [replace(start, cx=bounce(start.cx + t * velocity[0]), cy=bounce(start.cy + t * velocity[1]))
+            for t in range(frames)]
+
+
 def _polygon(spec: ShapeSpec, side: float) -> list[tuple[float, float]]:
     x, y, r = spec.cx * side, spec.cy * side, spec.size * side
     if spec.shape == "square":

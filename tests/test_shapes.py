@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from i2i.shapes import (COLOURS, SHAPES, ShapeSpec, caption, counterpart, iou, random_spec, read_outline_region,
-                        read_shape, render, render_mask, shapes_cyclegan_pair)
+from i2i.shapes import (COLOURS, MARGIN, SHAPES, ShapeSpec, caption, counterpart, iou, moving_specs, random_spec,
+                        read_outline_region, read_shape, render, render_mask, shapes_cyclegan_pair)
 
 
 def test_cyclegan_pairs_share_everything_but_shape():
@@ -107,3 +107,14 @@ def test_specks_on_the_outline_do_not_change_the_reading(specks):
                 chosen.append((y, x))
                 img[y, x] = COLOURS[spec.colour]
         assert read_shape(Image.fromarray(img)).shape == spec.shape, (spec, specks)
+
+
+def test_moving_specs_move_and_bounce_inside():
+    start = ShapeSpec("circle", "red", 0.5, 0.5, 0.2)
+    clip = moving_specs(start, 40, (0.03, -0.01))
+    assert clip[0] == start and len(clip) == 40
+    assert clip[1].cx == pytest.approx(0.53) and clip[1].cy == pytest.approx(0.49)
+    assert all(0.2 + MARGIN - 1e-9 <= s.cx <= 0.8 - MARGIN + 1e-9 for s in clip)
+    steps = [abs(b.cx - a.cx) for a, b in zip(clip, clip[1:])]
+    assert max(steps) <= 0.03 + 1e-9 and any(b.cx < a.cx for a, b in zip(clip, clip[1:]))   # it turned back
+    assert {(s.shape, s.colour, s.size) for s in clip} == {("circle", "red", 0.2)}

@@ -190,19 +190,41 @@ def _load_any_generator(checkpoint: str, direction: str, arch_fields: dict, devi
     return load_generator(path, device)
 
 
+VIDEO = "Videos (docs/video.md)"
+CodecOpt = Annotated[str, typer.Option("--codec", help="Video encoder: h264 (default), hevc, vp9, av1, mpeg4 or any "
+                                       "FFmpeg encoder name in PyAV.", rich_help_panel=VIDEO)]
+CrfOpt = Annotated[int, typer.Option("--crf", help="Video quality for h264/hevc/vp9/av1, lower is better (h264: "
+                                     "18 near-lossless, 23 its own default).", rich_help_panel=VIDEO)]
+TemporalOpt = Annotated[bool, typer.Option(
+    "--temporal", help="Blend each video frame with the previous output warped by the input's optical flow where "
+    "the flow is reliable: less flicker (docs/video.md).", rich_help_panel=VIDEO)]
+
+
+def _video_options(codec: str, crf: int, temporal: bool):
+    """How clips are written (the encoder is checked by the library, before any model loads, when a clip is among
+    the inputs)."""
+    from i2i.video.temporal import TemporalConfig
+    from i2i.video.translate import VideoOptions
+    from i2i.video.writing import EncodeSettings
+
+    return VideoOptions(EncodeSettings(codec, crf), TemporalConfig() if temporal else None)
+
+
 @app.command()
 def translate(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs or @list.txt.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image or video files, folders (recursive), globs or "
+                                                "@list.txt.")],
     checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="Run folder (uses its latest "
                                             "checkpoint), checkpoint folder, generator .safetensors, or a "
                                             "reference .pth.")],
     direction: Annotated[str, typer.Option("--direction", help="AtoB (G_A) or BtoA (G_B).")] = "AtoB",
     best: BestOpt = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (input sub-folders are kept), or for one "
-                                      "input the output file itself, e.g. zebra.png.")] = Path("out"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (input sub-folders are kept; videos are "
+                                      "written as .mp4), or for one input the output file itself, e.g. zebra.png, "
+                                      "zebra.mp4.")] = Path("out"),
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", help="Images per forward pass (default: 4 on a GPU, 1 on a CPU, where batches measured "
-        "slower).", show_default=False)] = None,
+        "slower); video frames: 8 on a GPU, 4 on a CPU.", show_default=False)] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Translate large images in overlapping tiles of "
                                                 "this size (seams blended).")] = None,
     tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Tile overlap in pixels.")] = 32,
@@ -213,55 +235,40 @@ def translate(
     ext: Annotated[str, typer.Option("--ext", help="Output format extension.")] = ".png",
     suffix: Annotated[str, typer.Option("--suffix", help="Appended to each output file name.")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    skip_existing: SkipExistingOpt = False,
-    shard: ShardOpt = None,
+    skip_existing: SkipExistingOpt = False, shard: ShardOpt = None,
     num_workers: Annotated[Optional[int], typer.Option(
         "--num-workers", help="Background decoding processes (default: 2 on a GPU or a CPU with more than 4 "
         "cores, else 0: decoding in the main process).", show_default=False)] = None,
+    codec: CodecOpt = "h264", crf: CrfOpt = 18, temporal: TemporalOpt = False,
     net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
     input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None,
     device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Translate every input; each output has its input's size. Bad files are reported and skipped; exit 1 if
-    any failed. Under torchrun / accelerate launch, or with --shard, each process translates its share."""
+    """Translate images and videos (docs/video.md), each to its input's size; bad files are reported and skipped
+    (exit 1). Under torchrun / accelerate launch, or with --shard, a process takes its share (docs/batch.md)."""
     reporter = Reporter(quiet=quiet, json_mode=json)
 
     def go() -> None:
-        from i2i.cyclegan.translator import TranslateConfig, TranslateResult, translate_images
+        from i2i.cyclegan.translate_job import translate_inputs
+        from i2i.cyclegan.translator import TranslateConfig
         from i2i.device import check_precision, resolve_device
         from i2i.errors import PartialFailure
-        from i2i.images import InputItem, expand_inputs, names_one_file, output_path, refuse_if_all_exist
-        from i2i.shard import current_shard
-        from i2i.summary import BatchSummary
 
         dev = resolve_device(device)
         prec = check_precision(precision, dev)
         warn_precision(reporter, prec, dev)
         cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, size=size,
-                              precision=prec, ext=ext if ext.startswith(".") else "." + ext, suffix=suffix, overwrite=overwrite,
-                              num_workers=num_workers, skip_existing=skip_existing)
-        part = current_shard(shard)
-        items = expand_inputs(inputs)
-        out_dir = out
-        if names_one_file(out, len(items), "translated images"):     # --out zebra.png: exactly that file
-            items = [InputItem(items[0].path, Path(out.stem))]
-            out_dir = out.parent
-            cfg = dataclasses.replace(cfg, ext=out.suffix, suffix="")
-        mine = part.take(items)                  # the whole list when not sharded
-        targets = [output_path(it, out_dir, cfg.suffix, cfg.ext) for it in mine]
-        refuse_if_all_exist(targets, overwrite or skip_existing)
-        result = TranslateResult()
-        if mine:
-            gen, gen_cfg = _load_any_generator(checkpoint, direction,
-                                               _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc), dev, best)
-            result = translate_images(mine, gen, gen_cfg, out_dir, cfg, dev, reporter)
-        summary = BatchSummary("cyclegan translate", part, len(items), len(mine), len(result.ok),
-                               len(result.skipped), result.failed, out=str(out))
+                              precision=prec, ext=ext if ext.startswith(".") else "." + ext, suffix=suffix,
+                              overwrite=overwrite, num_workers=num_workers, skip_existing=skip_existing)
+        fields = _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc)
+        summary, result = translate_inputs(
+            inputs, out, lambda: _load_any_generator(checkpoint, direction, fields, dev, best), cfg,
+            _video_options(codec, crf, temporal), shard, dev, reporter)
         reporter.info(summary.line())
         reporter.result(summary.record())
         if result.failed:
-            raise PartialFailure(f"{len(result.failed)} of {len(mine)} input(s) failed", result.failed)
+            raise PartialFailure(f"{len(result.failed)} of {summary.inputs} input(s) failed", result.failed)
 
     run_guarded(go, debug, reporter)
 

@@ -1,0 +1,93 @@
+"""A whole ``translate`` job: inputs expanded, this process's share taken, images and videos translated, a summary.
+
+What ``i2i cyclegan translate`` runs, for Python callers too::
+
+    from i2i.cyclegan.translate_job import translate_inputs
+    summary, result = translate_inputs(["photos/", "clip.mp4"], "out/", load, TranslateConfig(skip_existing=True))
+
+``load`` is called (once, and only when there is work) for ``(generator, generator_config)``, so a job whose
+outputs all exist never loads a model. Sharding (:mod:`i2i.shard`) is over the whole input list, images and videos
+alike, before anything is skipped: a restart shares the inputs the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from i2i.images import InputItem, expand_inputs, names_one_file, output_path, refuse_if_all_exist
+from i2i.progress import Reporter
+from i2i.shard import current_shard
+from i2i.summary import BatchSummary
+
+if TYPE_CHECKING:
+    from i2i.cyclegan.translator import TranslateConfig, TranslateResult
+    from i2i.video.translate import VideoOptions
+
+
+def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callable[[], tuple[Any, Any]],
+                     cfg: "TranslateConfig", video: "VideoOptions | None" = None, shard: str | None = None,
+                     device: Any = "cpu", reporter: Reporter | None = None,
+                     ) -> tuple[BatchSummary, "TranslateResult"]:
+    """Translate this process's share of ``inputs`` (files, folders, globs, ``@list.txt``; images and videos)
+    into ``out`` (a folder, or for one input the output file itself). ``video``: how clips are encoded (None: the
+    defaults, H.264/MP4). Returns the share's summary and the per-file result; failures are in both."""
+    from i2i.cyclegan.translator import TranslateResult
+    from i2i.video import split_videos, video_targets
+
+    reporter = reporter or Reporter(quiet=True)
+    out, items, part = Path(out), expand_inputs(inputs), current_shard(shard)
+    out_dir = out
+    images_all, videos_all = split_videos(items)
+    if images_all and names_one_file(out, len(items), "outputs"):     # --out zebra.png: exactly that file
+        items = [InputItem(images_all[0].path, Path(out.stem))]
+        out_dir, cfg = out.parent, dataclasses.replace(cfg, ext=out.suffix, suffix="")
+    mine = part.take(items)                          # the whole list when not sharded
+    images, videos = split_videos(mine)
+    clip_targets = video_targets(videos, out, cfg.suffix, len(images_all)) if videos_all else []
+    video = _checked_video_options(video) if videos else video
+    targets = [output_path(it, out_dir, cfg.suffix, cfg.ext) for it in images] + clip_targets
+    refuse_if_all_exist(targets, cfg.overwrite or cfg.skip_existing)
+    result = TranslateResult()
+    videos, clip_targets = _skip_existing_videos(videos, clip_targets, cfg, result)
+    if images or videos:
+        result = _translate(images, videos, clip_targets, load, out_dir, cfg, video, device, reporter, result)
+    summary = BatchSummary("cyclegan translate", part, len(items), len(mine), len(result.ok),
+                           len(result.skipped), result.failed, out=str(out))
+    return summary, result
+
+
+def _checked_video_options(video: "VideoOptions | None") -> "VideoOptions":
+    """The clip options with their encoder checked (an unknown codec is a usage error before any model loads)."""
+    from i2i.video.translate import VideoOptions
+
+    video = video or VideoOptions()
+    video.encode.encoder  # noqa: B018 - raises UsageError for an unknown encoder
+    return video
+
+
+def _skip_existing_videos(videos: list, targets: list[Path], cfg: "TranslateConfig", result: "TranslateResult"):
+    """With ``skip_existing``, clips whose output exists are counted as skipped and left out."""
+    if not cfg.skip_existing:
+        return videos, targets
+    keep = [(v, t) for v, t in zip(videos, targets) if not t.exists()]
+    result.skipped.extend(t for t in targets if t.exists())
+    return [v for v, _ in keep], [t for _, t in keep]
+
+
+def _translate(images, videos, clip_targets, load, out_dir, cfg, video, device, reporter, result):
+    from i2i.cyclegan.translator import translate_images
+
+    gen, gen_cfg = load()
+    if images:
+        done = translate_images(images, gen, gen_cfg, out_dir, cfg, device, reporter)
+        done.skipped.extend(result.skipped)
+        result = done
+    if videos:
+        from i2i.video.translate import translate_videos
+
+        result = translate_videos(videos, clip_targets, gen, gen_cfg, cfg, video, device, reporter, result)
+    return result

@@ -1,0 +1,172 @@
+"""Probe and decode videos with PyAV; every problem is one :class:`~i2i.errors.InputError` naming the file.
+
+A clip that stops early is caught two ways: FFmpeg's own decoding error, and fewer decoded frames than the container
+announces (its frame count, else its duration times the frame rate), which is how a cut-off Matroska or a damaged
+MP4 usually shows. Either raises :class:`CorruptVideoError` once the readable frames are used up; the
+translation driver then writes nothing (see :mod:`i2i.video.pipeline`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from i2i.errors import InputError
+
+if TYPE_CHECKING:
+    import av
+    import numpy as np
+
+
+class CorruptVideoError(InputError):
+    """A video whose decoding failed or stopped before its announced end."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video's header says. ``frames``: the container's frame count (None when it keeps none, e.g.
+    Matroska); ``duration`` in seconds (None if unknown); ``start_time``: the container's first timestamp in
+    seconds (the earliest of its streams); ``time_base``: the unit of the video stream's timestamps."""
+
+    path: Path
+    width: int
+    height: int
+    fps: Fraction
+    frames: int | None
+    duration: float | None
+    codec: str
+    audio_codec: str | None
+    start_time: float
+    time_base: Fraction | None = None
+
+    @property
+    def end_time(self) -> float | None:
+        """Where the video should end, in seconds (start + duration; None if the duration is unknown)."""
+        return None if self.duration is None else self.start_time + self.duration
+
+    @property
+    def expected_frames(self) -> int | None:
+        """The frame count to expect: the header's, else duration x frame rate, rounded down (None if neither is
+        known; an estimate when the container's duration covers a longer audio stream)."""
+        if self.frames:
+            return self.frames
+        if self.duration and self.fps:       # the duration spans the last frame's display time too
+            return max(1, int(self.duration * float(self.fps) + 1e-3))
+        return None
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """One decoded frame: its ``index`` (0-based, presentation order), timestamp ``pts`` in the video stream's
+    time base (None when the file has none) and pixels ``array`` (uint8 ``[H, W, 3]`` RGB or ``[H, W]`` grey)."""
+
+    index: int
+    pts: int | None
+    array: "np.ndarray"
+
+
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's own words for ``exc`` (its ``strerror``, without the file name PyAV appends)."""
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+@contextmanager
+def open_video(path: str | os.PathLike) -> Iterator["av.container.InputContainer"]:
+    """Open ``path`` for reading with its first video stream checked; the container is closed after."""
+    import av
+
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not a video")
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: empty file (0 bytes)")
+    try:
+        container = av.open(os.fspath(p), mode="r")
+    except PermissionError as exc:
+        raise InputError(f"{p}: permission denied") from exc
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"{p}: not a readable video ({_reason(exc)}; truncated, corrupt or not a video)") from exc
+    try:
+        if not container.streams.video:
+            raise InputError(f"{p}: has no video stream")
+        yield container
+    finally:
+        container.close()
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """The :class:`VideoInfo` of ``path`` (its first video stream, first audio stream)."""
+    with open_video(path) as container:
+        return _info(Path(path), container)
+
+
+def _info(path: Path, container: "av.container.InputContainer") -> VideoInfo:
+    stream = container.streams.video[0]
+    fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not fps:
+        raise InputError(f"{path}: the video stream has no frame rate")
+    audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
+    duration = None
+    if stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration = container.duration / 1_000_000
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if not width or not height:
+        raise InputError(f"{path}: the video stream has no frame size")
+    return VideoInfo(path, width, height, Fraction(fps), stream.frames or None, duration,
+                     stream.codec_context.name, audio, (container.start_time or 0) / 1_000_000,
+                     Fraction(stream.time_base) if stream.time_base else None)
+
+
+def read_frames(path: str | os.PathLike, grey: bool = False) -> Iterator[DecodedFrame]:
+    """Decode every frame of ``path`` in presentation order as RGB (``grey``: single-channel) arrays, all at the
+    stream's size.
+
+    Raises :class:`CorruptVideoError` after the last readable frame when decoding fails or the file ends early:
+    more than one frame short of the header's frame count, or (without one) a last frame more than two frame
+    intervals, and 1 % of the duration, before the announced end.
+    """
+    import av
+
+    p = Path(path)
+    with open_video(p) as container:
+        info = _info(p, container)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fmt = "gray" if grey else "rgb24"
+        count, last_time = 0, None
+        try:
+            for frame in container.decode(stream):
+                # at the stream's size: a mid-stream size change is scaled back to it
+                array = frame.to_ndarray(format=fmt, width=info.width, height=info.height)
+                yield DecodedFrame(count, frame.pts, array)
+                count, last_time = count + 1, frame.time if frame.time is not None else last_time
+        except (av.FFmpegError, ValueError) as exc:
+            raise CorruptVideoError(f"{p}: corrupt or truncated video: decoding failed after frame {count}"
+                                    f"{_of(info)} ({_reason(exc)})") from exc
+        if count == 0:
+            raise CorruptVideoError(f"{p}: no frame could be decoded")
+        if _ends_early(info, count, last_time):
+            raise CorruptVideoError(f"{p}: corrupt or truncated video: it ends after frame {count}{_of(info)}")
+
+
+def _ends_early(info: VideoInfo, count: int, last_time: float | None) -> bool:
+    if info.frames:
+        return count < info.frames - 1
+    if info.end_time is None or last_time is None or info.duration is None:
+        return False
+    interval = 1 / float(info.fps)
+    return last_time + interval < info.end_time - max(2 * interval, 0.01 * info.duration)
+
+
+def _of(info: VideoInfo) -> str:
+    expected = info.expected_frames
+    return "" if not expected else f" of {expected}" if info.frames else f" of about {expected}"

@@ -1,0 +1,211 @@
+"""Encode frames into a video file with PyAV: H.264 (libx264) in MP4 by default, the source's audio alongside.
+
+Pixel format: 4:2:0 (``yuv420p``, what every player decodes) when the frame has even sides, else 4:4:4 (odd sides
+cannot be subsampled; fewer players take it). ``crf`` sets the constant-quality level of the encoders that have
+one (x264, x265, VP9, SVT-AV1); other encoders use their default bit rate.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from i2i.errors import OutputError, UsageError
+from i2i.video.files import VIDEO_FORMATS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+CODEC_ALIASES = {"h264": "libx264", "avc": "libx264", "hevc": "libx265", "h265": "libx265", "vp9": "libvpx-vp9",
+                 "av1": "libsvtav1"}
+CRF_ENCODERS = frozenset({"libx264", "libx265", "libvpx-vp9", "libsvtav1"})
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """``codec``: an FFmpeg encoder or an alias (h264, hevc, vp9, av1); ``crf``: its constant-quality level,
+    lower is better (18: visually near-lossless for x264, whose own default is 23)."""
+
+    codec: str = "h264"
+    crf: int = 18
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.crf <= 63:
+            raise UsageError(f"--crf {self.crf}: must be between 0 and 63 (x264/x265 take 0-51)")
+
+    @property
+    def encoder(self) -> str:
+        """The FFmpeg encoder's name; :class:`UsageError` when PyAV's FFmpeg has no such encoder."""
+        import av
+
+        name = CODEC_ALIASES.get(self.codec.lower(), self.codec)
+        try:
+            codec = av.codec.Codec(name, "w")
+        except (av.codec.codec.UnknownCodecError, ValueError):
+            raise UsageError(f"--codec {self.codec}: no such video encoder in PyAV's FFmpeg (try h264, hevc, vp9, "
+                             "av1 or mpeg4)") from None
+        if codec.type != "video":
+            raise UsageError(f"--codec {self.codec}: {name} is not a video encoder")
+        return name
+
+    def options(self, encoder: str) -> dict[str, str]:
+        if encoder not in CRF_ENCODERS:
+            return {}
+        extra = {"libvpx-vp9": {"b": "0"}, "libx265": {"x265-params": "log-level=error"}}.get(encoder, {})
+        return {"crf": str(min(self.crf, 51) if encoder in ("libx264", "libx265") else self.crf), **extra}
+
+
+def container_format(path: str | os.PathLike) -> str:
+    """FFmpeg's muxer name for ``path``'s extension (:class:`UsageError` for one that is not a video's)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_FORMATS:
+        raise UsageError(f"{path}: {suffix or 'no extension'} is not a video container "
+                         f"({', '.join(sorted(VIDEO_FORMATS))})")
+    return VIDEO_FORMATS[suffix]
+
+
+def check_encoder(settings: EncodeSettings, container: str) -> None:
+    """:class:`UsageError` unless ``container`` (an FFmpeg muxer name) takes ``settings``' encoder: checked in
+    memory, before any frame is decoded."""
+    import io
+
+    import av
+
+    encoder = settings.encoder
+    with av.open(io.BytesIO(), mode="w", format=container) as probe:
+        try:
+            probe.add_stream(encoder)
+        except ValueError as exc:       # "'webm' format does not support 'libx264' codec"
+            raise UsageError(f"--codec {settings.codec}: {exc}") from exc
+
+
+def _pixel_format(encoder: str, width: int, height: int) -> str:
+    import av
+
+    formats = [f.name for f in av.codec.Codec(encoder, "w").video_formats or []]
+    wanted = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    if not formats or wanted in formats:
+        return wanted
+    if wanted == "yuv444p":
+        raise UsageError(f"{encoder} cannot encode {width}x{height} frames (odd sides need 4:4:4); use h264")
+    return formats[0]
+
+
+class VideoWriter:
+    """Write frames (uint8 ``[H, W, 3]`` RGB or ``[H, W]`` grey arrays) to ``path``.
+
+    ``fps``: the frame rate; ``time_base``: give the source's to keep each frame's timestamp (``write(array,
+    pts)``, variable frame rates kept), else frame ``i`` is shown at ``i / fps``. ``audio_source``: a file whose
+    first audio stream is muxed in (:class:`~i2i.video.audio.AudioTrack`), shifted by ``-audio_offset`` seconds;
+    or ``audio_samples``: ``(samples [channels, n] float in [-1, 1], rate)`` to encode
+    (:class:`~i2i.video.audio.SampleAudio`).
+    ``container``: the muxer (default: from ``path``'s extension; needed when ``path`` is a temporary name).
+    Use as a context manager: closed on success, abandoned (the file left incomplete) on an error.
+    """
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction,
+                 settings: EncodeSettings = EncodeSettings(), time_base: Fraction | None = None,
+                 audio_source: str | os.PathLike | None = None, audio_offset: float = 0.0,
+                 audio_samples: "tuple[np.ndarray, int] | None" = None, container: str | None = None) -> None:
+        import av
+
+        encoder = settings.encoder
+        fmt = container or container_format(path)
+        try:
+            self._container = av.open(os.fspath(path), mode="w", format=fmt)
+        except (av.FFmpegError, OSError) as exc:
+            raise OutputError(f"{path}: cannot write ({getattr(exc, 'strerror', None) or exc})") from exc
+        self.audio = None
+        try:
+            try:
+                self._stream = self._container.add_stream(encoder, rate=Fraction(fps))
+            except ValueError as exc:       # "'webm' format does not support 'libx264' codec"
+                raise UsageError(f"--codec {settings.codec}: {exc}") from exc
+            self._stream.width, self._stream.height = width, height
+            self._stream.pix_fmt = _pixel_format(encoder, width, height)
+            self._stream.options = settings.options(encoder)
+            if time_base is not None:
+                self._stream.time_base = self._stream.codec_context.time_base = time_base
+            if audio_source is not None:
+                from i2i.video.audio import AudioTrack
+
+                self.audio = AudioTrack(audio_source, self._container, fmt, audio_offset)
+            elif audio_samples is not None:
+                from i2i.video.audio import SampleAudio
+
+                self.audio = SampleAudio(*audio_samples, self._container)
+        except BaseException:
+            self.abandon()
+            raise
+        self._fps, self._time_base = Fraction(fps), time_base or 1 / Fraction(fps)
+        self._count, self._last_pts = 0, None
+
+    def write(self, array: "np.ndarray", pts: int | None = None) -> None:
+        """Encode one frame; ``pts`` in the ``time_base`` given to the constructor (None: frame count / fps)."""
+        import av
+
+        frame = av.VideoFrame.from_ndarray(array, format="rgb24" if array.ndim == 3 else "gray")
+        if pts is None:
+            pts = round(self._count / self._fps / self._time_base)
+        if self._last_pts is not None and pts <= self._last_pts:   # repeated or disordered stamps
+            pts = self._last_pts + 1
+        frame.pts, frame.time_base = pts, self._time_base
+        self._container.mux(self._stream.encode(frame))
+        self._count, self._last_pts = self._count + 1, pts
+        if self.audio is not None:
+            self.audio.mux_until(float(pts * self._time_base))
+
+    @property
+    def frames(self) -> int:
+        return self._count
+
+    def close(self) -> None:
+        """Flush the encoder, mux the rest of the audio and finish the file."""
+        self._container.mux(self._stream.encode(None))
+        if self.audio is not None:
+            self.audio.finish()
+        self._container.close()
+
+    def abandon(self) -> None:
+        """Stop without finishing (after an error): release the files; the output is incomplete."""
+        for close in ((self.audio.close,) if self.audio is not None else ()) + (self._container.close,):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - already failing; the first error is the one to report
+                pass
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
+
+
+def write_video(path: str | os.PathLike, frames: Iterable["np.ndarray"], fps: float | Fraction,
+                settings: EncodeSettings = EncodeSettings(), audio: "tuple[np.ndarray, int] | None" = None,
+                overwrite: bool = False) -> Path:
+    """Write ``frames`` (uint8 ``[H, W, 3]`` RGB or ``[H, W]`` grey arrays, all one size) to ``path``, atomically
+    (a temporary name beside it, renamed when complete; an existing ``path`` is refused unless ``overwrite``).
+    ``audio``: ``(samples [channels, n] float in [-1, 1], sample rate)`` to encode alongside. Returns ``path``."""
+    from i2i.images import atomic_path
+
+    fmt = container_format(path)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise UsageError(f"{path}: no frames to write")
+    fps = Fraction(fps).limit_denominator(1001)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with VideoWriter(tmp, first.shape[1], first.shape[0], fps, settings, audio_samples=audio,
+                         container=fmt) as writer:
+            writer.write(first)
+            for frame in frames:
+                writer.write(frame)
+    return Path(path)
