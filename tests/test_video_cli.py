@@ -37,7 +37,8 @@ def test_one_clip_to_a_file_with_json(gen_file, tmp_path):
     res = run("cyclegan", "translate", clip, "-c", gen_file, "--out", tmp_path / "res" / "zebra.mp4", "--json",
               "--batch-size", 2, "--temporal")
     assert res.exit_code == 0, res.output
-    (record,) = [json.loads(line) for line in res.stdout.splitlines()]
+    record, summary = [json.loads(line) for line in res.stdout.splitlines()]
+    assert summary["kind"] == "summary" and summary["translated"] == 1 and summary["failed"] == 0
     assert record["frames"] == 5 and record["fps"] > 0 and record["seconds"] > 0 and record["audio"] == "copied"
     info = probe_video(tmp_path / "res" / "zebra.mp4")
     assert (info.frames, info.fps, info.width, info.height, info.audio_codec) == (5, 10, 40, 32, "aac")
@@ -101,3 +102,29 @@ def test_ctrl_c_leaves_no_output(gen_file, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert not list(out.iterdir()), list(out.iterdir())   # the temporary file is gone, no long.mp4
+
+
+def test_mixed_folder_shards_and_skip_existing(gen_file, tmp_path):
+    """Clips are inputs like images for --shard and --skip-existing: two shares write what one process writes,
+    and a rerun with --skip-existing counts clip and images as existing (exit 0, nothing rewritten)."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    make_clip(src / "sub" / "a.mkv", n=3, width=32, height=32, fps=10)
+    make_clip(src / "b.mp4", n=3, width=32, height=32, fps=10)
+    for i in range(3):
+        Image.new("RGB", (24, 24), (40 * i, 90, 200)).save(src / f"im{i}.png")
+    whole = run("cyclegan", "translate", src, "-c", gen_file, "--out", tmp_path / "one")
+    assert whole.exit_code == 0, whole.output
+    for k in range(2):
+        part = run("cyclegan", "translate", src, "-c", gen_file, "--out", tmp_path / "two", "--shard", f"{k}/2")
+        assert part.exit_code == 0, part.output
+    names = lambda root: sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())  # noqa: E731
+    assert names(tmp_path / "one") == names(tmp_path / "two") == [
+        "b.mp4", "im0.png", "im1.png", "im2.png", "sub/a.mp4"]
+    for name in ("im0.png", "im2.png"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    before = {n: (tmp_path / "one" / n).stat().st_mtime_ns for n in names(tmp_path / "one")}
+    again = run("cyclegan", "translate", src, "-c", gen_file, "--out", tmp_path / "one", "--skip-existing")
+    assert again.exit_code == 0, again.output
+    assert "skipped 5 existing" in again.output and "already exists" not in again.output
+    assert {n: (tmp_path / "one" / n).stat().st_mtime_ns for n in names(tmp_path / "one")} == before
