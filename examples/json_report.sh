@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Use --json output with standard tools: translate inputs, keep the JSON lines, then summarise them.
 # Usage: json_report.sh INPUTS CHECKPOINT OUTPUT_DIR
-# Writes OUTPUT_DIR/results.jsonl (one object per input: status ok or error) and prints a summary:
+# Writes OUTPUT_DIR/results.jsonl (one object per input: status ok or error; then the run's summary object,
+# "kind": "summary") and prints a summary:
 # how many were written, how many failed (and why), and how many outputs there are of each size.
 set -uo pipefail
 if [ "$#" -lt 3 ]; then
@@ -21,6 +22,8 @@ python3 -c '
 import json, sys
 for line in sys.stdin:
     r = json.loads(line)
+    if r.get("kind") == "summary":      # the closing line: counts of the whole run
+        continue
     if r["status"] == "ok":
         print("ok", "%dx%d" % (r["width"], r["height"]), r["output"], sep="\t")
     else:

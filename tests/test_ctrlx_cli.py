@@ -16,7 +16,9 @@ BLUE = ROOT / "examples" / "conditions" / "blue_square.png"
 
 
 def json_lines(text):
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    """The per-image records (the batch's closing summary record left out)."""
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [r for r in records if r.get("kind") != "summary"]
 
 
 def ctrlx(*args):

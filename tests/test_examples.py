@@ -91,7 +91,8 @@ def test_json_report(trained, tmp_path):
     assert out.returncode == 1, out.stderr                       # one input failed
     assert "written: 3" in out.stdout and "failed:  1" in out.stdout
     assert "bad.png" in out.stdout and "1 38x32" in out.stdout
-    assert len((tmp_path / "rep" / "results.jsonl").read_text().splitlines()) == 4
+    lines = (tmp_path / "rep" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 5 and '"kind": "summary"' in lines[-1]    # 4 inputs, then the run's summary
 
 
 def test_scripts_print_usage():

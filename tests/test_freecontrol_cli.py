@@ -21,7 +21,9 @@ CIRCLE = ROOT / "examples" / "conditions" / "circle_sketch.png"
 
 
 def json_lines(text):
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    """The per-image records (the batch's closing summary record left out)."""
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [r for r in records if r.get("kind") != "summary"]
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +272,7 @@ def test_example_batch_script(model_dir, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "images: 3" in out.stdout
-    results = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    results = json_lines((tmp_path / "out" / "results.jsonl").read_text())
     assert len(results) == 3 and all(Path(r["unguided"]).exists() for r in results)
     usage = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
     assert usage.returncode == 2 and "usage" in usage.stderr

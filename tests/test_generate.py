@@ -49,6 +49,7 @@ def test_generate_command_on_the_demo_model(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert records.pop()["kind"] == "summary"
     assert [r["prompt"] for r in records] == ["a red circle", "a blue square"]
     assert [r["seed"] for r in records] == [0, 1]
     names = sorted(p.name for p in out.iterdir())

@@ -23,7 +23,7 @@ import typer
 from typer.core import TyperGroup
 
 from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, Group, JsonOpt,
-                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, TextDeviceOpt, VaeDecodeOpt, VaeOpt,
+                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, ShardOpt, SkipExistingOpt, TextDeviceOpt, VaeDecodeOpt, VaeOpt,
                             check_vae_options, quiet_libraries, run_guarded, warn_unknown_demo_words)
 from i2i.cli.options import Defaults, Source, declared_command, given_changes, peek_option
 from i2i.cli.preprocess import PreprocessOpt
@@ -62,6 +62,8 @@ class Shared:
     num_images: int
     out: Path
     overwrite: bool
+    skip_existing: bool
+    shard: Optional[str]
     preprocess: str
     score: bool
     dino: str
@@ -110,12 +112,13 @@ def _shared_command(method: DiffusionMethod) -> Callable[..., None]:
             "--seed", help=f"Seed of the first job; job i uses seed+i unless it sets its own (default: "
             f"{method.seed}).", rich_help_panel="Common")] = None,
         num_images: NumImagesOpt = 1, out: OutDirOpt = Path("out"), overwrite: OverwriteOpt = False,
-        preprocess: PreprocessOpt = "none",
+        skip_existing: SkipExistingOpt = False, shard: ShardOpt = None, preprocess: PreprocessOpt = "none",
         score: ScoreOpt = False, dino: JobDinoOpt = DEFAULT_DINO, clip: JobClipOpt = DEFAULT_CLIP,
         device: DeviceOpt = None, precision: DiffusionPrecisionOpt = "fp32",
     ) -> Shared:
         return Shared(prompt or [], jobs, model, model_config_dir, vae, vae_decode, text_encoder_device, seed,
-                      num_images, out, overwrite, preprocess, score, dino, clip, device, precision)
+                      num_images, out, overwrite, skip_existing, shard, preprocess, score, dino, clip, device,
+                      precision)
 
     return command
 
@@ -206,6 +209,7 @@ def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[
     # inputs before load(); then one pipe.run_job per job, saved and reported.
     extras = schema.extras if own.extras else ()
     batch = JobRun(schema, all_jobs, given.out, given.overwrite, extras, scorers=scorers,
-                   preprocess=given.preprocess, map_size=lambda pipe: config.size or pipe.default_size)
+                   preprocess=given.preprocess, map_size=lambda pipe: config.size or pipe.default_size,
+                   skip_existing=given.skip_existing, shard=given.shard, report_summary=True, command=method.name)
     run_jobs(batch, load, lambda pipe, job, images: pipe.run_job(job, images, config, extras, reporter, **own.run),
              reporter)
