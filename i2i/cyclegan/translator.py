@@ -28,7 +28,7 @@ from torch import nn
 from i2i.cyclegan.config import GeneratorConfig
 from i2i.cyclegan.networks import MIN_SIDE, required_multiple
 from i2i.device import Precision, autocast, use_channels_last
-from i2i.errors import I2IError, UsageError
+from i2i.errors import I2IError, InputError, OutputError, UsageError
 from i2i.images import InputItem, image_to_tensor, load_image, output_path, save_image, tensor_to_image
 from i2i.progress import Reporter
 
@@ -225,8 +225,18 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
                      out_dir: str | Path, cfg: TranslateConfig = TranslateConfig(),
                      device: torch.device | str = "cpu", reporter: Reporter | None = None) -> TranslateResult:
     """Translate every item into ``out_dir`` (keeping its relative path); returns what was written and what
-    failed. Existing outputs are failures unless ``cfg.overwrite`` (checked before any work)."""
+    failed. Existing outputs are failures unless ``cfg.overwrite`` (checked before any work). A single item's
+    failure is raised as it is (e.g. :class:`~i2i.errors.InputError` for an unreadable image, exit 3), as in
+    every command: exit 1 (partial failure) needs other inputs that were written."""
     reporter = reporter or Reporter(quiet=True)
+    errors: list[I2IError] = []
+
+    def fail(item: InputItem, exc: I2IError) -> None:
+        errors.append(exc)
+        result.failed.append((str(item.path), str(exc)))
+        reporter.item_error(str(item.path), str(exc))
+        reporter.result({"input": str(item.path), "status": "error", "error": str(exc)})
+
     device = torch.device(device)
     cfg = cfg.for_device(device)
     gen = gen.to(device).eval()
@@ -237,14 +247,11 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
     todo = []
     for i, it in enumerate(items):
         if not cfg.overwrite and targets[i].exists():
-            reason = f"{targets[i]}: already exists (pass --overwrite to replace it)"
-            result.failed.append((str(it.path), reason))
-            reporter.item_error(str(it.path), reason)
-            reporter.result({"input": str(it.path), "status": "error", "error": reason})
+            fail(it, OutputError(f"{targets[i]}: already exists (pass --overwrite to replace it)"))
         else:
             todo.append(it)
     if not todo:
-        return result
+        return _single_failure(result, errors, len(items))
     index = {id(it): i for i, it in enumerate(items)}
     workers = cfg.num_workers if len(todo) > 2 * max(cfg.num_workers, 1) else 0
     loader = torch.utils.data.DataLoader(_Decoded(todo, image_mode(gen_cfg)), batch_size=None,
@@ -263,9 +270,7 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
             try:
                 save_image(tensor_to_image(y), target, overwrite=cfg.overwrite)
             except I2IError as exc:
-                result.failed.append((str(item.path), str(exc)))
-                reporter.item_error(str(item.path), str(exc))
-                reporter.result({"input": str(item.path), "status": "error", "error": str(exc)})
+                fail(item, exc)
             else:
                 result.ok.append(target)
                 reporter.result({"input": str(item.path), "output": str(target), "status": "ok",
@@ -275,9 +280,7 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
     with reporter.progress(len(todo), "translate") as advance:
         for j, x, error in loader:
             if x is None:
-                result.failed.append((str(todo[j].path), error or "cannot read"))
-                reporter.item_error(str(todo[j].path), error or "cannot read")
-                reporter.result({"input": str(todo[j].path), "status": "error", "error": error})
+                fail(todo[j], InputError(error or f"{todo[j].path}: cannot read"))
                 advance(1)
                 continue
             key = tuple(x.shape)
@@ -288,4 +291,11 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
                 flush(max(pending, key=lambda k: len(pending[k])), advance)
         for key in list(pending):
             flush(key, advance)
+    return _single_failure(result, errors, len(items))
+
+
+def _single_failure(result: TranslateResult, errors: list[I2IError], n_items: int) -> TranslateResult:
+    """``result``, unless its only item failed: then that item's error is raised."""
+    if n_items == 1 and errors:
+        raise errors[0]
     return result
