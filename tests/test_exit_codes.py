@@ -139,6 +139,16 @@ def test_6_eval_twice_refuses_before_any_work(tiny_run, tmp_path, monkeypatch):
                "--quiet").exit_code == EXIT_OK
 
 
+def test_2_before_6_eval_metrics_on_builtin_shapes(tiny_run, tmp_path, monkeypatch):
+    """The usage error comes first even when the output already exists (fixing the output would not help)."""
+    target = tmp_path / "ev"
+    target.mkdir()
+    (target / "summary.json").write_text("{}")
+    _no_model_load(monkeypatch)
+    res = run("cyclegan", "eval", tiny_run, "--metrics", "fid", "--out", target)
+    assert res.exit_code == EXIT_USAGE and "image-folder dataset" in res.stderr, res.output
+
+
 def test_6_train_into_an_existing_run(tiny_run):
     res = run("cyclegan", "train", "builtin:shapes", "--run-dir", tiny_run, "--max-iters", 2, *TINY)
     assert res.exit_code == EXIT_OUTPUT and "--resume" in res.stderr
