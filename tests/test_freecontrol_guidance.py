@@ -28,6 +28,28 @@ def test_minmax_normalize_per_component_with_detached_range():
     assert torch.allclose(x.grad[0, :, 0], torch.full((3,), 0.25))  # 1 / (max - min): min and max are detached
 
 
+def test_minmax_normalize_treats_a_component_flat_to_rounding_as_constant():
+    """Keys of a LayerNorm'd input span one dimension fewer than their channels; with every channel kept as a
+    component, the last one's spread is float32 rounding (1e-6 next to 11 on the demo model). It must not be
+    stretched to [0, 1] (its gradient would be 1e6 times the others'): it maps to 0 with no gradient."""
+    torch.manual_seed(0)
+    ln = torch.nn.LayerNorm(8, elementwise_affine=False)
+    proj = torch.nn.Linear(8, 8)
+    h = torch.randn(1, 16, 8, requires_grad=True)
+    keys = proj(ln(h))                                           # [1, HW=16, C=8], rank 7 (+ the bias)
+    flat_keys = keys.detach()[0]
+    _, _, vh = torch.linalg.svd(flat_keys - flat_keys.mean(0), full_matrices=False)
+    coords = (keys - flat_keys.mean(0)) @ vh.T                   # all 8 components
+    spread = (coords.amax(1) - coords.amin(1))[0].detach()
+    assert spread[-1] < 1e-5 * spread[0]                         # the null direction: rounding only
+    y = G.minmax_normalize(coords)
+    assert torch.equal(y[0, :, -1], torch.zeros(16))
+    assert torch.allclose(y[0, :, :-1].amax(0), torch.ones(7)) and torch.equal(y[0, :, :-1].amin(0), torch.zeros(7))
+    (g,) = torch.autograd.grad(y.pow(2).sum(), h, retain_graph=True)
+    (g7,) = torch.autograd.grad(G.minmax_normalize(coords[..., :-1]).pow(2).sum(), h)
+    assert torch.allclose(g, g7)                                 # the flat component adds nothing
+
+
 def test_cross_attention_mask_hand_computed():
     probs = torch.tensor([[0.5, 0.1, 0.0], [0.2, 0.5, 0.1], [0.4, 0.3, 0.0], [0.0, 0.9, 0.3]])   # [HW=4, T=3]
     # token 1: [0.1, 0.5, 0.3, 0.9] -> normalised [0, 0.5, 0.25, 1] -> > 0.3
