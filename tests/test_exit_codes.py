@@ -87,6 +87,21 @@ def test_3_input(tiny_run, tmp_path):
     assert res.exit_code == EXIT_INPUT and "missing.png" in res.stderr
 
 
+@pytest.mark.parametrize("command", ["translate", "freecontrol", "ctrlx", "preprocess"])
+def test_3_the_only_input_unreadable_in_every_command(tiny_run, tmp_path, command):
+    """An unreadable image as the only input is an input error everywhere (not a partial failure: nothing else
+    was written); the diffusion commands stop before loading any model."""
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    args = {"translate": ["cyclegan", "translate", bad, "-c", tiny_run],
+            "freecontrol": ["freecontrol", "--prompt", "a red square", "--condition", bad],
+            "ctrlx": ["ctrlx", "--prompt", "a red square", "--structure", bad],
+            "preprocess": ["preprocess", bad, "--kind", "canny"]}[command]
+    res = run(*args, "--out", tmp_path / "out", "--quiet")
+    assert res.exit_code == EXIT_INPUT and "bad.png" in res.stderr, res.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_4_checkpoint(images, tmp_path):
     res = run("cyclegan", "translate", images, "-c", tmp_path / "no_run", "--out", tmp_path / "o")
     assert res.exit_code == EXIT_CHECKPOINT and "no_run" in res.stderr
@@ -122,6 +137,16 @@ def test_6_eval_twice_refuses_before_any_work(tiny_run, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert run("cyclegan", "eval", tiny_run, "--limit", 2, "--out", target, "--overwrite",
                "--quiet").exit_code == EXIT_OK
+
+
+def test_2_before_6_eval_metrics_on_builtin_shapes(tiny_run, tmp_path, monkeypatch):
+    """The usage error comes first even when the output already exists (fixing the output would not help)."""
+    target = tmp_path / "ev"
+    target.mkdir()
+    (target / "summary.json").write_text("{}")
+    _no_model_load(monkeypatch)
+    res = run("cyclegan", "eval", tiny_run, "--metrics", "fid", "--out", target)
+    assert res.exit_code == EXIT_USAGE and "image-folder dataset" in res.stderr, res.output
 
 
 def test_6_train_into_an_existing_run(tiny_run):

@@ -237,9 +237,11 @@ def test_bases_command_caches_and_feeds_synthesis(model_dir, cache, tmp_path):
 
 def test_bases_import_official(tmp_path):
     layers = [f"up_blocks.1.attentions.{j}.transformer_blocks.0.attn1" for j in range(3)]
+    official = tmp_path / "step_200_sample_20_id_0" / "pca_info.pt"       # where the official script writes it
+    official.parent.mkdir()
     torch.save({i: {"attn_key": {n: {"mean": torch.zeros(32), "basis": torch.eye(32)[:8]} for n in layers}}
-                for i in range(120)}, tmp_path / "pca_info.pt")
-    res = CliRunner().invoke(app, ["freecontrol", "bases", "--import-official", str(tmp_path / "pca_info.pt"),
+                for i in range(120)}, official)
+    res = CliRunner().invoke(app, ["freecontrol", "bases", "--import-official", str(official),
                                    "--out", str(tmp_path / "imported.safetensors"), "--json", "-q"])
     assert res.exit_code == 0, res.output
     (rec,) = json_lines(res.stdout)
@@ -247,8 +249,12 @@ def test_bases_import_official(tmp_path):
     from i2i.freecontrol.bases import read_bases_file
 
     assert read_bases_file(tmp_path / "imported.safetensors").timesteps[-1] == 401
-    res = CliRunner().invoke(app, ["freecontrol", "bases", "--import-official", str(tmp_path / "pca_info.pt")])
+    res = CliRunner().invoke(app, ["freecontrol", "bases", "--import-official", str(official)])
     assert res.exit_code == 2 and "--out" in res.output
+    (tmp_path / "pca_info.pt").write_bytes(official.read_bytes())        # renamed: the schedule is unknown
+    res = CliRunner().invoke(app, ["freecontrol", "bases", "--import-official", str(tmp_path / "pca_info.pt"),
+                                   "--out", str(tmp_path / "x.safetensors")])
+    assert res.exit_code == 4 and "step_N" in res.output and not (tmp_path / "x.safetensors").exists()
 
 
 def test_freecontrol_help_does_not_import_torch():

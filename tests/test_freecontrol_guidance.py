@@ -28,6 +28,28 @@ def test_minmax_normalize_per_component_with_detached_range():
     assert torch.allclose(x.grad[0, :, 0], torch.full((3,), 0.25))  # 1 / (max - min): min and max are detached
 
 
+def test_minmax_normalize_treats_a_component_flat_to_rounding_as_constant():
+    """Keys of a LayerNorm'd input span one dimension fewer than their channels; with every channel kept as a
+    component, the last one's spread is float32 rounding (1e-6 next to 11 on the demo model). It must not be
+    stretched to [0, 1] (its gradient would be 1e6 times the others'): it maps to 0 with no gradient."""
+    torch.manual_seed(0)
+    ln = torch.nn.LayerNorm(8, elementwise_affine=False)
+    proj = torch.nn.Linear(8, 8)
+    h = torch.randn(1, 16, 8, requires_grad=True)
+    keys = proj(ln(h))                                           # [1, HW=16, C=8], rank 7 (+ the bias)
+    flat_keys = keys.detach()[0]
+    _, _, vh = torch.linalg.svd(flat_keys - flat_keys.mean(0), full_matrices=False)
+    coords = (keys - flat_keys.mean(0)) @ vh.T                   # all 8 components
+    spread = (coords.amax(1) - coords.amin(1))[0].detach()
+    assert spread[-1] < 1e-5 * spread[0]                         # the null direction: rounding only
+    y = G.minmax_normalize(coords)
+    assert torch.equal(y[0, :, -1], torch.zeros(16))
+    assert torch.allclose(y[0, :, :-1].amax(0), torch.ones(7)) and torch.equal(y[0, :, :-1].amin(0), torch.zeros(7))
+    (g,) = torch.autograd.grad(y.pow(2).sum(), h, retain_graph=True)
+    (g7,) = torch.autograd.grad(G.minmax_normalize(coords[..., :-1]).pow(2).sum(), h)
+    assert torch.allclose(g, g7)                                 # the flat component adds nothing
+
+
 def test_cross_attention_mask_hand_computed():
     probs = torch.tensor([[0.5, 0.1, 0.0], [0.2, 0.5, 0.1], [0.4, 0.3, 0.0], [0.0, 0.9, 0.3]])   # [HW=4, T=3]
     # token 1: [0.1, 0.5, 0.3, 0.9] -> normalised [0, 0.5, 0.25, 1] -> > 0.3
@@ -174,14 +196,16 @@ def test_import_official_pca_info_by_timestep(tmp_path):
     layers = [f"up_blocks.1.attentions.{j}.transformer_blocks.0.attn1" for j in range(3)]
     data = {i: {"attn_key": {n: {"mean": torch.full((8,), float(i + j)), "basis": torch.eye(8)[:4] * (j + 1)}
                              for j, n in enumerate(layers)}} for i in (0, 1, 119)}
-    torch.save(data, tmp_path / "pca_info.pt")
-    bases = import_official(tmp_path / "pca_info.pt")
+    official = tmp_path / "step_200_sample_20_id_0" / "pca_info.pt"      # where the official script writes it
+    official.parent.mkdir()
+    torch.save(data, official)
+    bases = import_official(official)
     assert bases.timesteps.tolist() == [996, 991, 401]
     assert bases.layers == tuple(layers)
     assert bases.means.shape == (3, 3, 8) and bases.bases.shape == (3, 3, 4, 8)
     assert float(bases.means[2, 1, 0]) == 120.0                       # step 119, layer 1
     assert bases.index(400) == 2 and bases.index(995) == 0
-    assert read_bases_file(tmp_path / "pca_info.pt").layers == tuple(layers)
+    assert read_bases_file(official).layers == tuple(layers)
 
     class Evil:
         def __reduce__(self):
@@ -189,4 +213,30 @@ def test_import_official_pca_info_by_timestep(tmp_path):
 
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({0: Evil()}, protocol=2))
     with pytest.raises(CheckpointError):
-        import_official(tmp_path / "evil.pt")
+        import_official(tmp_path / "evil.pt", 200)
+
+
+def test_import_official_reads_the_schedule_from_the_name_or_refuses(tmp_path):
+    """The official file keys its bases by step index of the schedule that made it (sample_semantic_bases.py:
+    199 steps by default, 200 in its example scripts) and does not record it; its folder name does."""
+    from i2i.freecontrol.bases import import_official, official_schedule_steps, read_bases_file
+
+    layer = "up_blocks.1.attentions.0.transformer_blocks.0.attn1"
+    data = {i: {"attn_key": {layer: {"mean": torch.zeros(4), "basis": torch.eye(4)}}} for i in range(120)}
+    for folder, steps, first, last in (("step_199_sample_10_id_0", 199, 991, 396),      # ratio 5: 198*5+1
+                                       ("step_50_sample_20_id_3", 50, 981, None)):
+        path = tmp_path / folder / "pca_info.pt"
+        path.parent.mkdir()
+        torch.save(data if last else {i: data[i] for i in range(30)}, path)
+        assert official_schedule_steps(path) == steps
+        ts = read_bases_file(path).timesteps.tolist()
+        assert ts[0] == first and ts == sorted(ts, reverse=True)
+        assert last is None or ts[-1] == last
+    assert read_bases_file(tmp_path / "step_50_sample_20_id_3" / "pca_info.pt").timesteps[1] == 961   # 20 apart
+    with pytest.raises(CheckpointError, match="119 is outside the 50-step"):                       # 120 > 50
+        torch.save(data, tmp_path / "cat_step_50.pt")
+        import_official(tmp_path / "cat_step_50.pt")
+    torch.save(data, tmp_path / "pca_info.pt")
+    with pytest.raises(CheckpointError, match="does not record"):
+        read_bases_file(tmp_path / "pca_info.pt")
+    assert import_official(tmp_path / "pca_info.pt", 199).timesteps[0] == 991     # the Python caller may say

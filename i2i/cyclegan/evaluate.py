@@ -149,11 +149,6 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
 
     reporter = reporter or Reporter(quiet=True)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    outputs = (out_dir / "summary.json", out_dir / "grid.png")
-    existing = [p for p in outputs if p.exists()]
-    if existing and not overwrite:   # checked before any model is loaded or image translated
-        raise OutputError(f"{existing[0]}: already exists from an earlier evaluation (pass --overwrite to "
-                          "replace it, or --out for another folder)")
     cfg_path = run_dir / "config.json"
     train_cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text())) if cfg_path.is_file() else None
     dataroot = config.dataroot or (train_cfg.dataroot if train_cfg else None)
@@ -161,6 +156,11 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
         raise InputError(f"{run_dir}: no config.json; pass --dataroot")
     if config.metrics and dataroot == BUILTIN_SHAPES:
         raise UsageError("--metrics needs an image-folder dataset (builtin:shapes has its own accuracy metrics)")
+    outputs = (out_dir / "summary.json", out_dir / "grid.png")
+    existing = [p for p in outputs if p.exists()]
+    if existing and not overwrite:   # after the usage checks, before any model is loaded or image translated
+        raise OutputError(f"{existing[0]}: already exists from an earlier evaluation (pass --overwrite to "
+                          "replace it, or --out for another folder)")
     gens = _generators(run_dir, device, config.best)
     if config.metrics and extractor is None:
         from i2i.metrics.registry import build_extractor

@@ -34,7 +34,8 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
                      ) -> tuple[BatchSummary, "TranslateResult"]:
     """Translate this process's share of ``inputs`` (files, folders, globs, ``@list.txt``; images and videos)
     into ``out`` (a folder, or for one input the output file itself). ``video``: how clips are encoded (None: the
-    defaults, H.264/MP4). Returns the share's summary and the per-file result; failures are in both."""
+    defaults, H.264/MP4). Returns the share's summary and the per-file result; failures are in both. A share of
+    one input that failed raises that input's error (:meth:`TranslateResult.single_error`)."""
     from i2i.cyclegan.translator import TranslateResult
     from i2i.video import split_videos, video_targets
 
@@ -55,6 +56,9 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
     videos, clip_targets = _skip_existing_videos(videos, clip_targets, cfg, result)
     if images or videos:
         result = _translate(images, videos, clip_targets, load, out_dir, cfg, video, device, reporter, result)
+    single = result.single_error(len(mine))
+    if single is not None:
+        raise single
     summary = BatchSummary("cyclegan translate", part, len(items), len(mine), len(result.ok),
                            len(result.skipped), result.failed, out=str(out))
     return summary, result

@@ -30,7 +30,7 @@ from torch import nn
 from i2i.cyclegan.config import GeneratorConfig
 from i2i.cyclegan.networks import MIN_SIDE, required_multiple
 from i2i.device import Precision, autocast, use_channels_last
-from i2i.errors import I2IError, UsageError
+from i2i.errors import I2IError, InputError, OutputError, UsageError
 from i2i.images import (InputItem, check_write_mode, image_to_tensor, load_image, output_path, remove_stale_temps,
                         save_image, tensor_to_image)
 from i2i.progress import Reporter
@@ -83,6 +83,19 @@ class TranslateResult:
     ok: list[Path] = field(default_factory=list)                 # written outputs
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
     skipped: list[Path] = field(default_factory=list)            # outputs that existed (``skip_existing``)
+    errors: list[I2IError] = field(default_factory=list, repr=False)   # the failures as raised, in order
+
+    def fail(self, path: str | Path, exc: I2IError, reporter: Reporter) -> None:
+        """Record and report one input's failure (the batch goes on)."""
+        self.errors.append(exc)
+        self.failed.append((str(path), str(exc)))
+        reporter.item_error(str(path), str(exc))
+        reporter.result({"input": str(path), "status": "error", "error": str(exc)})
+
+    def single_error(self, n_inputs: int) -> I2IError | None:
+        """The error to raise as it is when a job's only input failed (its own exit code, e.g. 3 for an
+        unreadable image), as every command does; None otherwise (exit 1 needs outputs beside the failures)."""
+        return self.errors[0] if n_inputs == 1 and self.errors and not self.ok else None
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -246,10 +259,8 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
         if cfg.skip_existing and targets[i].exists():
             result.skipped.append(targets[i])
         elif not cfg.overwrite and targets[i].exists():
-            reason = f"{targets[i]}: already exists (pass --overwrite to replace it)"
-            result.failed.append((str(it.path), reason))
-            reporter.item_error(str(it.path), reason)
-            reporter.result({"input": str(it.path), "status": "error", "error": reason})
+            result.fail(it.path, OutputError(f"{targets[i]}: already exists (pass --overwrite to replace it)"),
+                        reporter)
         else:
             todo.append(it)
     if not todo:
@@ -274,9 +285,7 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
             try:
                 save_image(tensor_to_image(y), target, overwrite=cfg.overwrite)
             except I2IError as exc:
-                result.failed.append((str(item.path), str(exc)))
-                reporter.item_error(str(item.path), str(exc))
-                reporter.result({"input": str(item.path), "status": "error", "error": str(exc)})
+                result.fail(item.path, exc, reporter)
             else:
                 result.ok.append(target)
                 reporter.result({"input": str(item.path), "output": str(target), "status": "ok",
@@ -286,9 +295,7 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
     with reporter.progress(len(todo), "translate") as advance:
         for j, x, error in loader:
             if x is None:
-                result.failed.append((str(todo[j].path), error or "cannot read"))
-                reporter.item_error(str(todo[j].path), error or "cannot read")
-                reporter.result({"input": str(todo[j].path), "status": "error", "error": error})
+                result.fail(todo[j].path, InputError(error or f"{todo[j].path}: cannot read"), reporter)
                 advance(1)
                 continue
             key = tuple(x.shape)

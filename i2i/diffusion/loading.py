@@ -71,7 +71,9 @@ def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    from i2i.hub import offline as hub_offline
+
+    return hub_offline()
 
 
 def is_single_file(model: str | os.PathLike) -> bool:
@@ -89,11 +91,15 @@ def resolve_model_folder(model: str) -> Path:
         raise CheckpointError(f"{model}: no such model folder")
     from diffusers import DiffusionPipeline
 
+    from i2i.hub import download_hint, require_weights
+
+    hint = download_hint(model, "--model")
+    cached = require_weights(model, "model_index.json", "the diffusion model", hint)   # fails at once if missing
     try:
-        folder = DiffusionPipeline.download(model, local_files_only=offline())
+        folder = DiffusionPipeline.download(model, local_files_only=cached or offline())
     except Exception as exc:
-        hint = " (offline: HF_HUB_OFFLINE is set and it is not in the local cache)" if offline() else ""
-        raise CheckpointError(f"{model}: cannot find this model{hint}: {type(exc).__name__}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{model}: cannot get this model ({type(exc).__name__}: {reason}). {hint}") from exc
     return Path(folder)
 
 

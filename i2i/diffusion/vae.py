@@ -101,7 +101,10 @@ def load_vae(spec: str | os.PathLike, config: str | None = None):
             if sub is None and not (path / "config.json").is_file():
                 raise CheckpointError(f"--vae {spec}: not a diffusers VAE folder (no config.json or vae/config.json)")
             return AutoencoderKL.from_pretrained(str(path), subfolder=sub)
-        return AutoencoderKL.from_pretrained(str(spec), local_files_only=offline())
+        from i2i.hub import download_hint, require_weights
+
+        cached = require_weights(str(spec), "config.json", "--vae", download_hint(str(spec), "--vae"))
+        return AutoencoderKL.from_pretrained(str(spec), local_files_only=cached or offline())
     except CheckpointError:
         raise
     except Exception as exc:

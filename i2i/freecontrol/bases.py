@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,14 +275,45 @@ def schedule_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000
     return [i * ratio + steps_offset for i in reversed(range(num_inference_steps))]
 
 
-def import_official(path: str | Path, num_inference_steps: int = 200, num_train_timesteps: int = 1000,
+# The official script writes its file to ``.../step_{num_steps}_sample_{N}_id_{k}/pca_info.pt`` (and its Gradio
+# list names it ``{class}_step_{num_steps}_sample_{N}_id_{k}``): the only place the schedule is recorded.
+_STEPS_IN_NAME = re.compile(r"(?:^|[^a-z0-9])step_(\d+)(?:$|[^0-9])", re.IGNORECASE)
+
+
+def official_schedule_steps(path: str | Path) -> int | None:
+    """The DDIM step count an official ``pca_info.pt`` was made with, read from its file or folder name
+    (``step_199_sample_10_id_0/pca_info.pt``, ``cat_step_50.pt``); None when neither names one. The file itself
+    keys its bases by step index only."""
+    path = Path(path)
+    for name in (path.stem, path.parent.name):
+        found = _STEPS_IN_NAME.search(name)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def import_official(path: str | Path, num_inference_steps: int | None = None, num_train_timesteps: int = 1000,
                     steps_offset: int = 1) -> SemanticBases:
     """Read the official ``pca_info.pt`` (``{step index: {'attn_key': {module: {'mean': [C], 'basis': [K, C]}}}}``,
     step indices of a ``num_inference_steps``-step "leading" schedule) and key it by timestep value.
 
+    The file does not record its schedule: ``num_inference_steps`` None reads it from the folder or file name
+    the official script gives it (``step_{N}_sample_...``, see :func:`official_schedule_steps`) and refuses
+    (:class:`~i2i.errors.CheckpointError`) when the name does not say, rather than guess: a 50-step file read as
+    200 steps would pair every basis with the wrong timesteps.
     Loaded with ``torch.load(weights_only=True)``: no code in the file is ever run.
     """
     path = Path(path)
+    if num_inference_steps is None:
+        num_inference_steps = official_schedule_steps(path)
+        if num_inference_steps is None:
+            raise CheckpointError(
+                f"{path}: an official pca_info.pt keys its bases by step index and does not record how many DDIM "
+                "steps made it; keep it in the folder the official script wrote (step_N_sample_M_id_K) or put "
+                "step_N in its name (e.g. cat_step_200.pt, N: the --num_steps it was sampled with, 199 by default "
+                "in sample_semantic_bases.py, 200 in its example scripts)")
+    if not 1 <= num_inference_steps <= num_train_timesteps:
+        raise CheckpointError(f"{path}: a {num_inference_steps}-step schedule is not possible")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
@@ -296,8 +328,9 @@ def import_official(path: str | Path, num_inference_steps: int = 200, num_train_
         raise CheckpointError(f"{path}: expected integer step indices as keys") from exc
     schedule = schedule_timesteps(num_inference_steps, num_train_timesteps, steps_offset)
     steps = sorted(data)
-    if steps[-1] >= len(schedule):
-        raise CheckpointError(f"{path}: step index {steps[-1]} is outside a {num_inference_steps}-step schedule")
+    if steps[0] < 0 or steps[-1] >= len(schedule):
+        raise CheckpointError(f"{path}: step index {steps[-1] if steps[0] >= 0 else steps[0]} is outside the "
+                              f"{num_inference_steps}-step schedule its name gives")
     try:
         layers = tuple(sorted(data[steps[0]]["attn_key"]))
         means = torch.stack([torch.stack([data[i]["attn_key"][n]["mean"].float() for n in layers]) for i in steps])
@@ -309,13 +342,14 @@ def import_official(path: str | Path, num_inference_steps: int = 200, num_train_
                          {"source": "official", "file": str(path), "steps": num_inference_steps}, path, False)
 
 
-def read_bases_file(path: str | Path) -> SemanticBases:
-    """Bases from a file: ours (``.safetensors``) or the official ``pca_info.pt``."""
+def read_bases_file(path: str | Path, official_steps: int | None = None) -> SemanticBases:
+    """Bases from a file: ours (``.safetensors``) or the official ``pca_info.pt`` (``official_steps``: the step
+    count that made it; None: from its name, see :func:`import_official`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such bases file")
     if path.suffix in (".pt", ".pth", ".bin"):
-        return import_official(path)
+        return import_official(path, official_steps)
     loaded = load_bases(path)
     if loaded is None:
         raise CheckpointError(f"{path}: not a valid i2i bases file (corrupt or another format version)")

@@ -40,15 +40,27 @@ def semantic_coordinates(keys: torch.Tensor, mean: torch.Tensor, basis: torch.Te
     return (keys.float() - mean.float()) @ basis.float().T
 
 
+# A component whose spread is below this fraction of the largest component's is constant up to float32 rounding.
+FLAT_RTOL = 1e-5
+
+
 def minmax_normalize(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Scale ``x`` to [0, 1] along ``dim`` (for coordinates ``[B, HW, K]``: per sample and component over positions).
 
     The minimum and maximum are detached, as in the official code, so gradients flow only through ``x``.
-    A constant slice maps to 0.
+    A constant slice maps to 0 (no gradient), and so does a slice whose spread is below ``FLAT_RTOL`` times the
+    largest spread along the last dimension (the components): such a component is constant in exact arithmetic,
+    e.g. the direction the keys cannot take when the basis holds every key channel (the keys are a linear map of
+    a LayerNorm output, whose channels sum to zero, so they span one dimension fewer than they have). Stretched to
+    [0, 1], its rounding noise would weigh as much as the leading components in the energy, with gradients
+    ``1 / spread`` times the others', and make the guided result depend on the machine's summation order (the demo
+    model: 64 key channels, 64 components). Components this flat never occur with SD's 1280 key channels.
     """
     lo = x.amin(dim=dim, keepdim=True).detach()
     hi = x.amax(dim=dim, keepdim=True).detach()
-    return (x - lo) / (hi - lo).clamp_min(1e-12)
+    spread = hi - lo
+    flat = spread <= FLAT_RTOL * spread.amax(dim=-1, keepdim=True)
+    return torch.where(flat, torch.zeros_like(x), (x - lo) / spread.clamp_min(1e-12))
 
 
 def cross_attention_mask(probs: torch.Tensor, token_indices: list[int], threshold: float) -> torch.Tensor:

@@ -97,9 +97,7 @@ def translate_videos(videos: Sequence["InputItem"], targets: Sequence[Path], gen
         try:
             job = translate_video(item.path, target, gen, gen_cfg, cfg, video, device, reporter)
         except I2IError as exc:
-            result.failed.append((str(item.path), str(exc)))
-            reporter.item_error(str(item.path), str(exc))
-            reporter.result({"input": str(item.path), "status": "error", "error": str(exc)})
+            result.fail(item.path, exc, reporter)
             continue
         result.ok.append(job.output)
         reporter.info(f"{item.path}: {job.frames} frames in {job.seconds:.1f} s ({job.fps:.2f} frames/s), "
