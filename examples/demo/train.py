@@ -221,9 +221,13 @@ def evaluate_prompts(pipe, steps: int, guidance: float, seeds: tuple[int, ...] =
 # - negative prompt "outline" instead of the official list (words this model never saw): the model also draws
 #   outline sketches, and without it guided samples often copied the sketch's hollow outline.
 # With the mask and no negative prompt, seeds 0-2 gave IoU 0.63 and colour 69%; with these settings 0.73 and 89%.
+# - 32 semantic components, not the official 64: the model's keys have 64 channels and span 63 directions, so a
+#   64th component is float32 rounding that min-max normalisation stretched to [0, 1], which made the guided result
+#   depend on the thread count (docs/freecontrol.md, "Why results once changed with the thread count").
 FREECONTROL_SETTINGS: dict = {
     "num_inference_steps": 50,
     "structure_weight": 1200.0,
+    "n_components": 32,
     "inversion_steps": 200,
     "mask_threshold": 0.0,
     "negative_prompt": "outline",
