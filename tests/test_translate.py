@@ -11,6 +11,7 @@ from i2i.cyclegan.config import GeneratorConfig
 from i2i.cyclegan.networks import define_G
 from i2i.cyclegan.translator import (TranslateConfig, blend_ramp, pad_to_multiple, tile_starts, translate_images,
                                      translate_pil, translate_tensor)
+from i2i.errors import OutputError
 from i2i.images import expand_inputs, image_to_tensor
 from i2i.progress import Reporter
 
@@ -99,8 +100,13 @@ def test_existing_outputs_kept_unless_overwrite(gen, tmp_path):
     out.mkdir()
     (out / "x.png").write_bytes(b"precious")
     items = expand_inputs([tmp_path / "x.png"])
-    res = translate_images(items, gen, CFG, out, TranslateConfig(num_workers=0))
-    assert not res.ok and "already exists" in res.failed[0][1]
+    with pytest.raises(OutputError, match="already exists"):     # the only item: its own error, not a result
+        translate_images(items, gen, CFG, out, TranslateConfig(num_workers=0))
+    assert (out / "x.png").read_bytes() == b"precious"
+    noise_image(16, 16).save(tmp_path / "y.png")                 # with another item: reported, the other written
+    res = translate_images(expand_inputs([tmp_path / "x.png", tmp_path / "y.png"]), gen, CFG, out,
+                           TranslateConfig(num_workers=0))
+    assert [p.name for p in res.ok] == ["y.png"] and "already exists" in res.failed[0][1]
     assert (out / "x.png").read_bytes() == b"precious"
     res = translate_images(items, gen, CFG, out, TranslateConfig(num_workers=0, overwrite=True))
     assert res.ok and Image.open(out / "x.png").size == (16, 16)
