@@ -53,14 +53,20 @@ def test_still_clip_gives_still_video_and_existing_output_rules(tmp_path, monkey
     assert res.exit_code == 0 and json.loads(res.stdout.splitlines()[-1])["skipped"] == 1
 
 
-def test_moving_clip_keeps_frame_count_and_overwrites(tmp_path):
+def test_moving_clip_keeps_frame_count_and_overwrites(tmp_path, monkeypatch):
+    from i2i.preprocess import maps
+
+    mapped = []
+    real = maps.condition_map
+    monkeypatch.setattr(maps, "condition_map", lambda image, *a: mapped.append(image.size) or real(image, *a))
     clip = make_clip(tmp_path / "clip.mkv", n=4, width=48, height=32, fps=10, audio=False)
     target = tmp_path / "moving.mp4"
-    for extra in ((), ("--overwrite",)):
+    for extra in ((), ("--overwrite", "--preprocess", "invert")):
         res = ctrlx("--prompt", "a red square", "--structure", clip, "--out", target, *extra)
         assert res.exit_code == 0, res.output
     info = probe_video(target)
     assert (info.frames, info.fps, info.audio_codec) == (4, 10, None)
+    assert mapped == [(48, 32)] * 4                   # --preprocess: each frame mapped, once, in the second run
     assert not list(tmp_path.glob("*.tmp*"))
 
 
