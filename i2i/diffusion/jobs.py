@@ -213,16 +213,16 @@ def _fail(run_jobs_count: int, failures: list, name: str, exc: I2IError, reporte
 
 def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[str, "Image.Image"], list]], list]:
     """This rank's jobs that can run: existing outputs refused (unless overwriting; with ``skip_existing`` a job whose
-    outputs all exist is left out) and every input image read, with no model loaded yet. Returns ``(ready,
-    failures)``; ``ready`` holds ``(job, images, output names)``."""
+    outputs all exist is left out) and every input image read (of a video, its header), with no model loaded yet.
+    Returns ``(ready, failures)``; ``ready`` holds ``(job, images, output names)``."""
     from i2i.diffusion.video_jobs import check_video_job, is_video_job, video_job_names
     from i2i.images import load_image, names_one_file
     from i2i.preprocess.kinds import check_kind
     from i2i.video import is_video_file
 
     check_kind(run.preprocess)                     # a bad kind stops the command before any model is loaded
-    one_file = not is_video_file(run.out) and names_one_file(run.out, sum(j["num_images"] for j in run.jobs),
-                                                             "images")
+    videos = is_video_file(run.out) and any(is_video_job(run, job) for job in run.jobs)   # --out clip.mp4
+    one_file = not videos and names_one_file(run.out, sum(job["num_images"] for job in run.jobs), "images")
     part, mine = run.share()
     if part.count > 1:
         reporter.info(f"rank {part.index} of {part.count}: {len(mine)} of {len(run.jobs)} job(s)")
