@@ -28,6 +28,7 @@ class Reporter:
     json_mode: bool = False
     console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
     plain_every: float = 60.0          # without a terminal: seconds between plain progress lines at most
+    _bars: int = field(default=0, init=False, repr=False)   # progress bars open now (only the outer one shows)
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -53,11 +54,21 @@ class Reporter:
 
         ``completed``: work already done before this call (a resumed run), not counted in the speed. Disabled
         with ``quiet``. The bar shows ``status`` text (e.g. current losses) when given. Without a terminal, plain
-        lines instead (:meth:`_plain_progress`).
+        lines instead (:meth:`_plain_progress`). A bar opened while another is open shows nothing (e.g. the
+        denoising steps of each frame of a video, under the video's bar of frames).
         """
-        if self.quiet:
+        if self.quiet or self._bars:
             yield lambda n=1, **fields: None
             return
+        self._bars += 1
+        try:
+            with self._bar(total, description, completed) as advance:
+                yield advance
+        finally:
+            self._bars -= 1
+
+    @contextmanager
+    def _bar(self, total: int | None, description: str, completed: int) -> Iterator[Callable[..., None]]:
         if not self.console.is_terminal:
             with self._plain_progress(total, description, completed) as advance:
                 yield advance

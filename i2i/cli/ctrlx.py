@@ -14,7 +14,8 @@ from i2i.ctrlx.config import CONTROL, CTRLX, OFFICIAL_SELF_RECURRENCE
 def ctrlx_flags(
     structure: Annotated[Optional[list[str]], typer.Option(
         "--structure", "-s", help="Structure image (sketch, edges, depth, a photo, ...): the output keeps its "
-        "layout and aspect ratio; repeatable.", rich_help_panel=BATCH_PANEL)] = None,
+        "layout and aspect ratio; repeatable. A video (clip.mp4) makes a video: one frame per frame, all with "
+        "the same seed.", rich_help_panel=BATCH_PANEL)] = None,
     appearance: Annotated[Optional[list[str]], typer.Option(
         "--appearance", "-a", help="Appearance image: the output takes its colours and textures (default: an "
         "appearance generated from the prompt); once for all, or once per --structure.",

@@ -26,7 +26,8 @@ ModelOpt = Annotated[Optional[str], typer.Option(
 
 def freecontrol_flags(
     condition: Annotated[Optional[list[str]], typer.Option(
-        "--condition", "-c", help="Condition image (sketch, depth, edges, a photo, ...); repeatable.",
+        "--condition", "-c", help="Condition image (sketch, depth, edges, a photo, ...); repeatable. A video "
+        "(clip.mp4) makes a video: one frame per frame, all with the same seed.",
         rich_help_panel=BATCH_PANEL)] = None,
     appearance: Annotated[Optional[list[str]], typer.Option(
         "--appearance", "-a", help="Appearance image: DDIM-inverted, its appearance vectors replace the unguided "

@@ -3,7 +3,8 @@ flags or a JSONL file; each job gets an index, a seed and an output name that de
 batch sharded under ``accelerate launch`` (or torchrun: ``RANK`` / ``WORLD_SIZE``, or ``--shard K/N``: see
 :mod:`i2i.shard`) writes the same files as one process. :func:`run_jobs` is the loop: shard, refuse (or with
 ``skip_existing`` pass over) existing outputs and read every input *before* the model is loaded, then generate, save
-and report one JSON record per image (:func:`result_record`)."""
+and report one JSON record per image (:func:`result_record`). A job whose first input is a video makes a video,
+frame by frame with one seed (:mod:`i2i.diffusion.video_jobs`)."""
 
 from __future__ import annotations
 
@@ -212,27 +213,35 @@ def _fail(run_jobs_count: int, failures: list, name: str, exc: I2IError, reporte
 
 def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[str, "Image.Image"], list]], list]:
     """This rank's jobs that can run: existing outputs refused (unless overwriting; with ``skip_existing`` a job whose
-    outputs all exist is left out) and every input image read, with no model loaded yet. Returns ``(ready,
-    failures)``; ``ready`` holds ``(job, images, output names)``."""
+    outputs all exist is left out) and every input image read (of a video, its header), with no model loaded yet.
+    Returns ``(ready, failures)``; ``ready`` holds ``(job, images, output names)``."""
+    from i2i.diffusion.video_jobs import check_video_job, is_video_job, video_job_names
     from i2i.images import load_image, names_one_file
     from i2i.preprocess.kinds import check_kind
+    from i2i.video import is_video_file
 
     check_kind(run.preprocess)                     # a bad kind stops the command before any model is loaded
-    one_file = names_one_file(run.out, sum(job["num_images"] for job in run.jobs), "images")
+    videos = is_video_file(run.out) and any(is_video_job(run, job) for job in run.jobs)   # --out clip.mp4
+    one_file = not videos and names_one_file(run.out, sum(job["num_images"] for job in run.jobs), "images")
     part, mine = run.share()
     if part.count > 1:
         reporter.info(f"rank {part.index} of {part.count}: {len(mine)} of {len(run.jobs)} job(s)")
     failures: list[tuple[str, str]] = []
     ready = []
     for job in mine:
+        video = is_video_job(run, job)
         names = output_names(job, run.out, one_file, run.extras)
+        names = video_job_names(run, job, names) if video else names
         if run.skip_existing and all(p.exists() for entry in names for p in entry.values()):
             continue                                   # done by an earlier run: counted by run_jobs
         try:
             existing = None if run.overwrite else existing_output(names)
             if existing is not None:
                 raise OutputError(f"{existing}: already exists (pass --overwrite to replace it)")
-            images = {key: load_image(job[key]) for key in run.schema.images if job.get(key) is not None}
+            if video:
+                check_video_job(run, job)
+            images = {key: load_image(job[key]) for key in run.schema.images
+                      if job.get(key) is not None and not (video and key == run.schema.primary)}
         except (InputError, OutputError) as exc:
             _fail(len(mine), failures, job[run.schema.primary] if isinstance(exc, InputError) else job["name"],
                   exc, reporter)
@@ -251,7 +260,8 @@ def make_maps(run: JobRun, model: Any, ready: list[tuple[dict, dict[str, "Image.
     size = run.map_size(model) if run.map_size is not None else None
     primary = run.schema.primary
     for _, images, _ in ready:
-        images[primary] = condition_map(images[primary], run.preprocess, size)
+        if primary in images:                      # not a video job's (its frames are mapped one by one)
+            images[primary] = condition_map(images[primary], run.preprocess, size)
 
 
 def run_jobs(run: JobRun, load: Callable[[], Any],
@@ -272,22 +282,36 @@ def run_jobs(run: JobRun, load: Callable[[], Any],
         remove_stale_temps([p for _, _, names in ready for entry in names for p in entry.values()])
     for job, images, names in ready:
         try:
-            start = time.perf_counter()
-            result = generate(model, job, images)
-            seconds = time.perf_counter() - start
-            for k, paths in enumerate(names):
-                written = _save_job_image(run, result, k, paths)
-                reporter.info("wrote " + " and ".join(str(p) for p in written.values()))
-                record = result_record(job, run.schema, written, seconds, result.record)
-                if run.scorers is not None:
-                    from i2i.metrics.score import score_records
-
-                    record = score_records([record], run.scorers, condition_key=run.schema.primary)[0]
-                reporter.result(record)
+            _run_job(run, model, job, images, names, generate, reporter)
             done += 1
         except I2IError as exc:
             _fail(len(ready) + len(failures), failures, job["name"], exc, reporter)
     return _finish(run, done, failures, reporter)
+
+
+def _run_job(run: JobRun, model: Any, job: dict[str, Any], images: dict[str, "Image.Image"],
+             names: list[dict[str, Path]], generate: Callable, reporter: "Reporter") -> None:
+    """Generate one job, save its images (or its video: :mod:`i2i.diffusion.video_jobs`) and report a record
+    per output."""
+    from i2i.diffusion.video_jobs import generate_clip, is_video_job
+
+    if is_video_job(run, job):
+        record = generate_clip(run, model, job, images, names[0]["image"], generate, reporter)
+        reporter.info(f"wrote {record['image']} ({record['frames']} frames)")
+        reporter.result(record)
+        return
+    start = time.perf_counter()
+    result = generate(model, job, images)
+    seconds = time.perf_counter() - start
+    for k, paths in enumerate(names):
+        written = _save_job_image(run, result, k, paths)
+        reporter.info("wrote " + " and ".join(str(p) for p in written.values()))
+        record = result_record(job, run.schema, written, seconds, result.record)
+        if run.scorers is not None:
+            from i2i.metrics.score import score_records
+
+            record = score_records([record], run.scorers, condition_key=run.schema.primary)[0]
+        reporter.result(record)
 
 
 def _save_job_image(run: JobRun, result: JobResult, k: int, paths: dict[str, Path]) -> dict[str, Path]:
