@@ -231,7 +231,7 @@ FREECONTROL_SETTINGS: dict = {
     "inversion_steps": 200,
     "mask_threshold": 0.0,
     "negative_prompt": "outline",
-    "bases": {"num_inference_steps": 50, "negative_prompt": ""},
+    "bases": {"num_inference_steps": 50, "negative_prompt": "", "n_components": 32},
 }
 # Ctrl-X and plain sampling on this model (i2i_ctrlx.json, i2i_generate.json): 25 steps (a 64 px model needs no
 # more), guidance 7.5, no positive suffix and "outline" as the negative prompt, as for FreeControl.
