@@ -22,7 +22,9 @@ def run(*args):
 
 
 def json_lines(text):
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    """The JSON records of a command's output, a batch's closing summary record (``kind: summary``) left out."""
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [r for r in records if r.get("kind") != "summary"]
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,8 @@ def test_cli_without_model_uses_the_demo(tmp_path):
                            str(tmp_path / "out"), "--json", "--quiet"], capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    record = json.loads(proc.stdout.splitlines()[-1])
+    record, summary = (json.loads(line) for line in proc.stdout.splitlines()[-2:])
+    assert summary["kind"] == "summary" and summary["generated"] == 1
     guided, unguided = read_shape_file(record["image"]), read_shape_file(record["unguided"])
     target = render_mask(SKETCH_SPECS["square"], 64)
     assert iou(guided.mask, target) > iou(unguided.mask, target)

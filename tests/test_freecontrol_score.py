@@ -32,7 +32,8 @@ def test_score_adds_both_scores_to_each_record(models, model_dir, tmp_path):  # 
                       "--condition", SQUARE, "--out", tmp_path / "out", "--json", "--score",
                       "--dino", models / "vit", "--clip", models / "clip")
     assert res.exit_code == 0, res.output
-    (record,) = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    record, summary = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert summary["kind"] == "summary"
     expected = score_images([record["image"]], [SQUARE], ["a red square"],
                             load_scorers(dino=str(models / "vit"), clip=str(models / "clip")))[0]
     assert record["self_sim"] == pytest.approx(expected["self_sim"]) and record["self_sim"] > 0
@@ -61,7 +62,8 @@ def test_ctrlx_score_measures_structure_against_the_structure_image(models, tmp_
                                    "--out", str(tmp_path), "--json", "-q", "--score", "--dino", str(models / "vit"),
                                    "--clip", str(models / "clip")])
     assert res.exit_code == 0, res.output
-    (record,) = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    record, summary = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert summary["kind"] == "summary"
     expected = score_images([record["image"]], [SQUARE], ["a blue square"],
                             load_scorers(dino=str(models / "vit"), clip=str(models / "clip")))[0]
     assert record["self_sim"] == pytest.approx(expected["self_sim"])
