@@ -235,13 +235,12 @@ def translate(
     ext: Annotated[str, typer.Option("--ext", help="Output format extension.")] = ".png",
     suffix: Annotated[str, typer.Option("--suffix", help="Appended to each output file name.")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
-    skip_existing: SkipExistingOpt = False, shard: ShardOpt = None,
     num_workers: Annotated[Optional[int], typer.Option(
         "--num-workers", help="Background decoding processes (default: 2 on a GPU or a CPU with more than 4 "
         "cores, else 0: decoding in the main process).", show_default=False)] = None,
-    codec: CodecOpt = "h264", crf: CrfOpt = 18, temporal: TemporalOpt = False,
+    skip_existing: SkipExistingOpt = False, shard: ShardOpt = None, temporal: TemporalOpt = False,
     net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
-    input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None,
+    input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None, codec: CodecOpt = "h264", crf: CrfOpt = 18,
     device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:

@@ -23,8 +23,9 @@ import typer
 from typer.core import TyperGroup
 
 from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, Group, JsonOpt,
-                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, ShardOpt, SkipExistingOpt, TextDeviceOpt, VaeDecodeOpt, VaeOpt,
-                            check_vae_options, quiet_libraries, run_guarded, warn_unknown_demo_words)
+                            NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, ShardOpt, SkipExistingOpt, TextDeviceOpt,
+                            VaeDecodeOpt, VaeOpt, check_vae_options, quiet_libraries, run_guarded,
+                            warn_unknown_demo_words)
 from i2i.cli.options import Defaults, Source, declared_command, given_changes, peek_option
 from i2i.cli.preprocess import PreprocessOpt
 from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, job_scorers
