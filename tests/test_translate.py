@@ -100,8 +100,9 @@ def test_existing_outputs_kept_unless_overwrite(gen, tmp_path):
     out.mkdir()
     (out / "x.png").write_bytes(b"precious")
     items = expand_inputs([tmp_path / "x.png"])
-    with pytest.raises(OutputError, match="already exists"):     # the only item: its own error, not a result
-        translate_images(items, gen, CFG, out, TranslateConfig(num_workers=0))
+    alone = translate_images(items, gen, CFG, out, TranslateConfig(num_workers=0))
+    error = alone.single_error(len(items))                       # the only item: a job raises its own error
+    assert isinstance(error, OutputError) and "already exists" in str(error) and not alone.ok
     assert (out / "x.png").read_bytes() == b"precious"
     noise_image(16, 16).save(tmp_path / "y.png")                 # with another item: reported, the other written
     res = translate_images(expand_inputs([tmp_path / "x.png", tmp_path / "y.png"]), gen, CFG, out,

@@ -266,7 +266,7 @@ def translate(
             _video_options(codec, crf, temporal), shard, dev, reporter)
         reporter.info(summary.line())
         reporter.result(summary.record())
-        if result.failed:
+        if result.failed_job(skip_existing):
             raise PartialFailure(f"{len(result.failed)} of {summary.inputs} input(s) failed", result.failed)
 
     run_guarded(go, debug, reporter)

@@ -92,6 +92,12 @@ class TranslateResult:
         reporter.item_error(str(path), str(exc))
         reporter.result({"input": str(path), "status": "error", "error": str(exc)})
 
+    def failed_job(self, skip_existing: bool) -> bool:
+        """Whether the failures fail the job (exit 1). With ``skip_existing`` (a restartable job) inputs that cannot
+        be read do not: they stay unreadable on every restart, so the job is finished once everything else is
+        written; they are named once on stderr and in the summary."""
+        return any(not (skip_existing and isinstance(e, InputError)) for e in self.errors)
+
     def single_error(self, n_inputs: int) -> I2IError | None:
         """The error to raise as it is when a job's only input failed (its own exit code, e.g. 3 for an
         unreadable image), as every command does; None otherwise (exit 1 needs outputs beside the failures)."""
