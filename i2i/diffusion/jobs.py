@@ -296,7 +296,8 @@ def _run_job(run: JobRun, model: Any, job: dict[str, Any], images: dict[str, "Im
     from i2i.diffusion.video_jobs import generate_clip, is_video_job
 
     if is_video_job(run, job):
-        record = generate_clip(run, model, job, images, names[0]["image"], generate, reporter)
+        fields, seconds = generate_clip(run, model, job, images, names[0]["image"], generate, reporter)
+        record = result_record(job, run.schema, {"image": names[0]["image"]}, seconds, fields)
         reporter.info(f"wrote {record['image']} ({record['frames']} frames)")
         reporter.result(record)
         return

@@ -55,12 +55,11 @@ def check_video_job(run: "JobRun", job: dict[str, Any]) -> None:
 
 def generate_clip(run: "JobRun", model: Any, job: dict[str, Any], images: dict[str, "Image.Image"], target: Path,
                   generate: Callable[[Any, dict[str, Any], dict[str, "Image.Image"]], "JobResult"],
-                  reporter: "Reporter") -> dict[str, Any]:
+                  reporter: "Reporter") -> tuple[dict[str, Any], float]:
     """Write ``target``: ``generate(model, job, images)`` with each frame of the job's video as its first image
-    (turned into the ``run.preprocess`` map first, if any); returns the job's ``--json`` record (the job, the
-    files, the method's fields of the last frame, and the clip's frames, fps (frames generated per second) and
-    seconds)."""
-    from i2i.diffusion.jobs import result_record
+    (turned into the ``run.preprocess`` map first, if any); returns the fields of the job's ``--json`` record
+    (the method's fields of the last frame, and the clip's frames, fps (frames generated per second), size and
+    audio) and the seconds it took."""
     from i2i.video.diffusion import generate_video
 
     primary = run.schema.primary
@@ -78,5 +77,4 @@ def generate_clip(run: "JobRun", model: Any, job: dict[str, Any], images: dict[s
 
     clip = generate_video(job[primary], target, frame_fn, overwrite=run.overwrite, reporter=reporter)
     record = clip.record()
-    extra = {**fields, **{k: record[k] for k in ("frames", "fps", "width", "height", "audio")}}
-    return result_record(job, run.schema, {"image": target}, clip.seconds, extra)
+    return {**fields, **{k: record[k] for k in ("frames", "fps", "width", "height", "audio")}}, clip.seconds

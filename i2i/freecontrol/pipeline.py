@@ -44,7 +44,7 @@ from i2i.diffusion.inversion import Trajectory, invert_condition
 from i2i.diffusion.jobs import JobResult
 from i2i.diffusion.model import DiffusionModel, Start
 from i2i.errors import CheckpointError, UsageError
-from i2i.freecontrol import guidance as G
+import i2i.freecontrol.guidance as G
 from i2i.freecontrol.bases import SemanticBases, cached_bases, read_bases_file
 from i2i.freecontrol.config import DEFAULT_SEED, FREECONTROL, BasesConfig, FreeControlConfig
 from i2i.freecontrol.features import (FeatureStore, block_attention_layers, default_feature_block,
