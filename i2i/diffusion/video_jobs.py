@@ -4,7 +4,8 @@ from the same initial noise and a still scene stays still) and written as a vide
 ``.mp4`` (H.264; the source's frame rate, timestamps and audio kept: :func:`i2i.video.diffusion.generate_video`).
 
 The job loop (:func:`i2i.diffusion.jobs.run_jobs`) calls :func:`video_job_names` and :func:`check_video_job` while it
-prepares (no model loaded) and :func:`generate_clip` to run one."""
+prepares (no model loaded) and :func:`generate_clip` to run one; ``run`` is its :class:`~i2i.diffusion.jobs.JobRun`
+(typed ``Any`` here, so that this module does not import the loop that imports it)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ from i2i.errors import UsageError
 if TYPE_CHECKING:
     from PIL import Image
 
-    from i2i.diffusion.jobs import JobResult, JobRun
     from i2i.progress import Reporter
 
 
-def is_video_job(run: "JobRun", job: dict[str, Any]) -> bool:
+def is_video_job(run: Any, job: dict[str, Any]) -> bool:
     """Whether ``job``'s first input (the structure / condition) is a video file."""
     from i2i.video import is_video_file
 
@@ -28,7 +28,7 @@ def is_video_job(run: "JobRun", job: dict[str, Any]) -> bool:
     return primary is not None and job.get(primary) is not None and is_video_file(job[primary])
 
 
-def video_job_names(run: "JobRun", job: dict[str, Any], names: list[dict[str, Path]]) -> list[dict[str, Path]]:
+def video_job_names(run: Any, job: dict[str, Any], names: list[dict[str, Path]]) -> list[dict[str, Path]]:
     """The one output of a video job: the image output's name with ``.mp4`` (``--out clip.mp4``: that file, for a
     batch of one job). No companion outputs (``--extras``) and one output per job (``--num-images 1``)."""
     from i2i.video import is_video_file
@@ -43,7 +43,7 @@ def video_job_names(run: "JobRun", job: dict[str, Any], names: list[dict[str, Pa
     return [{"image": names[0]["image"].with_suffix(".mp4")}]
 
 
-def check_video_job(run: "JobRun", job: dict[str, Any]) -> None:
+def check_video_job(run: Any, job: dict[str, Any]) -> None:
     """Refuse what a video job cannot do, and read the clip's header (a clear error for a missing, empty or
     corrupt clip: :mod:`i2i.video.reading`), before any model is loaded."""
     from i2i.video.reading import probe_video
@@ -53,8 +53,8 @@ def check_video_job(run: "JobRun", job: dict[str, Any]) -> None:
     probe_video(job[run.schema.primary])
 
 
-def generate_clip(run: "JobRun", model: Any, job: dict[str, Any], images: dict[str, "Image.Image"], target: Path,
-                  generate: Callable[[Any, dict[str, Any], dict[str, "Image.Image"]], "JobResult"],
+def generate_clip(run: Any, model: Any, job: dict[str, Any], images: dict[str, "Image.Image"], target: Path,
+                  generate: Callable[[Any, dict[str, Any], dict[str, "Image.Image"]], Any],
                   reporter: "Reporter") -> tuple[dict[str, Any], float]:
     """Write ``target``: ``generate(model, job, images)`` with each frame of the job's video as its first image
     (turned into the ``run.preprocess`` map first, if any); returns the fields of the job's ``--json`` record
