@@ -41,11 +41,9 @@ TextDeviceOpt = Annotated[Optional[str], typer.Option(
 DiffusionPrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
     "fp32 unless --vae gives one.", rich_help_panel="Common", show_default=False)]
-NumImagesOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images per job (default: 1).",
-                                           show_default=False, rich_help_panel=BATCH_PANEL)]
-OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (default: out), or for a run that makes "
-                                         "one image the file itself, e.g. lion.png.", show_default=False,
-                                         rich_help_panel=BATCH_PANEL)]
+NumImagesOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images per job.", rich_help_panel=BATCH_PANEL)]
+OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder, or for a run that makes one image the "
+                                         "file itself, e.g. lion.png.", rich_help_panel=BATCH_PANEL)]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.",
                                             rich_help_panel=BATCH_PANEL)]
 SkipExistingOpt = Annotated[bool, typer.Option(
