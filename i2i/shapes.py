@@ -147,14 +147,20 @@ def render(spec: ShapeSpec, size: int, style: str = "filled") -> Image.Image:
     return canvas.resize((size, size), Image.Resampling.BOX)
 
 
-def render_mask(spec: ShapeSpec, size: int) -> "np.ndarray":
-    """The filled region of ``spec`` at ``size`` px: bool array ``[size, size]`` (pixel more than half covered)."""
+def render_coverage(spec: ShapeSpec, size: int) -> "np.ndarray":
+    """How much of each pixel ``spec`` covers at ``size`` px: float32 array ``[size, size]`` in [0, 1]
+    (anti-aliased, as :func:`render` draws it): the alpha to composite a shape over any background."""
     import numpy as np
 
     big = size * _SUPERSAMPLE
     canvas = Image.new("L", (big, big), 0)
     _draw(spec, big, 255, None, 0, canvas)
-    return np.asarray(canvas.resize((size, size), Image.Resampling.BOX)) >= 128
+    return np.asarray(canvas.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255.0
+
+
+def render_mask(spec: ShapeSpec, size: int) -> "np.ndarray":
+    """The filled region of ``spec`` at ``size`` px: bool array ``[size, size]`` (pixel more than half covered)."""
+    return render_coverage(spec, size) >= 128 / 255.0
 
 
 @dataclass(frozen=True)
