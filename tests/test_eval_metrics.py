@@ -1,5 +1,5 @@
-"""``i2i cyclegan eval --metrics``: FID/KID/domain on a tiny folder run with the offline stand-in extractor,
-exit codes, --json, overwrite rules, one-sided runs and a custom extractor from Python."""
+"""``i2i cyclegan eval --metrics``: FID/KID on a tiny folder run with the offline stand-in extractor, exit codes
+(including the removed domain score), --json, overwrite rules, one-sided runs and a custom extractor from Python."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from i2i.cli.app import app
 from i2i.cyclegan.evaluate import EvalConfig, evaluate
+from i2i.errors import UsageError
 from i2i.metrics.features import FeatureExtractor
 
 
@@ -44,7 +45,7 @@ def folder_run(tmp_path_factory):
 
 def test_eval_metrics_json_and_no_second_overwrite(folder_run, tmp_path):
     out = tmp_path / "ev"
-    res = run("cyclegan", "eval", folder_run, "--metrics", "fid,kid,domain", "--features", "random-cnn",
+    res = run("cyclegan", "eval", folder_run, "--metrics", "fid,kid", "--features", "random-cnn",
               "--out", out, "--json", "--quiet")
     assert res.exit_code == 0, res.output
     summary = json_lines(res.stdout)[0]
@@ -56,7 +57,6 @@ def test_eval_metrics_json_and_no_second_overwrite(folder_run, tmp_path):
         stats = summary[direction]
         assert stats["images"] == 8 and stats["real_target_images"] == 8
         assert stats["fid"] > 0 and stats["kid_std"] >= 0 and stats["kid_subset_size"] == 4
-        assert 0 <= stats["domain"] <= 1 and stats["domain_classifier_accuracy"] > 0.9   # red vs blue
         assert stats["cycle_l1"] > 0
     before = (out / "summary.json").stat().st_mtime_ns
     again = run("cyclegan", "eval", folder_run, "--metrics", "kid", "--features", "random-cnn", "--out", out)
@@ -87,6 +87,16 @@ def test_eval_metric_errors_have_their_exit_codes(folder_run, tmp_path, monkeypa
     assert res.exit_code == 2 and "image-folder" in res.stderr
 
 
+def test_the_removed_domain_score_is_a_usage_error_that_says_why(folder_run, tmp_path):
+    res = run("cyclegan", "eval", folder_run, "--metrics", "kid,domain", "--features", "random-cnn", "--out",
+              tmp_path / "f")
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "domain score was removed because" in res.stderr and "choose from fid,kid" in res.stderr
+    assert not (tmp_path / "f").exists()
+    with pytest.raises(UsageError, match="domain score was removed"):     # the library says the same
+        EvalConfig(metrics=("domain",))
+
+
 def test_eval_help_warns_about_fid_bias():
     res = run("cyclegan", "eval", "--help")
     assert res.exit_code == 0
@@ -98,7 +108,7 @@ def test_one_sided_run_is_evaluated_a_to_b_only(folder_run, tmp_path):
     shutil.copytree(folder_run, one)
     for ckpt in (one / "checkpoints").iterdir():
         (ckpt / "G_B.safetensors").unlink()
-    res = run("cyclegan", "eval", one, "--metrics", "kid,domain", "--features", "random-cnn", "--json", "--quiet")
+    res = run("cyclegan", "eval", one, "--metrics", "kid", "--features", "random-cnn", "--json", "--quiet")
     assert res.exit_code == 0, res.output
     summary = json_lines(res.stdout)[0]
     assert summary["directions"] == ["AtoB"] and "BtoA" not in summary
@@ -118,9 +128,8 @@ class MeanColour(nn.Module):
 def test_evaluate_from_python_with_a_custom_extractor(folder_run, tmp_path):
     net = MeanColour()
     ex = FeatureExtractor(net, name="mean-colour", size=16, value_range="unit")
-    summary = evaluate(folder_run, tmp_path / "py", EvalConfig(metrics=("kid", "domain")), extractor=ex)
+    summary = evaluate(folder_run, tmp_path / "py", EvalConfig(metrics=("kid",)), extractor=ex)
     assert summary["features"] == "mean-colour" and set(net.shapes) == {(3, 16, 16)}
-    # real A, real B, translated A->B, translated B->A: 4 sets of 8 images
+    # real B, translated A->B, real A, translated B->A: 4 sets of 8 images
     assert len(net.shapes) == 4
-    assert summary["AtoB"]["domain_classifier_accuracy"] == 1.0      # red vs blue mean colours
     assert summary["AtoB"]["kid"] == summary["AtoB"]["kid"] and "fid" not in summary["AtoB"]

@@ -1,5 +1,6 @@
-"""FID/KID against closed forms computed here independently, the domain probe, extractor plumbing, the Inception
-weights route and the training-time KID's RNG neutrality. Tiny random extractors only (offline, CPU)."""
+"""FID/KID against closed forms computed here independently, extractor plumbing, the Inception weights route, the
+training-time KID's RNG neutrality, and that no i2i module imports scikit-learn (the domain score that needed it
+was removed). Tiny random extractors only (offline, CPU)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from PIL import Image
 from torch import nn
 
 from i2i.errors import CheckpointError, InputError, UsageError
-from i2i.metrics.domain import domain_score
 from i2i.metrics.features import FeatureExtractor
 from i2i.metrics.frechet import fid
 from i2i.metrics.kernel import default_subset_size, kid
@@ -113,19 +113,6 @@ def test_too_few_images_are_input_errors():
         fid(x[:1], x)
     with pytest.raises(InputError):
         kid(x, x[:1])
-    with pytest.raises(InputError):
-        domain_score(x[:1], x, x)
-
-
-def test_domain_probe_separates_domains_and_scores_translations():
-    src = gaussian(100, [0.0] * 3, [1.0] * 3, 20)
-    tgt = gaussian(100, [4.0] * 3, [1.0] * 3, 21)
-    good = gaussian(40, [4.0] * 3, [1.0] * 3, 22)
-    score = domain_score(src, tgt, good)
-    assert score.classifier_accuracy > 0.95 and score.target_share > 0.95
-    assert domain_score(src, tgt, src[:40]).target_share < 0.05
-    # indistinguishable domains: the held-out accuracy says the score is meaningless
-    assert domain_score(src, gaussian(100, [0.0] * 3, [1.0] * 3, 23), good).classifier_accuracy < 0.7
 
 
 class Recorder(nn.Module):
@@ -263,10 +250,30 @@ def test_importing_the_metrics_modules_loads_no_heavy_library():
     import sys
 
     code = ("import sys, i2i.metrics, i2i.metrics.registry, i2i.metrics.score, i2i.cli.score, i2i.cli.eval_table\n"
-            "heavy = [m for m in ('torch', 'transformers', 'torchmetrics', 'sklearn') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'transformers', 'torchmetrics') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_no_i2i_module_imports_scikit_learn_and_it_is_not_declared():
+    """Every import statement of i2i/ (top level or inside a function) and every module name given as a string
+    (lazy tables, ``import_module``), so a lazy ``from sklearn ... import`` is found too."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "i2i"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [node.value] if isinstance(node, ast.Constant) and isinstance(node.value, str) else [])
+            found += [f"{path.relative_to(package.parent)}:{node.lineno}" for n in names
+                      if n == "sklearn" or n.startswith("sklearn.")]
+    assert len(list(package.rglob("*.py"))) > 50 and not found, found
+    pyproject = (package.parent / "pyproject.toml").read_text()
+    assert "scikit-learn" not in pyproject and '"scipy>=' in pyproject      # scipy stays: i2i/shapes.py
 
 
 def test_inception_without_torch_fidelity_says_what_to_install(monkeypatch, tmp_path):

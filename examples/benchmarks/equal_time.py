@@ -9,7 +9,7 @@ iterations. Give ``--n-epochs`` after ``--`` to make every schedule outlast the 
 JSON line. Usage:
 
     python examples/benchmarks/equal_time.py DATAROOT --minutes 15 --out runs/equal-time \\
-        --metrics kid,domain --features random-cnn -- --crop-size 64 --load-size 72
+        --metrics kid --features random-cnn -- --crop-size 64 --load-size 72
 
 On builtin:shapes (no flags after ``--``) the runs use the shapes preset and eval reports the reader's accuracy.
 """
@@ -48,10 +48,18 @@ def main() -> None:
     ap.add_argument("--out", default="runs/equal-time")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--threads", type=int, default=1, help="threads per run (all runs share the machine)")
-    ap.add_argument("--metrics", default="", help="eval metrics for image folders, e.g. kid,domain")
+    ap.add_argument("--metrics", default="", help="eval metrics for image folders, e.g. fid,kid")
     ap.add_argument("--features", default="inception", help="feature extractor for the metrics")
     ap.add_argument("--limit", type=int, default=None, help="eval images per direction (default: all)")
     args = ap.parse_args(argv)
+    if args.metrics:   # an unknown or removed metric stops here, not after the training budget
+        from i2i.cyclegan.evaluate import EvalConfig
+        from i2i.errors import UsageError
+
+        try:
+            EvalConfig(metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()))
+        except UsageError as exc:
+            ap.error(str(exc))
     out = Path(args.out)
     methods = args.methods.split(",")
 

@@ -97,7 +97,7 @@ def new_dependencies(dist: str) -> dict[str, float]:
     """What installing ``dist`` adds to i2i's other dependencies: name -> installed MB."""
     try:
         core = set().union(*(requirements(r) for r in ("torch", "diffusers", "transformers", "accelerate", "typer",
-                                                         "rich", "pillow", "scikit-learn", "torchmetrics",
+                                                         "rich", "pillow", "scipy", "torchmetrics",
                                                          "safetensors", "numpy")))
     except md.PackageNotFoundError:
         core = set()

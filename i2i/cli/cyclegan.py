@@ -342,8 +342,8 @@ def eval_(
                                         "best one).")],
     best: BestOpt = False,
     metrics: Annotated[Optional[str], typer.Option(
-        "--metrics", help="Also compute these, comma-separated: fid, kid, domain (translated vs the real target "
-        "test folder; image folders only). FID on a few hundred images is biased upwards (compare only at equal "
+        "--metrics", help="Also compute these, comma-separated: fid, kid (translated vs the real target test "
+        "folder; image folders only). FID on a few hundred images is biased upwards (compare only at equal "
         "set sizes); KID is unbiased and reported with its std over subsets.")] = None,
     features: Annotated[str, typer.Option(
         "--features", help="Feature extractor for --metrics: inception (the standard; needs its weights, see "
@@ -365,7 +365,7 @@ def eval_(
     device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Cycle and identity L1 on testA/testB (B only for two-sided runs), optionally FID/KID/domain score; on
+    """Cycle and identity L1 on testA/testB (B only for two-sided runs), optionally FID/KID; on
     builtin:shapes, shape/colour/position accuracy. Prints a table; --json prints the summary."""
     reporter = Reporter(quiet=quiet, json_mode=json)
 

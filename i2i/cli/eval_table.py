@@ -7,9 +7,9 @@ from typing import Any
 from i2i.progress import Reporter
 
 # summary key -> column title, in print order; KID is shown as "mean ± std"
-COLUMNS = {"images": "n", "fid": "FID", "kid": "KID ± std", "domain": "domain", "domain_classifier_accuracy":
-           "probe", "cycle_l1": "cycle L1", "identity_l1": "idt L1", "all_accuracy": "all",
-           "shape_accuracy": "shape", "colour_accuracy": "colour", "position_accuracy": "position"}
+COLUMNS = {"images": "n", "fid": "FID", "kid": "KID ± std", "cycle_l1": "cycle L1", "identity_l1": "idt L1",
+           "all_accuracy": "all", "shape_accuracy": "shape", "colour_accuracy": "colour",
+           "position_accuracy": "position"}
 FID_BIAS_BELOW = 2000
 
 

@@ -2,9 +2,9 @@
 
 - On an image folder (``testA``/``testB``): mean cycle L1 (A -> B -> A and B -> A -> B) and identity L1
   (G_B(A) vs A, G_A(B) vs B), on the [-1, 1] scale, at the training resolution (``resolution="train"``:
-  resized as in training) or at original sizes. With ``metrics``: FID, KID (mean and std over subsets) and the
-  domain-classification score of the translated images against the real target test folder
-  (:mod:`i2i.metrics`), on the features of ``features`` (Inception-v3 by default) or of a given extractor.
+  resized as in training) or at original sizes. With ``metrics``: FID and KID (mean and std over subsets) of the
+  translated images against the real target test folder (:mod:`i2i.metrics`), on the features of ``features``
+  (Inception-v3 by default) or of a given extractor.
   A one-sided run (no G_B in its checkpoint) is evaluated A -> B only, without cycle/identity L1.
 - On ``builtin:shapes``: the true counterpart of every test image is known, so we also measure accuracy: a
   circle translated A -> B must become a square of the same colour at the same place (and vice versa). The
@@ -29,6 +29,7 @@ from i2i.cyclegan.data import BUILTIN_SHAPES, list_images
 from i2i.cyclegan.translator import translate_pil
 from i2i.errors import InputError, OutputError, UsageError
 from i2i.images import image_to_tensor, load_image, save_image
+from i2i.metrics import DOMAIN_SCORE_REMOVED
 from i2i.progress import Reporter
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ POSITION_TOLERANCE = 0.08
 SHAPES_TEST_OFFSET = 10_000_000
 
 
-METRICS = ("fid", "kid", "domain")
+METRICS = ("fid", "kid")
 RESOLUTIONS = ("train", "original")
 
 
@@ -59,6 +60,8 @@ class EvalConfig:
     best: bool = False                 # the run's best checkpoint (trained with --eval-every), not its latest
 
     def __post_init__(self) -> None:
+        if "domain" in self.metrics:
+            raise UsageError(f"--metrics domain: {DOMAIN_SCORE_REMOVED}; choose from {','.join(METRICS)}")
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
             raise UsageError(f"--metrics {','.join(unknown)}: choose from {','.join(METRICS)}")
@@ -231,7 +234,7 @@ def _eval_shapes(gens, train_cfg, config, device, reporter, summary) -> list[lis
 
 
 def _eval_folders(gens, train_cfg, config, device, reporter, summary, extractor) -> list[list[Image.Image]]:
-    """Cycle/identity L1 per direction, and FID/KID/domain of translated vs real target images."""
+    """Cycle/identity L1 per direction, and FID/KID of translated vs real target images."""
     resolution, size, how = eval_size(config, train_cfg)
     keep_aspect = how.startswith("width")
     summary.update(resolution=resolution, image_size=how)
@@ -251,11 +254,9 @@ def _eval_folders(gens, train_cfg, config, device, reporter, summary, extractor)
         back = gens.get("BtoA" if direction == "AtoB" else "AtoB")
         stats, fakes = _translate_set(G, cfg, back, reals[src], config, device, reporter, direction, grid_rows)
         if config.metrics and fakes:
-            for d in (src, dst):
-                if d not in features:
-                    features[d] = extractor([img for _, img in reals[d]])
-            stats.update(distribution_metrics(config.metrics, features[src], features[dst], extractor(fakes),
-                                              config.kid_subsets))
+            if dst not in features:
+                features[dst] = extractor([img for _, img in reals[dst]])
+            stats.update(distribution_metrics(config.metrics, features[dst], extractor(fakes), config.kid_subsets))
             stats["real_target_images"] = len(reals[dst])
         summary[direction] = stats
     return grid_rows
@@ -290,10 +291,9 @@ def _translate_set(G, cfg, back, images, config, device, reporter, direction, gr
     return stats, fakes
 
 
-def distribution_metrics(metrics: tuple[str, ...], real_source: Any, real_target: Any, translated: Any,
+def distribution_metrics(metrics: tuple[str, ...], real_target: Any, translated: Any,
                          kid_subsets: int = 100) -> dict[str, Any]:
-    """The requested metrics of translated-image features against real target (and source) features."""
-    from i2i.metrics.domain import domain_score
+    """The requested metrics of translated-image features against real target features."""
     from i2i.metrics.frechet import fid
     from i2i.metrics.kernel import kid
 
@@ -302,6 +302,4 @@ def distribution_metrics(metrics: tuple[str, ...], real_source: Any, real_target
         out["fid"] = fid(real_target, translated)
     if "kid" in metrics:
         out.update(kid(real_target, translated, subsets=kid_subsets).to_dict())
-    if "domain" in metrics:
-        out.update(domain_score(real_source, real_target, translated).to_dict())
     return out
