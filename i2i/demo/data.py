@@ -39,8 +39,8 @@ BACKGROUND_SHARES: tuple[tuple[str, float], ...] = (("white", 0.45), ("tint", 0.
 FILL_SHARES: tuple[tuple[str, float], ...] = (("solid", 0.60), ("stripes", 0.20), ("checks", 0.20))
 SECOND_OBJECT_SHARE = 0.25
 TINT_RANGE = (205, 255)          # each channel of a background tint: light, far from every named colour
-SHADE_RANGE = (0.88, 1.06)       # the object's colour is multiplied by this
-PATTERN_DARKER = 0.82            # the second tone of stripes and checks: the colour times this
+SHADE_RANGE = (0.94, 1.06)       # the object's colour is multiplied by this
+PATTERN_DARKER = 0.88            # the second tone of stripes and checks: the colour times this
 SECOND_SIZE_RANGE = (0.07, 0.11)
 
 

@@ -17,8 +17,8 @@ def demo_model_path() -> Path:
     path = ASSETS / DEMO_MODEL_NAME
     if not (path / "model_index.json").is_file():
         raise CheckpointError(f"the bundled demo model is missing ({path}); pass --model with a local Stable "
-                              "Diffusion folder or hub id, or train it from a source checkout: python "
-                              "examples/demo/train.py")
+                              "Diffusion folder or hub id, or train it: python -m i2i.demo.train --run DIR "
+                              "(docs/demo-model.md)")
     return path
 
 
