@@ -88,7 +88,7 @@ def test_training_script_writes_a_loadable_pipeline(tmp_path):
         assert json.loads((out / name).read_text()) == json.loads((demo_model_path() / name).read_text())
 
 
-@pytest.mark.parametrize("script", ["train.py", "report.py", "appearance_report.py", "ctrlx_report.py"])
+@pytest.mark.parametrize("script", ["train.py", "report.py", "appearance_report.py", "ctrlx_report.py", "protocol.py"])
 def test_demo_tools_run_as_scripts(script):
     import subprocess
 

@@ -170,8 +170,6 @@ def main(model: str = "", split: str = "tuning", methods: str = ",".join(METHODS
     (comma-separated: freecontrol, ctrlx), write the JSON to OUT (refused if it exists, unless --overwrite) and
     print the targets' table. LIMIT: only the first N cases of each kind (a smoke test); THREADS: torch CPU threads
     (0: torch's default); REPEATS: timed calls of each kind; IMAGES: a folder to save every output in."""
-    import torch
-
     from i2i.demo.model import demo_model_path
     from i2i.errors import I2IError, OutputError, UsageError
 
@@ -184,6 +182,8 @@ def main(model: str = "", split: str = "tuning", methods: str = ",".join(METHODS
         if out and Path(out).exists() and not overwrite:
             raise OutputError(f"{out} already exists; pass --overwrite to replace it")
         if threads:
+            import torch
+
             torch.set_num_threads(threads)
         result = run_protocol(model or str(demo_model_path()), split, chosen, limit, repeats, device,
                               images=Path(images) if images else None)
