@@ -303,14 +303,30 @@ def estimate_background(arr: "np.ndarray", threshold: int = 60, ring: int = 2) -
     return np.stack([np.ones((h, w)), gx / w, gy / h], axis=2) @ coef
 
 
+def _fill_small_holes(mask: "np.ndarray", fraction: float = 0.1) -> "np.ndarray":
+    """``mask`` with its holes filled where each is at most ``fraction`` of the filled area (the dots of a dotted
+    fill): a ring's large inside stays open, so an outline is not read as a filled shape."""
+    import numpy as np
+    from scipy import ndimage
+
+    filled = ndimage.binary_fill_holes(mask)
+    labels, n = ndimage.label(filled & ~mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    small = sizes <= fraction * filled.sum()
+    small[0] = False
+    return mask | small[labels]
+
+
 def read_object(img: Image.Image, threshold: int = 60, ring: int = 2) -> ShapeReading:
     """Read the largest object of ``img`` on a background that need not be white (a tint, a soft gradient), as
     :func:`read_shape` does on white.
 
     The background is estimated from the ``ring``-pixel border (:func:`estimate_background`); the foreground is
     every pixel whose largest channel difference from it exceeds ``threshold``. Gaps of up to two pixels are
-    closed and holes filled (a striped or dotted fill reads as one object), and the largest connected component
-    is the object. Its colour is the nearest named colour to the median of its foreground pixels away from its
+    closed and small holes filled (a striped or dotted fill reads as one object; an outline stays an outline), and
+    the largest connected component is the object. Its colour is the nearest named colour to the median of its foreground pixels away from its
     edge (one pixel eroded, when that leaves any); its shape comes from :func:`classify_mask`.
     """
     import numpy as np
@@ -323,7 +339,7 @@ def read_object(img: Image.Image, threshold: int = 60, ring: int = 2) -> ShapeRe
         return ShapeReading(None, None, foreground, None, 0.0, 0.0)
     padded = np.pad(foreground, 2)                # closing must not eat into an object touching the border
     closed = ndimage.binary_closing(padded, structure=np.ones((3, 3), bool), iterations=1)[2:-2, 2:-2]
-    mask = _largest_component(ndimage.binary_fill_holes(closed | foreground))
+    mask = _largest_component(_fill_small_holes(closed | foreground))
     inner = ndimage.binary_erosion(mask, iterations=1) & foreground
     own = mask & foreground
     return _describe(arr, mask, arr[inner if inner.sum() >= 4 else own])

@@ -188,3 +188,14 @@ def test_object_reader_border_and_second_object():
     assert reading.colour == "red" and iou(reading.mask, render_mask(big, 64)) > 0.85
     blank = read_object(Image.fromarray(tint("green", 0.2, 32).astype(np.uint8)))
     assert (blank.shape, blank.colour, blank.area) == (None, None, 0.0)
+
+
+def test_object_reader_fills_dots_but_not_an_outline():
+    from i2i.shapes import read_object
+
+    spec = ShapeSpec("circle", "blue", 0.5, 0.5, 0.3)
+    dots = render_mask(spec, 64) & ~((np.arange(64)[:, None] % 6 < 3) & (np.arange(64)[None, :] % 6 < 3))
+    dotted = Image.fromarray(np.where(dots[..., None], np.array(COLOURS["blue"], np.uint8), np.uint8(250)))
+    assert iou(read_object(dotted).mask, render_mask(spec, 64)) > 0.9          # 3-px background dots inside
+    outline = read_object(render(spec, 64, style="outline"))
+    assert iou(outline.mask, render_mask(spec, 64)) < 0.3                      # a ring, not a disk
