@@ -120,7 +120,7 @@ def tiny_model(tmp_path_factory):
 
 
 def test_runner_measures_every_target_on_a_tiny_model(tiny_model, tmp_path, monkeypatch):
-    sys.path.insert(0, str(ROOT / "examples" / "demo"))
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "demo"))
     monkeypatch.setenv("I2I_CACHE_DIR", str(tmp_path / "cache"))
     from protocol import run_protocol
 
@@ -148,3 +148,21 @@ def test_runner_refuses_to_overwrite_and_bad_methods(tmp_path):
     proc = subprocess.run([sys.executable, script, "--methods", "freecontrol,sdedit"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "sdedit" in proc.stderr
+
+
+def test_the_unguided_sample_is_freecontrols_unguided_sibling(tiny_model, tmp_path, monkeypatch):
+    import torch
+
+    from i2i.freecontrol.pipeline import FreeControlPipeline
+    from i2i.generate.pipeline import GeneratePipeline
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "demo"))
+    from protocol import unguided_config
+
+    fc = FreeControlPipeline.from_pretrained(str(tiny_model), device="cpu", cache_dir=tmp_path)
+    plain = GeneratePipeline.from_pretrained(str(tiny_model), device="cpu")
+    case = cases("heldout")[3]
+    out = fc(case.prompt, case.sketch_image(fc.default_size), seed=case.seed)
+    sample = plain(case.prompt, unguided_config(fc.default_config(), plain), seed=case.seed)
+    assert torch.allclose(sample.latents, out.unguided_latents, atol=1e-5)
+    assert not torch.allclose(sample.latents, out.latents, atol=1e-3)           # guidance moved the guided one

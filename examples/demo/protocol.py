@@ -4,8 +4,9 @@
 
 Every case of the split (:mod:`i2i.demo.protocol`) is generated through the library's pipelines with their default
 settings (the model folder's ``i2i_<method>.json`` applies, as it does for the CLI) and read off the pixels
-(:func:`i2i.demo.protocol.score`). FreeControl: each structure case with its unguided sibling (the same prompt and
-seed, plain sampling), each appearance case with its appearance image. Ctrl-X: the same cases, and the time of one
+(:func:`i2i.demo.protocol.score`). FreeControl: each case as the CLI makes it, and for structure cases the unguided
+sample (plain sampling with the same prompt, seed and FreeControl's sampling settings); appearance cases pass their
+appearance image. Ctrl-X: the same cases, and the time of one
 Ctrl-X image against one plain sample (:class:`i2i.generate.pipeline.GeneratePipeline`, the same number of steps),
 timed alternately, median of ``--repeats``, for a structure case and an appearance case; the worse ratio counts.
 
@@ -40,21 +41,32 @@ def _save(folder: Path | None, name: str, image) -> None:
         image.save(folder / f"{name}.png")
 
 
-def freecontrol_rows(pipe, todo: list[Case], advance: Advance = _noop, images: Path | None = None
+def unguided_config(config, plain):
+    """Plain sampling's settings for FreeControl's unguided sample: FreeControl's steps, guidance scale, negative
+    prompt and size (deterministic DDIM, as FreeControl samples), so it is FreeControl's unguided sibling."""
+    return dataclasses.replace(plain.default_config(), num_inference_steps=config.num_inference_steps,
+                               guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt, eta=0.0,
+                               size=config.size)
+
+
+def freecontrol_rows(pipe, plain, todo: list[Case], advance: Advance = _noop, images: Path | None = None
                      ) -> list[dict[str, Any]]:
-    """FreeControl on each case with the pipeline's default settings: structure cases also read the unguided
-    sibling; appearance cases pass the appearance image (and skip the sibling). ``images``: a folder to save the
-    outputs in (``<case>-freecontrol.png``, ``<case>-unguided.png``)."""
+    """FreeControl on each case as the CLI makes it (default settings, no unguided sibling), the appearance image
+    passed when the case has one; structure cases also read the unguided sample (``plain``, a
+    :class:`~i2i.generate.pipeline.GeneratePipeline`, with the same prompt, seed and :func:`unguided_config`).
+    ``images``: a folder to save the outputs in (``<case>-freecontrol.png``, ``<case>-unguided.png``)."""
     size, rows = pipe.default_size, []
+    plain_cfg = unguided_config(pipe.default_config(), plain)
     for case in todo:
         t0 = time.perf_counter()
         look = case.appearance_image(size)
-        out = pipe(case.prompt, case.sketch_image(size), seed=case.seed, appearance=look, unguided=look is None)
-        row = {**case.as_dict(), "method": "freecontrol", **score(case, out.images[0])}
-        _save(images, f"{case.name}-freecontrol", out.images[0])
+        image = pipe(case.prompt, case.sketch_image(size), seed=case.seed, appearance=look, unguided=False).images[0]
+        _save(images, f"{case.name}-freecontrol", image)
+        row = {**case.as_dict(), "method": "freecontrol", **score(case, image)}
         if look is None:
-            _save(images, f"{case.name}-unguided", out.unguided[0])
-            sibling = score(case, out.unguided[0])
+            unguided = plain(case.prompt, plain_cfg, seed=case.seed).images[0]
+            _save(images, f"{case.name}-unguided", unguided)
+            sibling = score(case, unguided)
             row.update(unguided_iou=sibling["iou"], unguided_colour=sibling["read_colour"])
         rows.append({**row, "seconds": round(time.perf_counter() - t0, 2)})
         advance(1, status=f"{case.name} IoU {row['iou']:.2f} {row['read_colour']}")
@@ -139,13 +151,14 @@ def run_protocol(model: str, split: str, methods: tuple[str, ...], limit: int = 
     todo = [c for c in cases(split) if not limit or c.index < limit]
     t0, rows, timing = time.perf_counter(), [], None
     total = len(todo) * len(methods) + (2 * repeats if "ctrlx" in methods else 0)
+    plain = load("generate", model, device)
     with reporter.progress(total, f"protocol {split}") as advance:
         if "freecontrol" in methods:
-            rows += freecontrol_rows(load("freecontrol", model, device), todo, advance, images)
+            rows += freecontrol_rows(load("freecontrol", model, device), plain, todo, advance, images)
         if "ctrlx" in methods:
             pipe = load("ctrlx", model, device)
             rows += ctrlx_rows(pipe, todo, advance, images)
-            timing = ctrlx_timing(pipe, load("generate", model, device), todo, repeats, advance)
+            timing = ctrlx_timing(pipe, plain, todo, repeats, advance)
     summary = summarise(rows, timing)
     return {"split": split, "model": str(model), "methods": list(methods), "limit": limit, "summary": summary,
             "checks": checks(summary), "timing": timing, "rows": rows, "seconds": round(time.perf_counter() - t0, 1),
