@@ -37,6 +37,9 @@ BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 OUTLINE: tuple[int, int, int] = (0, 0, 0)
 # Default half-extent range (fraction of the image side) and margin kept free around the shape.
 SIZE_RANGE: tuple[float, float] = (0.16, 0.32)
+# Below this chroma (largest minus smallest channel) a colour is black, grey or white, not one of COLOURS (the
+# least chromatic of them, green, has 130): read_object gives such an object no colour.
+MIN_CHROMA = 50
 MARGIN = 0.04
 _SUPERSAMPLE = 4
 
@@ -238,12 +241,15 @@ def foreground_mask(img: Image.Image, threshold: int = 60) -> "np.ndarray":
     return (255 - arr).max(axis=2) > threshold
 
 
-def _describe(arr: "np.ndarray", mask: "np.ndarray", colour_pixels: "np.ndarray") -> ShapeReading:
+def _describe(arr: "np.ndarray", mask: "np.ndarray", colour_pixels: "np.ndarray", min_chroma: float = 0.0
+              ) -> ShapeReading:
     """A reading of the object ``mask`` (bool [H, W], non-empty) of the RGB array ``arr``, its colour the nearest
-    named colour to the median of ``colour_pixels`` ([N, 3])."""
+    named colour to the median of ``colour_pixels`` ([N, 3]), or None when that median's chroma (largest minus
+    smallest channel) is below ``min_chroma``."""
     import numpy as np
 
-    colour = nearest_colour(np.median(colour_pixels, axis=0))
+    median = np.median(colour_pixels, axis=0)
+    colour = nearest_colour(median) if float(median.max() - median.min()) >= min_chroma else None
     shape, fill = classify_mask(mask)
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
@@ -342,7 +348,7 @@ def read_object(img: Image.Image, threshold: int = 60, ring: int = 2) -> ShapeRe
     mask = _largest_component(_fill_small_holes(closed | foreground))
     inner = ndimage.binary_erosion(mask, iterations=1) & foreground
     own = mask & foreground
-    return _describe(arr, mask, arr[inner if inner.sum() >= 4 else own])
+    return _describe(arr, mask, arr[inner if inner.sum() >= 4 else own], MIN_CHROMA)
 
 
 def read_outline_region(img: Image.Image, threshold: int = 100) -> "np.ndarray":

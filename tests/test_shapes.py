@@ -199,3 +199,14 @@ def test_object_reader_fills_dots_but_not_an_outline():
     assert iou(read_object(dotted).mask, render_mask(spec, 64)) > 0.9          # 3-px background dots inside
     outline = read_object(render(spec, 64, style="outline"))
     assert iou(outline.mask, render_mask(spec, 64)) < 0.3                      # a ring, not a disk
+    assert outline.colour is None                                               # black is none of the colours
+
+
+def test_object_reader_colour_of_shades_and_of_grey():
+    from i2i.shapes import read_object
+
+    spec = ShapeSpec("square", "red", 0.5, 0.5, 0.25)
+    for rgb, colour in (((150, 25, 25), "red"), ((20, 110, 35), "green"), ((110, 110, 110), None),
+                        ((40, 40, 60), None)):
+        img = np.where(render_mask(spec, 64)[..., None], np.array(rgb, np.uint8), np.uint8(245))
+        assert read_object(Image.fromarray(img)).colour == colour, rgb
