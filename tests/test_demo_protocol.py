@@ -166,3 +166,10 @@ def test_the_unguided_sample_is_freecontrols_unguided_sibling(tiny_model, tmp_pa
     sample = plain(case.prompt, unguided_config(fc.default_config(), plain), seed=case.seed)
     assert torch.allclose(sample.latents, out.unguided_latents, atol=1e-5)
     assert not torch.allclose(sample.latents, out.latents, atol=1e-3)           # guidance moved the guided one
+
+
+def test_the_protocol_library_does_not_import_torch():
+    import subprocess
+
+    code = "import sys, i2i.demo.protocol, i2i.demo.targets; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
