@@ -4,7 +4,7 @@ Used by CycleGAN's ``builtin:shapes`` (domain A circles, domain B squares with o
 size distribution, so the true counterpart of every image is known) and by the demo text-to-image model
 (captions like "a red circle", black outline sketches as FreeControl conditions). The reader
 (:func:`read_shape`) recovers shape, colour, mask and centroid from any image of this kind, which is how both
-are evaluated.
+are evaluated; :func:`read_object` does the same on backgrounds that are not white (tints, soft gradients).
 
 Geometry is relative: a :class:`ShapeSpec` has its centre ``(cx, cy)`` and half-extent ``size`` as fractions
 of the image side, so one spec renders at any resolution. Circle, square and triangle with the same spec share
@@ -37,6 +37,9 @@ BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 OUTLINE: tuple[int, int, int] = (0, 0, 0)
 # Default half-extent range (fraction of the image side) and margin kept free around the shape.
 SIZE_RANGE: tuple[float, float] = (0.16, 0.32)
+# Below this chroma (largest minus smallest channel) a colour is black, grey or white, not one of COLOURS (the
+# least chromatic of them, green, has 130): read_object gives such an object no colour.
+MIN_CHROMA = 50
 MARGIN = 0.04
 _SUPERSAMPLE = 4
 
@@ -244,12 +247,29 @@ def foreground_mask(img: Image.Image, threshold: int = 60) -> "np.ndarray":
     return (255 - arr).max(axis=2) > threshold
 
 
+def _describe(arr: "np.ndarray", mask: "np.ndarray", colour_pixels: "np.ndarray", min_chroma: float = 0.0
+              ) -> ShapeReading:
+    """A reading of the object ``mask`` (bool [H, W], non-empty) of the RGB array ``arr``, its colour the nearest
+    named colour to the median of ``colour_pixels`` ([N, 3]), or None when that median's chroma (largest minus
+    smallest channel) is below ``min_chroma``."""
+    import numpy as np
+
+    median = np.median(colour_pixels, axis=0)
+    colour = nearest_colour(median) if float(median.max() - median.min()) >= min_chroma else None
+    shape, fill = classify_mask(mask)
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    centroid = ((float(xs.mean()) + 0.5) / w, (float(ys.mean()) + 0.5) / h)
+    return ShapeReading(shape, colour, mask, centroid, float(mask.mean()), fill)
+
+
 def read_shape(img: Image.Image, threshold: int = 60) -> ShapeReading:
     """Read the shape, colour, mask and centroid of the (largest) coloured object in ``img``.
 
     Deterministic and model-free: the foreground is every pixel far from white, reduced to its largest connected
     component; the colour is the nearest named colour to the median foreground pixel (its inner part, away from
-    anti-aliased edges, when there is one); the shape comes from :func:`classify_mask`.
+    anti-aliased edges, when there is one); the shape comes from :func:`classify_mask`. For images whose background
+    is not white, see :func:`read_object`.
     """
     import numpy as np
     from scipy import ndimage
@@ -261,13 +281,80 @@ def read_shape(img: Image.Image, threshold: int = 60) -> ShapeReading:
         return ShapeReading(None, None, mask, None, 0.0, 0.0)
     mask = _largest_component(mask)
     inner = ndimage.binary_erosion(mask, iterations=1)
-    pixels = arr[inner if inner.sum() >= 4 else mask]
-    colour = nearest_colour(np.median(pixels, axis=0))
-    shape, fill = classify_mask(mask)
-    ys, xs = np.nonzero(mask)
-    h, w = mask.shape
-    centroid = ((float(xs.mean()) + 0.5) / w, (float(ys.mean()) + 0.5) / h)
-    return ShapeReading(shape, colour, mask, centroid, float(mask.mean()), fill)
+    return _describe(arr, mask, arr[inner if inner.sum() >= 4 else mask])
+
+
+def border_ring(shape: tuple[int, int], width: int = 2) -> "np.ndarray":
+    """The ``width``-pixel ring along the edges of an image of ``shape`` = ``(h, w)``: bool [h, w]."""
+    import numpy as np
+
+    ring = np.ones(shape, dtype=bool)
+    ring[width:-width, width:-width] = False
+    return ring
+
+
+def estimate_background(arr: "np.ndarray", threshold: int = 60, ring: int = 2) -> "np.ndarray":
+    """The background colour at every pixel of the RGB array ``arr`` ([H, W, 3]), as float [H, W, 3].
+
+    Read off the ``ring``-pixel border: its median colour, refined by a plane per channel (``a + b x + c y``) fitted
+    to the border pixels within ``threshold`` of that median, so that a flat background, a light tint and a soft
+    linear gradient are all followed while an object touching the border does not pull the estimate. With too
+    few such pixels (an object covering most of the border) the median alone is used."""
+    import numpy as np
+
+    h, w = arr.shape[:2]
+    ys, xs = np.nonzero(border_ring((h, w), ring))
+    pixels = arr[ys, xs].astype(np.float64)
+    median = np.median(pixels, axis=0)
+    keep = np.abs(pixels - median).max(axis=1) <= threshold
+    if keep.sum() < max(8, len(keep) // 4):
+        return np.broadcast_to(median, arr.shape).astype(np.float64)
+    design = np.stack([np.ones(keep.sum()), xs[keep] / w, ys[keep] / h], axis=1)
+    coef, *_ = np.linalg.lstsq(design, pixels[keep], rcond=None)
+    gy, gx = np.mgrid[0:h, 0:w]
+    return np.stack([np.ones((h, w)), gx / w, gy / h], axis=2) @ coef
+
+
+def _fill_small_holes(mask: "np.ndarray", fraction: float = 0.1) -> "np.ndarray":
+    """``mask`` with its holes filled where each is at most ``fraction`` of the filled area (the dots of a dotted
+    fill): a ring's large inside stays open, so an outline is not read as a filled shape."""
+    import numpy as np
+    from scipy import ndimage
+
+    filled = ndimage.binary_fill_holes(mask)
+    labels, n = ndimage.label(filled & ~mask)
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    small = sizes <= fraction * filled.sum()
+    small[0] = False
+    return mask | small[labels]
+
+
+def read_object(img: Image.Image, threshold: int = 60, ring: int = 2) -> ShapeReading:
+    """Read the largest object of ``img`` on a background that need not be white (a tint, a soft gradient), as
+    :func:`read_shape` does on white.
+
+    The background is estimated from the ``ring``-pixel border (:func:`estimate_background`); the foreground is
+    every pixel whose largest channel difference from it exceeds ``threshold``. Gaps of up to two pixels are
+    closed and small holes filled (a striped or dotted fill reads as one object; an outline stays an outline), and
+    the largest connected component is the object. Its colour is the nearest named colour to the median of its foreground pixels away from its
+    edge (one pixel eroded, when that leaves any); its shape comes from :func:`classify_mask`.
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    arr = np.asarray(img.convert("RGB"))
+    diff = np.abs(arr.astype(np.float64) - estimate_background(arr, threshold, ring)).max(axis=2)
+    foreground = diff > threshold
+    if foreground.sum() < 4:
+        return ShapeReading(None, None, foreground, None, 0.0, 0.0)
+    padded = np.pad(foreground, 2)                # closing must not eat into an object touching the border
+    closed = ndimage.binary_closing(padded, structure=np.ones((3, 3), bool), iterations=1)[2:-2, 2:-2]
+    mask = _largest_component(_fill_small_holes(closed | foreground))
+    inner = ndimage.binary_erosion(mask, iterations=1) & foreground
+    own = mask & foreground
+    return _describe(arr, mask, arr[inner if inner.sum() >= 4 else own], MIN_CHROMA)
 
 
 def read_outline_region(img: Image.Image, threshold: int = 100) -> "np.ndarray":

@@ -118,3 +118,95 @@ def test_moving_specs_move_and_bounce_inside():
     steps = [abs(b.cx - a.cx) for a, b in zip(clip, clip[1:])]
     assert max(steps) <= 0.03 + 1e-9 and any(b.cx < a.cx for a, b in zip(clip, clip[1:]))   # it turned back
     assert {(s.shape, s.colour, s.size) for s in clip} == {("circle", "red", 0.2)}
+
+
+def composite(spec, px, background, stripes=0):
+    """``spec`` filled in its colour over ``background`` ([px, px, 3]); ``stripes`` > 0: only every other band of
+    that many pixel rows is painted (a striped fill with the background showing between)."""
+    mask = render_mask(spec, px)
+    if stripes:
+        mask &= (np.arange(px)[:, None] // stripes % 2 == 0)
+    out = np.where(mask[..., None], np.array(COLOURS[spec.colour], dtype=np.float64), background)
+    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+
+
+def tint(colour, amount, px):
+    return np.broadcast_to(255 + amount * (np.array(COLOURS[colour], dtype=np.float64) - 255), (px, px, 3))
+
+
+def gradient(px, start, end):
+    t = (np.arange(px)[:, None] + np.arange(px)[None, :]) / (2 * (px - 1))     # diagonal ramp 0 .. 1
+    return np.array(start, dtype=np.float64) + t[..., None] * (np.array(end) - np.array(start, dtype=np.float64))
+
+
+BACKGROUNDS = {"white": lambda px: np.full((px, px, 3), 255.0),
+               "tint": lambda px: tint("blue", 0.15, px),
+               "warm tint": lambda px: tint("orange", 0.2, px),
+               "gradient": lambda px: gradient(px, (255, 255, 255), (190, 205, 235)),
+               "tint gradient": lambda px: gradient(px, (250, 235, 215), (215, 235, 250))}
+
+
+@pytest.mark.parametrize("background", sorted(BACKGROUNDS))
+def test_object_reader_on_tinted_and_gradient_backgrounds(background):
+    from i2i.shapes import read_object
+
+    rng = random.Random(background)
+    for _ in range(40):
+        spec = random_spec(rng)
+        reading = read_object(composite(spec, 64, BACKGROUNDS[background](64)))
+        assert (reading.shape, reading.colour) == (spec.shape, spec.colour), spec
+        assert iou(reading.mask, render_mask(spec, 64)) > 0.85
+
+
+def test_object_reader_where_the_white_reader_fails():
+    from i2i.shapes import read_object
+
+    spec = ShapeSpec("square", "yellow", 0.4, 0.6, 0.2)
+    img = composite(spec, 64, gradient(64, (235, 235, 235), (150, 170, 200)))     # a darker gradient
+    assert iou(read_shape(img).mask, render_mask(spec, 64)) < 0.5                 # the background reads as object
+    assert iou(read_object(img).mask, render_mask(spec, 64)) > 0.9
+
+
+@pytest.mark.parametrize("stripes", [1, 2])
+def test_object_reader_joins_a_striped_fill(stripes):
+    from i2i.shapes import read_object
+
+    for shape, colour in (("circle", "green"), ("square", "purple"), ("triangle", "orange")):
+        spec = ShapeSpec(shape, colour, 0.45, 0.55, 0.25)
+        reading = read_object(composite(spec, 64, tint("blue", 0.1, 64), stripes=stripes))
+        assert reading.colour == colour
+        assert iou(reading.mask, render_mask(spec, 64)) > 0.85
+
+
+def test_object_reader_border_and_second_object():
+    from i2i.shapes import read_object
+
+    big = ShapeSpec("square", "red", 0.16, 0.5, 0.2)                        # touches the left edge
+    small = ShapeSpec("circle", "blue", 0.8, 0.25, 0.08)
+    img = composite(big, 64, np.asarray(composite(small, 64, tint("yellow", 0.15, 64)), dtype=np.float64))
+    reading = read_object(img)
+    assert reading.colour == "red" and iou(reading.mask, render_mask(big, 64)) > 0.85
+    blank = read_object(Image.fromarray(tint("green", 0.2, 32).astype(np.uint8)))
+    assert (blank.shape, blank.colour, blank.area) == (None, None, 0.0)
+
+
+def test_object_reader_fills_dots_but_not_an_outline():
+    from i2i.shapes import read_object
+
+    spec = ShapeSpec("circle", "blue", 0.5, 0.5, 0.3)
+    dots = render_mask(spec, 64) & ~((np.arange(64)[:, None] % 6 < 3) & (np.arange(64)[None, :] % 6 < 3))
+    dotted = Image.fromarray(np.where(dots[..., None], np.array(COLOURS["blue"], np.uint8), np.uint8(250)))
+    assert iou(read_object(dotted).mask, render_mask(spec, 64)) > 0.9          # 3-px background dots inside
+    outline = read_object(render(spec, 64, style="outline"))
+    assert iou(outline.mask, render_mask(spec, 64)) < 0.3                      # a ring, not a disk
+    assert outline.colour is None                                               # black is none of the colours
+
+
+def test_object_reader_colour_of_shades_and_of_grey():
+    from i2i.shapes import read_object
+
+    spec = ShapeSpec("square", "red", 0.5, 0.5, 0.25)
+    for rgb, colour in (((150, 25, 25), "red"), ((20, 110, 35), "green"), ((110, 110, 110), None),
+                        ((40, 40, 60), None)):
+        img = np.where(render_mask(spec, 64)[..., None], np.array(rgb, np.uint8), np.uint8(245))
+        assert read_object(Image.fromarray(img)).colour == colour, rgb

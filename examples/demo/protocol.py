@@ -1,0 +1,215 @@
+"""The demo model's held-out protocol (issue 24 item 2, docs/demo-protocol.md), run on one model folder:
+
+    python examples/demo/protocol.py --model DIR --split heldout --methods freecontrol,ctrlx --out results.json
+
+Every case of the split (:mod:`i2i.demo.protocol`) is generated through the library's pipelines with their default
+settings (the model folder's ``i2i_<method>.json`` applies, as it does for the CLI) and read off the pixels
+(:func:`i2i.demo.protocol.score`). FreeControl: each case as the CLI makes it, and for structure cases the unguided
+sample (plain sampling with the same prompt, seed and FreeControl's sampling settings); appearance cases pass their
+appearance image. Ctrl-X: the same cases, and the time of one
+Ctrl-X image against one plain sample (:class:`i2i.generate.pipeline.GeneratePipeline`, the same number of steps),
+timed alternately, median of ``--repeats``, for a structure case and an appearance case; the worse ratio counts.
+
+Writes a JSON file (every case's row, the summary, the target checks, the timing) and prints a Markdown table of the
+targets with pass/fail. Tune only on ``--split tuning``; quote only ``--split heldout`` numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from i2i.demo.protocol import SPLITS, Case, cases, score
+from i2i.demo.targets import METHODS, checks, markdown_table, summarise
+
+Advance = Callable[..., None]
+
+
+def _noop(*_: Any, **__: Any) -> None:
+    return None
+
+
+def _save(folder: Path | None, name: str, image) -> None:
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"{name}.png")
+
+
+def unguided_config(config, plain):
+    """Plain sampling's settings for FreeControl's unguided sample: FreeControl's steps, guidance scale, negative
+    prompt and size (deterministic DDIM, as FreeControl samples), so it is FreeControl's unguided sibling."""
+    return dataclasses.replace(plain.default_config(), num_inference_steps=config.num_inference_steps,
+                               guidance_scale=config.guidance_scale, negative_prompt=config.negative_prompt, eta=0.0,
+                               size=config.size)
+
+
+def freecontrol_rows(pipe, plain, todo: list[Case], advance: Advance = _noop, images: Path | None = None
+                     ) -> list[dict[str, Any]]:
+    """FreeControl on each case as the CLI makes it (default settings, no unguided sibling), the appearance image
+    passed when the case has one; structure cases also read the unguided sample (``plain``, a
+    :class:`~i2i.generate.pipeline.GeneratePipeline`, with the same prompt, seed and :func:`unguided_config`).
+    ``images``: a folder to save the outputs in (``<case>-freecontrol.png``, ``<case>-unguided.png``)."""
+    size, rows = pipe.default_size, []
+    plain_cfg = unguided_config(pipe.default_config(), plain)
+    for case in todo:
+        t0 = time.perf_counter()
+        look = case.appearance_image(size)
+        image = pipe(case.prompt, case.sketch_image(size), seed=case.seed, appearance=look, unguided=False).images[0]
+        _save(images, f"{case.name}-freecontrol", image)
+        row = {**case.as_dict(), "method": "freecontrol", **score(case, image)}
+        if look is None:
+            unguided = plain(case.prompt, plain_cfg, seed=case.seed).images[0]
+            _save(images, f"{case.name}-unguided", unguided)
+            sibling = score(case, unguided)
+            row.update(unguided_iou=sibling["iou"], unguided_colour=sibling["read_colour"])
+        rows.append({**row, "seconds": round(time.perf_counter() - t0, 2)})
+        advance(1, status=f"{case.name} IoU {row['iou']:.2f} {row['read_colour']}")
+    return rows
+
+
+def ctrlx_call(pipe, case: Case):
+    """One Ctrl-X image for ``case`` as the CLI makes it (default settings, branch pictures not decoded)."""
+    size = pipe.default_size
+    return pipe(case.prompt, case.sketch_image(size), case.appearance_image(size), seed=case.seed,
+                decode_branches=False)
+
+
+def ctrlx_rows(pipe, todo: list[Case], advance: Advance = _noop, images: Path | None = None
+               ) -> list[dict[str, Any]]:
+    """Ctrl-X on each case: the sketch as structure, the appearance image when the case has one (``images``: a
+    folder to save the outputs in, ``<case>-ctrlx.png``)."""
+    rows = []
+    for case in todo:
+        t0 = time.perf_counter()
+        image = ctrlx_call(pipe, case).images[0]
+        _save(images, f"{case.name}-ctrlx", image)
+        row = {**case.as_dict(), "method": "ctrlx", **score(case, image)}
+        rows.append({**row, "seconds": round(time.perf_counter() - t0, 2)})
+        advance(1, status=f"{case.name} IoU {row['iou']:.2f} {row['read_colour']}")
+    return rows
+
+
+def _seconds(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def ctrlx_timing(pipe, plain, todo: list[Case], repeats: int = 5, advance: Advance = _noop) -> dict[str, Any]:
+    """Seconds of one Ctrl-X image and of one plain sample with the same prompt, seed and number of steps, timed
+    alternately after one untimed call each; median of ``repeats``, for the first case of each kind in ``todo``.
+    ``ratio``: the larger Ctrl-X / plain ratio."""
+    steps = pipe.default_config().num_inference_steps
+    plain_cfg = dataclasses.replace(plain.default_config(), num_inference_steps=steps)
+    out: dict[str, Any] = {"steps": steps, "repeats": repeats}
+    for kind in ("structure", "appearance"):
+        case = next((c for c in todo if c.kind == kind), None)
+        if case is None:
+            continue
+        calls = (lambda: ctrlx_call(pipe, case), lambda: plain(case.prompt, plain_cfg, seed=case.seed))
+        for call in calls:
+            call()                                            # warm-up (lazy allocations, caches)
+        times: list[list[float]] = [[], []]
+        for _ in range(repeats):
+            for k, call in enumerate(calls):
+                times[k].append(_seconds(call))
+            advance(1, status=f"timing {case.name}")
+        ctrlx_s, plain_s = statistics.median(times[0]), statistics.median(times[1])
+        out[kind] = {"case": case.name, "ctrlx_s": round(ctrlx_s, 4), "plain_s": round(plain_s, 4),
+                     "ratio": round(ctrlx_s / plain_s, 3)}
+    ratios = [out[k]["ratio"] for k in ("structure", "appearance") if k in out]
+    out["ratio"] = max(ratios) if ratios else float("nan")
+    return out
+
+
+def load(method: str, model: str, device: str):
+    """The method's pipeline for ``model`` (``"generate"``: plain sampling)."""
+    from i2i.ctrlx.config import CTRLX
+    from i2i.freecontrol.config import FREECONTROL
+    from i2i.generate.config import GENERATE
+
+    spec = {"freecontrol": FREECONTROL, "ctrlx": CTRLX, "generate": GENERATE}[method]
+    return spec.pipeline_class().from_pretrained(model, device=device)
+
+
+def run_protocol(model: str, split: str, methods: tuple[str, ...], limit: int = 0, repeats: int = 5,
+                 device: str = "cpu", reporter=None, images: Path | None = None) -> dict[str, Any]:
+    """Every measurement of ``split`` for ``methods`` on ``model``; ``limit`` keeps the first N cases of each kind
+    (a smoke test); ``images``: a folder for the outputs. Returns the JSON-able result: rows, summary, checks,
+    timing, machine, seconds."""
+    import torch
+
+    from i2i.progress import Reporter
+
+    reporter = reporter or Reporter()
+    todo = [c for c in cases(split) if not limit or c.index < limit]
+    t0, rows, timing = time.perf_counter(), [], None
+    total = len(todo) * len(methods) + (2 * repeats if "ctrlx" in methods else 0)
+    plain = load("generate", model, device)
+    with reporter.progress(total, f"protocol {split}") as advance:
+        if "freecontrol" in methods:
+            rows += freecontrol_rows(load("freecontrol", model, device), plain, todo, advance, images)
+        if "ctrlx" in methods:
+            pipe = load("ctrlx", model, device)
+            rows += ctrlx_rows(pipe, todo, advance, images)
+            timing = ctrlx_timing(pipe, plain, todo, repeats, advance)
+    summary = summarise(rows, timing)
+    return {"split": split, "model": str(model), "methods": list(methods), "limit": limit, "summary": summary,
+            "checks": checks(summary), "timing": timing, "rows": rows, "seconds": round(time.perf_counter() - t0, 1),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+            "torch": torch.__version__}
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    from i2i.errors import UsageError
+
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"--methods: {', '.join(unknown) or 'none given'}; choose from {', '.join(METHODS)}")
+    return methods
+
+
+def main(model: str = "", split: str = "tuning", methods: str = ",".join(METHODS), out: str = "",
+         limit: int = 0, threads: int = 0, repeats: int = 5, device: str = "cpu", overwrite: bool = False,
+         images: str = "") -> None:
+    """Run the protocol's SPLIT (tuning or heldout) on MODEL (default: the bundled demo model) for METHODS
+    (comma-separated: freecontrol, ctrlx), write the JSON to OUT (refused if it exists, unless --overwrite) and
+    print the targets' table. LIMIT: only the first N cases of each kind (a smoke test); THREADS: torch CPU threads
+    (0: torch's default); REPEATS: timed calls of each kind; IMAGES: a folder to save every output in."""
+    from i2i.demo.model import demo_model_path
+    from i2i.errors import I2IError, OutputError, UsageError
+
+    try:
+        if split not in SPLITS:
+            raise UsageError(f"--split {split!r}: choose from {', '.join(SPLITS)}")
+        chosen = parse_methods(methods)
+        if limit < 0 or repeats < 1 or threads < 0:
+            raise UsageError("--limit and --threads must not be negative, --repeats at least 1")
+        if out and Path(out).exists() and not overwrite:
+            raise OutputError(f"{out} already exists; pass --overwrite to replace it")
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        result = run_protocol(model or str(demo_model_path()), split, chosen, limit, repeats, device,
+                              images=Path(images) if images else None)
+    except I2IError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(err.exit_code) from None
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    print(markdown_table(split, result["summary"]))
+    print(f"\n{len(result['rows'])} cases in {result['seconds']} s ({result['machine']})")
+
+
+if __name__ == "__main__":
+    import typer
+
+    typer.run(main)
