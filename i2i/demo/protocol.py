@@ -25,6 +25,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from i2i.errors import UsageError
 from i2i.shapes import COLOURS, SHAPES, SIZE_RANGE, ShapeSpec, caption, iou, random_spec, read_object, render, \
     render_mask
 
@@ -43,6 +44,7 @@ APPEARANCE_SKETCH_SIZE_RANGE: tuple[float, float] = (0.16, 0.26)
 APPEARANCE_OBJECT_SIZE_RANGE: tuple[float, float] = (0.10, 0.18)
 MAX_OVERLAP = 0.10                               # of the appearance object's area inside the sketch's region
 _PLACEMENT_TRIES = 200
+TUNING_ONLY = "held-out numbers are measured with the model folder's settings only; tune on --split tuning"
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,14 @@ def _check_split(split: str) -> str:
     if split not in SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
     return split
+
+
+def check_settings(split: str, overrides: dict[str, Any] | None) -> None:
+    """Refuse settings other than the model folder's on the held-out split (a
+    :class:`~i2i.errors.UsageError`): settings are tuned on the tuning split only, and a held-out number measured
+    with settings chosen for it is no longer held out."""
+    if _check_split(split) == "heldout" and overrides:
+        raise UsageError(TUNING_ONLY)
 
 
 def generation_seeds(split: str, count: int) -> list[int]:

@@ -97,10 +97,12 @@ def _number(key: str, value: float) -> str:
     return f"{value:.0%}" if "colour" in key else f"{value:.2f}"
 
 
-def markdown_table(split: str, summary: dict[str, dict[str, Any]]) -> str:
-    """The targets as a Markdown table: split, method, measure, cases, number, target, pass."""
+def markdown_table(split: str, summary: dict[str, dict[str, Any]], title: str = "") -> str:
+    """The targets as a Markdown table: split, method, measure, cases, number, target, pass; ``title``: a line
+    above it (e.g. the settings the run used)."""
     names = {"freecontrol": "FreeControl", "ctrlx": "Ctrl-X"}
-    rows = ["| split | method | measure | cases | result | target | pass |", "|---|---|---|---|---|---|---|"]
+    rows = [title, ""] if title else []
+    rows += ["| split | method | measure | cases | result | target | pass |", "|---|---|---|---|---|---|---|"]
     for c in checks(summary):
         verdict = {True: "pass", False: "FAIL", None: "—"}[c["passed"]]
         t = next(t for t in TARGETS if (t.method, t.key) == (c["method"], c["key"]))
