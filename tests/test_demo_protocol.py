@@ -1,6 +1,7 @@
 """The demo model's held-out protocol: fixed seeded cases, their scoring, the targets, and the runner end to end on a
 tiny model folder (its recommended settings applied as the CLI applies them)."""
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -173,3 +174,73 @@ def test_the_protocol_library_does_not_import_torch():
 
     code = "import sys, i2i.demo.protocol, i2i.demo.targets; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_set_overrides_reach_the_pipelines_and_are_recorded(tiny_model, tmp_path, monkeypatch):
+    from i2i.ctrlx.pipeline import CtrlXPipeline
+    from i2i.freecontrol.pipeline import FreeControlPipeline
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "demo"))
+    monkeypatch.setenv("I2I_CACHE_DIR", str(tmp_path / "cache"))
+    from protocol import parse_settings, run_protocol, title
+
+    seen = []
+    for cls in (FreeControlPipeline, CtrlXPipeline):
+        def spy(self, *args, _call=cls.__call__, **kwargs):
+            seen.append(next(a for a in args if dataclasses.is_dataclass(a)))
+            return _call(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "__call__", spy)
+    texts = ["ctrlx.num_inference_steps=2", "ctrlx.structure_schedule=0.5", "freecontrol.structure_weight=7",
+             "freecontrol.bases.n_components=3"]
+    overrides = parse_settings(texts, "tuning", ("freecontrol", "ctrlx"), str(tiny_model))
+    result = run_protocol(str(tiny_model), "tuning", ("freecontrol", "ctrlx"), limit=1, repeats=1,
+                          overrides=overrides)
+    fc = [c for c in seen if type(c).__name__ == "FreeControlConfig"]
+    cx = [c for c in seen if type(c).__name__ == "CtrlXConfig"]
+    assert len(fc) == 2 and len(cx) == 2 + 4                        # 2 cases each, Ctrl-X 2 x (warm-up + 1 timed)
+    assert {(c.structure_weight, c.bases.n_components, c.num_inference_steps, c.bases.num_images) for c in fc} == {
+        (7.0, 3, 4, 2)}                                             # the rest stays the model folder's
+    assert {(c.num_inference_steps, c.structure_schedule) for c in cx} == {(2, 0.5)}
+    assert result["timing"]["steps"] == 2
+    assert result["overrides"] == overrides == {"ctrlx": {"num_inference_steps": 2, "structure_schedule": 0.5},
+                                                "freecontrol": {"structure_weight": 7.0, "bases": {"n_components": 3}}}
+    assert result["settings"]["freecontrol"]["bases"] == {**result["settings"]["freecontrol"]["bases"],
+                                                          "n_components": 3, "num_inference_steps": 4}
+    assert json.loads(json.dumps(result))["settings"]["ctrlx"]["structure_schedule"] == 0.5
+    assert title("tuning", overrides) == ("**Demo protocol, tuning split, settings set: ctrlx.num_inference_steps=2, "
+                                          "ctrlx.structure_schedule=0.5, freecontrol.structure_weight=7.0, "
+                                          "freecontrol.bases.n_components=3**")
+    assert "model folder's settings" in title("heldout", {})
+
+
+def test_held_out_runs_refuse_other_settings(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "demo"))
+    from protocol import parse_settings, run_protocol
+
+    from i2i.errors import UsageError
+
+    with pytest.raises(UsageError, match="tune on --split tuning"):         # refused before any model loads
+        run_protocol(str(tmp_path / "no-model"), "heldout", ("ctrlx",), overrides={"ctrlx": {"eta": 0.5}})
+    with pytest.raises(UsageError, match="model folder's settings only"):
+        parse_settings(["ctrlx.eta=0.5"], "heldout", ("ctrlx",), str(tmp_path / "no-model"))
+    assert parse_settings([], "heldout", ("ctrlx",), str(tmp_path / "no-model")) == {}
+
+
+def test_set_usage_errors_exit_2(tiny_model):
+    import subprocess
+
+    script = [sys.executable, str(ROOT / "examples" / "demo" / "protocol.py"), "--model", str(tiny_model)]
+
+    def run(*args):
+        proc = subprocess.run(script + list(args), capture_output=True, text=True, timeout=120)
+        return proc.returncode, proc.stderr.strip()
+
+    code, err = run("--split", "heldout", "--set", "ctrlx.eta=0.5")
+    assert code == 2 and err == ("error: held-out numbers are measured with the model folder's settings only; tune "
+                                 "on --split tuning")
+    code, err = run("--set", "ctrlx.structure_scedule=0.4")
+    assert code == 2 and "valid keys: appearance_guidance_scale, appearance_schedule, eta," in err
+    code, err = run("--set", "freecontrol.structure_weight=-1")        # checked on the model's settings, at once
+    assert code == 2 and err == "error: --set freecontrol.structure_weight=-1.0: --structure-weight must not be negative"
+    code, err = run("--methods", "ctrlx", "--set", "freecontrol.structure_weight=800")
+    assert code == 2 and "not a method of this run (choose from ctrlx)" in err
