@@ -241,6 +241,7 @@ def test_set_usage_errors_exit_2(tiny_model):
     code, err = run("--set", "ctrlx.structure_scedule=0.4")
     assert code == 2 and "valid keys: appearance_guidance_scale, appearance_schedule, eta," in err
     code, err = run("--set", "freecontrol.structure_weight=-1")        # checked on the model's settings, at once
-    assert code == 2 and err == "error: --set freecontrol.structure_weight=-1.0: --structure-weight must not be negative"
+    assert code == 2 and err == ("error: --set freecontrol.structure_weight=-1.0: --structure-weight must not be "
+                                 "negative")
     code, err = run("--methods", "ctrlx", "--set", "freecontrol.structure_weight=800")
     assert code == 2 and "not a method of this run (choose from ctrlx)" in err
