@@ -12,7 +12,7 @@ import torch
 from i2i.cyclegan.checkpoint import save_generator
 from i2i.cyclegan.config import GeneratorConfig
 from i2i.cyclegan.networks import define_G
-from i2i.video.reading import probe_video
+from i2i.video.reading import probe_video, read_frames
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -54,6 +54,10 @@ def test_make_clip(tmp_path):
     script(EXAMPLES / "make_clip.py", tmp_path / "c.mp4", "--frames", 5, "--size", 32)
     info = probe_video(tmp_path / "c.mp4")
     assert (info.frames, info.width, info.audio_codec) == (5, 32, "aac")
+    script(EXAMPLES / "make_clip.py", tmp_path / "still.mp4", "--frames", 3, "--size", 32, "--still")
+    frames = [f.array.astype(int) for f in read_frames(tmp_path / "still.mp4")]
+    moving = [f.array.astype(int) for f in read_frames(tmp_path / "c.mp4")]
+    assert max(abs(f - frames[0]).mean() for f in frames) < 1 < abs(moving[2] - moving[0]).mean()
 
 
 def test_diffusion_video_flicker_options():
