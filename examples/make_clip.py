@@ -20,10 +20,12 @@ ap.add_argument("--frames", type=int, default=48)
 ap.add_argument("--fps", type=float, default=24.0)
 ap.add_argument("--size", type=int, default=128, help="frame side in px")
 ap.add_argument("--colour", default="blue")
+ap.add_argument("--still", action="store_true", help="no motion: the circle stays where it starts")
 ap.add_argument("--overwrite", action="store_true")
 args = ap.parse_args()
 
-specs = moving_specs(ShapeSpec("circle", args.colour, 0.35, 0.4, 0.22), args.frames, (0.013, 0.008))
+specs = moving_specs(ShapeSpec("circle", args.colour, 0.35, 0.4, 0.22), args.frames,
+                     (0.0, 0.0) if args.still else (0.013, 0.008))
 frames = (np.asarray(render(spec, args.size)) for spec in specs)
 rate = 22050
 t = np.arange(math.ceil(args.frames / args.fps * rate)) / rate

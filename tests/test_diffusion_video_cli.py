@@ -83,15 +83,28 @@ def test_bad_clips_and_options_fail_before_the_model_loads(tmp_path, monkeypatch
     assert res.exit_code == 2 and "names one video file" in res.output
 
 
-def test_freecontrol_condition_clip(tmp_path):
-    model = save_sd(tmp_path / "tiny-sd")
-    clip = make_clip(tmp_path / "clip.mp4", n=3, width=32, height=32, fps=10, audio=True)
+def freecontrol(tmp_path, condition, out):
+    """`i2i freecontrol` on a tiny SD with a few steps everywhere (its own bases and inversions)."""
     fast = ["--steps", "3", "--inversion-steps", "3", "--seed-images", "2", "--bases-steps", "3", "--cache-dir",
-            str(tmp_path / "cache"), "--model", str(model), "-q", "--json"]
-    res = CliRunner().invoke(app, ["freecontrol", *fast, "--prompt", "a square", "--condition", str(clip),
-                                   "--out", str(tmp_path / "o")])
+            str(tmp_path / "cache"), "--model", str(save_sd(tmp_path / "tiny-sd")), "-q", "--json"]
+    res = CliRunner().invoke(app, ["freecontrol", *fast, "--prompt", "a square", "--condition", str(condition),
+                                   "--out", str(out)])
     assert res.exit_code == 0, res.output
     [record] = records(res.stdout)
+    return record
+
+
+def test_freecontrol_condition_clip(tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", n=3, width=32, height=32, fps=10, audio=True)
+    record = freecontrol(tmp_path, clip, tmp_path / "o")
     assert record["frames"] == 3 and Path(record["image"]).suffix == ".mp4"
     info = probe_video(record["image"])
     assert (info.frames, info.fps, info.audio_codec) == (3, 10, "aac")
+
+
+def test_freecontrol_still_clip_stays_still(tmp_path):
+    still = write_video(tmp_path / "still.mp4", moving_frames(1, 32, 32) * 3, 8, EncodeSettings(crf=0))
+    record = freecontrol(tmp_path, still, tmp_path / "still_out.mp4")
+    frames = [f.array.astype(int) for f in read_frames(record["image"])]
+    assert len(frames) == 3 and frames[0].std() > 5                     # not a blank clip
+    assert max(np.abs(f - frames[0]).mean() for f in frames) < 1.5      # same noise, same input: same frame
