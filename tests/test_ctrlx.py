@@ -5,6 +5,7 @@ own add_noise, and the SDXL path."""
 import math
 
 import pytest
+import numpy as np
 import torch
 from tiny_sd import one_thread, sd_pipeline, sdxl_pipeline  # noqa: F401  (one_thread: autouse fixture)
 
@@ -174,7 +175,32 @@ def test_self_recurrence_calls_run_without_control():
         handle.remove()
     # steps 1 and 2 are each followed by two plain-CFG calls on [uncond, cond]
     assert batches[:8] == [5, 5, 2, 2, 5, 2, 2, 5]      # 5 rows: the appearance is generated alongside
-    assert len(batches) == 10 + 4
+    # the generated appearance leaves the batch after its 6 steps (2 rows on), and is finished for its picture
+    assert batches[8:14] == [5, 5, 2, 2, 2, 2] and batches[14:] == [2] * 4
+
+
+def test_a_generated_branch_leaves_the_batch_after_its_schedule_and_its_picture_is_a_plain_sample():
+    pipe = _pipe()
+    structure, _ = _images()
+    cfg = CtrlXConfig(num_inference_steps=5, structure_schedule=0.6, appearance_schedule=0.4, eta=0.0,
+                      appearance_guidance_scale=3.0, positive_prompt="", negative_prompt="")
+    noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = pipe("a red square", structure, None, cfg, latents=noise)
+    full = ["appearance_uncond", "uncond", "structure_cond", "appearance_cond", "cond"]
+    assert out.rows[:2] == [full] * 2
+    assert out.rows[2] == ["uncond", "structure_cond", "cond"] and out.rows[3:] == [["uncond", "cond"]] * 2
+    quiet = pipe("a red square", structure, None, cfg, latents=noise, decode_branches=False)
+    assert torch.equal(out.latents, quiet.latents)      # finishing the branch's picture does not touch the output
+    # the appearance picture: plain CFG sampling of the prompt from the same x_T at the branch's scale
+    scheduler = pipe.make_scheduler()
+    scheduler.set_timesteps(5)
+    text = pipe.encode_text(["a red square"], (32, 32), negative="")
+    x = noise * scheduler.init_noise_sigma
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(pipe.cfg_noise(x, t, text, 3.0), t, x, eta=0.0).prev_sample
+        plain = np.asarray(pipe.decode(x)[0], dtype=np.int16)
+    assert np.abs(plain - np.asarray(out.appearance[0], dtype=np.int16)).max() <= 1
 
 
 def test_renoise_is_the_schedulers_forward_process(monkeypatch):

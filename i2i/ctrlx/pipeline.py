@@ -64,10 +64,11 @@ class _Branch:
     latent: torch.Tensor
     text: Conditioning
     guidance: float
-    steps: int             # control steps (a given image's row is dropped after them)
+    steps: int             # control steps (the branch's rows are dropped after them)
+    deferred: list[torch.Tensor] = field(default_factory=list)   # a generated branch's DDIM noise after them
 
     def active(self, i: int) -> bool:
-        return self.clean is None or i < self.steps
+        return i < self.steps
 
 
 def fit_image(image: Image.Image, shape: tuple[int, int]) -> Image.Image:
@@ -120,6 +121,10 @@ class CtrlXPipeline(DiffusionModel):
                 outputs.append((x, branches))
                 rows = rows or steps_rows
         latents_out = torch.cat([x for x, _ in outputs])
+        if decode_branches:
+            for _, branches in outputs:
+                for branch in branches.values():
+                    self._finish(branch, scheduler, config)
         decoded = {name: [self.decode(b[name].clean if b[name].clean is not None else b[name].latent)[0]
                           for _, b in outputs] if decode_branches else [] for name in BRANCHES}
         return CtrlXOutput(self.decode(latents_out), decoded["structure"], decoded["appearance"], latents_out.cpu(),
@@ -179,8 +184,9 @@ class CtrlXPipeline(DiffusionModel):
             eps = self._predict(names, x, branches, text, t, config.guidance_scale)
             live = [name for name in BRANCHES if branches[name].active(i)]
             stacked = torch.cat([branches[n].latent for n in live] + [x])
+            noise = self._step_noise(branches, live, x, config.eta, generator)
             step = scheduler.step(torch.cat([eps[n] for n in live] + [eps["output"]]), t, stacked,
-                                  eta=config.eta, generator=generator).prev_sample
+                                  eta=config.eta, variance_noise=noise).prev_sample
             x = step[-1:]
             for j, name in enumerate(live):
                 branches[name].latent = step[j:j + 1]
@@ -194,15 +200,31 @@ class CtrlXPipeline(DiffusionModel):
         return x, seen
 
     @staticmethod
+    def _step_noise(branches: dict[str, _Branch], live: list[str], x: torch.Tensor, eta: float,
+                    generator: torch.Generator) -> torch.Tensor | None:
+        """DDIM's noise for this step's rows (``live`` branches, then the output), drawn as the official batch
+        draws it, which also holds every generated branch: the random stream, and so the output, stay the
+        official ones; a generated branch that has left the batch keeps its row for :meth:`_finish`. None when
+        ``eta`` is 0 (no noise)."""
+        if eta == 0:
+            return None
+        official = [n for n in BRANCHES if branches[n].clean is None or n in live]
+        noise = torch.randn((len(official) + 1, *x.shape[1:]), generator=generator, dtype=torch.float32)
+        for j, name in enumerate(official):
+            if name not in live:
+                branches[name].deferred.append(noise[j:j + 1])
+        return noise[[official.index(n) for n in live] + [len(official)]].to(x.device)
+
+    @staticmethod
     def _rows(branches: dict[str, _Branch], i: int) -> list[str]:
-        """The batch rows at step ``i``: a branch's uncond row when it is generated (no image), its cond row while
-        it is active, and the output's uncond and cond rows, in :data:`ROW_ORDER`."""
+        """The batch rows at step ``i``: while a branch is active, its cond row and, when it is generated (no image),
+        its uncond row; and the output's uncond and cond rows, in :data:`ROW_ORDER`."""
         names = {"uncond", "cond"}
         for name, branch in branches.items():
-            if branch.clean is None:
-                names.add(f"{name}_uncond")
             if branch.active(i):
                 names.add(f"{name}_cond")
+                if branch.clean is None:
+                    names.add(f"{name}_uncond")
         return [n for n in ROW_ORDER if n in names]
 
     def _predict(self, names: list[str], x: torch.Tensor, branches: dict[str, _Branch], text: Conditioning, t,
@@ -226,6 +248,21 @@ class CtrlXPipeline(DiffusionModel):
             else:
                 eps[name] = eps["output"]
         return eps
+
+    def _finish(self, branch: _Branch, scheduler, config: CtrlXConfig) -> None:
+        """Sample a generated branch on to the end (plain CFG at its own scale, control off), for its picture only.
+
+        The official pipeline keeps a generated branch in the batch for every step although the output reads it
+        only during its schedule; here it leaves the batch after its schedule (one image costs fewer UNet rows; the
+        output is the official one up to float rounding, as :meth:`_step_noise` keeps the random stream) and is
+        finished here, with the DDIM noise the official batch would have given it, only when its picture is asked
+        for."""
+        if branch.clean is not None:
+            return
+        for j, t in enumerate(scheduler.timesteps[branch.steps:]):
+            eps = self.cfg_noise(branch.latent, t, branch.text, branch.guidance)
+            noise = branch.deferred[j].to(eps.device) if branch.deferred else None
+            branch.latent = scheduler.step(eps, t, branch.latent, eta=config.eta, variance_noise=noise).prev_sample
 
     def _recur(self, x: torch.Tensor, t, t_next, text: Conditioning, scheduler, config: CtrlXConfig,
                state: ControlState, generator: torch.Generator, repeats: int) -> torch.Tensor:
