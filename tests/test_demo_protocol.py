@@ -82,10 +82,11 @@ def test_score_reads_the_object_against_the_sketch():
 
 
 def rows_for(method, structure, appearance, unguided=None):
-    rows = [{"method": method, "kind": "structure", "iou": i, "colour_ok": ok} for i, ok in structure]
+    rows = [{"method": method, "kind": "structure", "iou": i, "colour_ok": ok, "colour": "red",
+             "sketch": {"shape": "circle"}, "read_shape": "circle" if ok else "square"} for i, ok in structure]
     if unguided is not None:
-        for row, u in zip(rows, unguided):
-            row["unguided_iou"] = u
+        for k, (row, u) in enumerate(zip(rows, unguided)):
+            row.update(unguided_iou=u, unguided_colour="red" if k == 0 else "blue", unguided_shape="circle")
     return rows + [{"method": method, "kind": "appearance", "iou": i, "colour_ok": ok} for i, ok in appearance]
 
 
@@ -95,6 +96,7 @@ def test_targets_pass_and_fail_the_right_way():
     summary = summarise(rows, {"ratio": 1.4})
     fc, cx = summary["freecontrol"], summary["ctrlx"]
     assert fc["structure_iou"] == pytest.approx(0.75) and fc["unguided_iou"] == pytest.approx(0.3)
+    assert fc["prompt_shape"] == 1.0 and fc["unguided_prompt_colour"] == 0.5 and fc["unguided_prompt_shape"] == 1.0
     assert fc["appearance_colour"] == 0.5 and fc["appearance_colour_and_iou"] == 0.5
     assert cx["appearance_colour"] == 1.0 and cx["appearance_colour_and_iou"] == 0.5   # 0.55 < 0.60
     verdict = {(c["method"], c["key"]): c["passed"] for c in checks(summary)}

@@ -7,7 +7,7 @@
 - ``canny at 64``: the Canny map made at the model's working size, what ``--preprocess`` does;
 - ``unguided``: the unguided sibling of the ``canny at 64`` run (same noise, no guidance).
 
-Score: IoU of the generated shape (``i2i.shapes.read_shape``) with the filled shape at 64 px, over shapes and seeds.
+Score: IoU of the generated shape (``i2i.shapes.read_object``) with the filled shape at 64 px, over shapes and seeds.
 Usage: ``python examples/benchmarks/preprocess_map_size.py --seeds 3``. Prints a table and one JSON line.
 """
 
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from i2i.demo.model import demo_model_path  # noqa: E402
 from i2i.freecontrol.pipeline import FreeControlPipeline  # noqa: E402
 from i2i.preprocess import condition_map  # noqa: E402
-from i2i.shapes import SHAPES, ShapeSpec, iou, read_shape, render, render_mask  # noqa: E402
+from i2i.shapes import SHAPES, ShapeSpec, iou, read_object, render, render_mask  # noqa: E402
 
 # Shapes off-centre, where an unguided sample rarely puts them.
 SPECS = {"square": ShapeSpec("square", "blue", 0.66, 0.34, 0.20),
@@ -67,9 +67,9 @@ def main() -> None:
             for name, condition in conditions.items():
                 out = pipe(f"a red {shape}", condition, config, inversion_prompt=f"an outline of a {shape}",
                            concept=shape, seed=seed, unguided=name == f"canny at {size}")
-                scores[name].append(iou(read_shape(out.images[0]).mask, target))
+                scores[name].append(iou(read_object(out.images[0]).mask, target))
                 if out.unguided:
-                    scores["unguided"].append(iou(read_shape(out.unguided[0]).mask, target))
+                    scores["unguided"].append(iou(read_object(out.unguided[0]).mask, target))
     means = {k: round(statistics.mean(v), 3) for k, v in scores.items()}
     for name, value in means.items():
         print(f"{name:16s} IoU {value:.3f}  ({len(scores[name])} images)")

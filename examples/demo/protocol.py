@@ -75,7 +75,8 @@ def freecontrol_rows(pipe, plain, todo: list[Case], advance: Advance = _noop, im
             unguided = plain(case.prompt, plain_cfg, seed=case.seed).images[0]
             _save(images, f"{case.name}-unguided", unguided)
             sibling = score(case, unguided)
-            row.update(unguided_iou=sibling["iou"], unguided_colour=sibling["read_colour"])
+            row.update(unguided_iou=sibling["iou"], unguided_colour=sibling["read_colour"],
+                       unguided_shape=sibling["read_shape"])
         rows.append({**row, "seconds": round(time.perf_counter() - t0, 2)})
         advance(1, status=f"{case.name} IoU {row['iou']:.2f} {row['read_colour']}")
     return rows

@@ -35,11 +35,15 @@ TARGETS: tuple[Target, ...] = (
     Target("freecontrol", "structure_iou", "sketch IoU", ">=", 0.70),
     Target("freecontrol", "unguided_iou", "sketch IoU of the unguided sample (same prompt, seed)", "<=", 0.25),
     Target("freecontrol", "prompt_colour", "prompt's colour", ">=", 0.90),
+    Target("freecontrol", "prompt_shape", "prompt's shape", ""),
+    Target("freecontrol", "unguided_prompt_colour", "unguided sample: prompt's colour", ""),
+    Target("freecontrol", "unguided_prompt_shape", "unguided sample: prompt's shape", ""),
     Target("freecontrol", "appearance_colour", "appearance image's colour (prompt names none)", ">=", 0.90),
     Target("freecontrol", "appearance_iou", "sketch IoU with an appearance image", ">=", 0.70),
     Target("freecontrol", "appearance_colour_and_iou", "appearance cases with colour right and IoU ≥ 0.70", ""),
     Target("ctrlx", "structure_iou", "structure IoU", ">=", 0.74),
     Target("ctrlx", "prompt_colour", "prompt's colour", ">=", 0.90),
+    Target("ctrlx", "prompt_shape", "prompt's shape", ""),
     Target("ctrlx", "appearance_colour", "appearance image's colour (prompt names none)", ">=", 0.90),
     Target("ctrlx", "appearance_iou", "structure IoU with an appearance image", ">=", 0.60),
     Target("ctrlx", "appearance_colour_and_iou", "appearance cases with colour right and IoU ≥ 0.60", ""),
@@ -59,8 +63,12 @@ def summarise_method(method: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     if structure:
         out.update(structure_cases=len(structure), structure_iou=_mean([r["iou"] for r in structure]),
                    prompt_colour=_mean([r["colour_ok"] for r in structure]))
+        out["prompt_shape"] = _mean([r.get("read_shape") == r["sketch"]["shape"] for r in structure])
         if all("unguided_iou" in r for r in structure):
             out["unguided_iou"] = _mean([r["unguided_iou"] for r in structure])
+        if all("unguided_colour" in r and "unguided_shape" in r for r in structure):
+            out["unguided_prompt_colour"] = _mean([r["unguided_colour"] == r["colour"] for r in structure])
+            out["unguided_prompt_shape"] = _mean([r["unguided_shape"] == r["sketch"]["shape"] for r in structure])
     if appearance:
         floor = APPEARANCE_IOU[method]
         out.update(appearance_cases=len(appearance), appearance_colour=_mean([r["colour_ok"] for r in appearance]),
@@ -94,7 +102,7 @@ def checks(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 def _number(key: str, value: float) -> str:
     if key == "time_ratio":
         return f"{value:.2f}x"
-    return f"{value:.0%}" if "colour" in key else f"{value:.2f}"
+    return f"{value:.0%}" if "colour" in key or "shape" in key else f"{value:.2f}"
 
 
 def markdown_table(split: str, summary: dict[str, dict[str, Any]], title: str = "") -> str:

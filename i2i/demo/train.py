@@ -40,7 +40,7 @@ def train(run_dir: Path, cfg: DemoTrainConfig | None = None, *, resume: bool = F
     from i2i.demo.data import VOCABULARY
     from i2i.demo.tokenizer import build_tokenizer
     from i2i.demo.train_config import open_run
-    from i2i.demo.unet_stage import run_unet_stage
+    from i2i.demo.unet_stage import run_unet_stage, write_recommended_settings
     from i2i.demo.vae_stage import train_vae
 
     run, cfg = open_run(run_dir, cfg, resume)
@@ -54,6 +54,7 @@ def train(run_dir: Path, cfg: DemoTrainConfig | None = None, *, resume: bool = F
         tmp = out.with_name(f".{out.name}.copy")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(run.path("model"), tmp)
+        write_recommended_settings(tmp)                # the settings of this code, whenever the run was made
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
         return out

@@ -124,8 +124,9 @@ def run_unet_stage(run: RunFolder, cfg: DemoTrainConfig, vae: Any, tokenizer: An
 
 
 def evaluate_prompts(pipe: Any, steps: int, guidance: float, seeds: tuple[int, ...] = (0, 1)) -> dict[str, float]:
-    """Shape and colour accuracy of plain samples over all prompts x ``seeds``."""
-    from i2i.shapes import read_shape
+    """Shape and colour accuracy of plain samples over all prompts x ``seeds`` (read with
+    :func:`i2i.shapes.read_object`, as scenes need not sit on white)."""
+    from i2i.shapes import read_object
 
     ok_shape = ok_colour = n = 0
     prompts = eval_prompts()
@@ -133,25 +134,30 @@ def evaluate_prompts(pipe: Any, steps: int, guidance: float, seeds: tuple[int, .
         images = pipe([p for p, _, _ in prompts], num_inference_steps=steps, guidance_scale=guidance,
                       generator=torch.Generator().manual_seed(seed), height=IMAGE_SIZE, width=IMAGE_SIZE).images
         for (_, shape, colour), img in zip(prompts, images):
-            r = read_shape(img)
+            r = read_object(img)
             ok_shape += r.shape == shape
             ok_colour += r.colour == colour
             n += 1
     return {"shape_accuracy": ok_shape / n, "colour_accuracy": ok_colour / n, "images": n}
 
 
-def save_pipeline(pipe: Any, out: Path, meta: dict) -> None:
-    """Write the pipeline folder with its ``i2i_demo.json`` and recommended settings, atomically."""
+def write_recommended_settings(folder: Path) -> None:
+    """Write :data:`i2i.demo.build.RECOMMENDED_SETTINGS` into the pipeline ``folder`` (``i2i_<method>.json``)."""
     from i2i.diffusion.settings import settings_file
 
+    for method, settings in RECOMMENDED_SETTINGS.items():
+        settings_file(folder, method).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+
+def save_pipeline(pipe: Any, out: Path, meta: dict) -> None:
+    """Write the pipeline folder with its ``i2i_demo.json`` and recommended settings, atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     pipe.save_pretrained(tmp, safe_serialization=True)
     (tmp / "i2i_demo.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    for method, settings in RECOMMENDED_SETTINGS.items():
-        settings_file(tmp, method).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    write_recommended_settings(tmp)
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
