@@ -137,7 +137,8 @@ def test_training_command_line_help_and_refusal(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("script", ["protocol.py", "figure.py"])
+@pytest.mark.parametrize("script", ["report.py", "appearance_report.py", "ctrlx_report.py", "protocol.py",
+                                    "figure.py"])
 def test_demo_tools_run_as_scripts(script):
     import subprocess
 
