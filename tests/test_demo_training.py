@@ -145,3 +145,11 @@ def test_demo_tools_run_as_scripts(script):
     path = Path(__file__).resolve().parents[1] / "examples" / "demo" / script
     proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--help" in proc.stdout, proc.stderr[-1000:]
+
+
+def test_min_snr_weights_hand_computed():
+    from i2i.demo.unet_stage import snr_weight
+
+    a = torch.tensor([0.99, 0.5, 0.01])                       # SNR 99, 1, 0.0101
+    torch.testing.assert_close(snr_weight(a, 5.0), torch.tensor([5 / 99, 1.0, 1.0]))
+    torch.testing.assert_close(snr_weight(a, 0.0), torch.ones(3))

@@ -30,6 +30,7 @@ class DemoTrainConfig:
     unet_batch: int = 32
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1
+    min_snr_gamma: float = 5.0       # loss weight min(SNR, gamma) / SNR per sample (Hang et al., 2023); 0: plain MSE
     ema_decay: float = 0.999
     checkpoint_every: int = 100
     eval_every: int = 1000

@@ -57,7 +57,8 @@ class UNetStage:
         noise = torch.randn(z.shape, generator=gen).to(self.dev)
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(self.dev)
         pred = self.unet(data.schedule.add_noise(z, noise, t), t, self.text(tokens).last_hidden_state).sample
-        loss = F.mse_loss(pred, noise)
+        loss = (snr_weight(data.schedule.alphas_cumprod[t], cfg.min_snr_gamma) *
+                F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -67,6 +68,16 @@ class UNetStage:
         self.done += 1
         self.loss_ema = loss.item() if self.loss_ema is None else 0.98 * self.loss_ema + 0.02 * loss.item()
         return loss.item()
+
+
+def snr_weight(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights of epsilon-prediction, min(SNR, gamma) / SNR with SNR = a / (1 - a) (Hang et al.,
+    "Efficient Diffusion Training via Min-SNR Weighting Strategy", 2023: the noisiest steps keep weight 1, the
+    nearly clean ones, whose epsilon is hard to tell and of little use, are weighted down); ``gamma`` 0: all 1."""
+    if gamma <= 0:
+        return torch.ones_like(alphas_cumprod)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    return snr.clamp(max=gamma) / snr
 
 
 class LatentData:
