@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from i2i.demo.protocol import (HELDOUT_FIRST_SEED, MAX_OVERLAP, SPLIT_SEEDS, SPLITS, TUNING_SEEDS, cases, overlap,
                                score)
@@ -138,6 +139,17 @@ def test_runner_measures_every_target_on_a_tiny_model(tiny_model, tmp_path, monk
     assert result["timing"]["ratio"] == max(result["timing"][k]["ratio"] for k in ("structure", "appearance"))
     assert len(list((tmp_path / "images").glob("*.png"))) == 5  # 2 FreeControl + 1 unguided + 2 Ctrl-X
     json.dumps(result)
+    from figure import main as figure                           # the picture of those cases
+
+    figure(images=str(tmp_path / "images"), split="tuning", out=str(tmp_path / "fig.png"), structure=1,
+           appearance=1, overwrite=False)
+    picture = Image.open(tmp_path / "fig.png")
+    assert picture.size == (5 * 128 + 4 * 4, 2 * 128 + 4)       # 5 columns, 2 cases, 2x the 64 px side
+    assert picture.getpixel((3 * 132 + 64, 128 + 4 + 64)) == (225, 225, 225)   # no unguided for an appearance case
+    with pytest.raises(SystemExit) as stop:                      # never overwritten silently
+        figure(images=str(tmp_path / "images"), split="tuning", out=str(tmp_path / "fig.png"), structure=1,
+               appearance=1, overwrite=False)
+    assert stop.value.code == 6
 
 
 def test_runner_refuses_to_overwrite_and_bad_methods(tmp_path):

@@ -75,5 +75,6 @@ def _rows(folder: Path, split: str, structure: int, appearance: int):
         raise InputError(f"{folder} holds no outputs of the {split} split")
     return chosen, rows
 
+
 if __name__ == "__main__":
     typer.run(main)
