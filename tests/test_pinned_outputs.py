@@ -6,6 +6,8 @@ core left all 13 bit-equal. Then one deliberate change of the maths was re-recor
 normalisation maps a component flat to float32 rounding to 0 (i2i/freecontrol/guidance.py ``FLAT_RTOL``), which the
 tiny SD pipelines' few key channels meet (fc_sd, fc_sd_appearance, fc_sd_img2img moved by up to 0.99), and the
 demo model recommends 32 components (fc_demo, fc_demo_appearance); the other 8 outputs did not move (max diff 0).
+Then Ctrl-X's generated branch began to leave the batch after its schedule (the random stream kept): cx_sd_generated
+moved by 1.43e-6 (float rounding of a smaller batch), the other 12 did not move.
 
 On the machine and torch version that recorded them (one thread) the outputs must be bit-equal; elsewhere, float
 kernels may round differently, so they must agree to 1e-5. Re-record (only after a deliberate change of the maths)

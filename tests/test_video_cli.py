@@ -87,7 +87,7 @@ def test_video_flags_checked_before_the_model_is_loaded(tmp_path, args, code, me
 
 
 def test_ctrl_c_leaves_no_output(gen_file, tmp_path):
-    clip = make_clip(tmp_path / "long.mp4", n=400, width=64, height=64, audio=False)
+    clip = make_clip(tmp_path / "long.mp4", n=1200, width=64, height=64, audio=False)   # ~8 s on a fast day
     out = tmp_path / "out"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen([sys.executable, "-m", "i2i", "cyclegan", "translate", str(clip), "-c", str(gen_file),
