@@ -127,6 +127,16 @@ def test_stopped_and_resumed_training_equals_a_straight_run(tmp_path):
     assert np.isfinite(b["loss_ema"])
 
 
+def test_resume_refuses_a_checkpoint_of_another_layout(tmp_path):
+    train(tmp_path / "run", TINY, threads=1, stop_after=2)
+    state = _weights(tmp_path / "run")
+    name = next(k for k in state["unet"] if k.endswith("conv_in.weight"))
+    state["unet"][name] = state["unet"][name][:16]        # as an older layout with narrower first blocks saved it
+    torch.save(state, tmp_path / "run" / "unet.pt")
+    with pytest.raises(UsageError, match="another UNet layout.*conv_in.weight"):
+        train(tmp_path / "run", resume=True, threads=1)
+
+
 def test_training_command_line_help_and_refusal(tmp_path):
     run = [sys.executable, "-m", "i2i.demo.train"]
     proc = subprocess.run(run + ["--help"], capture_output=True, text=True, timeout=120)

@@ -11,7 +11,8 @@ import typer
 from i2i.cli.common import (DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, ShardOpt, SkipExistingOpt, given,
                             run_guarded, warn_precision)
 from i2i.cli.options import declared_command, given_changes
-from i2i.cyclegan.config import RUN, TRAIN
+from i2i.cyclegan.config import (CPU_BATCH, CPU_VIDEO_BATCH, DECODE_WORKERS, GPU_BATCH, GPU_VIDEO_BATCH, RUN,
+                                 SHAPES_EVAL_LIMIT, TRAIN, WORKER_MIN_CORES)
 from i2i.progress import Reporter
 
 app = typer.Typer(help="CycleGAN (Zhu et al. 2017): unpaired training and translation in both directions.",
@@ -223,8 +224,8 @@ def translate(
                                       "written as .mp4), or for one input the output file itself, e.g. zebra.png, "
                                       "zebra.mp4.")] = Path("out"),
     batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", help="Images per forward pass (default: 4 on a GPU, 1 on a CPU, where batches measured "
-        "slower); video frames: 8 on a GPU, 4 on a CPU.", show_default=False)] = None,
+        "--batch-size", help=f"Images per forward pass (default: {GPU_BATCH} on a GPU, {CPU_BATCH} on a CPU, where "
+        f"batches measured slower); video frames: {GPU_VIDEO_BATCH} on a GPU, {CPU_VIDEO_BATCH} on a CPU.", show_default=False)] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Translate large images in overlapping tiles of "
                                                 "this size (seams blended).")] = None,
     tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Tile overlap in pixels.")] = 32,
@@ -236,8 +237,8 @@ def translate(
     suffix: Annotated[str, typer.Option("--suffix", help="Appended to each output file name.")] = "",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     num_workers: Annotated[Optional[int], typer.Option(
-        "--num-workers", help="Background decoding processes (default: 2 on a GPU or a CPU with more than 4 "
-        "cores, else 0: decoding in the main process).", show_default=False)] = None,
+        "--num-workers", help=f"Background decoding processes (default: {DECODE_WORKERS} on a GPU or a CPU with "
+        f"at least {WORKER_MIN_CORES} cores, else 0: decoding in the main process).", show_default=False)] = None,
     skip_existing: SkipExistingOpt = False, shard: ShardOpt = None, temporal: TemporalOpt = False,
     net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
     input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None, codec: CodecOpt = "h264", crf: CrfOpt = 18,
@@ -358,7 +359,7 @@ def eval_(
                                                     "builtin:shapes (default: the run's own).")] = None,
     phase: Annotated[str, typer.Option("--phase", help="Folder prefix: <phase>A, <phase>B.")] = "test",
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many images per direction "
-                                                 "(default: all; builtin:shapes: 200).")] = None,
+                                                 f"(default: all; builtin:shapes: {SHAPES_EVAL_LIMIT}).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where summary.json and grid.png go "
                                                 "(default: RUN/eval; with --best RUN/eval-best).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier evaluation.")] = False,

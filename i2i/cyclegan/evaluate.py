@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from i2i.cyclegan.checkpoint import load_generator, resolve_generator_file
-from i2i.cyclegan.config import TrainConfig
+from i2i.cyclegan.config import SHAPES_EVAL_LIMIT, TrainConfig
 from i2i.cyclegan.data import BUILTIN_SHAPES, list_images
 from i2i.cyclegan.translator import translate_pil
 from i2i.errors import InputError, OutputError, UsageError
@@ -49,7 +49,7 @@ RESOLUTIONS = ("train", "original")
 class EvalConfig:
     dataroot: str | None = None        # default: the run's training dataroot
     phase: str = "test"
-    limit: int | None = None           # images per direction (default: all; shapes: 200)
+    limit: int | None = None           # images per direction (default: all; shapes: SHAPES_EVAL_LIMIT)
     grid_rows: int = 6
     precision: str = "fp32"
     metrics: tuple[str, ...] = ()      # any of METRICS (image folders only)
@@ -199,7 +199,7 @@ def _eval_shapes(gens, train_cfg, config, device, reporter, summary) -> list[lis
 
     size = train_cfg.crop_size if train_cfg else 32
     seed = train_cfg.seed if train_cfg else 0
-    n = config.limit or 200
+    n = config.limit or SHAPES_EVAL_LIMIT
     grid_rows: list[list[Image.Image]] = []
     for direction, G, cfg, G_back, cfg_back, src, dst in (
             ("AtoB", G_A, cfg_a, G_B, cfg_b, 0, "square"), ("BtoA", G_B, cfg_b, G_A, cfg_a, 1, "circle")):

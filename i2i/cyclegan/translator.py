@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from i2i.cyclegan.config import GeneratorConfig
+from i2i.cyclegan.config import CPU_BATCH, DECODE_WORKERS, GPU_BATCH, WORKER_MIN_CORES, GeneratorConfig
 from i2i.cyclegan.networks import MIN_SIDE, required_multiple
 from i2i.device import Precision, autocast, use_channels_last
 from i2i.errors import I2IError, InputError, OutputError, UsageError
@@ -66,15 +66,14 @@ class TranslateConfig:
             raise UsageError("--num-workers cannot be negative")
 
     def for_device(self, device: torch.device) -> "TranslateConfig":
-        """Unset batch size / workers filled in for ``device``: on CUDA batches of 4 and 2 decoding workers; on a
-        CPU one image at a time, and workers only with more than 4 cores (measured on 2 cores: batches of 4 and
-        2 workers were 20-45 % slower, as the convolutions already use every core; examples/benchmarks/)."""
+        """Unset batch size / workers filled in for ``device`` (:data:`i2i.cyclegan.config.GPU_BATCH` and the
+        constants beside it: on a CPU one image at a time, as the convolutions already use every core)."""
         import os
 
         gpu = device.type == "cuda"
-        batch = self.batch_size if self.batch_size is not None else (4 if gpu else 1)
+        batch = self.batch_size if self.batch_size is not None else (GPU_BATCH if gpu else CPU_BATCH)
         workers = self.num_workers if self.num_workers is not None else (
-            2 if gpu or (os.cpu_count() or 1) > 4 else 0)
+            DECODE_WORKERS if gpu or (os.cpu_count() or 1) >= WORKER_MIN_CORES else 0)
         return dataclasses.replace(self, batch_size=batch, num_workers=workers)
 
 

@@ -17,6 +17,7 @@ from i2i.demo.build import RECOMMENDED_SETTINGS, build_text_encoder, build_unet,
 from i2i.demo.data import IMAGE_SIZE, eval_prompts
 from i2i.demo.train_config import UNET_STAGE, DemoTrainConfig, RunFolder, learning_rate, seeded_build, step_generator
 from i2i.demo.vae_stage import encode_dataset
+from i2i.errors import UsageError
 
 
 class UNetStage:
@@ -42,6 +43,7 @@ class UNetStage:
                 "ema_text": self.ema_text.state_dict(), "opt": self.opt.state_dict()}
 
     def load(self, state: dict) -> None:
+        _check_layout(state["unet"], self.unet.state_dict())
         self.done, self.loss_ema = state["step"], state["loss_ema"]
         self.unet.load_state_dict(state["unet"])
         self.text.load_state_dict(state["text_encoder"])
@@ -68,6 +70,16 @@ class UNetStage:
         self.done += 1
         self.loss_ema = loss.item() if self.loss_ema is None else 0.98 * self.loss_ema + 0.02 * loss.item()
         return loss.item()
+
+
+def _check_layout(saved: dict, current: dict) -> None:
+    """Refuse a checkpoint whose UNet was built with another layout (the layout is code, in
+    :mod:`i2i.demo.build`, so an older run folder can outlive it)."""
+    differ = [k for k in current if k not in saved or saved[k].shape != current[k].shape]
+    if differ or len(saved) != len(current):
+        raise UsageError(f"--resume: this run's unet.pt was made with another UNet layout than i2i.demo.build's "
+                         f"({len(differ)} of {len(current)} weights differ in name or shape, e.g. "
+                         f"{(differ or sorted(set(saved) - set(current)))[0]}); start a new run folder")
 
 
 def snr_weight(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:

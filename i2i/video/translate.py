@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from i2i.cyclegan.config import GeneratorConfig
+from i2i.cyclegan.config import CPU_VIDEO_BATCH, GPU_VIDEO_BATCH, GeneratorConfig
 from i2i.cyclegan.translator import TranslateConfig, TranslateResult, translate_tensor
 from i2i.device import use_channels_last
 from i2i.errors import I2IError
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
     from i2i.images import InputItem
     from i2i.video.temporal import TemporalConfig
 
-# Frames per generator call when TranslateConfig.batch_size is not given (measured: docs/performance.md).
-CPU_VIDEO_BATCH = 4
-GPU_VIDEO_BATCH = 8
 
 
 @dataclass(frozen=True)
