@@ -127,6 +127,20 @@ def test_stopped_and_resumed_training_equals_a_straight_run(tmp_path):
     assert np.isfinite(b["loss_ema"])
 
 
+def test_bf16_unet_stage_resumes_exactly_and_differs_from_fp32(tmp_path):
+    bf16 = DemoTrainConfig(**{**TINY.__dict__, "unet_precision": "bf16"})
+    train(tmp_path / "straight", bf16, threads=1, stop_after=2)
+    train(tmp_path / "resumed", bf16, threads=1, stop_after=1)
+    train(tmp_path / "resumed", resume=True, threads=1, stop_after=2)
+    train(tmp_path / "fp32", TINY, threads=1, stop_after=2)
+    a, b, c = (_weights(tmp_path / name) for name in ("straight", "resumed", "fp32"))
+    assert all(torch.equal(a["unet"][k], b["unet"][k]) for k in a["unet"])
+    assert all(v.dtype == torch.float32 for v in a["unet"].values())          # autocast only: weights stay fp32
+    assert not all(torch.equal(a["unet"][k], c["unet"][k]) for k in a["unet"])
+    with pytest.raises(UsageError, match="fp32 or bf16"):
+        train(tmp_path / "fp16", DemoTrainConfig(**{**TINY.__dict__, "unet_precision": "fp16"}), threads=1)
+
+
 def test_resume_refuses_a_checkpoint_of_another_layout(tmp_path):
     train(tmp_path / "run", TINY, threads=1, stop_after=2)
     state = _weights(tmp_path / "run")

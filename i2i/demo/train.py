@@ -82,6 +82,9 @@ def main(run_dir: Path = typer.Option(..., "--run", help="Run folder: config, lo
          dataset_size: Optional[int] = typer.Option(None, help=f"Default {DemoTrainConfig.dataset_size}."),
          eval_every: Optional[int] = typer.Option(None, help=f"Default {DemoTrainConfig.eval_every}."),
          checkpoint_every: Optional[int] = typer.Option(None, help=f"Default {DemoTrainConfig.checkpoint_every}."),
+         unet_precision: Optional[str] = typer.Option(None, help="fp32 or bf16 autocast of the UNet stage (bf16 "
+                                                      "on CPUs with AMX/AVX-512 BF16 only: elsewhere it is "
+                                                      f"slower). Default {DemoTrainConfig.unet_precision}."),
          ) -> None:
     """Train the demo model (both stages) into --run; settings are stored there and reused by --resume."""
     from i2i.errors import I2IError

@@ -32,6 +32,7 @@ class DemoTrainConfig:
     caption_dropout: float = 0.1
     min_snr_gamma: float = 5.0       # loss weight min(SNR, gamma) / SNR per sample (Hang et al., 2023); 0: plain MSE
     ema_decay: float = 0.999
+    unet_precision: str = "fp32"     # autocast of the UNet stage's forward passes: fp32 or bf16 (AMX CPUs: ~1.4x)
     checkpoint_every: int = 100
     eval_every: int = 1000
     eval_steps: int = 25

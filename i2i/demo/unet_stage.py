@@ -17,6 +17,7 @@ from i2i.demo.build import RECOMMENDED_SETTINGS, build_text_encoder, build_unet,
 from i2i.demo.data import IMAGE_SIZE, eval_prompts
 from i2i.demo.train_config import UNET_STAGE, DemoTrainConfig, RunFolder, learning_rate, seeded_build, step_generator
 from i2i.demo.vae_stage import encode_dataset
+from i2i.device import autocast
 from i2i.errors import UsageError
 
 
@@ -24,6 +25,8 @@ class UNetStage:
     """The trained weights, their EMA and the optimizer; :meth:`step` is one training step."""
 
     def __init__(self, cfg: DemoTrainConfig, tokenizer: Any, dev: torch.device) -> None:
+        if cfg.unet_precision not in ("fp32", "bf16"):
+            raise UsageError(f"unet_precision {cfg.unet_precision!r}: choose fp32 or bf16")
         self.cfg, self.dev = cfg, dev
         self.unet, self.text = seeded_build(cfg.seed, UNET_STAGE, lambda: (build_unet().to(dev),
                                                                           build_text_encoder(tokenizer).to(dev)))
@@ -58,9 +61,10 @@ class UNetStage:
         z, tokens = data.batch(cfg.unet_batch, cfg.caption_dropout, gen)
         noise = torch.randn(z.shape, generator=gen).to(self.dev)
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(self.dev)
-        pred = self.unet(data.schedule.add_noise(z, noise, t), t, self.text(tokens).last_hidden_state).sample
+        with autocast(self.dev, cfg.unet_precision):     # weights, optimizer, EMA and loss stay float32
+            pred = self.unet(data.schedule.add_noise(z, noise, t), t, self.text(tokens).last_hidden_state).sample
         loss = (snr_weight(data.schedule.alphas_cumprod[t], cfg.min_snr_gamma) *
-                F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+                F.mse_loss(pred.float(), noise, reduction="none").mean(dim=(1, 2, 3))).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
