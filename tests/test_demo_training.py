@@ -162,13 +162,31 @@ def test_training_command_line_help_and_refusal(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["report.py", "appearance_report.py", "ctrlx_report.py", "protocol.py",
-                                    "figure.py"])
+                                    "figure.py", "ctrlx_layers.py"])
 def test_demo_tools_run_as_scripts(script):
     import subprocess
 
     path = Path(__file__).resolve().parents[1] / "examples" / "demo" / script
     proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--help" in proc.stdout, proc.stderr[-1000:]
+
+
+def test_ctrlx_layer_probe_measures_reach_and_restores_the_transfer():
+    import i2i.ctrlx.control as control
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "demo"))
+    from ctrlx_layers import reach, recording
+
+    assert reach(torch.eye(64)[None]) == 0.0                                   # each token attends to itself
+    assert reach(torch.full((1, 64, 64), 1 / 64)) == pytest.approx(0.517, abs=1e-3)    # uniform over 8 x 8
+    original, stats = control.adain_transfer, []
+    with recording(stats):
+        hidden = torch.randn(16, 8)
+        q = k = torch.randn(1, 16, 8)
+        out = control.adain_transfer(hidden, hidden, q, k, 8 ** -0.5)
+    assert control.adain_transfer is original and torch.equal(out, original(hidden, hidden, q, k, 8 ** -0.5))
+    tokens, entropy, most, ratio, far = stats[0]
+    assert tokens == 16 and 0 < entropy < most == pytest.approx(np.log(16)) and ratio > 0 and 0 < far < 1
 
 
 def test_min_snr_weights_hand_computed():
