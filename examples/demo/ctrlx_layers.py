@@ -9,7 +9,8 @@ colour (structure cases) or the appearance image's colour (appearance cases). Pe
 transfer did there, averaged over the scheduled steps of every case: the entropy of the correspondence A (and the
 maximum, log of the number of appearance tokens), std(out) / std(in) of the features it rewrote (above 1: the
 transfer amplified them) and its reach: how far from its own position a token attends, as a fraction of the image
-side (uniform attention: about 0.52; a local, positional correspondence: much less). The figure has one row per case: sketch, appearance image, then one output per variant.
+side (uniform attention: about 0.52; a local, positional correspondence: much less). The figure has one row per
+case: sketch, appearance image, then one output per variant.
 """
 
 from __future__ import annotations

@@ -225,7 +225,8 @@ def translate(
                                       "zebra.mp4.")] = Path("out"),
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", help=f"Images per forward pass (default: {GPU_BATCH} on a GPU, {CPU_BATCH} on a CPU, where "
-        f"batches measured slower); video frames: {GPU_VIDEO_BATCH} on a GPU, {CPU_VIDEO_BATCH} on a CPU.", show_default=False)] = None,
+        f"batches measured slower); video frames: {GPU_VIDEO_BATCH} on a GPU, {CPU_VIDEO_BATCH} on a CPU.",
+        show_default=False)] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Translate large images in overlapping tiles of "
                                                 "this size (seams blended).")] = None,
     tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Tile overlap in pixels.")] = 32,

@@ -21,8 +21,8 @@ PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", 
 T = TypeVar("T")
 
 # What `translate` uses when --batch-size / --num-workers are not given (TranslateConfig.for_device,
-# i2i.video.translate; measured: docs/performance.md). On a CPU one image at a time and no decoding workers
-# unless it has more than WORKER_MIN_CORES - 1 cores: on 2 cores batches of 4 and 2 workers were 20-45 % slower.
+# i2i.video.translate; measured: docs/performance.md). On a CPU one image at a time, and decoding workers only
+# with at least WORKER_MIN_CORES cores: on 2 cores batches of 4 and 2 workers were 20-45 % slower.
 GPU_BATCH, CPU_BATCH = 4, 1
 GPU_VIDEO_BATCH, CPU_VIDEO_BATCH = 8, 4
 DECODE_WORKERS, WORKER_MIN_CORES = 2, 5
