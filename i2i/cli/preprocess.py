@@ -12,6 +12,7 @@ from i2i.cli.common import BATCH_PANEL, DebugOpt, JsonOpt, OverwriteOpt, QuietOp
 from i2i.preprocess.kinds import KINDS, MODEL_KINDS
 from i2i.progress import Reporter
 
+MAPS_DIR = Path("maps")          # where maps go unless --out says otherwise
 KIND_HELP = (f"Map to make: {', '.join(KINDS)}. canny: black Canny edges on white (the official FreeControl app's "
              "thresholds 100/200); edges: soft edges, dark on white; scribble: thick simplified strokes; invert: "
              "255 - image; none: the image as RGB. Model-based kinds (" + ", ".join(sorted(MODEL_KINDS)) +
@@ -26,9 +27,9 @@ def preprocess(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs or @list.txt.",
                                                 show_default=False)],
     kind: Annotated[str, typer.Option("--kind", "-k", help=KIND_HELP)] = "canny",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (default: maps), or for one input the "
+    out: Annotated[Path, typer.Option("--out", "-o", help=f"Output folder (default: {MAPS_DIR}), or for one input the "
                                       "file itself, e.g. edges.png. Maps keep the inputs' relative paths, as PNG.",
-                                      show_default=False)] = Path("maps"),
+                                      show_default=False)] = MAPS_DIR,
     resolution: Annotated[Optional[int], typer.Option(
         "--resolution", help="Resize the long side to this many pixels before making the map (default: the "
         "image's own size, as the official app).")] = None,
