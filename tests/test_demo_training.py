@@ -137,8 +137,8 @@ def test_bf16_unet_stage_resumes_exactly_and_differs_from_fp32(tmp_path):
     assert all(torch.equal(a["unet"][k], b["unet"][k]) for k in a["unet"])
     assert all(v.dtype == torch.float32 for v in a["unet"].values())          # autocast only: weights stay fp32
     assert not all(torch.equal(a["unet"][k], c["unet"][k]) for k in a["unet"])
-    with pytest.raises(UsageError, match="fp32 or bf16"):
-        train(tmp_path / "fp16", DemoTrainConfig(**{**TINY.__dict__, "unet_precision": "fp16"}), threads=1)
+    with pytest.raises(UsageError, match="fp32 or bf16"):             # refused before the VAE stage runs
+        DemoTrainConfig(**{**TINY.__dict__, "unet_precision": "fp16"})
 
 
 def test_resume_refuses_a_checkpoint_of_another_layout(tmp_path):
@@ -159,6 +159,10 @@ def test_training_command_line_help_and_refusal(tmp_path):
                           timeout=120)
     assert proc.returncode == 2 and "holds no demo training run" in proc.stderr
     assert "Traceback" not in proc.stderr
+    proc = subprocess.run(run + ["--run", str(tmp_path / "fp16"), "--unet-precision", "fp16"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "fp32 or bf16" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "fp16").exists()                          # refused before a run folder is made
 
 
 @pytest.mark.parametrize("script", ["report.py", "appearance_report.py", "ctrlx_report.py", "protocol.py",

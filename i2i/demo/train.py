@@ -90,8 +90,9 @@ def main(run_dir: Path = typer.Option(..., "--run", help="Run folder: config, lo
     from i2i.errors import I2IError
 
     names = {f.name for f in fields(DemoTrainConfig)}
-    cfg = _config_from_flags({k: v for k, v in locals().items() if k in names})
+    given = {k: v for k, v in locals().items() if k in names}
     try:
+        cfg = _config_from_flags(given)
         path = train(run_dir, cfg, resume=resume, out=out, stop_after=stop_after, threads=threads, device=device)
     except I2IError as exc:
         typer.echo(f"error: {exc}", err=True)

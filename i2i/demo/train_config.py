@@ -14,6 +14,7 @@ import torch
 from i2i.errors import UsageError
 
 VAE_STAGE, UNET_STAGE = 1, 2
+UNET_PRECISIONS = ("fp32", "bf16")       # fp16 would need a loss scaler
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class DemoTrainConfig:
     eval_every: int = 1000
     eval_steps: int = 25
     eval_guidance: float = 7.5
+
+    def __post_init__(self) -> None:
+        if self.unet_precision not in UNET_PRECISIONS:     # refused before any stage runs
+            raise UsageError(f"unet_precision {self.unet_precision!r}: choose {' or '.join(UNET_PRECISIONS)}")
 
 
 def step_generator(seed: int, stage: int, step: int) -> torch.Generator:

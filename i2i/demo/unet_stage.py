@@ -25,8 +25,6 @@ class UNetStage:
     """The trained weights, their EMA and the optimizer; :meth:`step` is one training step."""
 
     def __init__(self, cfg: DemoTrainConfig, tokenizer: Any, dev: torch.device) -> None:
-        if cfg.unet_precision not in ("fp32", "bf16"):
-            raise UsageError(f"unet_precision {cfg.unet_precision!r}: choose fp32 or bf16")
         self.cfg, self.dev = cfg, dev
         self.unet, self.text = seeded_build(cfg.seed, UNET_STAGE, lambda: (build_unet().to(dev),
                                                                           build_text_encoder(tokenizer).to(dev)))
