@@ -14,7 +14,7 @@ from i2i.demo.tokenizer import build_tokenizer, word_merges
 from i2i.demo.train import train
 from i2i.demo.train_config import DemoTrainConfig
 from i2i.errors import UsageError
-from i2i.shapes import read_shape
+from i2i.shapes import nearest_colour, read_shape, render_mask
 
 TINY = DemoTrainConfig(vae_steps=3, vae_batch=4, dataset_size=16, unet_steps=4, unet_batch=4, eval_every=4,
                        eval_steps=1, checkpoint_every=2)
@@ -77,6 +77,27 @@ def test_samples_are_deterministic_and_readable():
     assert looks["fills"] == {"solid", "stripes", "checks"}
     assert 0.4 < looks["tinted"] / filled < 0.7 and 0.08 < looks["second"] / filled < 0.3   # 25 % tried; some find no room
     assert 0.3 < looks["no colour"] / filled < 0.5       # the colour varies within those captions
+
+
+def test_twin_scenes_share_the_main_objects_look_and_leave_other_scenes_alone():
+    twins = 0
+    for i in range(200):
+        plain, with_twins = sample(i, seed=5), sample(i, seed=5, twin_share=0.5)
+        assert sample(i, seed=5, twin_share=0.0).image.tobytes() == plain.image.tobytes()
+        if with_twins.scene is None or not with_twins.scene.twin:     # every other sample is the plain one
+            assert with_twins.caption == plain.caption and with_twins.image.tobytes() == plain.image.tobytes()
+            continue
+        twins += 1
+        main, twin = with_twins.scene.main, with_twins.scene.second
+        assert main == plain.spec and twin.colour == main.colour and main.colour not in with_twins.caption
+        assert with_twins.scene.fill == plain.scene.fill and with_twins.scene.background == plain.scene.background
+        pixels = np.asarray(with_twins.image).reshape(-1, 3).astype(int)
+        inside = render_mask(twin, 64).reshape(-1) & ~render_mask(main, 64).reshape(-1)
+        twin_colour = np.median(pixels[inside], axis=0)       # the twin is drawn in the main object's colour
+        assert nearest_colour(tuple(int(c) for c in twin_colour)) == main.colour, i
+    assert 40 < twins < 90                                  # half of the ~170 filled scenes, less those with no room
+    with pytest.raises(UsageError, match="twin_share"):
+        DemoTrainConfig(twin_share=1.5)
 
 
 def _weights(run: Path) -> dict:

@@ -9,6 +9,9 @@ latents and self-attention, where FreeControl's appearance energy and Ctrl-X's a
 - the fill: solid, stripes at any angle, or a checker of the colour and a slightly darker shade, with the shade
   itself jittered;
 - sometimes a second, smaller object of another shape and colour;
+- optionally (``twin_share``, off by default) a *twin*: a second object with the main one's colour and fill, in a
+  scene whose caption names no colour, so that drawing one object well means looking at the other one (the
+  correspondence Ctrl-X's appearance transfer relies on);
 - the colour itself, for the captions that name only the shape ("a circle") or use the generic analysis prompt.
 
 Some images are black outline sketches on white ("an outline of a {shape}"), the condition FreeControl and Ctrl-X
@@ -18,7 +21,7 @@ are fed. Every sample is a pure function of ``(seed, index)``.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -42,13 +45,15 @@ TINT_RANGE = (205, 255)          # each channel of a background tint: light, far
 SHADE_RANGE = (0.94, 1.06)       # the object's colour is multiplied by this
 PATTERN_DARKER = 0.88            # the second tone of stripes and checks: the colour times this
 SECOND_SIZE_RANGE = (0.07, 0.11)
+TWIN_SIZE_RANGE = (0.08, 0.16)
+TWIN_CAPTION_SHARES: tuple[tuple[str, float], ...] = (("shape", 0.7), ("generic", 0.3))   # never the colour
 
 
 @dataclass(frozen=True)
 class Scene:
     """What one filled image shows. ``background`` is two RGB colours (equal unless a gradient) and the gradient's
     direction in degrees; ``fill`` is "solid", "stripes" or "checks" with its ``period`` (px at 64 px) and
-    ``angle``; ``second`` an optional smaller object."""
+    ``angle``; ``second`` an optional smaller object, drawn with the main object's fill when ``twin``."""
 
     main: ShapeSpec
     background: tuple[tuple[int, int, int], tuple[int, int, int], float]
@@ -57,6 +62,7 @@ class Scene:
     period: float
     angle: float
     second: ShapeSpec | None
+    twin: bool = False       # the second object has the main one's colour, shade and fill
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,15 @@ def _second_object(rng: random.Random, main: ShapeSpec) -> ShapeSpec | None:
         spec = random_spec(rng, shape=rng.choice([s for s in SHAPES if s != main.shape]),
                            colour=rng.choice(sorted(c for c in COLOURS if c != main.colour)),
                            size_range=SECOND_SIZE_RANGE)
+        if max(abs(spec.cx - main.cx), abs(spec.cy - main.cy)) > spec.size + main.size + 0.04:
+            return spec
+    return None
+
+
+def _twin(rng: random.Random, main: ShapeSpec) -> ShapeSpec | None:
+    """An object of any shape in ``main``'s colour that does not touch ``main`` (None after a few misses)."""
+    for _ in range(16):
+        spec = random_spec(rng, shape=rng.choice(SHAPES), colour=main.colour, size_range=TWIN_SIZE_RANGE)
         if max(abs(spec.cx - main.cx), abs(spec.cy - main.cy)) > spec.size + main.size + 0.04:
             return spec
     return None
@@ -137,14 +152,15 @@ def render_scene(scene: Scene, size: int = IMAGE_SIZE) -> Image.Image:
     canvas = _background(scene, size)
     if scene.second is not None:
         alpha = render_coverage(scene.second, size)[..., None]
-        canvas = canvas * (1 - alpha) + np.array(COLOURS[scene.second.colour], np.float32) * alpha
+        look = _fill(scene, size) if scene.twin else np.array(COLOURS[scene.second.colour], np.float32)
+        canvas = canvas * (1 - alpha) + look * alpha
     alpha = render_coverage(scene.main, size)[..., None]
     canvas = canvas * (1 - alpha) + _fill(scene, size) * alpha
     return Image.fromarray(np.clip(np.rint(canvas), 0, 255).astype(np.uint8), "RGB")
 
 
-def _caption(rng: random.Random, spec: ShapeSpec) -> str:
-    kind = _pick(rng, CAPTION_SHARES)
+def _caption(rng: random.Random, spec: ShapeSpec, shares: tuple[tuple[str, float], ...] = CAPTION_SHARES) -> str:
+    kind = _pick(rng, shares)
     if kind == "colour":
         return f"a {spec.colour} {spec.shape}"
     if kind == "shape":
@@ -152,14 +168,20 @@ def _caption(rng: random.Random, spec: ShapeSpec) -> str:
     return GENERIC_PROMPT.format(spec.shape)
 
 
-def sample(index: int, seed: int = 0, size: int = IMAGE_SIZE) -> Sample:
-    """The ``index``-th training sample for ``seed``."""
+def sample(index: int, seed: int = 0, size: int = IMAGE_SIZE, twin_share: float = 0.0) -> Sample:
+    """The ``index``-th training sample for ``seed``; a share ``twin_share`` of the filled scenes get a twin. The
+    twins draw from a random stream of their own, so ``twin_share=0`` gives exactly the scenes of earlier runs."""
     rng = random.Random(f"i2i-demo-v2:{seed}:{index}")
     spec = random_spec(rng)
     if rng.random() < OUTLINE_SHARE:
         return Sample(render(spec, size, style="outline"), OUTLINE_PROMPT.format(spec.shape), spec, "outline")
     scene = random_scene(rng, spec)
-    return Sample(render_scene(scene, size), _caption(rng, spec), spec, "filled", scene)
+    caption = _caption(rng, spec)
+    twin_rng = random.Random(f"i2i-demo-twin:{seed}:{index}")
+    if twin_share > 0 and twin_rng.random() < twin_share and (twin := _twin(twin_rng, spec)) is not None:
+        scene = replace(scene, second=twin, twin=True)
+        caption = _caption(twin_rng, spec, TWIN_CAPTION_SHARES)
+    return Sample(render_scene(scene, size), caption, spec, "filled", scene)
 
 
 def eval_prompts() -> list[tuple[str, str, str]]:

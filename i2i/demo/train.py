@@ -85,6 +85,9 @@ def main(run_dir: Path = typer.Option(..., "--run", help="Run folder: config, lo
          unet_precision: Optional[str] = typer.Option(None, help="fp32 or bf16 autocast of the UNet stage (bf16 "
                                                       "on CPUs with AMX/AVX-512 BF16 only: elsewhere it is "
                                                       f"slower). Default {DemoTrainConfig.unet_precision}."),
+         twin_share: Optional[float] = typer.Option(None, help="Share of the UNet stage's filled scenes that get a "
+                                                    "twin: a second object of the main one's look, the caption "
+                                                    f"naming no colour. Default {DemoTrainConfig.twin_share}."),
          ) -> None:
     """Train the demo model (both stages) into --run; settings are stored there and reused by --resume."""
     from i2i.errors import I2IError

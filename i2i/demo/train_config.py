@@ -34,6 +34,7 @@ class DemoTrainConfig:
     min_snr_gamma: float = 5.0       # loss weight min(SNR, gamma) / SNR per sample (Hang et al., 2023); 0: plain MSE
     ema_decay: float = 0.999
     unet_precision: str = "fp32"     # autocast of the UNet stage's forward passes: fp32 or bf16 (AMX CPUs: ~1.4x)
+    twin_share: float = 0.0          # share of the UNet stage's filled scenes with a twin object (i2i.demo.data)
     checkpoint_every: int = 100
     eval_every: int = 1000
     eval_steps: int = 25
@@ -42,6 +43,8 @@ class DemoTrainConfig:
     def __post_init__(self) -> None:
         if self.unet_precision not in UNET_PRECISIONS:     # refused before any stage runs
             raise UsageError(f"unet_precision {self.unet_precision!r}: choose {' or '.join(UNET_PRECISIONS)}")
+        if not 0.0 <= self.twin_share <= 1.0:
+            raise UsageError(f"twin_share {self.twin_share}: a share between 0 and 1")
 
 
 def step_generator(seed: int, stage: int, step: int) -> torch.Generator:

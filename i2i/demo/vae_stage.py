@@ -15,8 +15,8 @@ from i2i.images import image_to_tensor
 EVAL_OFFSET = 50_000_000          # evaluation images come from indices far from the training ones
 
 
-def image_batch(indices: range, seed: int) -> tuple[torch.Tensor, list[str], list]:
-    samples = [sample(i, seed) for i in indices]
+def image_batch(indices: range, seed: int, twin_share: float = 0.0) -> tuple[torch.Tensor, list[str], list]:
+    samples = [sample(i, seed, twin_share=twin_share) for i in indices]
     return torch.stack([image_to_tensor(s.image) for s in samples]), [s.caption for s in samples], samples
 
 
@@ -91,7 +91,8 @@ def encode_dataset(vae: Any, cfg: DemoTrainConfig, dev: torch.device) -> tuple[t
     means, stds, captions = [], [], []
     with torch.no_grad():
         for start in range(0, cfg.dataset_size, 256):
-            x, caps, _ = image_batch(range(start, min(start + 256, cfg.dataset_size)), cfg.seed + 1)
+            x, caps, _ = image_batch(range(start, min(start + 256, cfg.dataset_size)), cfg.seed + 1,
+                                     cfg.twin_share)
             post = vae.encode(x.to(dev)).latent_dist
             means.append(post.mean)
             stds.append(post.std)
