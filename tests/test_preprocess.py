@@ -2,6 +2,7 @@
 diffusion commands' job loop."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +99,16 @@ def test_odd_inputs_rgba_grayscale_tiny_and_resolution(tmp_path):
     path = tmp_path / "sq.png"
     square().save(path)
     assert np.array_equal(np.asarray(condition_map(path, "invert")), 255 - np.asarray(square()))
+
+
+def test_library_defaults_are_the_commands(tmp_path, monkeypatch):
+    from i2i.preprocess.files import preprocess_files
+
+    square().save(tmp_path / "sq.png")
+    monkeypatch.chdir(tmp_path)
+    written = preprocess_files(["sq.png"]).written            # canny, into maps/, as `i2i preprocess sq.png`
+    assert written == [Path("maps/sq.png")]
+    assert np.array_equal(np.asarray(Image.open(written[0])), np.asarray(condition_map(square(), "canny")))
 
 
 def test_bad_inputs_and_kinds_raise_clear_errors(tmp_path):

@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from i2i.cli.common import BATCH_PANEL, DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, run_guarded
+from i2i.preprocess.files import DEFAULT_KIND, MAPS_DIR
 from i2i.preprocess.kinds import KINDS, MODEL_KINDS
 from i2i.progress import Reporter
 
-MAPS_DIR = Path("maps")          # where maps go unless --out says otherwise
 KIND_HELP = (f"Map to make: {', '.join(KINDS)}. canny: black Canny edges on white (the official FreeControl app's "
              "thresholds 100/200); edges: soft edges, dark on white; scribble: thick simplified strokes; invert: "
              "255 - image; none: the image as RGB. Model-based kinds (" + ", ".join(sorted(MODEL_KINDS)) +
@@ -26,7 +26,7 @@ PreprocessOpt = Annotated[str, typer.Option(
 def preprocess(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive), globs or @list.txt.",
                                                 show_default=False)],
-    kind: Annotated[str, typer.Option("--kind", "-k", help=KIND_HELP)] = "canny",
+    kind: Annotated[str, typer.Option("--kind", "-k", help=KIND_HELP)] = DEFAULT_KIND,
     out: Annotated[Path, typer.Option("--out", "-o", help=f"Output folder (default: {MAPS_DIR}), or for one input the "
                                       "file itself, e.g. edges.png. Maps keep the inputs' relative paths, as PNG.",
                                       show_default=False)] = MAPS_DIR,

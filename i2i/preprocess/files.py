@@ -12,6 +12,9 @@ from i2i.errors import I2IError, OutputError, PartialFailure
 from i2i.preprocess.kinds import check_kind
 from i2i.progress import Reporter
 
+MAPS_DIR = Path("maps")          # where maps go unless the caller names a folder or file
+DEFAULT_KIND = "canny"
+
 
 @dataclass
 class PreprocessResult:
@@ -21,7 +24,7 @@ class PreprocessResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def preprocess_files(inputs: Sequence[str | os.PathLike], kind: str, out: str | os.PathLike,
+def preprocess_files(inputs: Sequence[str | os.PathLike], kind: str = DEFAULT_KIND, out: str | os.PathLike = MAPS_DIR,
                      overwrite: bool = False, resolution: int | None = None,
                      reporter: Reporter | None = None) -> PreprocessResult:
     """Write the ``kind`` map of every input image under ``out`` (a folder; or, for one input, a ``.png`` / ``.jpg``
