@@ -200,7 +200,7 @@ def test_ctrlx_layer_probe_measures_reach_and_restores_the_transfer():
     import i2i.ctrlx.control as control
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "demo"))
-    from ctrlx_layers import reach, recording
+    from ctrlx_layers import object_attention, reach, recording
 
     assert reach(torch.eye(64)[None]) == 0.0                                   # each token attends to itself
     assert reach(torch.full((1, 64, 64), 1 / 64)) == pytest.approx(0.517, abs=1e-3)    # uniform over 8 x 8
@@ -212,6 +212,16 @@ def test_ctrlx_layer_probe_measures_reach_and_restores_the_transfer():
     assert control.adain_transfer is original and torch.equal(out, original(hidden, hidden, q, k, 8 ** -0.5))
     tokens, entropy, most, ratio, far = stats[0]
     assert tokens == 16 and 0 < entropy < most == pytest.approx(np.log(16)) and ratio > 0 and 0 < far < 1
+    output, look = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    output[:32], look[:, :16] = True, True               # on an 8 x 8 grid: the top half; the left quarter
+    assert object_attention(torch.full((2, 64, 64), 1 / 64), output, look) == pytest.approx((0.25, 0.25, 0.25))
+    sharp = torch.zeros(1, 64, 64)
+    sharp[0, :32, 0], sharp[0, 32:, 63] = 1, 1           # the top half looks at a token of the object, the rest away
+    assert object_attention(sharp, output, look) == pytest.approx((1.0, 0.0, 0.25))
+    with recording(stats, {"output": output, "appearance": look}):
+        control.adain_transfer(torch.randn(64, 8), torch.randn(64, 8), q[:, :1].expand(1, 64, 8),
+                               k[:, :1].expand(1, 64, 8), 8 ** -0.5)
+    assert stats[-1][5:] == pytest.approx((0.25, 0.25, 0.25))        # equal keys: uniform attention
 
 
 def test_min_snr_weights_hand_computed():

@@ -9,8 +9,11 @@ colour (structure cases) or the appearance image's colour (appearance cases). Pe
 transfer did there, averaged over the scheduled steps of every case: the entropy of the correspondence A (and the
 maximum, log of the number of appearance tokens), std(out) / std(in) of the features it rewrote (above 1: the
 transfer amplified them) and its reach: how far from its own position a token attends, as a fraction of the image
-side (uniform attention: about 0.52; a local, positional correspondence: much less). The figure has one row per
-case: sketch, appearance image, then one output per variant.
+side (uniform attention: about 0.52; a local, positional correspondence: much less). On the appearance cases it
+also prints where the attention goes: the share of A that tokens inside the sketch's shape ("object") and outside
+it ("ground") put on the appearance image's object, next to that object's share of the tokens (what uniform
+attention would give). A semantic correspondence sends the object's tokens to the object and the ground's to the
+ground. The figure has one row per case: sketch, appearance image, then one output per variant.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 import typer
@@ -30,11 +33,17 @@ from PIL import Image
 import i2i.ctrlx.control as control
 from i2i.demo.protocol import SPLITS, cases, score
 from i2i.errors import I2IError, UsageError
+from i2i.shapes import render_mask
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @contextlib.contextmanager
-def recording(stats: list[tuple[int, float, float, float, float]]) -> Iterator[None]:
-    """Record (tokens, entropy of A, log tokens, std ratio, reach) of every appearance transfer made inside."""
+def recording(stats: list[tuple], masks: dict | None = None) -> Iterator[None]:
+    """Record (tokens, entropy of A, log tokens, std ratio, reach) of every appearance transfer made inside; when
+    ``masks`` holds the current case's "output" and "appearance" object masks (bool ``[S, S]``), append
+    :func:`object_attention` of A to each record."""
     original = control.adain_transfer
 
     def recorded(hidden, appearance, query, key, scale):
@@ -42,7 +51,8 @@ def recording(stats: list[tuple[int, float, float, float, float]]) -> Iterator[N
         a = torch.softmax(query @ key.transpose(-1, -2) * scale, dim=-1)
         entropy = -(a * a.clamp_min(1e-12).log()).sum(-1).mean().item()
         ratio = (out.std(0).mean() / hidden.std(0).mean()).item()
-        stats.append((key.shape[1], entropy, math.log(key.shape[1]), ratio, reach(a)))
+        where = object_attention(a, masks["output"], masks["appearance"]) if masks else ()
+        stats.append((key.shape[1], entropy, math.log(key.shape[1]), ratio, reach(a), *where))
         return out
 
     control.adain_transfer = recorded
@@ -61,6 +71,25 @@ def reach(a: torch.Tensor) -> float:
     return (a * distance).sum(-1).mean().item()
 
 
+def token_mask(mask: "np.ndarray", side: int) -> torch.Tensor:
+    """A pixel mask ``[S, S]`` on a ``side`` x ``side`` token grid (a token is in when over half its pixels are),
+    flattened in the attention's token order."""
+    pooled = torch.nn.functional.adaptive_avg_pool2d(torch.tensor(mask, dtype=torch.float32)[None, None], side)
+    return pooled.reshape(-1) > 0.5
+
+
+def object_attention(a: torch.Tensor, output: "np.ndarray", appearance: "np.ndarray") -> tuple[float, float, float]:
+    """(object -> object, ground -> object, chance): the share of ``a`` ``[H, N, M]`` (square grids) that tokens
+    inside ``output``'s object and outside it put on ``appearance``'s object, and that object's share of the
+    tokens."""
+    side = math.isqrt(a.shape[-1])
+    inside, target = token_mask(output, math.isqrt(a.shape[-2])), token_mask(appearance, side)
+    on_target = a.mean(0)[:, target].sum(-1)
+    nan = float("nan")
+    return (on_target[inside].mean().item() if inside.any() else nan,
+            on_target[~inside].mean().item() if (~inside).any() else nan, target.float().mean().item())
+
+
 def run(model: str, split: str, n_structure: int, n_appearance: int, figure: Path | None) -> None:
     from i2i.ctrlx.pipeline import CtrlXPipeline
 
@@ -72,13 +101,17 @@ def run(model: str, split: str, n_structure: int, n_appearance: int, figure: Pat
     chosen = cases(split, ("structure",))[:n_structure] + cases(split, ("appearance",))[:n_appearance]
     side, tiles = 64, {}
     print(f"{'variant':<16} {'structure IoU':>13} {'prompt colour':>13} {'appearance colour':>17} "
-          f"{'entropy / max':>13} {'std out/in':>10} {'reach':>6}")
+          f"{'entropy / max':>13} {'std out/in':>10} {'reach':>6} {'object / ground -> object (chance)':>34}")
     for label, layers in variants:
         pipe.layers = dataclasses.replace(full, appearance_attn=layers)
         stats: list = []
+        masks: dict = {}
         scores = {"structure": [], "appearance": []}
-        with recording(stats):
+        with recording(stats, masks):
             for case in chosen:
+                masks.clear()
+                if case.kind == "appearance":
+                    masks.update(output=case.target_mask(side), appearance=render_mask(case.appearance, side))
                 image = pipe(case.prompt, case.sketch_image(side), case.appearance_image(side), config,
                              seed=case.seed, decode_branches=False).images[0]
                 tiles[(case.name, label)] = image
@@ -91,7 +124,11 @@ def run(model: str, split: str, n_structure: int, n_appearance: int, figure: Pat
         one = len(layers) == 1 and stats
         ratio = f"{statistics.fmean(s[3] for s in stats):.2f}" if one else ""
         far = f"{statistics.fmean(s[4] for s in stats):.2f}" if one else ""
-        print(f"{label:<16} {iou:>13.2f} {prompt:>13.0%} {look:>17.0%} {where:>13} {ratio:>10} {far:>6}", flush=True)
+        spread = [s[5:] for s in stats if len(s) > 5]
+        goes = " / ".join(f"{statistics.fmean(v[i] for v in spread):.2f}" for i in range(2))
+        goes = f"{goes} ({statistics.fmean(v[2] for v in spread):.2f})" if one and spread else ""
+        print(f"{label:<16} {iou:>13.2f} {prompt:>13.0%} {look:>17.0%} {where:>13} {ratio:>10} {far:>6} {goes:>34}",
+              flush=True)
     if figure is not None:
         draw(chosen, [label for label, _ in variants], tiles, side).save(figure)
         print(f"figure: {figure}")
