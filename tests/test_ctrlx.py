@@ -2,7 +2,9 @@
 structure injection in the cond row on scheduled steps only, the AdaIN maths, re-noising through the scheduler's
 own add_noise, and the SDXL path."""
 
+import dataclasses
 import math
+import warnings
 
 import pytest
 import numpy as np
@@ -236,6 +238,19 @@ def test_results_are_seeded_and_appearance_changes_the_output():
     assert a.images[0].size == (32, 32) and len(c.appearance) == 1
     d = pipe("a red square", structure, appearance, FAST, seed=4, decode_branches=False)
     assert torch.equal(a.latents, d.latents) and d.structure == [] and d.appearance == []
+
+
+def test_an_image_whose_schedule_controls_no_step_is_ignored_with_a_warning():
+    pipe = _pipe()
+    structure, appearance = _images()
+    off = dataclasses.replace(FAST, appearance_schedule=0.0)
+    with pytest.warns(UserWarning, match="the appearance image is ignored: appearance_schedule 0.0") as caught:
+        a = pipe("a red square", structure, appearance, off, seed=4)
+    assert caught[0].filename == __file__                              # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                               # no image, nothing to warn about
+        b = pipe("a red square", structure, None, off, seed=4)
+    assert torch.equal(a.latents, b.latents)                         # the image changed nothing
 
 
 def test_sdxl_path():
