@@ -124,9 +124,9 @@ def run(model: str, split: str, n_structure: int, n_appearance: int, figure: Pat
         one = len(layers) == 1 and stats
         ratio = f"{statistics.fmean(s[3] for s in stats):.2f}" if one else ""
         far = f"{statistics.fmean(s[4] for s in stats):.2f}" if one else ""
-        spread = [s[5:] for s in stats if len(s) > 5]
-        goes = " / ".join(f"{statistics.fmean(v[i] for v in spread):.2f}" for i in range(2))
-        goes = f"{goes} ({statistics.fmean(v[2] for v in spread):.2f})" if one and spread else ""
+        spread = [s[5:] for s in stats if len(s) > 5] if one else []
+        obj, ground, chance = (statistics.fmean(v[i] for v in spread) for i in range(3)) if spread else (0, 0, 0)
+        goes = f"{obj:.2f} / {ground:.2f} ({chance:.2f})" if spread else ""
         print(f"{label:<16} {iou:>13.2f} {prompt:>13.0%} {look:>17.0%} {where:>13} {ratio:>10} {far:>6} {goes:>34}",
               flush=True)
     if figure is not None:
