@@ -1,29 +1,37 @@
-"""The bundled demo model: it ships, loads offline, obeys prompts, and FreeControl visibly controls its layout.
+"""The bundled demo model: it ships small, loads offline, follows prompts, and both diffusion methods control it.
 
-Small versions of ``python examples/demo/report.py`` (a few prompts and one seed each), read off the pixels by the
-deterministic shape reader.
+Small versions of the protocol's tuning split (docs/demo-protocol.md: the first cases of each kind, with the model
+folder's settings, as ``python examples/demo/protocol.py --split tuning`` runs them), read off the pixels by
+:func:`i2i.shapes.read_object`. The thresholds sit below what these cases gave when the settings were tuned (noted
+beside each), so that a case that moves with the host's thread count cannot flip a test on its own; the targets
+themselves are measured on the held-out split by the protocol runner, not here.
 """
 
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
+from PIL import Image
 
 from i2i.demo.model import demo_model_path
-from i2i.shapes import COLOURS, iou, read_shape, render, render_mask
+from i2i.demo.protocol import cases, score
+from i2i.shapes import ShapeSpec, iou, read_object, render, render_mask
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples" / "demo"))      # the report scripts (developer tools)
-from report import IMG2IMG_SOURCE_COLOUR, SKETCH_SPECS  # noqa: E402
+sys.path.insert(0, str(ROOT / "examples" / "demo"))
+from conditions import SKETCHES  # noqa: E402  (the shipped example conditions)
+
+STRUCTURE = cases("tuning", ("structure",))[:6]        # shuffled: every shape, several colours
+APPEARANCE = cases("tuning", ("appearance",))[:4]
 
 
 @pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
+def fc_pipe(tmp_path_factory):
     from i2i.freecontrol.pipeline import FreeControlPipeline
 
     return FreeControlPipeline.from_pretrained(demo_model_path(), device="cpu",
@@ -31,10 +39,10 @@ def pipe(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fc():
-    from i2i.freecontrol.config import model_config
+def cx_pipe():
+    from i2i.ctrlx.pipeline import CtrlXPipeline
 
-    return model_config(str(demo_model_path()))
+    return CtrlXPipeline.from_pretrained(demo_model_path(), device="cpu")
 
 
 def test_demo_model_ships_small_and_loads_offline():
@@ -42,91 +50,80 @@ def test_demo_model_ships_small_and_loads_offline():
 
     folder = demo_model_path()
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    assert size <= 10 * 2**20
+    assert size <= 20 * 10**6
     base = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
     assert base.unet.up_blocks[1].attentions[0].transformer_blocks[0].attn2 is not None   # cross-attention
     assert base.tokenizer.model_max_length == base.text_encoder.config.max_position_embeddings
     assert base.scheduler.config.steps_offset == 1
-    assert json.loads((folder / "i2i_freecontrol.json").read_text())["num_inference_steps"] == 50
+    modules = dict(base.unet.named_modules())
+    for block in ("down_blocks.0", "down_blocks.1", "down_blocks.2", "up_blocks.1", "up_blocks.2", "up_blocks.3",
+                  "mid_block"):        # self-attention wherever SD 1.x has it (version 2)
+        assert f"{block}.attentions.0.transformer_blocks.0.attn1" in modules, block
+    meta = json.loads((folder / "i2i_demo.json").read_text())
+    assert meta["unet_steps_done"] == meta["train_config"]["unet_steps"]      # a finished run
 
 
-def test_plain_samples_follow_the_prompt(pipe, fc):
-    prompts = [("a red circle", "circle"), ("a blue square", "square"), ("a yellow triangle", "triangle"),
-               ("a green square", "square"), ("a purple circle", "circle"), ("a orange triangle", "triangle")]
-    images = pipe.base([p for p, _ in prompts], num_inference_steps=25, guidance_scale=fc.guidance_scale,
-                       negative_prompt=[fc.negative_prompt] * len(prompts), generator=torch.Generator().manual_seed(0),
-                       height=64, width=64).images
-    readings = [read_shape(img) for img in images]
-    assert sum(r.shape == shape for r, (_, shape) in zip(readings, prompts)) >= 5
-    assert sum(r.colour == p.split()[1] for r, (p, _) in zip(readings, prompts)) >= 5
+def test_plain_samples_follow_the_prompt():
+    from i2i.generate.pipeline import GeneratePipeline
+
+    pipe = GeneratePipeline.from_pretrained(demo_model_path(), device="cpu")
+    readings = [(case, read_object(pipe(case.prompt, seed=case.seed).images[0])) for case in STRUCTURE]
+    assert sum(r.shape == case.sketch.shape for case, r in readings) >= 5
+    assert sum(r.colour == case.colour for case, r in readings) >= 5
 
 
-@pytest.mark.parametrize("shape, colour", [("square", "blue"), ("triangle", "blue")])
-def test_sketch_controls_the_layout_and_keeps_the_colour(pipe, fc, shape, colour):
-    spec = SKETCH_SPECS[shape]
-    out = pipe(f"a {colour} {shape}", render(spec, 64, style="outline"), fc,
-               inversion_prompt=f"an outline of a {shape}", subject=shape, concept=shape, seed=0)
-    target = render_mask(spec, 64)
-    guided, unguided = read_shape(out.images[0]), read_shape(out.unguided[0])
-    assert iou(guided.mask, target) >= 0.6
-    assert iou(guided.mask, target) >= iou(unguided.mask, target) + 0.3
-    assert guided.shape == shape
-    assert guided.colour == colour
+def _freecontrol(pipe, case, **kwargs):
+    return pipe(case.prompt, case.sketch_image(), pipe.default_config(), seed=case.seed,
+                appearance=case.appearance_image(), **kwargs)
 
 
-def test_sketch_guidance_over_every_prompt(pipe, fc):
-    """All 18 prompts at one seed: a small version of the report's structure row. With the settings the model
-    shipped with before (subject mask at 0.3, no negative prompt) this gave colour 13/18 and IoU 0.57; with the
-    shipped ones 16/18 and 0.66."""
-    colour_ok, ious, unguided_ious = 0, [], []
-    for shape, spec in SKETCH_SPECS.items():
-        sketch, target = render(spec, 64, style="outline"), render_mask(spec, 64)
-        for colour in COLOURS:
-            out = pipe(f"a {colour} {shape}", sketch, fc, inversion_prompt=f"an outline of a {shape}",
-                       subject=shape, concept=shape, seed=1)
-            guided = read_shape(out.images[0])
-            colour_ok += guided.colour == colour
-            ious.append(iou(guided.mask, target))
-            unguided_ious.append(iou(read_shape(out.unguided[0]).mask, target))
-    assert colour_ok >= 14
-    assert sum(ious) / len(ious) >= 0.6
-    assert sum(ious) / len(ious) >= sum(unguided_ious) / len(unguided_ious) + 0.4
+def test_freecontrol_puts_the_shape_on_the_sketch_in_the_prompts_colour(fc_pipe):
+    outs = [_freecontrol(fc_pipe, case, unguided=True) for case in STRUCTURE]
+    guided = [score(case, out.images[0]) for case, out in zip(STRUCTURE, outs)]
+    unguided = [score(case, out.unguided[0]) for case, out in zip(STRUCTURE, outs)]
+    assert statistics.fmean(g["iou"] for g in guided) >= 0.7                      # tuning split: 0.83
+    assert statistics.fmean(g["iou"] for g in guided) >= statistics.fmean(u["iou"] for u in unguided) + 0.45
+    assert sum(g["colour_ok"] for g in guided) >= 5                                # 6 of 6
 
 
-def test_img2img_keeps_the_layout(pipe, fc):
-    spec = dataclasses.replace(SKETCH_SPECS["square"], colour=IMG2IMG_SOURCE_COLOUR["red"])
-    out = pipe("a red square", render(spec, 64), dataclasses.replace(fc, img2img=True),
-               inversion_prompt=f"a {spec.colour} square", subject="square", concept="square", seed=0)
-    assert iou(read_shape(out.images[0]).mask, render_mask(spec, 64)) >= 0.7
+def test_freecontrol_keeps_the_layout_with_an_appearance_image(fc_pipe):
+    # The demo model does not carry an appearance image's colour (docs/demo-protocol.md); the layout must hold.
+    scores = [score(case, _freecontrol(fc_pipe, case).images[0]) for case in APPEARANCE]
+    assert statistics.fmean(s["iou"] for s in scores) >= 0.55                     # tuning split: 0.69
+
+
+def test_ctrlx_puts_the_shape_on_the_structure_in_the_prompts_colour(cx_pipe):
+    def run(case):
+        return score(case, cx_pipe(case.prompt, case.sketch_image(), case.appearance_image(), seed=case.seed,
+                                   decode_branches=False).images[0])
+
+    structure = [run(c) for c in STRUCTURE]
+    assert statistics.fmean(s["iou"] for s in structure) >= 0.6                   # tuning split: 0.73
+    assert sum(s["colour_ok"] for s in structure) >= 4                             # 5 of 6
+    # The model's settings turn the appearance transfer off (it breaks this model's layouts): the image is
+    # ignored with a warning, and the layout holds.
+    with pytest.warns(UserWarning, match="appearance image is ignored"):
+        appearance = [run(c) for c in APPEARANCE]
+    assert statistics.fmean(s["iou"] for s in appearance) >= 0.55                 # tuning split: 0.71
+
+
+def test_img2img_keeps_the_layout(fc_pipe):
+    spec = ShapeSpec("square", "blue", 0.6, 0.42, 0.22)
+    config = dataclasses.replace(fc_pipe.default_config(), img2img=True)
+    out = fc_pipe("a red square", render(spec, 64), config, inversion_prompt="a blue square", seed=0)
+    assert iou(read_object(out.images[0]).mask, render_mask(spec, 64)) >= 0.7
 
 
 def test_cli_without_model_uses_the_demo(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", I2I_CACHE_DIR=str(tmp_path / "cache"))
     env.pop("I2I_FREECONTROL_MODEL", None)
-    proc = subprocess.run([sys.executable, "-m", "i2i", "freecontrol", "--prompt", "a red square", "--condition",
-                           str(ROOT / "examples" / "conditions" / "square_sketch.png"), "--inversion-prompt",
-                           "an outline of a square", "--subject", "square", "--save-unguided", "--out",
+    proc = subprocess.run([sys.executable, "-m", "i2i", "freecontrol", "--prompt", "a blue square", "--condition",
+                           str(ROOT / "examples" / "conditions" / "square_sketch.png"), "--save-unguided", "--out",
                            str(tmp_path / "out"), "--json", "--quiet"], capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     record, summary = (json.loads(line) for line in proc.stdout.splitlines()[-2:])
     assert summary["kind"] == "summary" and summary["generated"] == 1
-    guided, unguided = read_shape_file(record["image"]), read_shape_file(record["unguided"])
-    target = render_mask(SKETCH_SPECS["square"], 64)
+    target = render_mask(SKETCHES["square_sketch.png"], 64)
+    guided, unguided = (read_object(Image.open(record[k])) for k in ("image", "unguided"))
     assert iou(guided.mask, target) > iou(unguided.mask, target)
-
-
-def read_shape_file(path):
-    from PIL import Image
-
-    return read_shape(Image.open(path))
-
-
-def test_report_runs_and_tabulates(pipe, fc):
-    from report import ReportConfig, markdown_table, run_report
-
-    report = run_report(pipe, ReportConfig(seeds=(0,), shapes=("square",), colours=("blue",), steps=10), fc)
-    assert report["prompt_following"]["images"] == 1
-    assert set(report["structure"]["guided_colour_accuracy_per_colour"]) == {"blue"}
-    assert report["img2img"]["images"] == 1
-    assert markdown_table(report).count("\n") == 4            # header, rule, three rows

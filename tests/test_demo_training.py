@@ -186,8 +186,7 @@ def test_training_command_line_help_and_refusal(tmp_path):
     assert not (tmp_path / "fp16").exists()                          # refused before a run folder is made
 
 
-@pytest.mark.parametrize("script", ["report.py", "appearance_report.py", "ctrlx_report.py", "protocol.py",
-                                    "figure.py", "ctrlx_layers.py"])
+@pytest.mark.parametrize("script", ["protocol.py", "figure.py", "ctrlx_layers.py"])
 def test_demo_tools_run_as_scripts(script):
     import subprocess
 
