@@ -109,9 +109,9 @@ class CtrlXPipeline(DiffusionModel):
         start = self.start(config, dict(zip(BRANCHES, (structure, appearance))), seed, num_images, latents)
         config, images, shape, noise = start.config, start.images, start.shape, start.noise
         for name in BRANCHES:
-            if images[name] is not None and config.control_steps(getattr(config, f"{name}_schedule")) == 0:
-                self._warn(reporter, f"the {name} image is ignored: {name}_schedule "
-                           f"{getattr(config, f'{name}_schedule')} controls none of the "
+            schedule = getattr(config, f"{name}_schedule")
+            if images[name] is not None and config.control_steps(schedule) == 0:
+                self._warn(reporter, f"the {name} image is ignored: {name}_schedule {schedule} controls none of the "
                            f"{config.num_inference_steps} steps (--{name}-schedule)", depth=2)   # past no_grad
         generator, scheduler = start.generator, start.scheduler
         texts = self._texts(prompt, structure_prompt, appearance_prompt, config, shape, reporter)

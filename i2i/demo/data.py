@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -87,24 +88,26 @@ def _tint(rng: random.Random) -> tuple[int, int, int]:
     return tuple(rng.randint(*TINT_RANGE) for _ in range(3))  # type: ignore[return-value]
 
 
-def _second_object(rng: random.Random, main: ShapeSpec) -> ShapeSpec | None:
-    """A small object of another shape and colour that does not touch ``main`` (None after a few misses)."""
-    for _ in range(8):
-        spec = random_spec(rng, shape=rng.choice([s for s in SHAPES if s != main.shape]),
-                           colour=rng.choice(sorted(c for c in COLOURS if c != main.colour)),
-                           size_range=SECOND_SIZE_RANGE)
+def _clear_of(main: ShapeSpec, draw: Callable[[], ShapeSpec], tries: int) -> ShapeSpec | None:
+    """The first of up to ``tries`` objects from ``draw()`` that does not touch ``main`` (None if all do)."""
+    for _ in range(tries):
+        spec = draw()
         if max(abs(spec.cx - main.cx), abs(spec.cy - main.cy)) > spec.size + main.size + 0.04:
             return spec
     return None
+
+
+def _second_object(rng: random.Random, main: ShapeSpec) -> ShapeSpec | None:
+    """A small object of another shape and colour that does not touch ``main`` (None after a few misses)."""
+    return _clear_of(main, lambda: random_spec(rng, shape=rng.choice([s for s in SHAPES if s != main.shape]),
+                                               colour=rng.choice(sorted(c for c in COLOURS if c != main.colour)),
+                                               size_range=SECOND_SIZE_RANGE), tries=8)
 
 
 def _twin(rng: random.Random, main: ShapeSpec) -> ShapeSpec | None:
     """An object of any shape in ``main``'s colour that does not touch ``main`` (None after a few misses)."""
-    for _ in range(16):
-        spec = random_spec(rng, shape=rng.choice(SHAPES), colour=main.colour, size_range=TWIN_SIZE_RANGE)
-        if max(abs(spec.cx - main.cx), abs(spec.cy - main.cy)) > spec.size + main.size + 0.04:
-            return spec
-    return None
+    return _clear_of(main, lambda: random_spec(rng, shape=rng.choice(SHAPES), colour=main.colour,
+                                               size_range=TWIN_SIZE_RANGE), tries=16)
 
 
 def random_scene(rng: random.Random, main: ShapeSpec | None = None) -> Scene:
