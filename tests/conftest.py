@@ -1,4 +1,7 @@
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -9,3 +12,18 @@ _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
     _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // _workers)))
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory) -> Path:
+    """The cache root (``I2I_CACHE_DIR``; the library's FreeControl cache is its ``freecontrol/``) of every test
+    that runs the bundled demo model with its default settings, shared by the pytest-xdist workers of one run: a
+    concept's semantic bases (about 30 s on one thread) and a condition's inversion are computed once per run, not
+    once per test. The cache is safe for concurrent writers (tests/test_freecontrol_cache.py); the tests of the
+    cache itself use folders of their own."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent                 # the run's folder, above each worker's own
+    path = root / "demo-fc-cache"
+    path.mkdir(exist_ok=True)
+    return path

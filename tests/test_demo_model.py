@@ -31,11 +31,10 @@ APPEARANCE = cases("tuning", ("appearance",))[:4]
 
 
 @pytest.fixture(scope="module")
-def fc_pipe(tmp_path_factory):
+def fc_pipe(demo_cache):
     from i2i.freecontrol.pipeline import FreeControlPipeline
 
-    return FreeControlPipeline.from_pretrained(demo_model_path(), device="cpu",
-                                               cache_dir=tmp_path_factory.mktemp("fc-cache"))
+    return FreeControlPipeline.from_pretrained(demo_model_path(), device="cpu", cache_dir=demo_cache / "freecontrol")
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +113,8 @@ def test_img2img_keeps_the_layout(fc_pipe):
     assert iou(read_object(out.images[0]).mask, render_mask(spec, 64)) >= 0.7
 
 
-def test_cli_without_model_uses_the_demo(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", I2I_CACHE_DIR=str(tmp_path / "cache"))
+def test_cli_without_model_uses_the_demo(tmp_path, demo_cache):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", I2I_CACHE_DIR=str(demo_cache))
     env.pop("I2I_FREECONTROL_MODEL", None)
     proc = subprocess.run([sys.executable, "-m", "i2i", "freecontrol", "--prompt", "a blue square", "--condition",
                            str(ROOT / "examples" / "conditions" / "square_sketch.png"), "--save-unguided", "--out",

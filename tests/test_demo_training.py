@@ -16,8 +16,8 @@ from i2i.demo.train_config import DemoTrainConfig
 from i2i.errors import UsageError
 from i2i.shapes import nearest_colour, read_shape, render_mask
 
-TINY = DemoTrainConfig(vae_steps=3, vae_batch=4, dataset_size=16, unet_steps=4, unet_batch=4, eval_every=4,
-                       eval_steps=1, checkpoint_every=2)
+TINY = DemoTrainConfig(vae_steps=3, vae_batch=4, vae_eval_images=16, dataset_size=16, unet_steps=4, unet_batch=4,
+                       eval_every=4, eval_steps=1, checkpoint_every=2)
 
 
 def test_every_vocabulary_word_is_one_token():

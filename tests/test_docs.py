@@ -8,8 +8,9 @@
 - One substitution, through the environment: ``I2I_MAX_ITERS`` (10 here; ``I2I_DOCTEST_MAX_ITERS`` changes it) caps every
   ``i2i cyclegan train`` run, a documented variable the CLI honours, so that the main job's command runs
   unchanged but briefly. Nothing else in a block is changed.
-- Commands run offline (``HF_HUB_OFFLINE=1``), with a FreeControl cache (``I2I_CACHE_DIR``) of their own, with this repository first on ``PYTHONPATH`` and the current
-  Python's ``bin/`` first on ``PATH`` (so ``i2i`` and ``python`` are this environment's).
+- Commands run offline (``HF_HUB_OFFLINE=1``), with the test run's FreeControl cache (``I2I_CACHE_DIR``, never
+  the user's), with this repository first on ``PYTHONPATH`` and the current Python's ``bin/`` first on ``PATH``
+  (so ``i2i`` and ``python`` are this environment's).
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ _WORKDIRS: dict[Path, Path] = {}
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    """One FreeControl cache for all blocks, fresh for the session (never the user's own)."""
-    return tmp_path_factory.mktemp("i2i-cache")
+def cache_dir(demo_cache) -> Path:
+    """One FreeControl cache for all blocks, fresh for the test run (never the user's own; tests/conftest.py)."""
+    return demo_cache
 
 
 @pytest.fixture(scope="session")

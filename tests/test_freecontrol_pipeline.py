@@ -147,6 +147,7 @@ def test_bases_cache_hits_misses_and_separates_models(tmp_path, condition):
     first = a.semantic_bases("cat", cfg, 32)
     again = a.semantic_bases("cat", cfg, 32)
     assert not first.cache_hit and again.cache_hit and again.path == first.path
+    assert first.path.with_name(first.path.name + ".lock").is_file()     # built under its lock (entry_lock)
     assert torch.equal(first.bases, again.bases)
     assert first.layers == tuple(f"up_blocks.1.attentions.{j}.transformer_blocks.0.attn1" for j in range(3))
     assert first.means.shape[:2] == (int(round(0.6 * 6)), 3)

@@ -26,6 +26,7 @@ class DemoTrainConfig:
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
     vae_object_weight: float = 4.0   # extra reconstruction weight on pixels away from the background
+    vae_eval_images: int = 512       # held-back images that set the latent scaling and check reconstructions
     dataset_size: int = 30000        # images encoded once for the UNet stage
     unet_steps: int = 12000
     unet_batch: int = 32

@@ -73,14 +73,14 @@ def finish_vae(run: RunFolder, vae: Any, cfg: DemoTrainConfig, dev: torch.device
 
     vae.eval()
     with torch.no_grad():
-        x, _, samples = image_batch(range(EVAL_OFFSET, EVAL_OFFSET + 512), cfg.seed)
+        x, _, samples = image_batch(range(EVAL_OFFSET, EVAL_OFFSET + cfg.vae_eval_images), cfg.seed)
         post = vae.encode(x.to(dev)).latent_dist
         scaling = 1.0 / float(post.mean.std())
         rec = vae.decode(post.mean).sample
     readings = [(s, read_shape(tensor_to_image(r))) for s, r in zip(samples, rec) if s.style == "filled"]
     run.log({"stage": "vae_eval", "scaling_factor": scaling, "recon_l1": float((rec - x.to(dev)).abs().mean()),
-             "colour_accuracy": sum(r.colour == s.spec.colour for s, r in readings) / len(readings),
-             "shape_accuracy": sum(r.shape == s.spec.shape for s, r in readings) / len(readings)})
+             "colour_accuracy": sum(r.colour == s.spec.colour for s, r in readings) / max(len(readings), 1),
+             "shape_accuracy": sum(r.shape == s.spec.shape for s, r in readings) / max(len(readings), 1)})
     vae.register_to_config(scaling_factor=scaling)
     vae.save_pretrained(run.path("vae"), safe_serialization=True)
     return vae

@@ -2,11 +2,14 @@
 a format version and a checksum, named by a hash of everything that determines their content.
 
 A file that cannot be parsed, has another format version, another key, or a wrong checksum is treated as a miss
-(the caller rebuilds it and overwrites the bad entry); nothing is ever unpickled.
+(the caller rebuilds it and overwrites the bad entry); nothing is ever unpickled. An entry is built under a lock
+(:func:`entry_lock`), so that processes asking for the same entry at once (a batch script's parallel jobs) build
+it once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -89,6 +92,33 @@ def entry_status(path: Path, key: str | None) -> str:
     if not path.exists():
         return "missing"
     return "ok" if load_entry(path, key) is not None else "corrupt"
+
+
+@contextlib.contextmanager
+def entry_lock(path: Path, reporter=None):
+    """Hold an exclusive lock on the entry at ``path`` (the file ``<name>.lock`` beside it) while it is looked up
+    and, on a miss, built: a second process asking for it meanwhile waits (saying so), then reads what the first
+    stored. Without ``fcntl`` (Windows), or where the lock file cannot be made (a read-only cache), no lock is
+    taken: each process builds the entry itself, as it would alone."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if reporter is not None:
+                reporter.info(f"another process is building cache entry {path.name}; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def progress_bar(reporter, total: int, description: str):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from i2i.diffusion.cache import cache_key, load_entry, progress_bar, save_entry
+from i2i.diffusion.cache import cache_key, entry_lock, load_entry, progress_bar, save_entry
 
 if TYPE_CHECKING:
     from i2i.diffusion.model import DiffusionModel
@@ -79,15 +79,28 @@ def invert_condition(pipe: "DiffusionModel", image: Image.Image, prompt: str, si
     inverse.set_timesteps(inversion_steps)
     inverse_ts = [int(t) for t in inverse.timesteps]
     key = trajectory_key(pipe.model_id, image, prompt, size, inversion_steps, dict(inverse.config), timesteps)
-    path = Path(cache_dir) / "inversion" / f"{key[:40]}.safetensors" if cache_dir is not None else None
-    if path is not None:
+    if cache_dir is None:
+        return _invert(pipe, image, prompt, size, timesteps, inverse_ts, reporter)
+    path = Path(cache_dir) / "inversion" / f"{key[:40]}.safetensors"
+    with entry_lock(path, reporter):
         entry = load_entry(path, key)
         if entry is not None:
             tensors, info = entry
             return Trajectory(tuple(info["timesteps"]), tensors["latents"], tensors["clean"], path, True)
         if path.exists() and reporter is not None:
             reporter.warn(f"inversion cache entry {path.name} is corrupt or stale; rebuilding it")
+        traj = _invert(pipe, image, prompt, size, timesteps, inverse_ts, reporter)
+        save_entry(path, {"latents": traj.latents, "clean": traj.clean}, key,
+                   {"timesteps": list(traj.timesteps), "prompt": prompt, "size": list(size), "model": pipe.model_id,
+                    "inversion_steps": inversion_steps})
+    return Trajectory(traj.timesteps, traj.latents, traj.clean, path, False)
 
+
+def _invert(pipe: "DiffusionModel", image: Image.Image, prompt: str, size: tuple[int, int], timesteps: list[int],
+            inverse_ts: list[int], reporter: "Reporter | None") -> Trajectory:
+    """DDIM-invert ``image`` along ``inverse_ts`` (the inverse scheduler's, already set), keeping the latents
+    nearest each of ``timesteps``."""
+    inverse = pipe.inverse_scheduler
     wanted = sorted(set(int(t) for t in timesteps))
     mapping = inversion_timesteps_for(inverse_ts, wanted)
     keep = set(mapping.values())
@@ -104,11 +117,5 @@ def invert_condition(pipe: "DiffusionModel", image: Image.Image, prompt: str, si
             if t in keep:
                 recorded[t] = latents.float().cpu()
             advance(1)
-    stored = tuple(wanted)
-    stacked = torch.cat([recorded[mapping[t]] for t in stored])
-    traj = Trajectory(stored, stacked, clean.float().cpu(), path, False)
-    if path is not None:
-        save_entry(path, {"latents": stacked, "clean": traj.clean}, key,
-                   {"timesteps": list(stored), "prompt": prompt, "size": list(size), "model": pipe.model_id,
-                    "inversion_steps": inversion_steps})
-    return traj
+    stacked = torch.cat([recorded[mapping[t]] for t in wanted])
+    return Trajectory(tuple(wanted), stacked, clean.float().cpu(), None, False)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from i2i.errors import CheckpointError, InputError
-from i2i.diffusion.cache import cache_key, load_entry, progress_bar, save_entry
+from i2i.diffusion.cache import cache_key, entry_lock, load_entry, progress_bar, save_entry
 from i2i.freecontrol.config import BasesConfig
 from i2i.freecontrol.features import FeatureStore, block_attention_layers, default_feature_block, recording
 from i2i.freecontrol.guidance import pca_basis
@@ -255,18 +255,18 @@ def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size
     if config.source == "images" and images is None:
         images = read_concept_images(config.images, reporter)
     key = bases_key(pipe, concept, config, size, block, [im.sha256 for im in images] if images else None)
-    path = Path(cache_dir) / "bases" / f"{key[:40]}.safetensors" if cache_dir is not None else None
-    if path is not None:
+    if cache_dir is None:
+        return compute_bases(pipe, concept, config, size, reporter, images)
+    path = Path(cache_dir) / "bases" / f"{key[:40]}.safetensors"
+    with entry_lock(path, reporter):
         hit = load_bases(path, key)
         if hit is not None:
             return hit
         if path.exists() and reporter is not None:
             reporter.warn(f"bases cache entry {path.name} is corrupt or stale; rebuilding it")
-    result = compute_bases(pipe, concept, config, size, reporter, images)
-    if path is not None:
+        result = compute_bases(pipe, concept, config, size, reporter, images)
         save_bases(result, path, key)
-        result = SemanticBases(result.timesteps, result.layers, result.means, result.bases, result.info, path, False)
-    return result
+    return SemanticBases(result.timesteps, result.layers, result.means, result.bases, result.info, path, False)
 
 
 def schedule_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, steps_offset: int = 1) -> list[int]:
