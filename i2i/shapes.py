@@ -338,8 +338,9 @@ def read_object(img: Image.Image, threshold: int = 60, ring: int = 2) -> ShapeRe
     The background is estimated from the ``ring``-pixel border (:func:`estimate_background`); the foreground is
     every pixel whose largest channel difference from it exceeds ``threshold``. Gaps of up to two pixels are
     closed and small holes filled (a striped or dotted fill reads as one object; an outline stays an outline), and
-    the largest connected component is the object. Its colour is the nearest named colour to the median of its foreground pixels away from its
-    edge (one pixel eroded, when that leaves any); its shape comes from :func:`classify_mask`.
+    the largest connected component is the object. Its colour is the nearest named colour to the median of its
+    foreground pixels away from its edge (one pixel eroded, when that leaves any); its shape comes from
+    :func:`classify_mask`.
     """
     import numpy as np
     from scipy import ndimage

@@ -5,9 +5,9 @@
   ``examples/`` and ``i2i/``, and ``../shared`` points at the project's shared data when it is there.
 - A block whose fence is directly preceded by the line ``<!-- doctest: skip (reason) -->`` is not run: it is
   reported as a pytest skip with that reason. ```text, ```console and every other language are not run.
-- One substitution, through the environment: ``I2I_MAX_ITERS`` (10 here; ``I2I_DOCTEST_MAX_ITERS`` changes it) caps every
-  ``i2i cyclegan train`` run, a documented variable the CLI honours, so that the main job's command runs
-  unchanged but briefly. Nothing else in a block is changed.
+- One substitution, through the environment: ``I2I_MAX_ITERS`` (10 here; ``I2I_DOCTEST_MAX_ITERS`` changes it)
+  caps every ``i2i cyclegan train`` run, a documented variable the CLI honours, so that the main job's command
+  runs unchanged but briefly. Nothing else in a block is changed.
 - Commands run offline (``HF_HUB_OFFLINE=1``), with the test run's FreeControl cache (``I2I_CACHE_DIR``, never
   the user's), with this repository first on ``PYTHONPATH`` and the current Python's ``bin/`` first on ``PATH``
   (so ``i2i`` and ``python`` are this environment's).

@@ -68,7 +68,8 @@ def main() -> None:
     rows = []
     for model in args.models.split(","):
         proc = subprocess.run([sys.executable, __file__, "--one", model, "--size", str(args.size), "--iters",
-                               str(args.iters), "--warmup", str(args.warmup), "--threads", str(args.threads), "--ngf", str(args.ngf)],
+                               str(args.iters), "--warmup", str(args.warmup), "--threads", str(args.threads),
+                               "--ngf", str(args.ngf)],
                               capture_output=True, text=True, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     ref = next((r["median_s"] for r in rows if r["model"] == "cyclegan"), None)

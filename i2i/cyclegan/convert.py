@@ -124,7 +124,8 @@ def _check_fixed_filters(net: "nn.Module", state: dict[str, "torch.Tensor"], sou
 
     own = {k: v for k, v in net.state_dict().items() if k.endswith(".filt")}
     for key, value in own.items():
-        if key in state and state[key].shape == value.shape and not torch.allclose(state[key].float(), value.float(), atol=1e-6):
+        if key in state and state[key].shape == value.shape \
+                and not torch.allclose(state[key].float(), value.float(), atol=1e-6):
             raise CheckpointError(f"{source}: {key} is not the fixed anti-aliasing filter; this file does not "
                                   "come from the CUT reference architecture")
 
