@@ -99,6 +99,8 @@ def test_twin_scenes_share_the_main_objects_look_and_leave_other_scenes_alone():
     assert 40 < twins < 90                                  # half of the ~170 filled scenes, less those with no room
     with pytest.raises(UsageError, match="twin_share"):
         DemoTrainConfig(twin_share=1.5)
+    with pytest.raises(UsageError, match="vae_eval_images"):
+        DemoTrainConfig(vae_eval_images=0)
 
 
 def _weights(run: Path) -> dict:

@@ -46,6 +46,8 @@ class DemoTrainConfig:
             raise UsageError(f"unet_precision {self.unet_precision!r}: choose {' or '.join(UNET_PRECISIONS)}")
         if not 0.0 <= self.twin_share <= 1.0:
             raise UsageError(f"twin_share {self.twin_share}: a share between 0 and 1")
+        if self.vae_eval_images < 1:
+            raise UsageError(f"vae_eval_images {self.vae_eval_images}: at least one image sets the latent scaling")
 
 
 def step_generator(seed: int, stage: int, step: int) -> torch.Generator:
