@@ -90,12 +90,15 @@ def object_attention(a: torch.Tensor, output: "np.ndarray", appearance: "np.ndar
             on_target[~inside].mean().item() if (~inside).any() else nan, target.float().mean().item())
 
 
-def run(model: str, split: str, n_structure: int, n_appearance: int, figure: Path | None) -> None:
+def run(model: str, split: str, n_structure: int, n_appearance: int, figure: Path | None,
+        appearance_schedule: float = 0.3) -> None:
     from i2i.ctrlx.pipeline import CtrlXPipeline
 
     torch.set_num_threads(1)
     pipe = CtrlXPipeline.from_pretrained(model, device="cpu")
-    full, config = pipe.layers, pipe.default_config()
+    full = pipe.layers
+    # the schedule is the probe's own: a model folder whose settings turn the transfer off must still be probed
+    config = dataclasses.replace(pipe.default_config(), appearance_schedule=appearance_schedule)
     variants = [("none", ())] + [(name.split(".attentions")[0], (name,)) for name in full.appearance_attn]
     variants.append(("all (Ctrl-X)", full.appearance_attn))
     chosen = cases(split, ("structure",))[:n_structure] + cases(split, ("appearance",))[:n_appearance]
@@ -149,13 +152,16 @@ def main(model: str = typer.Option(..., help="A model folder (e.g. a demo traini
          split: str = typer.Option("tuning", help=f"Protocol split: {', '.join(SPLITS)}."),
          structure: int = typer.Option(4, help="Structure cases (the split's first ones)."),
          appearance: int = typer.Option(3, help="Appearance cases (the split's first ones)."),
-         figure: Path = typer.Option(None, help="Write the outputs as a picture (refuses an existing file).")) -> None:
+         figure: Path = typer.Option(None, help="Write the outputs as a picture (refuses an existing file)."),
+         appearance_schedule: float = typer.Option(0.3, help="Share of the steps with appearance transfer (the "
+                                                   "setting of versions 1-2; the model folder's is not used).")
+         ) -> None:
     try:
         if split not in SPLITS:
             raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
         if figure is not None and figure.exists():
             raise UsageError(f"{figure} exists; choose another --figure")
-        run(model, split, structure, appearance, figure)
+        run(model, split, structure, appearance, figure, appearance_schedule)
     except I2IError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
