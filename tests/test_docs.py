@@ -85,12 +85,6 @@ _WORKDIRS: dict[Path, Path] = {}
 
 
 @pytest.fixture(scope="session")
-def cache_dir(demo_cache) -> Path:
-    """One FreeControl cache for all blocks, fresh for the test run (never the user's own; tests/conftest.py)."""
-    return demo_cache
-
-
-@pytest.fixture(scope="session")
 def scratch(tmp_path_factory):
     def workdir(page: Path) -> Path:
         if page not in _WORKDIRS:
@@ -125,7 +119,7 @@ def test_the_pages_have_blocks_and_the_marker_is_well_formed():
 
 
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[b.id for b in ALL_BLOCKS])
-def test_doc_block_runs(block: Block, scratch, cache_dir):
+def test_doc_block_runs(block: Block, scratch, demo_cache):
     if block.skip:
         pytest.skip(f"marked in {block.id}: {block.skip}")
     if "../shared" in block.code and _shared_dir() is None:
@@ -135,7 +129,7 @@ def test_doc_block_runs(block: Block, scratch, cache_dir):
         cmd = ["bash", "-euo", "pipefail", "-c", block.code]
     else:
         cmd = [sys.executable, "-c", block.code]
-    proc = subprocess.run(cmd, cwd=work, env=_env(cache_dir), capture_output=True, text=True, timeout=TIMEOUT_S,
+    proc = subprocess.run(cmd, cwd=work, env=_env(demo_cache), capture_output=True, text=True, timeout=TIMEOUT_S,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, (f"{block.id} exited {proc.returncode}\n--- code\n{block.code}--- stdout\n"
                                   f"{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")

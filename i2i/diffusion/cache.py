@@ -123,8 +123,6 @@ def entry_lock(path: Path, reporter=None):
 
 def progress_bar(reporter, total: int, description: str):
     """``reporter.progress(total, description)``, or a silent stand-in when there is no reporter."""
-    import contextlib
-
     if reporter is None:
         return contextlib.nullcontext(lambda n=1, **fields: None)
     return reporter.progress(total, description)
