@@ -47,7 +47,7 @@ def test_bases_show_writes_a_picture_per_analysed_timestep_on_the_demo_model(tmp
     *per_step, summary = records
     assert len(per_step) == summary["timesteps"] == 6              # 60 % of 10 analysis steps
     assert [r["timestep"] for r in per_step] == sorted((r["timestep"] for r in per_step), reverse=True)
-    assert summary["tokens"] == [8, 8]                             # demo model: 64 px, 8 x 8 latent, up_blocks.1
+    assert summary["tokens"] == [16, 16]          # demo model: 64 px, 32 x 32 latent, its feature block up_blocks.2
     for record in per_step:
         picture = np.asarray(Image.open(record["image"]))
         assert picture.shape == (64, 64, 3)                        # the token grid enlarged to the image size

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "examples" / "demo"))
 from conditions import SKETCHES  # noqa: E402  (the shipped example conditions)
 
 STRUCTURE = cases("tuning", ("structure",))[:6]        # shuffled: every shape, several colours
+FC_STRUCTURE = cases("tuning", ("structure",))[:9]     # FreeControl's results are all or nothing per case: more
 APPEARANCE = cases("tuning", ("appearance",))[:4]
 
 
@@ -77,18 +78,20 @@ def _freecontrol(pipe, case, **kwargs):
 
 
 def test_freecontrol_puts_the_shape_on_the_sketch_in_the_prompts_colour(fc_pipe):
-    outs = [_freecontrol(fc_pipe, case, unguided=True) for case in STRUCTURE]
-    guided = [score(case, out.images[0]) for case, out in zip(STRUCTURE, outs)]
-    unguided = [score(case, out.unguided[0]) for case, out in zip(STRUCTURE, outs)]
-    assert statistics.fmean(g["iou"] for g in guided) >= 0.7                      # tuning split: 0.83
+    outs = [_freecontrol(fc_pipe, case, unguided=True) for case in FC_STRUCTURE]
+    guided = [score(case, out.images[0]) for case, out in zip(FC_STRUCTURE, outs)]
+    unguided = [score(case, out.unguided[0]) for case, out in zip(FC_STRUCTURE, outs)]
+    # tuning split: 0.74 (seven cases at 0.83-0.99, two at 0.01 and 0.19) against 0.10 unguided
+    assert statistics.fmean(g["iou"] for g in guided) >= 0.6
     assert statistics.fmean(g["iou"] for g in guided) >= statistics.fmean(u["iou"] for u in unguided) + 0.45
-    assert sum(g["colour_ok"] for g in guided) >= 5                                # 6 of 6
+    assert sum(g["colour_ok"] for g in guided) >= 8                                # 9 of 9
 
 
-def test_freecontrol_keeps_the_layout_with_an_appearance_image(fc_pipe):
-    # The demo model does not carry an appearance image's colour (docs/demo-protocol.md); the layout must hold.
+def test_freecontrol_takes_an_appearance_images_colour_and_keeps_the_layout(fc_pipe):
+    # The prompt names no colour ("a {shape}"); the appearance image's object is elsewhere in the frame.
     scores = [score(case, _freecontrol(fc_pipe, case).images[0]) for case in APPEARANCE]
-    assert statistics.fmean(s["iou"] for s in scores) >= 0.55                     # tuning split: 0.69
+    assert sum(s["colour_ok"] for s in scores) >= 3                                # tuning split: 4 of 4
+    assert statistics.fmean(s["iou"] for s in scores) >= 0.55                     # tuning split: 0.75
 
 
 def test_ctrlx_puts_the_shape_on_the_structure_in_the_prompts_colour(cx_pipe):
@@ -116,10 +119,12 @@ def test_img2img_keeps_the_layout(fc_pipe):
 def test_cli_without_model_uses_the_demo(tmp_path, demo_cache):
     env = dict(os.environ, HF_HUB_OFFLINE="1", I2I_CACHE_DIR=str(demo_cache))
     env.pop("I2I_FREECONTROL_MODEL", None)
+    # The condition described as FreeControl intends (docs/freecontrol.md): without it this seed draws a hollow
+    # square on the sketch and a filled one where the unguided sample has it.
     proc = subprocess.run([sys.executable, "-m", "i2i", "freecontrol", "--prompt", "a blue square", "--condition",
-                           str(ROOT / "examples" / "conditions" / "square_sketch.png"), "--save-unguided", "--out",
-                           str(tmp_path / "out"), "--json", "--quiet"], capture_output=True, text=True, env=env,
-                          timeout=300)
+                           str(ROOT / "examples" / "conditions" / "square_sketch.png"), "--inversion-prompt",
+                           "an outline of a square", "--save-unguided", "--out", str(tmp_path / "out"), "--json",
+                           "--quiet"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     record, summary = (json.loads(line) for line in proc.stdout.splitlines()[-2:])
     assert summary["kind"] == "summary" and summary["generated"] == 1

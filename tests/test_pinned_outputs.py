@@ -10,7 +10,9 @@ Then Ctrl-X's generated branch began to leave the batch after its schedule (the 
 moved by 1.43e-6 (float rounding of a smaller batch), the other 12 did not move. Then version 3 of the demo model
 replaced version 1 (2026-12-06): the four demo outputs were re-recorded (new weights, 32 x 32 latents, settings
 with structure weight 1000; Ctrl-X's appearance path is pinned with an explicit schedule 0.6, since the model's own
-settings turn it off); the 9 tiny-pipeline outputs did not move.
+settings turn it off); the 9 tiny-pipeline outputs did not move. Then the demo model's FreeControl settings moved
+to the feature block up_blocks.2 (structure weight 3000, 16 components; 2026-12-06): fc_demo and
+fc_demo_appearance were re-recorded (they moved by 0.72 and 1.73), the other 11 did not move (max diff 0).
 
 On the machine and torch version that recorded them (one thread) the outputs must be bit-equal; elsewhere, float
 kernels may round differently, so they must agree to 1e-5. Re-record (only after a deliberate change of the maths)

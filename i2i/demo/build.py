@@ -80,9 +80,10 @@ def make_pipeline(vae: Any, text_encoder: Any, tokenizer: Any, unet: Any) -> Any
 # The settings the model folder recommends (``i2i_<method>.json``, read by the library as defaults; flags win).
 # Chosen on the tuning split of docs/demo-protocol.md only; see docs/demo-model.md for each value's reason.
 RECOMMENDED_SETTINGS: dict[str, dict] = {
-    "freecontrol": {"num_inference_steps": 50, "structure_weight": 1000.0, "n_components": 32,
+    "freecontrol": {"num_inference_steps": 50, "structure_weight": 3000.0, "n_components": 16,
                     "inversion_steps": 200, "mask_threshold": 0.0, "negative_prompt": "outline",
-                    "bases": {"num_inference_steps": 50, "negative_prompt": "", "n_components": 32}},
+                    "bases": {"num_inference_steps": 50, "negative_prompt": "", "n_components": 16,
+                              "block": "up_blocks.2"}},
     "ctrlx": {"num_inference_steps": 25, "guidance_scale": 7.5, "structure_schedule": 0.3,
               "appearance_schedule": 0.0, "eta": 0.0, "positive_prompt": "", "negative_prompt": "outline"},
     "generate": {"num_inference_steps": 25, "negative_prompt": "outline"},
