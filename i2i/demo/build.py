@@ -78,7 +78,7 @@ def make_pipeline(vae: Any, text_encoder: Any, tokenizer: Any, unet: Any) -> Any
 
 
 # The settings the model folder recommends (``i2i_<method>.json``, read by the library as defaults; flags win).
-# Chosen on the tuning split of docs/demo-protocol.md only; see docs/demo-model.md for each value's reason.
+# Chosen on the tuning split of docs/demo-protocol.md only; docs/freecontrol.md and docs/ctrlx.md give each reason.
 RECOMMENDED_SETTINGS: dict[str, dict] = {
     "freecontrol": {"num_inference_steps": 50, "structure_weight": 3000.0, "n_components": 16,
                     "inversion_steps": 200, "mask_threshold": 0.0, "negative_prompt": "outline",
