@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from i2i.demo.protocol import (HELDOUT_FIRST_SEED, MAX_OVERLAP, SPLIT_SEEDS, SPLITS, TUNING_SEEDS, cases, overlap,
-                               score)
+from i2i.demo.protocol import (FIRST_SEEDS, MAX_OVERLAP, SPLIT_SEEDS, SPLITS, TUNING_SEEDS, cases, check_settings,
+                               overlap, score)
 from i2i.demo.targets import TARGETS, checks, markdown_table, summarise
 from i2i.shapes import COLOURS, SHAPES, read_shape, render
 from tiny_sd import one_thread, save_sd  # noqa: F401  (one_thread: autouse fixture)
@@ -26,7 +26,8 @@ def fingerprint(split):
 
 
 def test_splits_are_pure_functions_of_fixed_seed_strings():
-    assert SPLIT_SEEDS == {"tuning": "i2i-demo-protocol:tuning", "heldout": "i2i-demo-protocol:heldout"}
+    assert SPLIT_SEEDS == {"tuning": "i2i-demo-protocol:tuning", "tuning-b": "i2i-demo-protocol:tuning-b",
+                           "heldout": "i2i-demo-protocol:heldout"}
     for split in SPLITS:
         assert cases(split) == cases(split)
     # Pinned: the protocol is fixed before anyone tunes on it. If this fails, the cases changed (random_spec,
@@ -34,18 +35,26 @@ def test_splits_are_pure_functions_of_fixed_seed_strings():
     assert {s: fingerprint(s) for s in SPLITS} == PINNED
 
 
-PINNED = {"tuning": "02f9129f74f8add5", "heldout": "121b8efe259835ca"}
+PINNED = {"tuning": "02f9129f74f8add5", "tuning-b": "4e95b17819f4d58b", "heldout": "121b8efe259835ca"}
 
 
 def test_splits_share_no_case_and_no_seed():
-    tuning, heldout = cases("tuning"), cases("heldout")
-    assert len(tuning) == len(heldout) == 36
+    split_cases = {split: cases(split) for split in SPLITS}
+    assert all(len(cs) == 36 for cs in split_cases.values())
+    assert {c.seed for c in split_cases["tuning"]} == set(TUNING_SEEDS)
+    for split, first in FIRST_SEEDS.items():
+        assert sorted(c.seed for c in split_cases[split]) == list(range(first, first + 36))
     specs = lambda cs: {(c.sketch, c.appearance) for c in cs}     # noqa: E731
-    assert not specs(tuning) & specs(heldout)
-    assert {c.seed for c in tuning} == set(TUNING_SEEDS)
-    assert not {c.seed for c in tuning} & {c.seed for c in heldout}
-    assert sorted(c.seed for c in heldout) == list(range(HELDOUT_FIRST_SEED, HELDOUT_FIRST_SEED + 36))
-    assert len({c.name for c in tuning + heldout}) == 72
+    seeds = lambda cs: {c.seed for c in cs}                       # noqa: E731
+    for a, b in [("tuning", "tuning-b"), ("tuning", "heldout"), ("tuning-b", "heldout")]:
+        assert not specs(split_cases[a]) & specs(split_cases[b])
+        assert not seeds(split_cases[a]) & seeds(split_cases[b])
+    assert len({c.name for cs in split_cases.values() for c in cs}) == 108
+
+
+def test_both_tuning_splits_take_other_settings():
+    for split in ("tuning", "tuning-b"):
+        check_settings(split, {"freecontrol": {"structure_weight": 800.0}})     # the held-out split: below
 
 
 @pytest.mark.parametrize("split", SPLITS)
@@ -233,7 +242,8 @@ def test_held_out_runs_refuse_other_settings(tmp_path, monkeypatch):
 
     from i2i.errors import UsageError
 
-    with pytest.raises(UsageError, match="tune on --split tuning"):         # refused before any model loads
+    # refused before any model loads
+    with pytest.raises(UsageError, match="tune on --split tuning or --split tuning-b"):
         run_protocol(str(tmp_path / "no-model"), "heldout", ("ctrlx",), overrides={"ctrlx": {"eta": 0.5}})
     with pytest.raises(UsageError, match="model folder's settings only"):
         parse_settings(["ctrlx.eta=0.5"], "heldout", ("ctrlx",), str(tmp_path / "no-model"))
@@ -251,7 +261,7 @@ def test_set_usage_errors_exit_2(tiny_model):
 
     code, err = run("--split", "heldout", "--set", "ctrlx.eta=0.5")
     assert code == 2 and err == ("error: held-out numbers are measured with the model folder's settings only; tune "
-                                 "on --split tuning")
+                                 "on --split tuning or --split tuning-b")
     code, err = run("--set", "ctrlx.structure_scedule=0.4")
     assert code == 2 and "valid keys: appearance_guidance_scale, appearance_schedule, eta," in err
     code, err = run("--set", "freecontrol.structure_weight=-1")        # checked on the model's settings, at once

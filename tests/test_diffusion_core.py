@@ -47,6 +47,21 @@ def test_recommended_settings_are_applied_by_the_library():
     assert ctrlx_config(None) == CtrlXConfig()
 
 
+def test_the_settings_line_names_nested_settings_and_where_they_came_from():
+    from i2i.demo.model import demo_model_path
+    from i2i.diffusion.settings import describe
+    from i2i.freecontrol.config import FREECONTROL, FreeControlConfig
+    from i2i.freecontrol.config import model_config as freecontrol_config
+
+    demo = demo_model_path()
+    line = describe(freecontrol_config(demo), FREECONTROL.recommended(demo), FREECONTROL.shown)
+    assert "bases.block 'up_blocks.2'" in line and "structure_weight 3000.0" in line
+    assert line.endswith("negative_prompt, inversion_steps, bases.block)")
+    # an SD folder without settings: the family picks the block, and nothing is said to come from the model
+    plain = describe(FreeControlConfig(), {}, FREECONTROL.shown)
+    assert "bases.block default" in plain and "recommended" not in plain
+
+
 @pytest.mark.parametrize("module", ["i2i.freecontrol.bases", "i2i.diffusion.inversion", "i2i.ctrlx.pipeline"])
 def test_no_method_package_imports_another(module):
     code = (f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith(('i2i.freecontrol', "

@@ -11,10 +11,10 @@ Ctrl-X image against one plain sample (:class:`i2i.generate.pipeline.GeneratePip
 timed alternately, median of ``--repeats``, for a structure case and an appearance case; the worse ratio counts.
 
 Writes a JSON file (every case's row, the summary, the target checks, the timing) and prints a Markdown table of the
-targets with pass/fail. Tune only on ``--split tuning``; quote only ``--split heldout`` numbers. While tuning,
-``--set METHOD.KEY=VALUE`` (repeatable) replaces one of the model folder's settings for the run (typed and checked
-by the method's config; recorded in the JSON and the table's title); it is refused with ``--split heldout``, whose
-numbers are measured with the model folder's settings only.
+targets with pass/fail. Tune only on ``--split tuning`` or ``--split tuning-b``; quote only ``--split heldout``
+numbers. While tuning, ``--set METHOD.KEY=VALUE`` (repeatable) replaces one of the model folder's settings for the
+run (typed and checked by the method's config; recorded in the JSON and the table's title); it is refused with
+``--split heldout``, whose numbers are measured with the model folder's settings only.
 """
 
 from __future__ import annotations
@@ -236,11 +236,11 @@ def main(model: str = "", split: str = "tuning", methods: str = ",".join(METHODS
          limit: int = 0, threads: int = 0, repeats: int = 5, device: str = "cpu", overwrite: bool = False,
          images: str = "",
          set_: Annotated[Optional[List[str]], typer.Option("--set", metavar="METHOD.KEY=VALUE")] = None) -> None:
-    """Run the protocol's SPLIT (tuning or heldout) on MODEL (default: the bundled demo model) for METHODS
+    """Run the protocol's SPLIT (tuning, tuning-b or heldout) on MODEL (default: the bundled demo model) for METHODS
     (comma-separated: freecontrol, ctrlx), write the JSON to OUT (refused if it exists, unless --overwrite) and
     print the targets' table. LIMIT: only the first N cases of each kind (a smoke test); THREADS: torch CPU threads
     (0: torch's default); REPEATS: timed calls of each kind; IMAGES: a folder to save every output in. SET (tuning
-    split only, repeatable): METHOD.KEY=VALUE replaces one of the model folder's settings for this run, e.g.
+    splits only, repeatable): METHOD.KEY=VALUE replaces one of the model folder's settings for this run, e.g.
     --set ctrlx.structure_schedule=0.4 --set freecontrol.bases.n_components=16 (KEY: a field of the method's
     config; recorded in the JSON and the table's title)."""
     from i2i.demo.model import demo_model_path

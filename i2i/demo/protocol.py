@@ -1,9 +1,10 @@
-"""The demo model's evaluation protocol (issue 24): two fixed, seeded splits of cases, and how one output is scored.
+"""The demo model's evaluation protocol (issue 24): three fixed, seeded splits of cases, and how one output is scored.
 
-A **split** is a pure function of its seed string (:data:`SPLIT_SEEDS`): ``"tuning"`` is the one settings may be
-tuned on; ``"heldout"`` is measured only to quote numbers and never tuned on. Both hold the same kinds of case, drawn
-the same way from different seeds, and their generation seeds differ (:data:`GENERATION_SEEDS`: the tuning split
-reuses the seeds 0, 1, 2 of the earlier reports; the held-out split gives every case its own seed from 1000 up).
+A **split** is a pure function of its seed string (:data:`SPLIT_SEEDS`): ``"tuning"`` and ``"tuning-b"`` are the
+ones settings may be tuned on; ``"heldout"`` is measured only to quote numbers and never tuned on. All hold the same
+kinds of case, drawn the same way from different seeds, and their generation seeds differ (:func:`generation_seeds`:
+the tuning split reuses the seeds 0, 1, 2 of the earlier reports; ``"tuning-b"``, added later, gives every case its
+own seed from 2000 up, as the held-out split does from 1000 up, so that tuning also sees as many seeds as cases).
 
 - **structure** cases (FreeControl's condition, Ctrl-X's structure): the black outline sketch of a random shape,
   size and position (:func:`i2i.shapes.random_spec`), and the prompt ``"a {colour} {shape}"``; every (shape, colour)
@@ -33,18 +34,20 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-SPLITS: tuple[str, ...] = ("tuning", "heldout")
-SPLIT_SEEDS: dict[str, str] = {"tuning": "i2i-demo-protocol:tuning", "heldout": "i2i-demo-protocol:heldout"}
+SPLITS: tuple[str, ...] = ("tuning", "tuning-b", "heldout")
+SPLIT_SEEDS: dict[str, str] = {"tuning": "i2i-demo-protocol:tuning", "tuning-b": "i2i-demo-protocol:tuning-b",
+                               "heldout": "i2i-demo-protocol:heldout"}
 KINDS: tuple[str, ...] = ("structure", "appearance")
-# The generation seeds: tuning cycles through the earlier reports' seeds; held-out gives each case its own.
+# The generation seeds: tuning cycles through the earlier reports' seeds; the others give each case its own.
 TUNING_SEEDS: tuple[int, ...] = (0, 1, 2)
-HELDOUT_FIRST_SEED = 1000
+FIRST_SEEDS: dict[str, int] = {"heldout": 1000, "tuning-b": 2000}
 IMAGE_SIZE = 64                                  # the demo model's native size (cases render at any size)
 APPEARANCE_SKETCH_SIZE_RANGE: tuple[float, float] = (0.16, 0.26)
 APPEARANCE_OBJECT_SIZE_RANGE: tuple[float, float] = (0.10, 0.18)
 MAX_OVERLAP = 0.10                               # of the appearance object's area inside the sketch's region
 _PLACEMENT_TRIES = 200
-TUNING_ONLY = "held-out numbers are measured with the model folder's settings only; tune on --split tuning"
+TUNING_ONLY = ("held-out numbers are measured with the model folder's settings only; tune on --split tuning or "
+               "--split tuning-b")
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def generation_seeds(split: str, count: int) -> list[int]:
     """The generation seeds of a split's ``count`` cases, in order over all its kinds."""
     if _check_split(split) == "tuning":
         return [TUNING_SEEDS[k % len(TUNING_SEEDS)] for k in range(count)]
-    return [HELDOUT_FIRST_SEED + k for k in range(count)]
+    return [FIRST_SEEDS[split] + k for k in range(count)]
 
 
 def overlap(appearance: ShapeSpec, sketch: ShapeSpec, size: int = IMAGE_SIZE) -> float:

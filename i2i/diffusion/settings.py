@@ -48,10 +48,27 @@ def apply_recommended(config: C, recommended: dict[str, Any], nested: tuple[str,
     return dataclasses.replace(config, **top, **subs)
 
 
+def _lookup(root: Any, key: str, get: Any) -> Any:
+    for part in key.split("."):
+        root = get(root, part)
+    return root
+
+
 def describe(config: Any, recommended: dict[str, Any], keys: tuple[str, ...]) -> str:
-    """One line naming the settings in use, e.g. ``steps 50, structure_weight 1200.0 (model's recommended:
-    steps, structure_weight)``."""
-    text = ", ".join(f"{k} {getattr(config, k)!r}" if isinstance(getattr(config, k), str)
-                     else f"{k} {getattr(config, k)}" for k in keys)
-    from_model = [k for k in keys if k in recommended]
+    """One line naming the settings in use, e.g. ``steps 50, structure_weight 1200.0, bases.block 'up_blocks.2'
+    (from the model's recommended settings: steps, structure_weight, bases.block)``. A dotted key names a field of a
+    nested config; a value of None (the method picks it, e.g. by model family) reads ``default``."""
+    def shown(key: str) -> str:
+        value = _lookup(config, key, getattr)
+        return f"{key} {'default' if value is None else repr(value) if isinstance(value, str) else value}"
+
+    def given(key: str) -> bool:
+        try:
+            _lookup(recommended, key, lambda d, k: d[k])
+        except (KeyError, TypeError):
+            return False
+        return True
+
+    from_model = [k for k in keys if given(k)]
+    text = ", ".join(shown(k) for k in keys)
     return text + (f" (from the model's recommended settings: {', '.join(from_model)})" if from_model else "")

@@ -163,7 +163,8 @@ FREECONTROL_JOBS = JobSchema(images=("condition", "appearance"),
 FREECONTROL = DiffusionMethod("freecontrol", FreeControlConfig, "i2i.freecontrol.pipeline:FreeControlPipeline",
                               FREECONTROL_JOBS, DEFAULT_SEED,
                               shown=("num_inference_steps", "guidance_scale", "structure_weight", "n_components",
-                                     "appearance_weight", "mask_threshold", "negative_prompt", "inversion_steps"),
+                                     "appearance_weight", "mask_threshold", "negative_prompt", "inversion_steps",
+                                     "bases.block"),
                               summary="FreeControl (Mo et al., CVPR 2024): training-free spatial control of a "
                                       "text-to-image diffusion model (SD 1.x, 2.x, SDXL) with any condition image.",
                               usage="Generate images that follow a condition's structure: i2i freecontrol --prompt "
