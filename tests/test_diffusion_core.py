@@ -57,6 +57,12 @@ def test_the_settings_line_names_nested_settings_and_where_they_came_from():
     line = describe(freecontrol_config(demo), FREECONTROL.recommended(demo), FREECONTROL.shown)
     assert "bases.block 'up_blocks.2'" in line and "structure_weight 3000.0" in line
     assert line.endswith("negative_prompt, inversion_steps, bases.block)")
+    # a flag that changes another analysis setting leaves the block named as the model's
+    from i2i.cli.diffusion import settings
+    config, from_model = settings(FREECONTROL, str(demo), {"bases": {"num_inference_steps": 10}, "n_components": 8})
+    line = describe(config, from_model, FREECONTROL.shown)
+    assert "n_components 8" in line and line.endswith("negative_prompt, inversion_steps, bases.block)")
+    assert "n_components," not in line.split("(")[1]
     # an SD folder without settings: the family picks the block, and nothing is said to come from the model
     plain = describe(FreeControlConfig(), {}, FREECONTROL.shown)
     assert "bases.block default" in plain and "recommended" not in plain

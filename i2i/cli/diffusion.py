@@ -169,7 +169,20 @@ def settings(method: DiffusionMethod, model: str, changes: dict[str, Any]) -> tu
 
     recommended = method.recommended(model)
     config = apply_recommended(method.model_config(model, recommended), changes, tuple(method.nested)).validate()
-    return config, {k: v for k, v in recommended.items() if k not in changes}
+    return config, _not_changed(recommended, changes)
+
+
+def _not_changed(recommended: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``recommended`` without the settings in ``changes`` (a nested config's keys one by one)."""
+    out: dict[str, Any] = {}
+    for key, value in recommended.items():
+        if isinstance(value, dict) and isinstance(changes.get(key), dict):
+            rest = {k: v for k, v in value.items() if k not in changes[key]}
+            if rest:
+                out[key] = rest
+        elif key not in changes:
+            out[key] = value
+    return out
 
 
 def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[str, Any],
