@@ -165,24 +165,11 @@ def diffusion_app(method: DiffusionMethod, flags: Optional[Callable[..., MethodF
 def settings(method: DiffusionMethod, model: str, changes: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The config that runs (the model's recommended settings read once, then the flags' ``changes``) and the
     recommended settings that were not overridden (named in the info line)."""
-    from i2i.diffusion.settings import apply_recommended
+    from i2i.diffusion.settings import apply_recommended, not_overridden
 
     recommended = method.recommended(model)
     config = apply_recommended(method.model_config(model, recommended), changes, tuple(method.nested)).validate()
-    return config, _not_changed(recommended, changes)
-
-
-def _not_changed(recommended: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """``recommended`` without the settings in ``changes`` (a nested config's keys one by one)."""
-    out: dict[str, Any] = {}
-    for key, value in recommended.items():
-        if isinstance(value, dict) and isinstance(changes.get(key), dict):
-            rest = {k: v for k, v in value.items() if k not in changes[key]}
-            if rest:
-                out[key] = rest
-        elif key not in changes:
-            out[key] = value
-    return out
+    return config, not_overridden(recommended, changes)
 
 
 def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[str, Any],

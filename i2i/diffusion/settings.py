@@ -48,6 +48,20 @@ def apply_recommended(config: C, recommended: dict[str, Any], nested: tuple[str,
     return dataclasses.replace(config, **top, **subs)
 
 
+def not_overridden(recommended: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``recommended`` without the settings that ``changes`` gives (a nested config's keys one by one): what the
+    model still decides, as named in the settings line."""
+    out: dict[str, Any] = {}
+    for key, value in recommended.items():
+        if isinstance(value, dict) and isinstance(changes.get(key), dict):
+            rest = {k: v for k, v in value.items() if k not in changes[key]}
+            if rest:
+                out[key] = rest
+        elif key not in changes:
+            out[key] = value
+    return out
+
+
 def _lookup(root: Any, key: str, get: Any) -> Any:
     for part in key.split("."):
         root = get(root, part)
