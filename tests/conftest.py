@@ -27,3 +27,11 @@ def demo_cache(tmp_path_factory) -> Path:
     path = root / "demo-fc-cache"
     path.mkdir(exist_ok=True)
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """The order in which pytest-xdist hands out its work units, test files (pyproject's addopts: ``--dist loadfile
+    --no-loadscope-reorder``): files holding a test marked ``heavy`` (minutes on one thread) first, the rest in
+    collection order, so that the run does not end with one worker busy on a long file it started last."""
+    heavy = {item.path for item in items if item.get_closest_marker("heavy")}
+    items.sort(key=lambda item: item.path not in heavy)          # stable

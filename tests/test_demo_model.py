@@ -77,6 +77,7 @@ def _freecontrol(pipe, case, **kwargs):
                 appearance=case.appearance_image(), **kwargs)
 
 
+@pytest.mark.heavy
 def test_freecontrol_puts_the_shape_on_the_sketch_in_the_prompts_colour(fc_pipe):
     outs = [_freecontrol(fc_pipe, case, unguided=True) for case in FC_STRUCTURE]
     guided = [score(case, out.images[0]) for case, out in zip(FC_STRUCTURE, outs)]
@@ -87,6 +88,7 @@ def test_freecontrol_puts_the_shape_on_the_sketch_in_the_prompts_colour(fc_pipe)
     assert sum(g["colour_ok"] for g in guided) >= 8                                # 9 of 9
 
 
+@pytest.mark.heavy
 def test_freecontrol_takes_an_appearance_images_colour_and_keeps_the_layout(fc_pipe):
     # The prompt names no colour ("a {shape}"); the appearance image's object is elsewhere in the frame.
     scores = [score(case, _freecontrol(fc_pipe, case).images[0]) for case in APPEARANCE]

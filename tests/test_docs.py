@@ -118,6 +118,7 @@ def test_the_pages_have_blocks_and_the_marker_is_well_formed():
                 assert SKIP_MARK.match(line.strip()), f"{page.name}:{number}: malformed marker {line!r}"
 
 
+@pytest.mark.heavy          # minutes in all: this file goes to a pytest-xdist worker first (tests/conftest.py)
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[b.id for b in ALL_BLOCKS])
 def test_doc_block_runs(block: Block, scratch, demo_cache):
     if block.skip:

@@ -15,7 +15,8 @@ from i2i.cyclegan.config import (CPU_BATCH, CPU_VIDEO_BATCH, DECODE_WORKERS, GPU
                                  SHAPES_EVAL_LIMIT, TRAIN, WORKER_MIN_CORES)
 from i2i.progress import Reporter
 
-app = typer.Typer(help="CycleGAN (Zhu et al. 2017): unpaired training and translation in both directions.",
+app = typer.Typer(help="CycleGAN (Zhu et al. 2017), CUT and FastCUT (Park et al. 2020, train --model): unpaired "
+                       "training, translation of images and videos, evaluation.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 InceptionWeightsOpt = Annotated[Optional[Path], typer.Option(
