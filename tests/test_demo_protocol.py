@@ -269,3 +269,14 @@ def test_set_usage_errors_exit_2(tiny_model):
                                  "negative")
     code, err = run("--methods", "ctrlx", "--set", "freecontrol.structure_weight=800")
     assert code == 2 and "not a method of this run (choose from ctrlx)" in err
+
+
+def test_runner_prints_no_library_loading_bars(tiny_model, tmp_path):
+    import subprocess
+
+    script = [sys.executable, str(ROOT / "examples" / "demo" / "protocol.py"), "--model", str(tiny_model),
+              "--methods", "ctrlx", "--limit", "1", "--repeats", "1", "--out", str(tmp_path / "r.json")]
+    proc = subprocess.run(script, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Loading pipeline components" not in proc.stderr and "[transformers]" not in proc.stderr
+    assert "| Ctrl-X | structure IoU |" in proc.stdout

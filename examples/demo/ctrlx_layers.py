@@ -31,6 +31,7 @@ import typer
 from PIL import Image
 
 import i2i.ctrlx.control as control
+from i2i.cli.common import quiet_libraries
 from i2i.demo.protocol import SPLITS, cases, score
 from i2i.errors import I2IError, UsageError
 from i2i.shapes import render_mask
@@ -156,6 +157,7 @@ def main(model: str = typer.Option(..., help="A model folder (e.g. a demo traini
          appearance_schedule: float = typer.Option(0.3, help="Share of the steps with appearance transfer (the "
                                                    "setting of versions 1-2; the model folder's is not used).")
          ) -> None:
+    quiet_libraries()             # no loading bars or import notices of diffusers/transformers, as in the CLI
     try:
         if split not in SPLITS:
             raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")

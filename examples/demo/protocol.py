@@ -243,9 +243,11 @@ def main(model: str = "", split: str = "tuning", methods: str = ",".join(METHODS
     splits only, repeatable): METHOD.KEY=VALUE replaces one of the model folder's settings for this run, e.g.
     --set ctrlx.structure_schedule=0.4 --set freecontrol.bases.n_components=16 (KEY: a field of the method's
     config; recorded in the JSON and the table's title)."""
+    from i2i.cli.common import quiet_libraries
     from i2i.demo.model import demo_model_path
     from i2i.errors import I2IError, OutputError, UsageError
 
+    quiet_libraries()             # no loading bars or import notices of diffusers/transformers, as in the CLI
     model = model or str(demo_model_path())
     try:
         if split not in SPLITS:
