@@ -103,6 +103,68 @@ def test_twin_scenes_share_the_main_objects_look_and_leave_other_scenes_alone():
         DemoTrainConfig(vae_eval_images=0)
 
 
+def test_pairs_share_one_look_in_two_layouts():
+    from i2i.demo.data import pair_sample
+
+    for i in range(12):
+        first, second = pair_sample(i, seed=3)
+        again = pair_sample(i, seed=3)
+        assert again[0].image.tobytes() == first.image.tobytes() and again[1].caption == second.caption
+        assert first.spec.colour == second.spec.colour and first.spec.colour not in first.caption
+        a, b = first.scene, second.scene
+        assert (a.background, a.fill, a.shade, a.period, a.angle) == (b.background, b.fill, b.shade, b.period, b.angle)
+        assert a.second is None and b.second is None and first.spec != second.spec
+        for s in (first, second):          # each image shows its object in that colour
+            pixels = np.asarray(s.image).reshape(-1, 3).astype(int)[render_mask(s.spec, 64).reshape(-1)]
+            assert nearest_colour(tuple(int(c) for c in np.median(pixels, axis=0))) == s.spec.colour
+    assert sample(7, seed=3).image.tobytes() == sample(7, seed=3, twin_share=0.0).image.tobytes()
+    with pytest.raises(UsageError, match="pair_share"):
+        DemoTrainConfig(pair_share=-0.1)
+
+
+def test_paired_self_attention_sees_the_partner_and_nothing_else():
+    from i2i.demo.build import build_unet
+    from i2i.demo.paired_attention import paired
+
+    torch.manual_seed(0)
+    unet = build_unet().eval()
+    x, t, text = torch.randn(4, 4, 32, 32), torch.tensor([500] * 4), torch.randn(4, 5, 64)
+    with torch.no_grad():
+        plain = unet(x, t, text).sample
+        with paired(unet, 0):
+            assert torch.equal(unet(x, t, text).sample, plain)
+        with paired(unet, 2):
+            out = unet(x, t, text).sample
+            x2 = x.clone()
+            x2[1] = torch.randn(4, 32, 32)                 # another partner for row 0; rows 2 and 3 are single
+            moved = unet(x2, t, text).sample
+        assert torch.allclose(unet(x, t, text).sample, plain)      # the processors are restored
+    assert torch.allclose(out[2:], plain[2:], atol=1e-5) and torch.allclose(moved[2:], plain[2:], atol=1e-5)
+    assert (out[0] - plain[0]).abs().max() > 1e-3 and (moved[0] - out[0]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="two by two"):
+        with paired(unet, 3):
+            pass
+
+
+def test_a_paired_fine_tune_starts_from_a_pipeline_folder(tmp_path):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    first = train(tmp_path / "base", TINY, threads=1)
+    tune = DemoTrainConfig(**{**TINY.__dict__, "init_from": str(first), "pair_share": 0.5, "pair_count": 4,
+                              "unet_steps": 2, "eval_every": 2})
+    out = train(tmp_path / "tune", tune, threads=1)
+    assert not (tmp_path / "tune" / "vae.pt").exists()            # no VAE stage: the folder's VAE is reused
+    base = UNet2DConditionModel.from_pretrained(first / "unet").state_dict()
+    tuned = _weights(tmp_path / "tune")
+    assert tuned["step"] == 2 and any(not torch.equal(base[k], tuned["unet"][k]) for k in base)
+    assert max((base[k] - tuned["unet"][k]).abs().max() for k in base) < 0.05     # two small steps from it
+    vae, again = (AutoencoderKL.from_pretrained(f / "vae") for f in (first, out))
+    assert vae.config.scaling_factor == again.config.scaling_factor
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in vae.state_dict().items())
+    with pytest.raises(UsageError, match="not a pipeline folder"):
+        train(tmp_path / "bad", DemoTrainConfig(**{**tune.__dict__, "init_from": str(tmp_path)}), threads=1)
+
+
 def _weights(run: Path) -> dict:
     return torch.load(run / "unet.pt", map_location="cpu", weights_only=False)
 

@@ -187,6 +187,24 @@ def sample(index: int, seed: int = 0, size: int = IMAGE_SIZE, twin_share: float 
     return Sample(render_scene(scene, size), caption, spec, "filled", scene)
 
 
+PAIR_CAPTION_SHARES: tuple[tuple[str, float], ...] = (("shape", 0.7), ("generic", 0.3))   # the first image's
+
+
+def pair_sample(index: int, seed: int = 0, size: int = IMAGE_SIZE) -> tuple[Sample, Sample]:
+    """The ``index``-th training *pair* for ``seed``: two filled scenes with one look (background, the object's
+    colour, shade and fill) and two layouts (each object's own shape, size and position; no second objects). The
+    first's caption names no colour, so its look can only be read from the second image (which the UNet stage's
+    paired self-attention lets it see); the second is captioned as any filled scene. A random stream of its own,
+    so pairs leave every single sample as it was."""
+    rng = random.Random(f"i2i-demo-pair:{seed}:{index}")
+    first = random_spec(rng)
+    scene = replace(random_scene(rng, first), second=None)
+    other = replace(scene, main=random_spec(rng, colour=first.colour))
+    images = (render_scene(scene, size), render_scene(other, size))
+    return (Sample(images[0], _caption(rng, first, PAIR_CAPTION_SHARES), first, "filled", scene),
+            Sample(images[1], _caption(rng, other.main), other.main, "filled", other))
+
+
 def eval_prompts() -> list[tuple[str, str, str]]:
     """Every (prompt, shape, colour) the evaluation asks for: all colours x all shapes."""
     return [(f"a {c} {s}", s, c) for s in SHAPES for c in COLOURS]

@@ -41,12 +41,12 @@ def train(run_dir: Path, cfg: DemoTrainConfig | None = None, *, resume: bool = F
     from i2i.demo.tokenizer import build_tokenizer
     from i2i.demo.train_config import open_run
     from i2i.demo.unet_stage import run_unet_stage, write_recommended_settings
-    from i2i.demo.vae_stage import train_vae
+    from i2i.demo.vae_stage import load_vae, train_vae
 
     run, cfg = open_run(run_dir, cfg, resume)
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    vae = train_vae(run, cfg, dev)
+    vae = load_vae(Path(cfg.init_from), dev) if cfg.init_from else train_vae(run, cfg, dev)
     vae.requires_grad_(False)
     run_unet_stage(run, cfg, vae, build_tokenizer(VOCABULARY, cfg.max_length), dev, stop_after)
     unet = run.load("unet.pt")
@@ -88,6 +88,14 @@ def main(run_dir: Path = typer.Option(..., "--run", help="Run folder: config, lo
          twin_share: Optional[float] = typer.Option(None, help="Share of the UNet stage's filled scenes that get a "
                                                     "twin: a second object of the main one's look, the caption "
                                                     f"naming no colour. Default {DemoTrainConfig.twin_share}."),
+         pair_share: Optional[float] = typer.Option(None, help="Share of each UNet batch's rows given as pairs of "
+                                                    "one look in two layouts, attending to each other in "
+                                                    f"self-attention. Default {DemoTrainConfig.pair_share}."),
+         pair_count: Optional[int] = typer.Option(None, help=f"Pairs encoded. Default {DemoTrainConfig.pair_count}."),
+         init_from: Optional[str] = typer.Option(None, help="A pipeline folder (e.g. i2i/assets/demo-shapes) whose "
+                                                 "VAE, UNet and text encoder start the run: a fine-tune, no VAE "
+                                                 "stage."),
+         unet_lr: Optional[float] = typer.Option(None, help=f"Default {DemoTrainConfig.unet_lr}."),
          ) -> None:
     """Train the demo model (both stages) into --run; settings are stored there and reused by --resume."""
     from i2i.errors import I2IError

@@ -36,6 +36,9 @@ class DemoTrainConfig:
     ema_decay: float = 0.999
     unet_precision: str = "fp32"     # autocast of the UNet stage's forward passes: fp32 or bf16 (AMX CPUs: ~1.4x)
     twin_share: float = 0.0          # share of the UNet stage's filled scenes with a twin object (i2i.demo.data)
+    pair_share: float = 0.0          # share of each UNet batch's rows given as pairs with paired self-attention
+    pair_count: int = 8000           # pairs encoded once for the UNet stage (i2i.demo.data.pair_sample)
+    init_from: str = ""              # a pipeline folder whose VAE, UNet and text encoder start the run (fine-tune)
     checkpoint_every: int = 100
     eval_every: int = 1000
     eval_steps: int = 25
@@ -46,6 +49,8 @@ class DemoTrainConfig:
             raise UsageError(f"unet_precision {self.unet_precision!r}: choose {' or '.join(UNET_PRECISIONS)}")
         if not 0.0 <= self.twin_share <= 1.0:
             raise UsageError(f"twin_share {self.twin_share}: a share between 0 and 1")
+        if not 0.0 <= self.pair_share <= 1.0:
+            raise UsageError(f"pair_share {self.pair_share}: a share between 0 and 1")
         if self.vae_eval_images < 1:
             raise UsageError(f"vae_eval_images {self.vae_eval_images}: at least one image sets the latent scaling")
 

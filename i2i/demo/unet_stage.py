@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from i2i.demo.build import RECOMMENDED_SETTINGS, build_text_encoder, build_unet, make_pipeline
 from i2i.demo.data import IMAGE_SIZE, eval_prompts
 from i2i.demo.train_config import UNET_STAGE, DemoTrainConfig, RunFolder, learning_rate, seeded_build, step_generator
-from i2i.demo.vae_stage import encode_dataset
+from i2i.demo.paired_attention import paired
+from i2i.demo.vae_stage import encode_dataset, encode_pairs
 from i2i.device import autocast
 from i2i.errors import UsageError
 
@@ -28,6 +29,8 @@ class UNetStage:
         self.cfg, self.dev = cfg, dev
         self.unet, self.text = seeded_build(cfg.seed, UNET_STAGE, lambda: (build_unet().to(dev),
                                                                           build_text_encoder(tokenizer).to(dev)))
+        if cfg.init_from:
+            load_init(Path(cfg.init_from), self.unet, self.text)
         self.ema_unet, self.ema_text = build_unet().to(dev), build_text_encoder(tokenizer).to(dev)
         self.ema_unet.load_state_dict(self.unet.state_dict())
         self.ema_text.load_state_dict(self.text.state_dict())
@@ -56,10 +59,11 @@ class UNetStage:
         cfg, step = self.cfg, self.done
         for group in self.opt.param_groups:
             group["lr"] = learning_rate(step, cfg.unet_steps, cfg.unet_lr)
-        z, tokens = data.batch(cfg.unet_batch, cfg.caption_dropout, gen)
+        rows = 2 * round(cfg.unet_batch * cfg.pair_share / 2)
+        z, tokens = data.batch(cfg.unet_batch, cfg.caption_dropout, gen, rows)
         noise = torch.randn(z.shape, generator=gen).to(self.dev)
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(self.dev)
-        with autocast(self.dev, cfg.unet_precision):     # weights, optimizer, EMA and loss stay float32
+        with autocast(self.dev, cfg.unet_precision), paired(self.unet, rows):    # float32 weights, EMA, loss
             pred = self.unet(data.schedule.add_noise(z, noise, t), t, self.text(tokens).last_hidden_state).sample
         loss = (snr_weight(data.schedule.alphas_cumprod[t], cfg.min_snr_gamma) *
                 F.mse_loss(pred.float(), noise, reduction="none").mean(dim=(1, 2, 3))).mean()
@@ -72,6 +76,19 @@ class UNetStage:
         self.done += 1
         self.loss_ema = loss.item() if self.loss_ema is None else 0.98 * self.loss_ema + 0.02 * loss.item()
         return loss.item()
+
+
+def load_init(folder: Path, unet: torch.nn.Module, text: torch.nn.Module) -> None:
+    """Start from the UNet and text encoder of the pipeline ``folder`` (``init_from``: a fine-tune)."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    if not (folder / "unet" / "config.json").is_file():
+        raise UsageError(f"init_from {folder}: not a pipeline folder (no unet/config.json)")
+    saved = UNet2DConditionModel.from_pretrained(folder / "unet").state_dict()
+    _check_layout(saved, unet.state_dict())
+    unet.load_state_dict(saved)
+    text.load_state_dict(CLIPTextModel.from_pretrained(folder / "text_encoder").state_dict())
 
 
 def _check_layout(saved: dict, current: dict) -> None:
@@ -98,21 +115,36 @@ class LatentData:
     """The encoded data set: latent means/stds, token ids, and the noise schedule."""
 
     def __init__(self, means: torch.Tensor, stds: torch.Tensor, captions: list[str], tokenizer: Any,
-                 scaling: float, max_length: int, dev: torch.device) -> None:
+                 scaling: float, max_length: int, dev: torch.device, pairs: tuple | None = None) -> None:
         from diffusers import DDPMScheduler
 
         self.means, self.stds, self.scaling, self.dev = means, stds, scaling, dev
         pad = {"padding": "max_length", "max_length": max_length, "return_tensors": "pt"}
         self.ids = tokenizer(captions, truncation=True, **pad).input_ids.to(dev)
+        self.pairs = None
+        if pairs is not None:          # [P, 2, ...] latents and [P, 2, L] token ids
+            flat = [c for two in pairs[2] for c in two]
+            ids = tokenizer(flat, truncation=True, **pad).input_ids.to(dev).unflatten(0, (-1, 2))
+            self.pairs = (pairs[0], pairs[1], ids)
         self.empty = tokenizer([""], **pad).input_ids.to(dev)
         self.schedule = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                                       beta_schedule="scaled_linear")
         self.schedule.alphas_cumprod = self.schedule.alphas_cumprod.to(dev)
 
-    def batch(self, size: int, dropout: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(0, len(self.means), (size,), generator=gen).to(self.dev)
-        z = (self.means[idx] + self.stds[idx] * torch.randn(self.means[idx].shape, generator=gen).to(self.dev))
-        tokens = self.ids[idx].clone()
+    def batch(self, size: int, dropout: float, gen: torch.Generator,
+              paired_rows: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``size`` noisy latents and token ids; the first ``paired_rows`` are pairs (rows 2i, 2i + 1)."""
+        means, stds, ids = self.means, self.stds, self.ids
+        if paired_rows:                    # the same draws as below, over pairs flattened to rows
+            idx = torch.randint(0, len(self.pairs[0]), (paired_rows // 2,), generator=gen).to(self.dev)
+            pm, ps, pi = (x[idx].flatten(0, 1) for x in self.pairs)
+            idx = torch.randint(0, len(means), (size - paired_rows,), generator=gen).to(self.dev)
+            means, stds, ids = torch.cat([pm, means[idx]]), torch.cat([ps, stds[idx]]), torch.cat([pi, ids[idx]])
+            idx = torch.arange(size, device=self.dev)
+        else:
+            idx = torch.randint(0, len(means), (size,), generator=gen).to(self.dev)
+        z = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(self.dev))
+        tokens = ids[idx].clone()
         tokens[(torch.rand(size, generator=gen) < dropout).to(self.dev)] = self.empty[0]
         return z * self.scaling, tokens
 
@@ -127,7 +159,9 @@ def run_unet_stage(run: RunFolder, cfg: DemoTrainConfig, vae: Any, tokenizer: An
     last = min(cfg.unet_steps, stop_after or cfg.unet_steps)
     if stage.done >= last:
         return None
-    data = LatentData(*encode_dataset(vae, cfg, dev), tokenizer, vae.config.scaling_factor, cfg.max_length, dev)
+    pairs = encode_pairs(vae, cfg, dev) if cfg.pair_share > 0 else None
+    data = LatentData(*encode_dataset(vae, cfg, dev), tokenizer, vae.config.scaling_factor, cfg.max_length, dev,
+                      pairs)
     t0, first, pipe = time.perf_counter(), stage.done, None
     while stage.done < last:
         stage.step(data, step_generator(cfg.seed, UNET_STAGE, stage.done))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from i2i.demo.build import build_vae
 from i2i.demo.data import sample
 from i2i.demo.train_config import VAE_STAGE, DemoTrainConfig, RunFolder, learning_rate, seeded_build, step_generator
+from i2i.errors import UsageError
 from i2i.images import image_to_tensor
 
 EVAL_OFFSET = 50_000_000          # evaluation images come from indices far from the training ones
@@ -34,6 +36,15 @@ def vae_loss(vae: Any, x: torch.Tensor, gen: torch.Generator, cfg: DemoTrainConf
     err = vae.decode(z).sample - x
     w = 1.0 + cfg.vae_object_weight * object_pixels(x)
     return (w * err.abs()).mean() + (w * err.square()).mean() + cfg.vae_kl_weight * post.kl().mean()
+
+
+def load_vae(folder: Path, dev: torch.device) -> Any:
+    """The VAE of the pipeline ``folder`` (``init_from``), frozen with its scaling factor."""
+    from diffusers import AutoencoderKL
+
+    if not (folder / "vae" / "config.json").is_file():
+        raise UsageError(f"init_from {folder}: not a pipeline folder (no vae/config.json)")
+    return AutoencoderKL.from_pretrained(folder / "vae").to(dev)
 
 
 def train_vae(run: RunFolder, cfg: DemoTrainConfig, dev: torch.device) -> Any:
@@ -84,6 +95,22 @@ def finish_vae(run: RunFolder, vae: Any, cfg: DemoTrainConfig, dev: torch.device
     vae.register_to_config(scaling_factor=scaling)
     vae.save_pretrained(run.path("vae"), safe_serialization=True)
     return vae
+
+
+def encode_pairs(vae: Any, cfg: DemoTrainConfig, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Latent mean and std ``[P, 2, 4, h, w]`` and caption pairs of the UNet stage's ``pair_count`` pairs."""
+    from i2i.demo.data import pair_sample
+
+    means, stds, captions = [], [], []
+    with torch.no_grad():
+        for start in range(0, cfg.pair_count, 128):
+            pairs = [pair_sample(i, cfg.seed + 1) for i in range(start, min(start + 128, cfg.pair_count))]
+            x = torch.stack([image_to_tensor(s.image) for pair in pairs for s in pair])
+            post = vae.encode(x.to(dev)).latent_dist
+            means.append(post.mean.unflatten(0, (-1, 2)))
+            stds.append(post.std.unflatten(0, (-1, 2)))
+            captions += [[s.caption for s in pair] for pair in pairs]
+    return torch.cat(means), torch.cat(stds), captions
 
 
 def encode_dataset(vae: Any, cfg: DemoTrainConfig, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, list]:
