@@ -120,6 +120,8 @@ def test_pairs_share_one_look_in_two_layouts():
     assert sample(7, seed=3).image.tobytes() == sample(7, seed=3, twin_share=0.0).image.tobytes()
     with pytest.raises(UsageError, match="pair_share"):
         DemoTrainConfig(pair_share=-0.1)
+    with pytest.raises(UsageError, match="pair_count"):
+        DemoTrainConfig(pair_share=0.5, pair_count=0)
 
 
 def test_paired_self_attention_sees_the_partner_and_nothing_else():
@@ -163,6 +165,7 @@ def test_a_paired_fine_tune_starts_from_a_pipeline_folder(tmp_path):
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in vae.state_dict().items())
     with pytest.raises(UsageError, match="not a pipeline folder"):
         train(tmp_path / "bad", DemoTrainConfig(**{**tune.__dict__, "init_from": str(tmp_path)}), threads=1)
+    assert not (tmp_path / "bad").exists()
 
 
 def _weights(run: Path) -> dict:
@@ -249,6 +252,9 @@ def test_training_command_line_help_and_refusal(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 2 and "fp32 or bf16" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "fp16").exists()                          # refused before a run folder is made
+    proc = subprocess.run(run + ["--run", str(tmp_path / "tune"), "--init-from", str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "not a pipeline folder" in proc.stderr and not (tmp_path / "tune").exists()
 
 
 @pytest.mark.parametrize("script", ["protocol.py", "figure.py", "ctrlx_layers.py"])

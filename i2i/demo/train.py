@@ -42,7 +42,10 @@ def train(run_dir: Path, cfg: DemoTrainConfig | None = None, *, resume: bool = F
     from i2i.demo.train_config import open_run
     from i2i.demo.unet_stage import run_unet_stage, write_recommended_settings
     from i2i.demo.vae_stage import load_vae, train_vae
+    from i2i.errors import UsageError
 
+    if cfg is not None and cfg.init_from and not (Path(cfg.init_from) / "model_index.json").is_file():
+        raise UsageError(f"--init-from {cfg.init_from}: not a pipeline folder (no model_index.json)")
     run, cfg = open_run(run_dir, cfg, resume)
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -63,6 +66,8 @@ def train(run_dir: Path, cfg: DemoTrainConfig | None = None, *, resume: bool = F
 
 def _config_from_flags(values: dict) -> DemoTrainConfig | None:
     given = {k: v for k, v in values.items() if v is not None}
+    if given.get("init_from"):              # stored in the run's config: resumable from any folder
+        given["init_from"] = str(Path(given["init_from"]).expanduser().resolve())
     return DemoTrainConfig(**given) if given else None
 
 

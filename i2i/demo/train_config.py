@@ -51,6 +51,8 @@ class DemoTrainConfig:
             raise UsageError(f"twin_share {self.twin_share}: a share between 0 and 1")
         if not 0.0 <= self.pair_share <= 1.0:
             raise UsageError(f"pair_share {self.pair_share}: a share between 0 and 1")
+        if self.pair_share > 0 and self.pair_count < 1:
+            raise UsageError(f"pair_count {self.pair_count}: pairs need at least one encoded pair")
         if self.vae_eval_images < 1:
             raise UsageError(f"vae_eval_images {self.vae_eval_images}: at least one image sets the latent scaling")
 
