@@ -40,7 +40,7 @@ def folder_fingerprint(folder: Path) -> str:
         if not p.is_file():
             continue
         rel = p.relative_to(folder).as_posix()
-        if p.name.startswith("i2i_"):          # our own settings files (recommended settings), not the model
+        if rel.split("/")[0].startswith("i2i_"):   # our own files (recommended settings, shipped bases)
             continue
         if p.suffix == ".json" or p.name == "merges.txt":
             h.update(rel.encode() + b"|" + p.read_bytes())

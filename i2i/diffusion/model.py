@@ -99,8 +99,12 @@ class DiffusionModel:
         if vae is not None and model_id is not None:     # the VAE encodes conditions: part of the cache keys
             identity = f"{identity}+vae:{modules_fingerprint(base.vae)}"
         self.model_id = f"{identity}|{self.precision}"
+        # The same without the name the weights were loaded by (a folder's path): what a model folder's own
+        # precomputed files are keyed by, so that they hold wherever the folder is installed.
+        self.weights_id = f"{identity.rpartition('@')[2]}|{self.precision}"
         if self.text_dtype != self.dtype:                 # other embeddings: other cached inversions
-            self.model_id += f"|text:{str(self.text_dtype).removeprefix('torch.')}"
+            text = f"|text:{str(self.text_dtype).removeprefix('torch.')}"
+            self.model_id, self.weights_id = self.model_id + text, self.weights_id + text
         self.model_folder = Path(model_folder) if model_folder is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 

@@ -21,13 +21,13 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from i2i.errors import CheckpointError, InputError
+from i2i.errors import CheckpointError, InputError, UsageError
 from i2i.diffusion.cache import cache_key, entry_lock, load_entry, progress_bar, save_entry
 from i2i.freecontrol.config import BasesConfig
 from i2i.freecontrol.features import FeatureStore, block_attention_layers, default_feature_block, recording
@@ -93,8 +93,9 @@ def load_bases(path: str | Path, key: str | None = None) -> SemanticBases | None
 
 
 def bases_key(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str,
-              image_hashes: list[str] | None = None) -> str:
-    fields = {"kind": "bases", "model": pipe.model_id, "concept": concept, "prompt": config.prompt(concept),
+              image_hashes: list[str] | None = None, model: str | None = None) -> str:
+    """The cache key; ``model`` replaces ``pipe.model_id`` (a model folder's own bases use ``pipe.weights_id``)."""
+    fields = {"kind": "bases", "model": model or pipe.model_id, "concept": concept, "prompt": config.prompt(concept),
               "negative": config.negative_prompt, "images": config.num_images, "seed": config.seed,
               "steps": config.num_inference_steps, "analysis_end": config.analysis_end,
               "components": config.n_components, "cfg": config.guidance_scale, "size": size,
@@ -254,7 +255,13 @@ def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size
     block = config.block or default_feature_block(pipe.unet)
     if config.source == "images" and images is None:
         images = read_concept_images(config.images, reporter)
-    key = bases_key(pipe, concept, config, size, block, [im.sha256 for im in images] if images else None)
+    hashes = [im.sha256 for im in images] if images else None
+    shipped_path, shipped_key = shipped_entry(pipe, concept, config, size, block, hashes)
+    if (shipped := load_bases(shipped_path, shipped_key)) is not None:
+        return shipped
+    if shipped_path.exists():
+        warn(reporter, f"the model's bases file {shipped_path} is corrupt or stale; computing the bases instead")
+    key = bases_key(pipe, concept, config, size, block, hashes)
     if cache_dir is None:
         return compute_bases(pipe, concept, config, size, reporter, images)
     path = Path(cache_dir) / "bases" / f"{key[:40]}.safetensors"
@@ -267,6 +274,33 @@ def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size
         result = compute_bases(pipe, concept, config, size, reporter, images)
         save_bases(result, path, key)
     return SemanticBases(result.timesteps, result.layers, result.means, result.bases, result.info, path, False)
+
+
+SHIPPED_BASES = "i2i_bases"      # a model folder's precomputed bases (read only; not part of its identity)
+
+
+def shipped_entry(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str,
+                  image_hashes: list[str] | None = None) -> tuple[Path, str]:
+    """Where the model folder would hold these bases precomputed, and their key: the cache key with the weights'
+    fingerprint for the model (not the path it was loaded from), so a folder's file holds wherever it is
+    installed. For a model without a folder, a path that does not exist."""
+    key = bases_key(pipe, concept, config, size, block, image_hashes, model=pipe.weights_id)
+    folder = pipe.model_folder if pipe.model_folder is not None else Path("/nonexistent")
+    return folder / SHIPPED_BASES / f"{key[:40]}.safetensors", key
+
+
+def ship_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int,
+               reporter: "Reporter | None" = None) -> Path:
+    """Compute the bases of ``concept`` and store them in the model's folder (``i2i_bases/``), where every later
+    run with these settings finds them, on any machine, instead of computing them (about 37 s a concept for the
+    demo model on one CPU thread). Generated seed images only; the model must have been loaded from a folder."""
+    config.validate()
+    if pipe.model_folder is None or config.source != "generated":
+        raise UsageError("bases are shipped in a model folder, from generated seed images")
+    block = config.block or default_feature_block(pipe.unet)
+    path, key = shipped_entry(pipe, concept, config, size, block)
+    result = compute_bases(pipe, concept, config, size, reporter)
+    return save_bases(replace(result, info={**result.info, "model": pipe.weights_id}), path, key)
 
 
 def schedule_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, steps_offset: int = 1) -> list[int]:
