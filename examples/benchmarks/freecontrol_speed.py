@@ -243,7 +243,14 @@ def main() -> None:
         sec, peak = _timed(fn, device)
         results[name] = {"seconds": round(sec, 3), "peak_gb": round(peak, 3)}
 
-    stage("bases (cold)", lambda: pipe.semantic_bases(concept, config.bases, size))
+    def analysis():          # computed and cached, not read from the model folder's own bases (i2i_bases/)
+        folder, pipe.model_folder = pipe.model_folder, None
+        try:
+            return pipe.semantic_bases(concept, config.bases, size)
+        finally:
+            pipe.model_folder = folder
+
+    stage("bases (cold)", analysis)
     stage("bases (cached)", lambda: pipe.semantic_bases(concept, config.bases, size))
     stage("inversion (cold)", lambda: pipe.invert(condition, prompt, config, ts))
     stage("inversion (cached)", lambda: pipe.invert(condition, prompt, config, ts))

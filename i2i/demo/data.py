@@ -14,6 +14,9 @@ latents and self-attention, where FreeControl's appearance energy and Ctrl-X's a
   correspondence Ctrl-X's appearance transfer relies on);
 - the colour itself, for the captions that name only the shape ("a circle") or use the generic analysis prompt.
 
+For training with paired self-attention (``pair_share``, off by default), :func:`pair_sample` gives two scenes of
+one look in two layouts, the first captioned without its colour.
+
 Some images are black outline sketches on white ("an outline of a {shape}"), the condition FreeControl and Ctrl-X
 are fed. Every sample is a pure function of ``(seed, index)``.
 """

@@ -8,6 +8,9 @@ Two stages on :mod:`i2i.demo.data` (64 px scenes with captions), parts from :mod
 2. **UNet + text encoder** (:mod:`i2i.demo.unet_stage`): epsilon prediction on SD's scaled-linear 1000-step
    schedule, 10 % caption dropout (for classifier-free guidance), an EMA of the weights (what is shipped).
 
+``init_from`` starts stage 2 from a pipeline folder's weights (a fine-tune: stage 1 is skipped, the folder's VAE
+kept), and ``pair_share`` trains a share of each batch in pairs that see each other (:mod:`i2i.demo.paired_attention`).
+
 Resumable and deterministic: every random draw of step ``k`` comes from a generator seeded by ``(seed, stage, k)``
 and the UNet stage's data set is re-encoded identically on resume, so a run stopped (killed, Ctrl-C, or
 ``--stop-after``) and resumed with ``--resume`` ends with the same weights as one run straight through, on the

@@ -39,7 +39,7 @@ def vae_loss(vae: Any, x: torch.Tensor, gen: torch.Generator, cfg: DemoTrainConf
 
 
 def load_vae(folder: Path, dev: torch.device) -> Any:
-    """The VAE of the pipeline ``folder`` (``init_from``), frozen with its scaling factor."""
+    """The VAE of the pipeline ``folder`` (``init_from``: a fine-tune has no VAE stage), with its scaling factor."""
     from diffusers import AutoencoderKL
 
     if not (folder / "vae" / "config.json").is_file():
