@@ -11,7 +11,7 @@ from tiny_sd import one_thread, save_sd  # noqa: F401  (one_thread: autouse fixt
 
 from i2i.diffusion.loading import folder_fingerprint
 from i2i.errors import UsageError
-from i2i.freecontrol.bases import SHIPPED_BASES, ship_bases
+from i2i.freecontrol.bases import SHIPPED_BASES, compute_bases, ship_bases
 from i2i.freecontrol.config import BasesConfig
 from i2i.freecontrol.pipeline import FreeControlPipeline
 
@@ -31,7 +31,7 @@ def test_a_folders_bases_hold_wherever_it_is_installed(tmp_path):
     assert found.cache_hit and found.path == moved / SHIPPED_BASES / path.name
     assert not (tmp_path / "cache-b").exists()                      # nothing computed, nothing cached
     computed = FreeControlPipeline.from_pretrained(moved, device="cpu", cache_dir=None)
-    assert torch.equal(found.bases, ship_and_compute(computed, "cat").bases)
+    assert torch.equal(found.bases, compute_bases(computed, "cat", CFG, 32).bases)
     other = user.semantic_bases("dog", CFG, 32)                       # another concept: computed and cached
     assert not other.cache_hit and other.path.parent == tmp_path / "cache-b" / "bases"
     assert not user.semantic_bases("cat", CFG, 48).cache_hit          # another size
@@ -39,12 +39,6 @@ def test_a_folders_bases_hold_wherever_it_is_installed(tmp_path):
         warnings.simplefilter("ignore")
         bf16 = FreeControlPipeline.from_pretrained(moved, device="cpu", precision="bf16", cache_dir=tmp_path / "c")
     assert not bf16.semantic_bases("cat", CFG, 32).cache_hit          # other weights' precision: not these bases
-
-
-def ship_and_compute(pipe, concept):
-    from i2i.freecontrol.bases import compute_bases
-
-    return compute_bases(pipe, concept, CFG, 32)
 
 
 def test_a_corrupt_shipped_file_is_reported_and_computed(tmp_path):
@@ -68,7 +62,6 @@ def test_the_demo_models_bases_are_found_for_its_defaults_and_equal_a_fresh_anal
     """The files in the bundled folder stay valid only while the weights, the recommended settings and the
     analysis code are unchanged: the key covers the first two, a fresh analysis of one concept the third."""
     from i2i.demo.model import demo_model_path
-    from i2i.freecontrol.bases import compute_bases
 
     pipe = FreeControlPipeline.from_pretrained(demo_model_path(), device="cpu", cache_dir=tmp_path)
     shipped = {c: pipe.semantic_bases(c) for c in ("circle", "square", "triangle")}

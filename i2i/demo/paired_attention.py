@@ -15,14 +15,15 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from i2i.diffusion.attention import attention_inputs, attention_output, installed, split_heads
+from i2i.diffusion.attention import attention_inputs, attention_layers, attention_output, installed, split_heads
 
 
 class PairedSelfAttention:
-    """One processor for all ``attn1`` layers; ``rows`` (even) is set per batch by :func:`paired`."""
+    """One processor for all ``attn1`` layers: the batch's first ``rows`` (even) attend in pairs. (The UNet's
+    self-attention takes no mask.)"""
 
-    def __init__(self) -> None:
-        self.rows = 0
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
@@ -37,10 +38,6 @@ class PairedSelfAttention:
         return attention_output(attn, torch.cat([paired, single]), inputs)
 
 
-def self_attention_layers(unet: torch.nn.Module) -> list[str]:
-    return [n[: -len(".processor")] for n in unet.attn_processors if n.endswith("attn1.processor")]
-
-
 @contextlib.contextmanager
 def paired(unet: torch.nn.Module, rows: int) -> Iterator[None]:
     """Run ``unet`` with its first ``rows`` batch rows (even) attending in pairs; nothing changes when 0."""
@@ -49,7 +46,6 @@ def paired(unet: torch.nn.Module, rows: int) -> Iterator[None]:
     if rows == 0:
         yield
         return
-    proc = PairedSelfAttention()
-    proc.rows = rows
-    with installed(unet, {name: proc for name in self_attention_layers(unet)}):
+    proc = PairedSelfAttention(rows)
+    with installed(unet, {name: proc for name in attention_layers(unet) if name.endswith("attn1")}):
         yield

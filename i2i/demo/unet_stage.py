@@ -134,17 +134,16 @@ class LatentData:
     def batch(self, size: int, dropout: float, gen: torch.Generator,
               paired_rows: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """``size`` noisy latents and token ids; the first ``paired_rows`` are pairs (rows 2i, 2i + 1)."""
-        means, stds, ids = self.means, self.stds, self.ids
-        if paired_rows:                    # the same draws as below, over pairs flattened to rows
-            idx = torch.randint(0, len(self.pairs[0]), (paired_rows // 2,), generator=gen).to(self.dev)
-            pm, ps, pi = (x[idx].flatten(0, 1) for x in self.pairs)
-            idx = torch.randint(0, len(means), (size - paired_rows,), generator=gen).to(self.dev)
-            means, stds, ids = torch.cat([pm, means[idx]]), torch.cat([ps, stds[idx]]), torch.cat([pi, ids[idx]])
-            idx = torch.arange(size, device=self.dev)
+        singles = (self.means, self.stds, self.ids)
+        if paired_rows:                    # pairs first, as rows 2i and 2i + 1, then single images
+            pick = torch.randint(0, len(self.pairs[0]), (paired_rows // 2,), generator=gen).to(self.dev)
+            idx = torch.randint(0, len(self.means), (size - paired_rows,), generator=gen).to(self.dev)
+            means, stds, ids = (torch.cat([p[pick].flatten(0, 1), x[idx]]) for p, x in zip(self.pairs, singles))
         else:
-            idx = torch.randint(0, len(means), (size,), generator=gen).to(self.dev)
-        z = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen).to(self.dev))
-        tokens = ids[idx].clone()
+            idx = torch.randint(0, len(self.means), (size,), generator=gen).to(self.dev)
+            means, stds, ids = (x[idx] for x in singles)
+        z = means + stds * torch.randn(means.shape, generator=gen).to(self.dev)
+        tokens = ids.clone()
         tokens[(torch.rand(size, generator=gen) < dropout).to(self.dev)] = self.empty[0]
         return z * self.scaling, tokens
 

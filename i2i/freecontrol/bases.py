@@ -256,11 +256,8 @@ def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size
     if config.source == "images" and images is None:
         images = read_concept_images(config.images, reporter)
     hashes = [im.sha256 for im in images] if images else None
-    shipped_path, shipped_key = shipped_entry(pipe, concept, config, size, block, hashes)
-    if (shipped := load_bases(shipped_path, shipped_key)) is not None:
+    if (shipped := folder_bases(pipe, concept, config, size, block, hashes, reporter)) is not None:
         return shipped
-    if shipped_path.exists():
-        warn(reporter, f"the model's bases file {shipped_path} is corrupt or stale; computing the bases instead")
     key = bases_key(pipe, concept, config, size, block, hashes)
     if cache_dir is None:
         return compute_bases(pipe, concept, config, size, reporter, images)
@@ -281,12 +278,23 @@ SHIPPED_BASES = "i2i_bases"      # a model folder's precomputed bases (read only
 
 def shipped_entry(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str,
                   image_hashes: list[str] | None = None) -> tuple[Path, str]:
-    """Where the model folder would hold these bases precomputed, and their key: the cache key with the weights'
+    """Where the model's folder holds these bases precomputed, and their key: the cache key with the weights'
     fingerprint for the model (not the path it was loaded from), so a folder's file holds wherever it is
-    installed. For a model without a folder, a path that does not exist."""
+    installed. Only for a model loaded from a folder."""
     key = bases_key(pipe, concept, config, size, block, image_hashes, model=pipe.weights_id)
-    folder = pipe.model_folder if pipe.model_folder is not None else Path("/nonexistent")
-    return folder / SHIPPED_BASES / f"{key[:40]}.safetensors", key
+    return pipe.model_folder / SHIPPED_BASES / f"{key[:40]}.safetensors", key
+
+
+def folder_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str,
+                 image_hashes: list[str] | None, reporter: "Reporter | None" = None) -> SemanticBases | None:
+    """The bases the model's folder ships for these settings, or None (no folder, no file; a corrupt or stale
+    file is reported)."""
+    if pipe.model_folder is None:
+        return None
+    path, key = shipped_entry(pipe, concept, config, size, block, image_hashes)
+    if (shipped := load_bases(path, key)) is None and path.exists():
+        warn(reporter, f"the model's bases file {path} is corrupt or stale; computing the bases instead")
+    return shipped
 
 
 def ship_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int,
