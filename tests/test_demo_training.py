@@ -148,6 +148,86 @@ def test_paired_self_attention_sees_the_partner_and_nothing_else():
             pass
 
 
+def test_match_loss_by_hand():
+    from types import SimpleNamespace
+
+    from i2i.ctrlx.control import normalize_tokens
+    from i2i.demo.correspondence import match_loss, region_tokens
+
+    torch.manual_seed(0)
+    eye = torch.nn.Linear(3, 3, bias=False)
+    eye.weight.data = torch.eye(3)
+    attn = SimpleNamespace(to_q=eye, to_k=eye, heads=1, scale=0.5)
+    hidden = torch.randn(2, 4, 3)                                  # two rows of a 2 x 2 token grid
+    cover = torch.tensor([[[1.0, 0.6], [0.0, 0.2]], [[0.0, 0.0], [0.4, 0.9]]])
+    obj = region_tokens(cover, 4)
+    assert obj.tolist() == [[True, True, False, False], [False, False, False, True]]
+    normed = normalize_tokens(hidden)
+    expected = []
+    for r, p in ((0, 1), (1, 0)):
+        a = torch.softmax(normed[r] @ normed[p].T * 0.5, dim=-1)
+        own = [-torch.log(a[i][obj[p] == obj[r][i]].sum()) for i in range(4)]
+        expected.append((torch.stack([own[i] for i in range(4) if obj[r][i]]).mean() +
+                         torch.stack([own[i] for i in range(4) if not obj[r][i]]).mean()) / 2)
+    got = match_loss(attn, hidden, obj, torch.tensor([1, 0]))
+    assert torch.allclose(got, torch.stack(expected).mean(), atol=1e-6)
+    # a row whose partner has no object at this grid is left out; nothing left: 0
+    none = torch.zeros(2, 2, 2)
+    assert match_loss(attn, hidden, region_tokens(none, 4), torch.tensor([1, 0])) == 0
+
+
+def test_matching_reads_ctrlx_layers_without_changing_the_unet():
+    from i2i.ctrlx.layers import control_layers
+    from i2i.demo.build import build_unet
+    from i2i.demo.correspondence import matching
+
+    torch.manual_seed(0)
+    unet = build_unet().eval()
+    x, t, text = torch.randn(6, 4, 32, 32), torch.tensor([500] * 6), torch.randn(6, 5, 64)
+    cover = torch.zeros(4, 32, 32)
+    cover[:, 4:12, 4:12] = 1.0
+    cover[1, :, :] = cover[0].roll(12, dims=1)           # another place for row 1's object
+    plain = unet(x, t, text).sample
+    with matching(unet, None) as none:
+        assert none is None
+    with matching(unet, cover) as m:
+        out = unet(x, t, text).sample
+    assert torch.allclose(out, plain, atol=1e-5)           # the attention itself is plain
+    assert len(m.losses) == 2 * len(control_layers(unet).appearance_attn)
+    assert all(loss.requires_grad and 0 < loss < 20 for loss in m.losses)
+    with pytest.raises(ValueError, match="groups of 4"):
+        with matching(unet, cover[:2]):
+            pass
+    with pytest.raises(UsageError, match="groups of four"):
+        DemoTrainConfig(unet_batch=8, pair_share=0.25, match_weight=0.1)
+    assert DemoTrainConfig(unet_batch=8, pair_share=0.5, match_weight=0.1).pair_rows == 4
+
+
+def test_the_match_loss_can_be_learnt():
+    from i2i.demo.build import build_unet
+    from i2i.demo.correspondence import matching
+
+    torch.manual_seed(0)
+    unet = build_unet()
+    x, t, text = torch.randn(4, 4, 32, 32), torch.tensor([300] * 4), torch.randn(4, 5, 64)
+    cover = torch.zeros(4, 32, 32)
+    for row, (top, left) in enumerate(((2, 2), (18, 14), (6, 20), (16, 4))):
+        cover[row, top:top + 10, left:left + 10] = 1.0
+        x[row, :, top:top + 10, left:left + 10] += 2.0        # an object the features can see
+    opt = torch.optim.Adam([p for n, p in unet.named_parameters() if "attn1.to_q" in n or "attn1.to_k" in n],
+                           lr=1e-2)
+    first = None
+    for _ in range(15):
+        with matching(unet, cover) as m:
+            unet(x, t, text)
+        loss = torch.stack(m.losses).mean()
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.7 * first
+
+
 def test_a_paired_fine_tune_starts_from_a_pipeline_folder(tmp_path):
     from diffusers import AutoencoderKL, UNet2DConditionModel
 

@@ -18,6 +18,27 @@ from i2i.freecontrol.pipeline import FreeControlPipeline
 CFG = BasesConfig(num_images=2, num_inference_steps=6, batch_size=2)
 
 
+def test_one_model_reached_by_two_paths_shares_its_cache_entries(tmp_path, monkeypatch):
+    from PIL import Image
+
+    model = save_sd(tmp_path / "tiny-sd")
+    (tmp_path / "link").symlink_to(model)
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "cache"
+    first = FreeControlPipeline.from_pretrained(model, device="cpu", cache_dir=cache)
+    again = FreeControlPipeline.from_pretrained("link", device="cpu", cache_dir=cache)       # relative, symlink
+    assert first.model_id != again.model_id
+    condition = Image.new("RGB", (32, 32), (200, 30, 30))
+    config = first.default_config()
+    steps = [981, 481]
+    assert not first.invert(condition, "a cat", config, steps).cache_hit
+    assert again.invert(condition, "a cat", config, steps).cache_hit
+    assert not first.semantic_bases("cat", CFG, 32).cache_hit and again.semantic_bases("cat", CFG, 32).cache_hit
+    other = FreeControlPipeline.from_pretrained(save_sd(tmp_path / "other", seed=1), device="cpu", cache_dir=cache)
+    assert not other.invert(condition, "a cat", config, steps).cache_hit             # other weights: their own
+    assert not other.semantic_bases("cat", CFG, 32).cache_hit
+
+
 def test_a_folders_bases_hold_wherever_it_is_installed(tmp_path):
     model = save_sd(tmp_path / "tiny-sd")
     before = folder_fingerprint(model)

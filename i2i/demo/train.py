@@ -9,7 +9,8 @@ Two stages on :mod:`i2i.demo.data` (64 px scenes with captions), parts from :mod
    schedule, 10 % caption dropout (for classifier-free guidance), an EMA of the weights (what is shipped).
 
 ``init_from`` starts stage 2 from a pipeline folder's weights (a fine-tune: stage 1 is skipped, the folder's VAE
-kept), and ``pair_share`` trains a share of each batch in pairs that see each other (:mod:`i2i.demo.paired_attention`).
+kept), and ``pair_share`` trains a share of each batch in pairs that see each other (:mod:`i2i.demo.paired_attention`)
+or, with ``match_weight``, that feed a correspondence loss (:mod:`i2i.demo.correspondence`).
 
 Resumable and deterministic: every random draw of step ``k`` comes from a generator seeded by ``(seed, stage, k)``
 and the UNet stage's data set is re-encoded identically on resume, so a run stopped (killed, Ctrl-C, or
@@ -100,6 +101,10 @@ def main(run_dir: Path = typer.Option(..., "--run", help="Run folder: config, lo
                                                     "one look in two layouts, attending to each other in "
                                                     f"self-attention. Default {DemoTrainConfig.pair_share}."),
          pair_count: Optional[int] = typer.Option(None, help=f"Pairs encoded. Default {DemoTrainConfig.pair_count}."),
+         match_weight: Optional[float] = typer.Option(None, help="Weight of a correspondence loss on the pair rows "
+                                                      "(in fours), which then attend to themselves only: Ctrl-X's "
+                                                      "appearance layers should match object to object and ground "
+                                                      f"to ground. Default {DemoTrainConfig.match_weight}."),
          init_from: Optional[str] = typer.Option(None, help="A pipeline folder (e.g. i2i/assets/demo-shapes) whose "
                                                  "VAE, UNet and text encoder start the run: a fine-tune, no VAE "
                                                  "stage."),

@@ -38,6 +38,8 @@ class DemoTrainConfig:
     twin_share: float = 0.0          # share of the UNet stage's filled scenes with a twin object (i2i.demo.data)
     pair_share: float = 0.0          # share of each UNet batch's rows given as pairs with paired self-attention
     pair_count: int = 8000           # pairs encoded once for the UNet stage (i2i.demo.data.pair_sample)
+    match_weight: float = 0.0        # > 0: the pair rows attend to themselves and feed a correspondence loss of
+    #                                  this weight instead (i2i.demo.correspondence); needs pair rows in fours
     init_from: str = ""              # a pipeline folder whose VAE, UNet and text encoder start the run (fine-tune)
     checkpoint_every: int = 100
     eval_every: int = 1000
@@ -53,8 +55,18 @@ class DemoTrainConfig:
             raise UsageError(f"pair_share {self.pair_share}: a share between 0 and 1")
         if self.pair_share > 0 and self.pair_count < 1:
             raise UsageError(f"pair_count {self.pair_count}: pairs need at least one encoded pair")
+        if self.match_weight < 0:
+            raise UsageError(f"match_weight {self.match_weight}: a weight of 0 or more")
+        if self.match_weight > 0 and (self.pair_rows == 0 or self.pair_rows % 4):
+            raise UsageError(f"match_weight needs pair rows in groups of four: pair_share {self.pair_share} of a "
+                             f"batch of {self.unet_batch} gives {self.pair_rows}")
         if self.vae_eval_images < 1:
             raise UsageError(f"vae_eval_images {self.vae_eval_images}: at least one image sets the latent scaling")
+
+    @property
+    def pair_rows(self) -> int:
+        """Rows of each UNet batch given as pairs (even)."""
+        return 2 * round(self.unet_batch * self.pair_share / 2)
 
 
 def step_generator(seed: int, stage: int, step: int) -> torch.Generator:

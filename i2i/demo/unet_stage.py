@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from i2i.demo.build import RECOMMENDED_SETTINGS, build_text_encoder, build_unet, make_pipeline
 from i2i.demo.data import IMAGE_SIZE, eval_prompts
 from i2i.demo.train_config import UNET_STAGE, DemoTrainConfig, RunFolder, learning_rate, seeded_build, step_generator
+from i2i.demo.correspondence import GROUP, matching
 from i2i.demo.paired_attention import paired
 from i2i.demo.vae_stage import encode_dataset, encode_pairs
 from i2i.device import autocast
@@ -39,16 +40,16 @@ class UNetStage:
         self.params = list(self.unet.parameters()) + list(self.text.parameters())
         self.ema_params = list(self.ema_unet.parameters()) + list(self.ema_text.parameters())
         self.opt = torch.optim.AdamW(self.params, lr=cfg.unet_lr, weight_decay=1e-2)
-        self.done, self.loss_ema = 0, None
+        self.done, self.loss_ema, self.match_ema = 0, None, None
 
     def state(self) -> dict:
-        return {"step": self.done, "loss_ema": self.loss_ema, "unet": self.unet.state_dict(),
+        return {"step": self.done, "loss_ema": self.loss_ema, "match_ema": self.match_ema, "unet": self.unet.state_dict(),
                 "text_encoder": self.text.state_dict(), "ema_unet": self.ema_unet.state_dict(),
                 "ema_text": self.ema_text.state_dict(), "opt": self.opt.state_dict()}
 
     def load(self, state: dict) -> None:
         _check_layout(state["unet"], self.unet.state_dict())
-        self.done, self.loss_ema = state["step"], state["loss_ema"]
+        self.done, self.loss_ema, self.match_ema = state["step"], state["loss_ema"], state.get("match_ema")
         self.unet.load_state_dict(state["unet"])
         self.text.load_state_dict(state["text_encoder"])
         self.ema_unet.load_state_dict(state["ema_unet"])
@@ -59,14 +60,20 @@ class UNetStage:
         cfg, step = self.cfg, self.done
         for group in self.opt.param_groups:
             group["lr"] = learning_rate(step, cfg.unet_steps, cfg.unet_lr)
-        rows = 2 * round(cfg.unet_batch * cfg.pair_share / 2)
-        z, tokens = data.batch(cfg.unet_batch, cfg.caption_dropout, gen, rows)
+        rows, match = cfg.pair_rows, cfg.match_weight > 0
+        z, tokens, cover = data.batch(cfg.unet_batch, cfg.caption_dropout, gen, rows)
         noise = torch.randn(z.shape, generator=gen).to(self.dev)
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(self.dev)
-        with autocast(self.dev, cfg.unet_precision), paired(self.unet, rows):    # float32 weights, EMA, loss
+        if match:                          # each group of matched rows at one noise level, as Ctrl-X's branches
+            t[:rows] = t[:rows:GROUP].repeat_interleave(GROUP)
+        with (autocast(self.dev, cfg.unet_precision), paired(self.unet, 0 if match else rows),
+              matching(self.unet, cover if match else None) as matcher):      # float32 weights, EMA, loss
             pred = self.unet(data.schedule.add_noise(z, noise, t), t, self.text(tokens).last_hidden_state).sample
         loss = (snr_weight(data.schedule.alphas_cumprod[t], cfg.min_snr_gamma) *
                 F.mse_loss(pred.float(), noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        if matcher is not None:
+            self.match_ema = _ema(self.match_ema, torch.stack(matcher.losses).mean().item())
+            loss = loss + cfg.match_weight * torch.stack(matcher.losses).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -74,8 +81,12 @@ class UNetStage:
         with torch.no_grad():
             torch._foreach_lerp_(self.ema_params, self.params, 1.0 - decay)
         self.done += 1
-        self.loss_ema = loss.item() if self.loss_ema is None else 0.98 * self.loss_ema + 0.02 * loss.item()
+        self.loss_ema = _ema(self.loss_ema, loss.item())
         return loss.item()
+
+
+def _ema(average: float | None, value: float) -> float:
+    return value if average is None else 0.98 * average + 0.02 * value
 
 
 def load_init(folder: Path, unet: torch.nn.Module, text: torch.nn.Module) -> None:
@@ -122,30 +133,33 @@ class LatentData:
         pad = {"padding": "max_length", "max_length": max_length, "return_tensors": "pt"}
         self.ids = tokenizer(captions, truncation=True, **pad).input_ids.to(dev)
         self.pairs = None
-        if pairs is not None:          # [P, 2, ...] latents and [P, 2, L] token ids
+        if pairs is not None:          # [P, 2, ...] latents, [P, 2, L] token ids, [P, 2, h, w] object coverage
             flat = [c for two in pairs[2] for c in two]
             ids = tokenizer(flat, truncation=True, **pad).input_ids.to(dev).unflatten(0, (-1, 2))
             self.pairs = (pairs[0], pairs[1], ids)
+            self.cover = pairs[3]
         self.empty = tokenizer([""], **pad).input_ids.to(dev)
         self.schedule = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                                       beta_schedule="scaled_linear")
         self.schedule.alphas_cumprod = self.schedule.alphas_cumprod.to(dev)
 
     def batch(self, size: int, dropout: float, gen: torch.Generator,
-              paired_rows: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """``size`` noisy latents and token ids; the first ``paired_rows`` are pairs (rows 2i, 2i + 1)."""
-        singles = (self.means, self.stds, self.ids)
+              paired_rows: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``size`` noisy latents and token ids; the first ``paired_rows`` are pairs (rows 2i, 2i + 1), whose
+        objects' coverage of the latent pixels comes third (None without pairs)."""
+        singles, cover = (self.means, self.stds, self.ids), None
         if paired_rows:                    # pairs first, as rows 2i and 2i + 1, then single images
             pick = torch.randint(0, len(self.pairs[0]), (paired_rows // 2,), generator=gen).to(self.dev)
             idx = torch.randint(0, len(self.means), (size - paired_rows,), generator=gen).to(self.dev)
             means, stds, ids = (torch.cat([p[pick].flatten(0, 1), x[idx]]) for p, x in zip(self.pairs, singles))
+            cover = self.cover[pick].flatten(0, 1)
         else:
             idx = torch.randint(0, len(self.means), (size,), generator=gen).to(self.dev)
             means, stds, ids = (x[idx] for x in singles)
         z = means + stds * torch.randn(means.shape, generator=gen).to(self.dev)
         tokens = ids.clone()
         tokens[(torch.rand(size, generator=gen) < dropout).to(self.dev)] = self.empty[0]
-        return z * self.scaling, tokens
+        return z * self.scaling, tokens, cover
 
 
 def run_unet_stage(run: RunFolder, cfg: DemoTrainConfig, vae: Any, tokenizer: Any, dev: torch.device,
@@ -168,7 +182,8 @@ def run_unet_stage(run: RunFolder, cfg: DemoTrainConfig, vae: Any, tokenizer: An
             run.save("unet.pt", stage.state())
         if stage.done % 50 == 0:
             per_step = (time.perf_counter() - t0) / (stage.done - first)
-            run.log({"stage": "unet", "step": stage.done, "loss_ema": round(stage.loss_ema, 5),
+            match = {} if stage.match_ema is None else {"match_ema": round(stage.match_ema, 4)}
+            run.log({"stage": "unet", "step": stage.done, "loss_ema": round(stage.loss_ema, 5), **match,
                      "sec_per_step": round(per_step, 3), "eta_min": round(per_step * (last - stage.done) / 60)})
         if stage.done % cfg.eval_every == 0 or stage.done == last:
             pipe = make_pipeline(vae, stage.ema_text, tokenizer, stage.ema_unet)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from i2i.demo.build import build_vae
 from i2i.demo.data import sample
@@ -97,11 +98,14 @@ def finish_vae(run: RunFolder, vae: Any, cfg: DemoTrainConfig, dev: torch.device
     return vae
 
 
-def encode_pairs(vae: Any, cfg: DemoTrainConfig, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, list]:
-    """Latent mean and std ``[P, 2, 4, h, w]`` and caption pairs of the UNet stage's ``pair_count`` pairs."""
+def encode_pairs(vae: Any, cfg: DemoTrainConfig, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, list,
+                                                                            torch.Tensor]:
+    """Latent mean and std ``[P, 2, 4, h, w]``, caption pairs, and each object's coverage of the latent pixels
+    ``[P, 2, h, w]`` of the UNet stage's ``pair_count`` pairs."""
     from i2i.demo.data import pair_sample
+    from i2i.shapes import render_coverage
 
-    means, stds, captions = [], [], []
+    means, stds, captions, cover = [], [], [], []
     with torch.no_grad():
         for start in range(0, cfg.pair_count, 128):
             pairs = [pair_sample(i, cfg.seed + 1) for i in range(start, min(start + 128, cfg.pair_count))]
@@ -110,7 +114,9 @@ def encode_pairs(vae: Any, cfg: DemoTrainConfig, dev: torch.device) -> tuple[tor
             means.append(post.mean.unflatten(0, (-1, 2)))
             stds.append(post.std.unflatten(0, (-1, 2)))
             captions += [[s.caption for s in pair] for pair in pairs]
-    return torch.cat(means), torch.cat(stds), captions
+            alpha = torch.stack([torch.from_numpy(render_coverage(s.spec, s.image.width)) for p in pairs for s in p])
+            cover.append(F.adaptive_avg_pool2d(alpha[:, None], post.mean.shape[-2:])[:, 0].unflatten(0, (-1, 2)))
+    return torch.cat(means), torch.cat(stds), captions, torch.cat(cover).to(dev)
 
 
 def encode_dataset(vae: Any, cfg: DemoTrainConfig, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, list]:

@@ -53,10 +53,10 @@ def resize_condition(image: Image.Image, shape: tuple[int, int]) -> Image.Image:
     return image.convert("RGB").resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
 
 
-def trajectory_key(model_id: str, image: Image.Image, prompt: str, size: tuple[int, int], inversion_steps: int,
+def trajectory_key(weights_id: str, image: Image.Image, prompt: str, size: tuple[int, int], inversion_steps: int,
                    scheduler_config: dict, timesteps: list[int]) -> str:
     pixels = hashlib.sha256(image.tobytes()).hexdigest()
-    return cache_key({"kind": "inversion", "model": model_id, "pixels": pixels, "prompt": prompt, "size": list(size),
+    return cache_key({"kind": "inversion", "model": weights_id, "pixels": pixels, "prompt": prompt, "size": list(size),
                       "inversion_steps": inversion_steps, "scheduler": dict(scheduler_config),
                       "timesteps": list(timesteps)})
 
@@ -78,7 +78,7 @@ def invert_condition(pipe: "DiffusionModel", image: Image.Image, prompt: str, si
     inverse = pipe.inverse_scheduler
     inverse.set_timesteps(inversion_steps)
     inverse_ts = [int(t) for t in inverse.timesteps]
-    key = trajectory_key(pipe.model_id, image, prompt, size, inversion_steps, dict(inverse.config), timesteps)
+    key = trajectory_key(pipe.weights_id, image, prompt, size, inversion_steps, dict(inverse.config), timesteps)
     if cache_dir is None:
         return _invert(pipe, image, prompt, size, timesteps, inverse_ts, reporter)
     path = Path(cache_dir) / "inversion" / f"{key[:40]}.safetensors"

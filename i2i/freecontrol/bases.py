@@ -93,9 +93,10 @@ def load_bases(path: str | Path, key: str | None = None) -> SemanticBases | None
 
 
 def bases_key(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str,
-              image_hashes: list[str] | None = None, model: str | None = None) -> str:
-    """The cache key; ``model`` replaces ``pipe.model_id`` (a model folder's own bases use ``pipe.weights_id``)."""
-    fields = {"kind": "bases", "model": model or pipe.model_id, "concept": concept, "prompt": config.prompt(concept),
+              image_hashes: list[str] | None = None) -> str:
+    """The key of the cache and of a model folder's own bases; the model is named by its weights' fingerprint
+    (``pipe.weights_id``), not by the path it was loaded from."""
+    fields = {"kind": "bases", "model": pipe.weights_id, "concept": concept, "prompt": config.prompt(concept),
               "negative": config.negative_prompt, "images": config.num_images, "seed": config.seed,
               "steps": config.num_inference_steps, "analysis_end": config.analysis_end,
               "components": config.n_components, "cfg": config.guidance_scale, "size": size,
@@ -278,10 +279,9 @@ SHIPPED_BASES = "i2i_bases"      # a model folder's precomputed bases (read only
 
 def shipped_entry(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str,
                   image_hashes: list[str] | None = None) -> tuple[Path, str]:
-    """Where the model's folder holds these bases precomputed, and their key: the cache key with the weights'
-    fingerprint for the model (not the path it was loaded from), so a folder's file holds wherever it is
-    installed. Only for a model loaded from a folder."""
-    key = bases_key(pipe, concept, config, size, block, image_hashes, model=pipe.weights_id)
+    """Where the model's folder holds these bases precomputed, and their key (the cache key: it names the model by
+    its weights, so a folder's file holds wherever it is installed). Only for a model loaded from a folder."""
+    key = bases_key(pipe, concept, config, size, block, image_hashes)
     return pipe.model_folder / SHIPPED_BASES / f"{key[:40]}.safetensors", key
 
 
