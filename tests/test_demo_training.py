@@ -205,27 +205,26 @@ def test_matching_reads_ctrlx_layers_without_changing_the_unet():
 
 def test_the_match_loss_can_be_learnt():
     from i2i.demo.build import build_unet
-    from i2i.demo.correspondence import matching
+    from i2i.demo.correspondence import match_loss, region_tokens
 
     torch.manual_seed(0)
-    unet = build_unet()
-    x, t, text = torch.randn(4, 4, 32, 32), torch.tensor([300] * 4), torch.randn(4, 5, 64)
+    attn = build_unet().down_blocks[1].attentions[0].transformer_blocks[0].attn1      # 16 x 16 tokens
     cover = torch.zeros(4, 32, 32)
     for row, (top, left) in enumerate(((2, 2), (18, 14), (6, 20), (16, 4))):
         cover[row, top:top + 10, left:left + 10] = 1.0
-        x[row, :, top:top + 10, left:left + 10] += 2.0        # an object the features can see
-    opt = torch.optim.Adam([p for n, p in unet.named_parameters() if "attn1.to_q" in n or "attn1.to_k" in n],
-                           lr=1e-2)
-    first = None
-    for _ in range(15):
-        with matching(unet, cover) as m:
-            unet(x, t, text)
-        loss = torch.stack(m.losses).mean()
-        first = loss.item() if first is None else first
+    obj = region_tokens(cover, 256)
+    hidden = torch.randn(4, 256, attn.to_q.in_features)
+    hidden[obj] += 0.5 * torch.randn(attn.to_q.in_features)          # an object the features can tell apart
+    opt = torch.optim.Adam([*attn.to_q.parameters(), *attn.to_k.parameters()], lr=1e-2)
+    partner = torch.arange(4) ^ 2
+    losses = []
+    for _ in range(20):
+        loss = match_loss(attn, hidden, obj, partner)
+        losses.append(loss.item())
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert loss.item() < 0.7 * first
+    assert losses[-1] < 0.5 * losses[0]
 
 
 def test_a_paired_fine_tune_starts_from_a_pipeline_folder(tmp_path):
