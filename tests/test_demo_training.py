@@ -349,7 +349,7 @@ def test_ctrlx_layer_probe_measures_reach_and_restores_the_transfer():
     import i2i.ctrlx.control as control
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "demo"))
-    from ctrlx_layers import object_attention, reach, recording
+    from ctrlx_layers import object_attention, oracle_transfer, reach, recording
 
     assert reach(torch.eye(64)[None]) == 0.0                                   # each token attends to itself
     assert reach(torch.full((1, 64, 64), 1 / 64)) == pytest.approx(0.517, abs=1e-3)    # uniform over 8 x 8
@@ -371,6 +371,20 @@ def test_ctrlx_layer_probe_measures_reach_and_restores_the_transfer():
         control.adain_transfer(torch.randn(64, 8), torch.randn(64, 8), q[:, :1].expand(1, 64, 8),
                                k[:, :1].expand(1, 64, 8), 8 ** -0.5)
     assert stats[-1][5:] == pytest.approx((0.25, 0.25, 0.25))        # equal keys: uniform attention
+    # the region-true correspondence: the top half takes the left quarter's statistics, the rest the others'
+    hidden, look_features = torch.randn(64, 8), torch.randn(64, 8)
+    out = oracle_transfer(hidden, look_features, output, look)
+    grid = look_features.view(8, 8, 8)
+    inside, outside = grid[:, :2].reshape(-1, 8), grid[:, 2:].reshape(-1, 8)
+    normed = control.normalize_tokens(hidden[None])[0]
+    for rows, region in ((slice(0, 32), inside), (slice(32, 64), outside)):
+        std = (region.pow(2).mean(0) - region.mean(0).pow(2)).sqrt()
+        assert torch.allclose(out[rows], std * normed[rows] + region.mean(0), atol=1e-5)
+    masks = {"output": output, "appearance": look, "oracle": (1, 2), "calls": 0, "layers": 1}
+    with recording(stats, masks):          # only the second transfer step is replaced
+        outs = [control.adain_transfer(hidden, look_features, q[:, :1].expand(1, 64, 8), k[:, :1].expand(1, 64, 8),
+                                       8 ** -0.5) for _ in range(3)]
+    assert torch.allclose(outs[1], out) and torch.equal(outs[0], outs[2]) and not torch.allclose(outs[0], out)
 
 
 def test_min_snr_weights_hand_computed():

@@ -43,7 +43,8 @@ class UNetStage:
         self.done, self.loss_ema, self.match_ema = 0, None, None
 
     def state(self) -> dict:
-        return {"step": self.done, "loss_ema": self.loss_ema, "match_ema": self.match_ema, "unet": self.unet.state_dict(),
+        return {"step": self.done, "loss_ema": self.loss_ema, "match_ema": self.match_ema,
+                "unet": self.unet.state_dict(),
                 "text_encoder": self.text.state_dict(), "ema_unet": self.ema_unet.state_dict(),
                 "ema_text": self.ema_text.state_dict(), "opt": self.opt.state_dict()}
 
