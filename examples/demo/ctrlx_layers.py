@@ -147,8 +147,8 @@ def run(model: str, split: str, n_structure: int, n_appearance: int, figure: Pat
                 scores[case.kind].append(score(case, image))
         structure, appearance = scores["structure"], scores["appearance"]
         iou = statistics.fmean(s["iou"] for s in structure) if structure else float("nan")
-        prompt = sum(s["colour_ok"] for s in structure) / max(1, len(structure))
-        look = sum(s["colour_ok"] for s in appearance) / max(1, len(appearance))
+        prompt = sum(s["colour_ok"] for s in structure) / len(structure) if structure else float("nan")
+        look = sum(s["colour_ok"] for s in appearance) / len(appearance) if appearance else float("nan")
         look_iou = statistics.fmean(s["iou"] for s in appearance) if appearance else float("nan")
         where = f"{statistics.fmean(s[1] for s in stats):.2f} / {stats[0][2]:.2f}" if len(layers) == 1 and stats else ""
         one = len(layers) == 1 and stats
