@@ -242,6 +242,13 @@ def test_a_paired_fine_tune_starts_from_a_pipeline_folder(tmp_path):
     vae, again = (AutoencoderKL.from_pretrained(f / "vae") for f in (first, out))
     assert vae.config.scaling_factor == again.config.scaling_factor
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in vae.state_dict().items())
+    states = []
+    for weight in (0.1, 1.0):                                  # 4 pair rows; the loss's weight moves the weights
+        matched = DemoTrainConfig(**{**tune.__dict__, "unet_batch": 8, "match_weight": weight})
+        train(tmp_path / f"match{weight}", matched, threads=1)
+        states.append(_weights(tmp_path / f"match{weight}"))
+    assert states[0]["step"] == 2 and 0 < states[0]["match_ema"] < 20
+    assert any(not torch.equal(states[0]["unet"][k], states[1]["unet"][k]) for k in base)
     with pytest.raises(UsageError, match="not a pipeline folder"):
         train(tmp_path / "bad", DemoTrainConfig(**{**tune.__dict__, "init_from": str(tmp_path)}), threads=1)
     assert not (tmp_path / "bad").exists()

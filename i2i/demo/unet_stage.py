@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from i2i.demo.build import RECOMMENDED_SETTINGS, build_text_encoder, build_unet, make_pipeline
-from i2i.demo.data import IMAGE_SIZE, eval_prompts
-from i2i.demo.train_config import UNET_STAGE, DemoTrainConfig, RunFolder, learning_rate, seeded_build, step_generator
 from i2i.demo.correspondence import GROUP, matching
+from i2i.demo.data import IMAGE_SIZE, eval_prompts
 from i2i.demo.paired_attention import paired
+from i2i.demo.train_config import UNET_STAGE, DemoTrainConfig, RunFolder, learning_rate, seeded_build, step_generator
 from i2i.demo.vae_stage import encode_dataset, encode_pairs
 from i2i.device import autocast
 from i2i.errors import UsageError
@@ -72,11 +72,13 @@ class UNetStage:
             pred = self.unet(data.schedule.add_noise(z, noise, t), t, self.text(tokens).last_hidden_state).sample
         loss = (snr_weight(data.schedule.alphas_cumprod[t], cfg.min_snr_gamma) *
                 F.mse_loss(pred.float(), noise, reduction="none").mean(dim=(1, 2, 3))).mean()
-        if matcher is not None:
-            self.match_ema = _ema(self.match_ema, torch.stack(matcher.losses).mean().item())
-            loss = loss + cfg.match_weight * torch.stack(matcher.losses).mean()
+        total = loss
+        if matcher is not None:                   # the log's loss_ema stays the denoising loss alone
+            match_loss = torch.stack(matcher.losses).mean()
+            self.match_ema = _ema(self.match_ema, match_loss.item())
+            total = loss + cfg.match_weight * match_loss
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         self.opt.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
@@ -133,7 +135,7 @@ class LatentData:
         self.means, self.stds, self.scaling, self.dev = means, stds, scaling, dev
         pad = {"padding": "max_length", "max_length": max_length, "return_tensors": "pt"}
         self.ids = tokenizer(captions, truncation=True, **pad).input_ids.to(dev)
-        self.pairs = None
+        self.pairs = self.cover = None
         if pairs is not None:          # [P, 2, ...] latents, [P, 2, L] token ids, [P, 2, h, w] object coverage
             flat = [c for two in pairs[2] for c in two]
             ids = tokenizer(flat, truncation=True, **pad).input_ids.to(dev).unflatten(0, (-1, 2))

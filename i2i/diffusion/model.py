@@ -51,9 +51,10 @@ class DiffusionModel:
 
     ``base`` is a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` whose components (UNet, VAE, text
     encoders, tokenizers, ``encode_prompt``) are reused; sampling uses a ``DDIMScheduler`` and inversion a
-    ``DDIMInverseScheduler``, both made from the model's scheduler config. ``model_id`` names the weights in cache
-    keys (default: a fingerprint of the weights). ``model_folder``: the diffusers folder it came from (for its
-    recommended settings; None for in-memory or single-file models). ``vae``: a replacement VAE (an
+    ``DDIMInverseScheduler``, both made from the model's scheduler config. ``model_id`` names the weights
+    (``NAME@FINGERPRINT`` when loaded; the cache keys use what follows the @, so one model under two names shares
+    its entries; default: a fingerprint of the weights). ``model_folder``: the diffusers folder it came from (for
+    its recommended settings; None for in-memory or single-file models). ``vae``: a replacement VAE (an
     ``AutoencoderKL``, or a folder / hub id / file for :func:`i2i.diffusion.vae.load_vae`), run at ``precision``;
     the model's own VAE runs in float32. ``vae_decode``: ``auto``, ``full`` or ``tiled``
     (:func:`i2i.diffusion.vae.use_tiles`). ``text_encoder_device``: where the text encoders live and run (default:

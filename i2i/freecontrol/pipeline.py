@@ -142,8 +142,9 @@ class FreeControlPipeline(DiffusionModel):
 
     ``base`` is a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` whose components (UNet, VAE, text
     encoders, tokenizers, ``encode_prompt``) are reused; sampling uses a ``DDIMScheduler`` and inversion a
-    ``DDIMInverseScheduler``, both made from the model's scheduler config. ``model_id`` names the weights in cache
-    keys (default: a fingerprint of the weights).
+    ``DDIMInverseScheduler``, both made from the model's scheduler config. ``model_id`` names the weights
+    (``NAME@FINGERPRINT`` when loaded; the cache keys use what follows the @, so one model under two names shares
+    its entries; default: a fingerprint of the weights).
 
     ``one_call`` picks how a guided step spends its UNet work (the result is the same up to rounding): True, one
     call on all rows with gradients recorded up to the feature block; False, a call on the rows that need no
