@@ -11,13 +11,14 @@ from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, Diffusi
                             OverwriteOpt, QuietOpt, run_guarded)
 from i2i.cli.diffusion import MethodFlags, diffusion_app
 from i2i.cli.options import Defaults, Source, declared_command, given_changes, peek_option
+from i2i.diffusion.cache_dir import DEFAULT_CACHE_DIR
 from i2i.freecontrol.config import ANALYSIS, FREECONTROL, BasesConfig, FreeControlConfig
 from i2i.progress import Reporter
 
 SHOW = "Basis pictures (--show)"
+SHOW_OUT = Path("out")              # bases --show's pictures folder without --out
 CacheOpt = Annotated[Optional[Path], typer.Option(
-    "--cache-dir", help="Inversion and bases cache (default: $I2I_CACHE_DIR/freecontrol or "
-    "~/.cache/i2i/freecontrol).")]
+    "--cache-dir", help=f"Inversion and bases cache (default: {DEFAULT_CACHE_DIR}).")]
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="A diffusers SD 1.x/2.x/SDXL folder, hub id or single .safetensors/.ckpt file (with "
     f"--config). Default: ${FREECONTROL.model_env}, else the bundled demo model; its recommended settings "
@@ -91,7 +92,7 @@ def bases_command(
         "keyed by timestep (needs --out; no model is loaded).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the bases to this "
                                                 ".safetensors file; with --show, the pictures' folder (default: "
-                                                "out).")] = None,
+                                                f"{SHOW_OUT}).")] = None,
     show: Annotated[Optional[Path], typer.Option(
         "--show", help="Condition image: picture its first three semantic coordinates as RGB (the paper's Fig. 2), "
         "one PNG per analysed timestep (NAME_tNNNN.png) and NAME_grid.png, in --out.", rich_help_panel=SHOW)] = None,
@@ -193,7 +194,7 @@ def check_show(image: Path, out: Optional[Path], overwrite: bool) -> Path:
     from i2i.freecontrol.basis_pictures import existing_pictures
     from i2i.images import load_image
 
-    folder = out or Path("out")
+    folder = out or SHOW_OUT
     if folder.suffix.lower() in (".safetensors", ".png", ".jpg") or folder.is_file():
         raise UsageError(f"--out {folder}: with --show, --out is the pictures' folder")
     load_image(image)                               # an unreadable image fails now, before any model work

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,6 @@ import torch
 from i2i.images import write_bytes_atomic
 
 FORMAT_VERSION = "1"
-
-
-def default_cache_dir() -> Path:
-    """``$I2I_CACHE_DIR/freecontrol`` if set, else ``$XDG_CACHE_HOME/i2i/freecontrol`` (``~/.cache/...``)."""
-    if os.environ.get("I2I_CACHE_DIR"):
-        return Path(os.environ["I2I_CACHE_DIR"]) / "freecontrol"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "i2i" / "freecontrol"
 
 
 def cache_key(fields: dict[str, Any]) -> str:

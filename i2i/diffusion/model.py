@@ -69,7 +69,7 @@ class DiffusionModel:
         from diffusers import DDIMInverseScheduler
 
         from i2i.device import check_precision, resolve_device
-        from i2i.diffusion.cache import default_cache_dir
+        from i2i.diffusion.cache_dir import default_cache_dir
 
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.precision = check_precision(precision, self.device)
@@ -100,8 +100,8 @@ class DiffusionModel:
         if vae is not None and model_id is not None:     # the VAE encodes conditions: part of the cache keys
             identity = f"{identity}+vae:{modules_fingerprint(base.vae)}"
         self.model_id = f"{identity}|{self.precision}"
-        # The same without the name the weights were loaded by (a folder's path): what a model folder's own
-        # precomputed files are keyed by, so that they hold wherever the folder is installed.
+        # The same without the name the weights were loaded by (a folder's path or hub id): what the cache keys
+        # and a model folder's own precomputed files name the model by, so one model under two names shares them.
         self.weights_id = f"{identity.rpartition('@')[2]}|{self.precision}"
         if self.text_dtype != self.dtype:                 # other embeddings: other cached inversions
             text = f"|text:{str(self.text_dtype).removeprefix('torch.')}"

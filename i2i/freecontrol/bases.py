@@ -256,10 +256,9 @@ def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size
     block = config.block or default_feature_block(pipe.unet)
     if config.source == "images" and images is None:
         images = read_concept_images(config.images, reporter)
-    hashes = [im.sha256 for im in images] if images else None
-    if (shipped := folder_bases(pipe, concept, config, size, block, hashes, reporter)) is not None:
+    key = bases_key(pipe, concept, config, size, block, [im.sha256 for im in images] if images else None)
+    if (shipped := folder_bases(pipe, key, reporter)) is not None:
         return shipped
-    key = bases_key(pipe, concept, config, size, block, hashes)
     if cache_dir is None:
         return compute_bases(pipe, concept, config, size, reporter, images)
     path = Path(cache_dir) / "bases" / f"{key[:40]}.safetensors"
@@ -277,21 +276,19 @@ def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size
 SHIPPED_BASES = "i2i_bases"      # a model folder's precomputed bases (read only; not part of its identity)
 
 
-def shipped_entry(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str,
-                  image_hashes: list[str] | None = None) -> tuple[Path, str]:
-    """Where the model's folder holds these bases precomputed, and their key (the cache key: it names the model by
-    its weights, so a folder's file holds wherever it is installed). Only for a model loaded from a folder."""
-    key = bases_key(pipe, concept, config, size, block, image_hashes)
-    return pipe.model_folder / SHIPPED_BASES / f"{key[:40]}.safetensors", key
+def shipped_path(pipe: "DiffusionModel", key: str) -> Path:
+    """Where the model's folder holds the bases of cache key ``key`` precomputed (the key names the model by its
+    weights, so a folder's file holds wherever it is installed)."""
+    return pipe.model_folder / SHIPPED_BASES / f"{key[:40]}.safetensors"
 
 
-def folder_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str,
-                 image_hashes: list[str] | None, reporter: "Reporter | None" = None) -> SemanticBases | None:
-    """The bases the model's folder ships for these settings, or None (no folder, no file; a corrupt or stale
-    file is reported)."""
+def folder_bases(pipe: "DiffusionModel", key: str,
+                 reporter: "Reporter | None" = None) -> SemanticBases | None:
+    """The bases of cache key ``key`` that the model's folder ships, or None (no folder, no file; a corrupt or
+    stale file is reported)."""
     if pipe.model_folder is None:
         return None
-    path, key = shipped_entry(pipe, concept, config, size, block, image_hashes)
+    path = shipped_path(pipe, key)
     if (shipped := load_bases(path, key)) is None and path.exists():
         warn(reporter, f"the model's bases file {path} is corrupt or stale; computing the bases instead")
     return shipped
@@ -305,10 +302,9 @@ def ship_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: 
     config.validate()
     if pipe.model_folder is None or config.source != "generated":
         raise UsageError("bases are shipped in a model folder, from generated seed images")
-    block = config.block or default_feature_block(pipe.unet)
-    path, key = shipped_entry(pipe, concept, config, size, block)
+    key = bases_key(pipe, concept, config, size, config.block or default_feature_block(pipe.unet))
     result = compute_bases(pipe, concept, config, size, reporter)
-    return save_bases(replace(result, info={**result.info, "model": pipe.weights_id}), path, key)
+    return save_bases(replace(result, info={**result.info, "model": pipe.weights_id}), shipped_path(pipe, key), key)
 
 
 def schedule_timesteps(num_inference_steps: int, num_train_timesteps: int = 1000, steps_offset: int = 1) -> list[int]:
