@@ -89,3 +89,16 @@ def test_a_read_only_cache_folder_takes_no_lock(tmp_path, monkeypatch):
     with entry_lock(tmp_path / "bases" / "entry.safetensors"):
         ran.append(True)
     assert ran == [True]
+
+
+def test_default_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    from i2i.diffusion.cache_dir import default_cache_dir
+
+    monkeypatch.setenv("I2I_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "mine" / "freecontrol"
+    monkeypatch.delenv("I2I_CACHE_DIR")
+    assert default_cache_dir() == tmp_path / "xdg" / "i2i" / "freecontrol"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "i2i" / "freecontrol"
