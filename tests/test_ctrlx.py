@@ -128,6 +128,27 @@ def test_appearance_transfer_elsewhere_uses_the_outputs_own_correspondence():
         torch.testing.assert_close(out[0], _plain(attn, attn.to_q(x[0]), attn.to_k(x[0]), attn.to_v(x[0])))
 
 
+def test_a_structure_led_correspondence_takes_the_structure_queries_in_every_appearance_layer():
+    attn = _attention()
+    x = torch.randn(4, 6, 8) * 2 + 1                     # rows: uncond, structure_cond, appearance_cond, cond
+    rows = ["uncond", "structure_cond", "appearance_cond", "cond"]
+    heads = lambda t: t.view(-1, 2, 4).transpose(0, 1)  # noqa: E731
+    k = heads(attn.to_k(normalize_tokens(x[2:3]))[0])   # k-hat of the appearance row
+    with torch.no_grad():
+        for lead, source in (("structure", 1), ("output", 3)):
+            state = ControlState(rows, True, True, True, correspondence=lead)
+            out = CtrlXAttnProcessor(state, structure=False, appearance=True)(attn, x)   # not a structure layer
+            q = heads(attn.to_q(normalize_tokens(x[source:source + 1]))[0])
+            hs = adain_transfer(x[3], x[2], q, k, attn.scale)
+            torch.testing.assert_close(out[3], _plain(attn, attn.to_q(hs), attn.to_k(hs), attn.to_v(hs)))
+        # once structure injection has ended, the output leads again
+        state = ControlState(rows, True, False, True, correspondence="structure")
+        out = CtrlXAttnProcessor(state, structure=False, appearance=True)(attn, x)
+        q = heads(attn.to_q(normalize_tokens(x[3:4]))[0])
+        hs = adain_transfer(x[3], x[2], q, k, attn.scale)
+        torch.testing.assert_close(out[3], _plain(attn, attn.to_q(hs), attn.to_k(hs), attn.to_v(hs)))
+
+
 def _pipe(kind="sd"):
     base = sd_pipeline() if kind == "sd" else sdxl_pipeline()
     return CtrlXPipeline(base, device="cpu")
@@ -205,6 +226,20 @@ def test_a_generated_branch_leaves_the_batch_after_its_schedule_and_its_picture_
     assert np.abs(plain - np.asarray(out.appearance[0], dtype=np.int16)).max() <= 1
 
 
+def test_the_correspondence_setting_reaches_the_transfer_and_nothing_else():
+    pipe = _pipe()
+    structure, appearance = _images()
+    led = dataclasses.replace(FAST, correspondence="structure")
+    a = pipe("a red square", structure, appearance, FAST, seed=4, decode_branches=False)
+    b = pipe("a red square", structure, appearance, led, seed=4, decode_branches=False)
+    assert not torch.equal(a.latents, b.latents)
+    off = dataclasses.replace(FAST, appearance_schedule=0.0)        # no transfer: nothing for it to change
+    c = pipe("a red square", structure, None, off, seed=4, decode_branches=False)
+    d = pipe("a red square", structure, None, dataclasses.replace(off, correspondence="structure"), seed=4,
+             decode_branches=False)
+    assert torch.equal(c.latents, d.latents)
+
+
 def test_renoise_is_the_schedulers_forward_process(monkeypatch):
     pipe = _pipe()
     scheduler = pipe.make_scheduler()
@@ -269,5 +304,7 @@ def test_bad_settings_are_usage_errors():
 
     with pytest.raises(UsageError):
         CtrlXConfig(structure_schedule=1.5).validate()
+    with pytest.raises(UsageError, match="--correspondence must be one of output, structure"):
+        CtrlXConfig(correspondence="appearance").validate()
     with pytest.raises(UsageError):
         _pipe()("  ", _images()[0], None, FAST)

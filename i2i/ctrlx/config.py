@@ -16,6 +16,7 @@ NEGATIVE_PROMPT = "ugly, blurry, dark, low res, unrealistic"
 DEFAULT_SEED = 90095                     # run_ctrlx.py's seed
 OFFICIAL_SELF_RECURRENCE = (0.1, 0.5, 2)  # run_ctrlx.py: steps [0.1 N, 0.5 N), twice each
 CONTROL = "Control (official defaults, or the model's recommended settings)"
+CORRESPONDENCES = ("output", "structure")
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,10 @@ class CtrlXConfig:
     """One Ctrl-X run. ``structure_schedule`` / ``appearance_schedule``: structure injection / appearance transfer
     on the first round(N * value) steps (the noisiest). ``self_recurrence``: ``(start, end, repeats)`` as fractions
     of the steps, or None (off; the official scripts use :data:`OFFICIAL_SELF_RECURRENCE`, the pipeline's own
-    default is off). ``eta``: DDIM stochasticity (the scripts' 1.0; the pipeline's default 0.0)."""
+    default is off). ``eta``: DDIM stochasticity (the scripts' 1.0; the pipeline's default 0.0).
+    ``correspondence``: whose queries weight the appearance statistics: ``"output"`` (official: the output's, the
+    structure image's in layers where structure is injected) or ``"structure"`` (the structure image's in every
+    appearance layer while structure is injected; a deviation, docs/ctrlx.md)."""
 
     num_inference_steps: int = option(50, flag="--steps", help="DDIM steps.", panel=CONTROL)
     guidance_scale: float = option(5.0, help="Classifier-free guidance scale.", panel=CONTROL)
@@ -33,6 +37,10 @@ class CtrlXConfig:
                                        panel=CONTROL)
     appearance_schedule: float = option(0.6, help="Transfer appearance on this first fraction of the steps.",
                                         panel=CONTROL)
+    correspondence: str = option(
+        "output", choices=CORRESPONDENCES, help="Whose queries match each token to the appearance image: output "
+        "(official) or structure (the structure image's in every appearance layer while structure is injected).",
+        panel=CONTROL)
     eta: float = option(1.0, help="DDIM eta (the official scripts' 1.0).", panel=CONTROL)
     self_recurrence: tuple[float, float, int] | None = None      # its flag: a switch (i2i.cli.ctrlx)
     positive_prompt: str = option(POSITIVE_PROMPT, help="Appended to the prompt after a comma.", panel=CONTROL)
@@ -51,6 +59,8 @@ class CtrlXConfig:
         check(self.guidance_scale >= 0, f"{flag(self, 'guidance_scale')} must not be negative")
         for name in ("structure_schedule", "appearance_schedule", "eta"):
             check(0 <= getattr(self, name) <= 1, f"{flag(self, name)} must be between 0 and 1")
+        check(self.correspondence in CORRESPONDENCES, f"{flag(self, 'correspondence')} must be one of "
+              f"{', '.join(CORRESPONDENCES)}, not {self.correspondence!r}")
         check(self.size is None or self.size >= 8, f"{flag(self, 'size')} must be at least 8 pixels")
         if self.self_recurrence is not None:
             start, end, repeats = self.self_recurrence
@@ -74,8 +84,8 @@ CTRLX_JOBS = JobSchema(images=("structure", "appearance"), options=("structure_p
                        extras=("structure_branch", "appearance_branch"))
 CTRLX = DiffusionMethod(
     "ctrlx", CtrlXConfig, "i2i.ctrlx.pipeline:CtrlXPipeline", CTRLX_JOBS, DEFAULT_SEED,
-    shown=("num_inference_steps", "guidance_scale", "structure_schedule", "appearance_schedule", "eta",
-           "self_recurrence", "positive_prompt", "negative_prompt"),
+    shown=("num_inference_steps", "guidance_scale", "structure_schedule", "appearance_schedule",
+           "correspondence", "eta", "self_recurrence", "positive_prompt", "negative_prompt"),
     summary="Ctrl-X (Lin, Mo et al., NeurIPS 2024): structure and appearance control of a text-to-image diffusion "
             "model (SD 1.x, 2.x, SDXL) with no guidance, inversion or training.",
     usage="Generate images with a structure image's layout: i2i ctrlx --prompt \"a blue square\" --structure "

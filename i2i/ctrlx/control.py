@@ -4,7 +4,8 @@ self-attention-weighted AdaIN appearance transfer, applied to the ``cond`` row o
 Before each UNet call the pipeline sets :class:`ControlState`: the batch's row names (a subset of
 ``structure_uncond, appearance_uncond, uncond, structure_cond, appearance_cond, cond``, in that order), whether
 control is on (off for self-recurrence calls), and whether structure / appearance control is scheduled at this
-step. Every hook reads it, so all layers agree on which rows exist.
+step, and whose queries weight the appearance statistics (``correspondence``). Every hook reads it, so all
+layers agree on which rows exist.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class ControlState:
     enabled: bool = False
     structure: bool = False        # structure injection scheduled at this step
     appearance: bool = False       # appearance transfer scheduled at this step
+    correspondence: str = "output"  # "structure": the structure row's queries in every appearance layer
 
     def row(self, name: str) -> int | None:
         return self.rows.index(name) if name in self.rows else None
@@ -83,7 +85,7 @@ class CtrlXAttnProcessor:
         appearance = self.state.appearance_rows() if self.appearance else None
         hs = inputs.hidden_states
         if appearance is not None:
-            hs = self._transfer(attn, hs, appearance, structure)
+            hs = self._transfer(attn, hs, appearance, self._lead(structure))
         query, key, value = attn.to_q(hs), attn.to_k(hs), attn.to_v(hs)
         if structure is not None:
             query, key = inject(query, structure), inject(key, structure)
@@ -96,11 +98,18 @@ class CtrlXAttnProcessor:
                                              is_causal=False, scale=attn.scale)
         return attention_output(attn, out, inputs)
 
+    def _lead(self, structure: tuple[int, int] | None) -> tuple[int, int] | None:
+        """The structure rows whose queries lead the correspondence here: this layer's own structure injection,
+        or, with ``correspondence="structure"``, the structure row whenever structure is injected at this step."""
+        if structure is None and self.state.correspondence == "structure":
+            return self.state.structure_rows()
+        return structure
+
     @staticmethod
     def _transfer(attn, hs: torch.Tensor, appearance: tuple[int, int],
                   structure: tuple[int, int] | None) -> torch.Tensor:
         """``hs`` with the cond row re-normalised by the appearance row's attention-weighted statistics; the
-        correspondence is structure -> appearance where structure is injected here, else output -> appearance."""
+        correspondence is structure -> appearance where ``structure`` rows are given, else output -> appearance."""
         a, c = appearance
         source = structure[0] if structure is not None else c          # the row whose q-hat is used for cond
         q = split_heads(attn, attn.to_q(normalize_tokens(hs[source:source + 1])))[0]

@@ -116,7 +116,7 @@ class CtrlXPipeline(DiffusionModel):
         generator, scheduler = start.generator, start.scheduler
         texts = self._texts(prompt, structure_prompt, appearance_prompt, config, shape, reporter)
         outputs, rows = [], []
-        with controlled(self.unet, self.layers, ControlState()) as state, \
+        with controlled(self.unet, self.layers, ControlState(correspondence=config.correspondence)) as state, \
                 progress_bar(reporter, noise.shape[0] * len(scheduler.timesteps), "ctrlx") as advance:
             for k in range(noise.shape[0]):
                 branches = {name: self._branch(images[name], shape, noise[k:k + 1], texts[name], config, name,
