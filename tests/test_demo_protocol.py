@@ -263,7 +263,7 @@ def test_set_usage_errors_exit_2(tiny_model):
     assert code == 2 and err == ("error: held-out numbers are measured with the model folder's settings only; tune "
                                  "on --split tuning or --split tuning-b")
     code, err = run("--set", "ctrlx.structure_scedule=0.4")
-    assert code == 2 and "valid keys: appearance_guidance_scale, appearance_schedule, eta," in err
+    assert code == 2 and "valid keys: appearance_guidance_scale, appearance_schedule, correspondence, eta," in err
     code, err = run("--set", "freecontrol.structure_weight=-1")        # checked on the model's settings, at once
     assert code == 2 and err == ("error: --set freecontrol.structure_weight=-1.0: --structure-weight must not be "
                                  "negative")
