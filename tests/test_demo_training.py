@@ -1,5 +1,6 @@
 """The demo model's tokenizer, data and training (a few steps; the real run is never done in tests)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -343,13 +344,29 @@ def test_training_command_line_help_and_refusal(tmp_path):
     assert proc.returncode == 2 and "not a pipeline folder" in proc.stderr and not (tmp_path / "tune").exists()
 
 
-@pytest.mark.parametrize("script", ["protocol.py", "figure.py", "ctrlx_layers.py"])
+@pytest.mark.parametrize("script", ["protocol.py", "figure.py", "ctrlx_layers.py", "readme_seeds.py"])
 def test_demo_tools_run_as_scripts(script):
     import subprocess
 
     path = Path(__file__).resolve().parents[1] / "examples" / "demo" / script
     proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--help" in proc.stdout, proc.stderr[-1000:]
+
+
+def test_readme_seeds_reads_colour_shape_and_place_against_the_sketch():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "demo"))
+    from conditions import SKETCHES
+    from readme_seeds import EXAMPLES, reading, summary
+
+    from i2i.shapes import render
+
+    example = EXAMPLES["ctrlx"]
+    spec = SKETCHES[example.sketch]
+    on = reading(render(dataclasses.replace(spec, colour="blue"), 64), example)
+    assert on == {"colour": "blue", "shape": "square", "iou": 1.0}
+    off = reading(render(dataclasses.replace(spec, colour="green", cx=0.7, cy=0.7), 64), example)
+    assert off["colour"] == "green" and off["iou"] < 0.2
+    assert summary([{"seed": 0, **on}, {"seed": 1, **off}], example).endswith("all three in 1")
 
 
 def test_ctrlx_layer_probe_measures_reach_and_restores_the_transfer():
