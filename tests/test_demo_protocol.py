@@ -250,25 +250,32 @@ def test_held_out_runs_refuse_other_settings(tmp_path, monkeypatch):
     assert parse_settings([], "heldout", ("ctrlx",), str(tmp_path / "no-model")) == {}
 
 
-def test_set_usage_errors_exit_2(tiny_model):
+def test_set_usage_errors_exit_2(tiny_model, monkeypatch):
     import subprocess
 
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "demo"))
+    from protocol import parse_settings
+
+    from i2i.errors import UsageError
+
     script = [sys.executable, str(ROOT / "examples" / "demo" / "protocol.py"), "--model", str(tiny_model)]
+    proc = subprocess.run(script + ["--split", "heldout", "--set", "ctrlx.eta=0.5"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: held-out numbers are measured with the model folder's settings only; tune on --split tuning or "
+        "--split tuning-b")
+    # the other refusals are the same UsageError (exit 2), raised before any model loads
 
-    def run(*args):
-        proc = subprocess.run(script + list(args), capture_output=True, text=True, timeout=120)
-        return proc.returncode, proc.stderr.strip()
+    def refusal(texts, methods=("freecontrol", "ctrlx")):
+        with pytest.raises(UsageError) as caught:
+            parse_settings(texts, "tuning", methods, str(tiny_model))
+        return str(caught.value)
 
-    code, err = run("--split", "heldout", "--set", "ctrlx.eta=0.5")
-    assert code == 2 and err == ("error: held-out numbers are measured with the model folder's settings only; tune "
-                                 "on --split tuning or --split tuning-b")
-    code, err = run("--set", "ctrlx.structure_scedule=0.4")
-    assert code == 2 and "valid keys: appearance_guidance_scale, appearance_schedule, correspondence, eta," in err
-    code, err = run("--set", "freecontrol.structure_weight=-1")        # checked on the model's settings, at once
-    assert code == 2 and err == ("error: --set freecontrol.structure_weight=-1.0: --structure-weight must not be "
-                                 "negative")
-    code, err = run("--methods", "ctrlx", "--set", "freecontrol.structure_weight=800")
-    assert code == 2 and "not a method of this run (choose from ctrlx)" in err
+    assert "valid keys: appearance_guidance_scale, appearance_schedule, correspondence, eta," in refusal(
+        ["ctrlx.structure_scedule=0.4"])
+    assert refusal(["freecontrol.structure_weight=-1"]) == (     # checked on the model's settings, at once
+        "--set freecontrol.structure_weight=-1.0: --structure-weight must not be negative")
+    assert "not a method of this run (choose from ctrlx)" in refusal(["freecontrol.structure_weight=800"], ("ctrlx",))
 
 
 def test_runner_prints_no_library_loading_bars(tiny_model, tmp_path):
