@@ -5,11 +5,11 @@
     python examples/demo/readme_seeds.py --example freecontrol-appearance --seeds 20
 
 Each example is a documented command (the README's two quick starts, docs/freecontrol.md's appearance image) as
-the library runs it (the bundled demo model, its recommended settings),
-on the seed the command uses when none is given (the method's default) and on seeds 0 to N-1. Every output is read
-by :func:`i2i.shapes.read_object`: its colour and shape, and its mask IoU with the sketch's filled shape
-(:data:`conditions.SKETCHES`). Prints one row per seed and a summary; FreeControl's rows also read the unguided
-sample of the same seed (``--save-unguided``).
+the library runs it (the bundled demo model, its recommended settings), on the seed the command uses when none is
+given (the method's default) and on seeds 0 to N-1. Every output is read by :func:`i2i.shapes.read_object`: its
+colour and shape, and its mask IoU with the sketch's filled shape (:data:`conditions.SKETCHES`). Prints one row
+per seed and a summary; the FreeControl quick start's rows also read the unguided sample of the same seed
+(``--save-unguided``).
 """
 
 from __future__ import annotations
