@@ -62,17 +62,13 @@ def reading(image, example: Example) -> dict[str, Any]:
 
 
 def load(example: Example, cache_dir: str | None):
+    """The example's pipeline on the bundled demo model (``cache_dir`` None: the CLI's cache)."""
+    from i2i.ctrlx.config import CTRLX
     from i2i.demo.model import demo_model_path
+    from i2i.freecontrol.config import FREECONTROL
 
-    if example.method == "ctrlx":
-        from i2i.ctrlx.pipeline import CtrlXPipeline
-
-        return CtrlXPipeline.from_pretrained(demo_model_path(), device="cpu")
-    from i2i.diffusion.cache_dir import default_cache_dir
-    from i2i.freecontrol.pipeline import FreeControlPipeline
-
-    return FreeControlPipeline.from_pretrained(demo_model_path(), device="cpu",
-                                               cache_dir=cache_dir or default_cache_dir())
+    method = {"ctrlx": CTRLX, "freecontrol": FREECONTROL}[example.method]
+    return method.pipeline_class().from_pretrained(demo_model_path(), device="cpu", cache_dir=cache_dir)
 
 
 def run_seed(pipe, example: Example, seed: int) -> dict[str, Any]:

@@ -44,9 +44,9 @@ class UNetStage:
 
     def state(self) -> dict:
         return {"step": self.done, "loss_ema": self.loss_ema, "match_ema": self.match_ema,
-                "unet": self.unet.state_dict(),
-                "text_encoder": self.text.state_dict(), "ema_unet": self.ema_unet.state_dict(),
-                "ema_text": self.ema_text.state_dict(), "opt": self.opt.state_dict()}
+                "unet": self.unet.state_dict(), "text_encoder": self.text.state_dict(),
+                "ema_unet": self.ema_unet.state_dict(), "ema_text": self.ema_text.state_dict(),
+                "opt": self.opt.state_dict()}
 
     def load(self, state: dict) -> None:
         _check_layout(state["unet"], self.unet.state_dict())

@@ -282,8 +282,7 @@ def shipped_path(pipe: "DiffusionModel", key: str) -> Path:
     return pipe.model_folder / SHIPPED_BASES / f"{key[:40]}.safetensors"
 
 
-def folder_bases(pipe: "DiffusionModel", key: str,
-                 reporter: "Reporter | None" = None) -> SemanticBases | None:
+def folder_bases(pipe: "DiffusionModel", key: str, reporter: "Reporter | None" = None) -> SemanticBases | None:
     """The bases of cache key ``key`` that the model's folder ships, or None (no folder, no file; a corrupt or
     stale file is reported)."""
     if pipe.model_folder is None:
