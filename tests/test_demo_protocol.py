@@ -4,6 +4,8 @@ tiny model folder (its recommended settings applied as the CLI applies them)."""
 import dataclasses
 import hashlib
 import json
+import random
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,7 +16,7 @@ from PIL import Image
 from i2i.demo.protocol import (FIRST_SEEDS, MAX_OVERLAP, SPLIT_SEEDS, SPLITS, TUNING_SEEDS, cases, check_settings,
                                overlap, score)
 from i2i.demo.targets import TARGETS, checks, markdown_table, summarise
-from i2i.shapes import COLOURS, SHAPES, read_shape, render
+from i2i.shapes import COLOURS, SHAPES, iou, random_spec, read_shape, render, render_mask
 from tiny_sd import one_thread, save_sd  # noqa: F401  (one_thread: autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,12 +93,25 @@ def test_score_reads_the_object_against_the_sketch():
     assert score(case, render(case.sketch, 32))["iou"] > 0.9    # scored at the image's own size
 
 
+def test_chance_iou_is_the_overlap_of_the_training_scenes_placement():
+    case = cases("heldout")[0]
+    assert case.chance_iou() == case.chance_iou()                 # a pure function of the case
+    rng = random.Random("another stream")                         # an independent estimate agrees
+    target = case.target_mask()
+    ious = [iou(render_mask(random_spec(rng, shape=case.sketch.shape), 64), target) for _ in range(1500)]
+    assert case.chance_iou() == pytest.approx(statistics.fmean(ious), abs=0.03)
+    # The split means docs/demo-protocol.md quotes beside the unguided IoU (its bound is 0.25)
+    means = [statistics.fmean(c.chance_iou() for c in cases(split, kinds=("structure",))) for split in SPLITS]
+    assert means == pytest.approx([0.259, 0.265, 0.282], abs=0.001)
+
+
 def rows_for(method, structure, appearance, unguided=None):
     rows = [{"method": method, "kind": "structure", "iou": i, "colour_ok": ok, "colour": "red",
              "sketch": {"shape": "circle"}, "read_shape": "circle" if ok else "square"} for i, ok in structure]
     if unguided is not None:
         for k, (row, u) in enumerate(zip(rows, unguided)):
-            row.update(unguided_iou=u, unguided_colour="red" if k == 0 else "blue", unguided_shape="circle")
+            row.update(unguided_iou=u, unguided_colour="red" if k == 0 else "blue", unguided_shape="circle",
+                       chance_iou=0.2 + 0.1 * k)
     return rows + [{"method": method, "kind": "appearance", "iou": i, "colour_ok": ok} for i, ok in appearance]
 
 
@@ -106,6 +121,7 @@ def test_targets_pass_and_fail_the_right_way():
     summary = summarise(rows, {"ratio": 1.4})
     fc, cx = summary["freecontrol"], summary["ctrlx"]
     assert fc["structure_iou"] == pytest.approx(0.75) and fc["unguided_iou"] == pytest.approx(0.3)
+    assert fc["chance_iou"] == pytest.approx(0.25)
     assert fc["prompt_shape"] == 1.0 and fc["unguided_prompt_colour"] == 0.5 and fc["unguided_prompt_shape"] == 1.0
     assert fc["appearance_colour"] == 0.5 and fc["appearance_colour_and_iou"] == 0.5
     assert cx["appearance_colour"] == 1.0 and cx["appearance_colour_and_iou"] == 0.5   # 0.55 < 0.60
@@ -143,6 +159,7 @@ def test_runner_measures_every_target_on_a_tiny_model(tiny_model, tmp_path, monk
         ("freecontrol", "structure"), ("freecontrol", "appearance"), ("ctrlx", "structure"), ("ctrlx", "appearance")]
     assert {r["case"] for r in result["rows"]} == {"tuning-structure-00", "tuning-appearance-00"}
     assert "unguided_iou" in result["rows"][0] and "unguided_iou" not in result["rows"][1]
+    assert result["rows"][0]["chance_iou"] == cases("tuning")[0].chance_iou()
     assert {c["key"] for c in result["checks"]} == {t.key for t in TARGETS}
     assert result["timing"]["steps"] == 3                        # Ctrl-X's recommended steps, plain sampling too
     assert result["timing"]["ratio"] == max(result["timing"][k]["ratio"] for k in ("structure", "appearance"))

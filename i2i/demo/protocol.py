@@ -45,6 +45,7 @@ IMAGE_SIZE = 64                                  # the demo model's native size 
 APPEARANCE_SKETCH_SIZE_RANGE: tuple[float, float] = (0.16, 0.26)
 APPEARANCE_OBJECT_SIZE_RANGE: tuple[float, float] = (0.10, 0.18)
 MAX_OVERLAP = 0.10                               # of the appearance object's area inside the sketch's region
+CHANCE_DRAWS = 500                               # objects drawn per case for its chance IoU
 _PLACEMENT_TRIES = 200
 TUNING_ONLY = ("held-out numbers are measured with the model folder's settings only; tune on --split tuning or "
                "--split tuning-b")
@@ -83,6 +84,17 @@ class Case:
     def target_mask(self, size: int = IMAGE_SIZE) -> "np.ndarray":
         """The sketch's filled shape: what the output's object is compared with (IoU)."""
         return render_mask(self.sketch, size)
+
+    def chance_iou(self, draws: int = CHANCE_DRAWS) -> float:
+        """The sketch IoU an output reaches by chance: the mean IoU of the sketch's filled shape with ``draws``
+        objects of its shape sized and placed as the demo model's training scenes place their main object
+        (:func:`i2i.shapes.random_spec` with its defaults, as :func:`i2i.demo.data.sample` draws it), with no regard
+        to the sketch. A model that draws what its data drew, unguided, scores this on average; a pure function of
+        the case."""
+        rng = random.Random(f"{SPLIT_SEEDS[self.split]}:chance:{self.kind}:{self.index}")
+        target = self.target_mask()
+        ious = [iou(render_mask(random_spec(rng, shape=self.sketch.shape), IMAGE_SIZE), target) for _ in range(draws)]
+        return round(sum(ious) / draws, 4)
 
     def as_dict(self) -> dict[str, Any]:
         return {"case": self.name, "split": self.split, "kind": self.kind, "prompt": self.prompt, "seed": self.seed,

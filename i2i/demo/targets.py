@@ -3,7 +3,8 @@ checked against them.
 
 A run's rows are one dict per (method, case): the case's fields (:meth:`i2i.demo.protocol.Case.as_dict`), the
 ``method`` (``"freecontrol"`` or ``"ctrlx"``) and the output's score (:func:`i2i.demo.protocol.score`: ``iou``,
-``colour_ok``; FreeControl's structure rows also ``unguided_iou``, the IoU of its unguided sibling).
+``colour_ok``; FreeControl's structure rows also ``unguided_iou``, the IoU of its unguided sibling, and
+``chance_iou``, the case's :meth:`~i2i.demo.protocol.Case.chance_iou`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Target:
 TARGETS: tuple[Target, ...] = (
     Target("freecontrol", "structure_iou", "sketch IoU", ">=", 0.70),
     Target("freecontrol", "unguided_iou", "sketch IoU of the unguided sample (same prompt, seed)", "<=", 0.25),
+    Target("freecontrol", "chance_iou", "sketch IoU by chance (objects placed as in the training scenes)", ""),
     Target("freecontrol", "prompt_colour", "prompt's colour", ">=", 0.90),
     Target("freecontrol", "prompt_shape", "prompt's shape", ""),
     Target("freecontrol", "unguided_prompt_colour", "unguided sample: prompt's colour", ""),
@@ -66,6 +68,8 @@ def summarise_method(method: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         out["prompt_shape"] = _mean([r.get("read_shape") == r["sketch"]["shape"] for r in structure])
         if all("unguided_iou" in r for r in structure):
             out["unguided_iou"] = _mean([r["unguided_iou"] for r in structure])
+        if all("chance_iou" in r for r in structure):
+            out["chance_iou"] = _mean([r["chance_iou"] for r in structure])
         if all("unguided_colour" in r and "unguided_shape" in r for r in structure):
             out["unguided_prompt_colour"] = _mean([r["unguided_colour"] == r["colour"] for r in structure])
             out["unguided_prompt_shape"] = _mean([r["unguided_shape"] == r["sketch"]["shape"] for r in structure])
