@@ -15,7 +15,7 @@ from PIL import Image
 
 from i2i.demo.protocol import (FIRST_SEEDS, MAX_OVERLAP, SPLIT_SEEDS, SPLITS, TUNING_SEEDS, cases, check_settings,
                                overlap, score)
-from i2i.demo.targets import TARGETS, checks, markdown_table, summarise
+from i2i.demo.targets import TARGETS, bootstrap_interval, checks, markdown_table, summarise, wilson_interval
 from i2i.shapes import COLOURS, SHAPES, iou, random_spec, read_shape, render, render_mask
 from tiny_sd import one_thread, save_sd  # noqa: F401  (one_thread: autouse fixture)
 
@@ -132,7 +132,29 @@ def test_targets_pass_and_fail_the_right_way():
     assert len(verdict) == len(TARGETS)
     table = markdown_table("tuning", summary)
     assert table.count("\n") == len(TARGETS) + 1 and "| tuning | Ctrl-X |" in table
-    assert "1.40x | ≤ 1.30x | FAIL" in table and "| 75% |" not in table
+    assert "1.40x | — | ≤ 1.30x | FAIL" in table and "| 75% |" not in table
+    # each number with its interval over the cases: 1 of 2 prompt colours right, 2 IoUs
+    assert fc["intervals"]["unguided_prompt_colour"] == wilson_interval(1, 2)
+    assert fc["intervals"]["structure_iou"] == bootstrap_interval([0.8, 0.7])
+    assert "| 50% | 9%–91% |" in table and "| 0.75 | 0.70–0.80 |" in table
+    assert [c["interval"] for c in checks(summary) if c["key"] == "time_ratio"] == [None]
+
+
+def test_intervals_of_shares_and_means():
+    z = 1.959964
+    for k, n in ((15, 18), (0, 18), (18, 18), (3, 7)):
+        lo, hi = wilson_interval(k, n)
+        assert lo <= k / n <= hi
+        for p in (lo, hi):        # the Wilson bounds solve (k/n - p)^2 = z^2 p (1 - p) / n
+            assert (k / n - p) ** 2 == pytest.approx(z * z * p * (1 - p) / n, abs=1e-4)
+    assert wilson_interval(15, 18) == pytest.approx((0.608, 0.942), abs=1e-3)
+    assert wilson_interval(18, 18)[1] == 1.0 and wilson_interval(0, 18)[0] == 0.0
+    values = [0.1, 0.9, 0.5, 0.7, 0.3, 0.6]
+    lo, hi = bootstrap_interval(values)
+    assert bootstrap_interval(values) == (lo, hi) and lo < statistics.fmean(values) < hi
+    wider = bootstrap_interval(values * 4)                # four times the cases: about half as wide
+    assert wider[1] - wider[0] < 0.6 * (hi - lo)
+    assert bootstrap_interval([0.4] * 5) == (0.4, 0.4)
 
 
 @pytest.fixture(scope="module")

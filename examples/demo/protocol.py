@@ -11,10 +11,11 @@ Ctrl-X image against one plain sample (:class:`i2i.generate.pipeline.GeneratePip
 timed alternately, median of ``--repeats``, for a structure case and an appearance case; the worse ratio counts.
 
 Writes a JSON file (every case's row, the summary, the target checks, the timing) and prints a Markdown table of the
-targets with pass/fail. Tune only on ``--split tuning`` or ``--split tuning-b``; quote only ``--split heldout``
-numbers. While tuning, ``--set METHOD.KEY=VALUE`` (repeatable) replaces one of the model folder's settings for the
-run (typed and checked by the method's config; recorded in the JSON and the table's title); it is refused with
-``--split heldout``, whose numbers are measured with the model folder's settings only.
+targets (each number with its 95% interval over the cases, the target, pass or fail). Tune only on ``--split
+tuning`` or ``--split tuning-b``; quote only ``--split heldout`` numbers. While tuning, ``--set METHOD.KEY=VALUE``
+(repeatable) replaces one of the model folder's settings for the run (typed and checked by the method's config;
+recorded in the JSON and the table's title); it is refused with ``--split heldout``, whose numbers are measured with
+the model folder's settings only.
 """
 
 from __future__ import annotations
