@@ -8,7 +8,7 @@ Exit codes (also listed in the README):
 ====  ======================================================================
 0     success: every input was processed
 1     partial failure: some inputs failed, the rest were written
-2     bad usage: an invalid flag value or combination (also Typer's own usage errors)
+2     bad usage: an invalid flag value or combination (also Typer's own usage errors, and out of memory)
 3     input error: a missing, unreadable or invalid input file, folder or dataset
 4     checkpoint or model error: missing, corrupt or incompatible weights/config
 5     numerical error: NaN or inf in a loss; the last good checkpoint is kept
@@ -81,3 +81,19 @@ class Interrupted(I2IError):
     """The run was interrupted by SIGINT/SIGTERM after saving what could be saved."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class OutOfMemory(UsageError):
+    """The request does not fit the device's memory (exit 2, as for a flag value this machine cannot take)."""
+
+
+def out_of_memory(exc: BaseException) -> OutOfMemory | None:
+    """``exc`` as an :class:`OutOfMemory` when it is an allocation failure (Python's ``MemoryError``, torch's
+    ``OutOfMemoryError`` on a GPU, or its CPU allocator's "can't allocate memory"), else None."""
+    text = str(exc)
+    if not (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in text or "out of memory" in text.lower()):
+        return None
+    detail = text.splitlines()[0][:200] if text else type(exc).__name__
+    return OutOfMemory(f"out of memory ({detail}): try a smaller --size, --batch-size or --tile, fewer images at "
+                       "once, or a device with more memory")

@@ -49,10 +49,28 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _folder_id(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _walk_dir(root: Path) -> list[InputItem]:
-    items = []
+    """Every image and video below ``root``, following linked folders, but each folder once: a link back to a
+    folder already read (a loop, or a second link to one folder) is skipped with a warning."""
+    items, seen = [], {_folder_id(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
+        keep = []
+        for name in sorted(dirnames):
+            folder = _folder_id(os.path.join(dirpath, name))
+            if folder is not None and folder in seen:
+                warnings.warn(f"{Path(dirpath) / name}: skipped, a link to a folder already read", stacklevel=4)
+                continue
+            seen.add(folder)
+            keep.append(name)
+        dirnames[:] = keep
         for name in sorted(filenames):
             p = Path(dirpath) / name
             if (is_image_file(p) or is_video_file(p)) and not name.startswith("."):
@@ -118,18 +136,20 @@ def _expand(specs: Sequence[str | os.PathLike], top_level: bool) -> list[InputIt
     if not items:
         raise InputError("no input images or videos found in: " + ", ".join(os.fspath(s) for s in specs))
     # Drop exact duplicates; refuse two different files that would share an output path.
-    seen: dict[Path, Path] = {}
+    seen: dict[Path, InputItem] = {}
     unique: list[InputItem] = []
     for it in items:
         key = it.rel.with_suffix("")
-        resolved = it.path.resolve()
-        if key in seen:
-            if seen[key] == resolved:
+        first = seen.get(key)
+        if first is not None:
+            if first.path.resolve() == it.path.resolve():
                 continue
-            raise UsageError(
-                f"inputs {seen[key]} and {it.path} would both be written as {key}; "
-                "pass their common parent folder instead so the folder structure keeps them apart")
-        seen[key] = resolved
+            same_folder = first.path.resolve().parent == it.path.resolve().parent
+            advice = ("outputs keep the name, not the extension: rename one, or translate them into two --out "
+                      "folders" if same_folder else
+                      "pass their common parent folder instead so the folder structure keeps them apart")
+            raise UsageError(f"inputs {first.path} and {it.path} would both be written as {key}; {advice}")
+        seen[key] = it
         unique.append(it)
     return unique
 
@@ -251,6 +271,25 @@ def tensor_to_image(t: "torch.Tensor") -> Image.Image:
     return Image.fromarray(arr, mode="RGB")
 
 
+def check_file_name(text: object, what: str, part: bool = False) -> str:
+    """``text`` if it names a file inside the output folder: a non-empty string without a path separator or NUL,
+    not ``.`` or ``..`` (``part=True``: a piece of a name, such as a suffix or an extension, which may be empty);
+    otherwise a :class:`UsageError` naming ``what``. Nothing an option or a job file says can write outside
+    ``--out``."""
+    seps = {"/", "\\", os.sep, os.altsep or "/", "\0"}
+    if not isinstance(text, str) or (not part and text.strip() in ("", ".", "..")) or any(c in text for c in seps):
+        raise UsageError(f"{what} {text!r} must be a file name, without a folder or a path separator")
+    return text
+
+
+def check_image_ext(ext: str, what: str = "--ext") -> str:
+    """``ext`` (``.png``) if Pillow can write images with it, else a :class:`UsageError` naming ``what``."""
+    fmt = Image.registered_extensions().get(ext.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise UsageError(f"{what} {ext!r}: not an image format that can be written (e.g. .png, .jpg, .webp)")
+    return ext
+
+
 def output_path(item: InputItem, out_dir: str | os.PathLike, suffix: str = "", ext: str = ".png") -> Path:
     """Where the output for ``item`` goes: its relative path under ``out_dir``, with ``suffix`` and ``ext``."""
     rel = item.rel
@@ -352,7 +391,9 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _create_temp_beside(path)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        blocker = next((p for p in path.parents if p.is_file()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or exc
+        raise OutputError(f"{path}: cannot write ({reason})") from exc
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

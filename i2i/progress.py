@@ -29,6 +29,7 @@ class Reporter:
     console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
     plain_every: float = 60.0          # without a terminal: seconds between plain progress lines at most
     _bars: int = field(default=0, init=False, repr=False)   # progress bars open now (only the outer one shows)
+    reported: set[str] = field(default_factory=set, init=False, repr=False)  # item errors printed so far
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -40,6 +41,7 @@ class Reporter:
     def item_error(self, name: str, reason: str) -> None:
         """Report one failed item (the batch goes on)."""
         text = reason if reason.startswith(name) else f"{name}: {reason}"
+        self.reported.update((text, reason))
         self.console.print(f"error: {text}", style="red", markup=False, soft_wrap=True)
 
     def result(self, record: dict[str, Any]) -> None:

@@ -62,6 +62,23 @@ def test_jobs_file_and_errors(tmp_path):
     assert res.exit_code == 2
 
 
+def test_job_names_and_seeds_are_checked_before_the_model_loads(tmp_path, monkeypatch):
+    from i2i.ctrlx.pipeline import CtrlXPipeline
+    from i2i.seeds import MAX_SEED
+
+    monkeypatch.setattr(CtrlXPipeline, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("loaded")))
+    jobs = tmp_path / "jobs.jsonl"
+    for name in ("../../escape", "sub/x", ".."):
+        jobs.write_text(json.dumps({"prompt": "a square", "structure": str(SQUARE), "name": name}) + "\n")
+        res = ctrlx("--jobs", jobs, "--out", tmp_path / "o")
+        assert res.exit_code == 2 and "must be a file name" in res.output, res.output
+    assert not list(tmp_path.parent.glob("escape*")) and not (tmp_path / "o").exists()
+    for seed, prompts in ((-1, ["a"]), (MAX_SEED + 1, ["a"]), (10**20, ["a"]), (MAX_SEED, ["a", "b"])):
+        res = ctrlx(*[x for p in prompts for x in ("--prompt", p)], "--structure", SQUARE, "--seed", seed,
+                    "--out", tmp_path / "o")
+        assert res.exit_code == 2 and f"must lie between 0 and {MAX_SEED}" in res.output, res.output
+
+
 def test_settings_line_names_the_models_recommended_settings(tmp_path):
     res = ctrlx("--prompt", "a red square", "--structure", SQUARE, "--out", tmp_path / "x.png")
     assert res.exit_code == 0, res.output

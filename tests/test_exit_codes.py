@@ -99,6 +99,7 @@ def test_3_the_only_input_unreadable_in_every_command(tiny_run, tmp_path, comman
             "preprocess": ["preprocess", bad, "--kind", "canny"]}[command]
     res = run(*args, "--out", tmp_path / "out", "--quiet")
     assert res.exit_code == EXIT_INPUT and "bad.png" in res.stderr, res.output
+    assert res.stderr.count("bad.png") == 1, res.stderr                # said once, not as item and as exit
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -164,6 +165,53 @@ def test_70_internal_error_is_one_line(tiny_run, images, tmp_path, monkeypatch):
     res = run("cyclegan", "translate", images, "-c", tiny_run, "--out", tmp_path / "o")
     assert res.exit_code == EXIT_INTERNAL
     assert "internal error" in res.stderr and "--debug" in res.stderr and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("failure", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate memory: you tried "
+                 "to allocate 40000000000 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(),
+])
+def test_2_out_of_memory_is_not_a_bug(tiny_run, images, tmp_path, monkeypatch, failure):
+    import i2i.cyclegan.translator as translator
+
+    def allocate(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(translator, "translate_images", allocate)
+    res = run("cyclegan", "translate", images, "-c", tiny_run, "--out", tmp_path / "o")
+    assert res.exit_code == EXIT_USAGE, res.output
+    assert "out of memory" in res.stderr and "smaller --size" in res.stderr and "internal error" not in res.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--suffix", "/../../evil"], "--suffix"),
+    (["--ext", "../x.png"], "--ext"),
+])
+def test_2_names_cannot_leave_the_output_folder(tiny_run, images, tmp_path, args, message):
+    res = run("cyclegan", "translate", images, "-c", tiny_run, "--out", tmp_path / "o", *args)
+    assert res.exit_code == EXIT_USAGE and message in res.stderr and "path separator" in res.stderr
+    assert not (tmp_path / "evil.png").exists() and not list(tmp_path.rglob("*evil*"))
+
+
+def test_2_unknown_output_format_before_the_model_loads(images, tmp_path, monkeypatch):
+    _no_model_load(monkeypatch)
+    res = run("cyclegan", "translate", images, "-c", tmp_path / "any", "--out", tmp_path / "o", "--ext", ".xyz")
+    assert res.exit_code == EXIT_USAGE and "--ext '.xyz': not an image format" in res.stderr, res.output
+
+
+def test_2_eval_limit_below_one(tiny_run, tmp_path, monkeypatch):
+    _no_model_load(monkeypatch)
+    for limit in (0, -3):
+        res = run("cyclegan", "eval", tiny_run, "--limit", limit, "--out", tmp_path / f"e{limit}")
+        assert res.exit_code == EXIT_USAGE and "--limit must be at least 1" in res.stderr
+        assert not (tmp_path / f"e{limit}").exists()
+
+
+def test_one_output_file_keeps_every_dot_of_its_name(tiny_run, images, tmp_path):
+    res = run("cyclegan", "translate", images / "a.png", "-c", tiny_run, "--out", tmp_path / "x.out.png", "--quiet")
+    assert res.exit_code == EXIT_OK, res.output
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["x.out.png"]
 
 
 def test_130_interrupted(tiny_run, images, tmp_path, monkeypatch):

@@ -208,9 +208,29 @@ def test_expand_inputs(tmp_path):
     with pytest.raises(InputError):
         expand_inputs([str(tmp_path / "none" / "*.png")])
     (tmp_path / "d" / "a.jpg").write_bytes(b"x")             # a.png and a.jpg would share a.png
-    with pytest.raises(UsageError, match="both be written"):
+    with pytest.raises(UsageError, match="both be written as a; outputs keep the name, not the extension"):
         expand_inputs([tmp_path / "d"])
+    (tmp_path / "d" / "a.jpg").unlink()
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "a.png").write_bytes(b"x")
+    with pytest.raises(UsageError, match="pass their common parent folder"):
+        expand_inputs([tmp_path / "d" / "a.png", tmp_path / "e" / "a.png"])
     assert output_path(items[1], tmp_path / "out", "_fake", ".png") == tmp_path / "out" / "sub" / "b_fake.png"
+
+
+def test_linked_folders_are_read_once(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "a.png").write_bytes(b"x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "b.png").write_bytes(b"x")
+    (tmp_path / "d" / "sub" / "up").symlink_to("..")                  # a loop
+    (tmp_path / "d" / "linked").symlink_to(tmp_path / "other")        # a linked folder: followed
+    (tmp_path / "d" / "again").symlink_to(tmp_path / "other")         # the same folder a second time
+    with pytest.warns(UserWarning, match="a link to a folder already read") as caught:
+        items = expand_inputs([tmp_path / "d"])
+    assert [i.rel.as_posix() for i in items] == ["a.png", "again/b.png"]
+    assert sorted(str(w.message).split(":")[0] for w in caught) == [str(tmp_path / "d" / "linked"),
+                                                                      str(tmp_path / "d" / "sub" / "up")]
 
 
 def test_atomic_save_never_overwrites(tmp_path):
@@ -255,7 +275,7 @@ def test_unwritable_output_folder(shared_dir):
 
 def test_output_under_a_file_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match="cannot write"):
+    with pytest.raises(OutputError, match="cannot write .*file is a file, not a folder"):
         save_image(Image.new("RGB", (2, 2)), tmp_path / "file" / "x.png")
 
 

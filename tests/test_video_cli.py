@@ -77,6 +77,8 @@ def test_bad_clip_in_a_batch_is_reported_and_the_rest_written(gen_file, tmp_path
     (["--codec", "nonsense"], 2, "no such video encoder"),
     (["--crf", "80"], 2, "--crf 80"),
     (["--out", "{tmp}/two.mp4", "{tmp}/clip2.mp4"], 2, "names one video file"),
+    (["--out", "{tmp}/o.png"], 2, "names an image file, but a video would be written"),
+    (["--out", "{tmp}/o.gif"], 2, "names an image file, but a video would be written"),
 ])
 def test_video_flags_checked_before_the_model_is_loaded(tmp_path, args, code, message):
     make_clip(tmp_path / "clip.mp4", n=2, width=32, height=32, audio=False)

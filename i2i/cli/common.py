@@ -12,7 +12,7 @@ from typing import Annotated, Callable, Optional, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from i2i.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, I2IError
+from i2i.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, I2IError, out_of_memory
 from i2i.progress import Reporter
 
 T = TypeVar("T")
@@ -105,21 +105,28 @@ def warn_precision(reporter: Reporter, precision: str, device: object) -> None:
 
 
 def run_guarded(fn: Callable[[], T], debug: bool, reporter: Reporter | None = None) -> T:
-    """Run ``fn``; map I2IError to one stderr line + its exit code, Ctrl-C to 130, bugs to 70."""
-    console = (reporter or Reporter()).console
+    """Run ``fn``; map I2IError to one stderr line + its exit code (no second line when it is the one failed
+    input's error, already printed as the batch met it), Ctrl-C to 130, bugs to 70."""
+    reporter = reporter or Reporter()
+    console = reporter.console
     try:
         return fn()
     except I2IError as exc:
         if debug:
             traceback.print_exc()
-        console.print(f"error: {exc}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+        if str(exc) not in reporter.reported:
+            console.print(f"error: {exc}", style="bold red", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         console.print("interrupted", style="bold red", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except typer.Exit:
         raise
-    except Exception as exc:  # a bug: say so in one line unless --debug
+    except Exception as exc:  # a bug: say so in one line unless --debug (an allocation failure is not one)
+        memory = out_of_memory(exc)
+        if memory is not None:
+            console.print(f"error: {memory}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(memory.exit_code) from None
         if debug:
             traceback.print_exc()
         else:

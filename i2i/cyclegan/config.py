@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from i2i.device import MEMORY_FORMATS
 from i2i.errors import UsageError
 from i2i.options import flag, option
+from i2i.seeds import check_seed
 
 GENERATOR_ARCHS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128", "dcgan")   # + resnet_<N>blocks
 DISCRIMINATOR_ARCHS = ("basic", "n_layers", "pixel", "dcgan")
@@ -219,6 +220,7 @@ class TrainConfig:
         for name in ("lr", "n_epochs", "n_epochs_decay", "num_workers", "init_gain"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{flag(self, name)} must not be negative")
+        check_seed(self.seed, flag(self, "seed"))
         if self.n_epochs + self.n_epochs_decay < 1:
             raise UsageError(f"{flag(self, 'n_epochs')} + {flag(self, 'n_epochs_decay')} must be at least 1")
         if self.eval_every < 0 or self.eval_images < 4:

@@ -91,7 +91,8 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 def list_images(folder: Path, max_items: int | None = None) -> list[Path]:
     """Image files below ``folder`` (recursive, sorted), like the reference's make_dataset."""
     if not folder.is_dir():
-        raise InputError(f"{folder}: no such folder (expected DATAROOT/trainA and DATAROOT/trainB)")
+        phase = folder.name[:-1] if folder.name[-1:] in ("A", "B") else "train"
+        raise InputError(f"{folder}: no such folder (expected DATAROOT/{phase}A and DATAROOT/{phase}B)")
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p) and not p.name.startswith("."))
     if not paths:
         raise InputError(f"{folder}: contains no images")

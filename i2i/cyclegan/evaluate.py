@@ -27,7 +27,7 @@ from i2i.cyclegan.checkpoint import load_generator, resolve_generator_file
 from i2i.cyclegan.config import SHAPES_EVAL_LIMIT, TrainConfig
 from i2i.cyclegan.data import BUILTIN_SHAPES, list_images
 from i2i.cyclegan.translator import translate_pil
-from i2i.errors import InputError, OutputError, UsageError
+from i2i.errors import CheckpointError, InputError, OutputError, UsageError
 from i2i.images import image_to_tensor, load_image, save_image
 from i2i.metrics import DOMAIN_SCORE_REMOVED
 from i2i.progress import Reporter
@@ -69,6 +69,8 @@ class EvalConfig:
             raise UsageError(f"--resolution {self.resolution!r}: use train or original")
         if self.kid_subsets < 1:
             raise UsageError("--kid-subsets must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit must be at least 1 (got {self.limit}); leave it out for all images")
 
 
 def _l1(a: Image.Image, b: Image.Image) -> float:
@@ -152,6 +154,8 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
 
     reporter = reporter or Reporter(quiet=True)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder (give a training run's --run-dir)")
     cfg_path = run_dir / "config.json"
     train_cfg = TrainConfig.from_dict(json.loads(cfg_path.read_text())) if cfg_path.is_file() else None
     dataroot = config.dataroot or (train_cfg.dataroot if train_cfg else None)

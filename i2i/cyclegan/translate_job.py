@@ -44,7 +44,7 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
     out_dir = out
     images_all, videos_all = split_videos(items)
     if images_all and names_one_file(out, len(items), "outputs"):     # --out zebra.png: exactly that file
-        items = [InputItem(images_all[0].path, Path(out.stem))]
+        items = [InputItem(images_all[0].path, Path(out.name))]        # output_path keeps "a.b" of "a.b.png"
         out_dir, cfg = out.parent, dataclasses.replace(cfg, ext=out.suffix, suffix="")
     mine = part.take(items)                          # the whole list when not sharded
     images, videos = split_videos(mine)

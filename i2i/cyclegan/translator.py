@@ -31,8 +31,8 @@ from i2i.cyclegan.config import CPU_BATCH, DECODE_WORKERS, GPU_BATCH, WORKER_MIN
 from i2i.cyclegan.networks import MIN_SIDE, required_multiple
 from i2i.device import Precision, autocast, use_channels_last
 from i2i.errors import I2IError, InputError, OutputError, UsageError
-from i2i.images import (InputItem, check_write_mode, image_to_tensor, load_image, output_path, remove_stale_temps,
-                        save_image, tensor_to_image)
+from i2i.images import (InputItem, check_file_name, check_image_ext, check_write_mode, image_to_tensor, load_image,
+                        output_path, remove_stale_temps, save_image, tensor_to_image)
 from i2i.progress import Reporter
 
 
@@ -64,6 +64,8 @@ class TranslateConfig:
             raise UsageError("--tile-overlap must be at least 0 and smaller than --tile")
         if self.num_workers is not None and self.num_workers < 0:
             raise UsageError("--num-workers cannot be negative")
+        check_file_name(self.suffix, "--suffix", part=True)
+        check_image_ext(check_file_name(self.ext, "--ext", part=True))
 
     def for_device(self, device: torch.device) -> "TranslateConfig":
         """Unset batch size / workers filled in for ``device`` (:data:`i2i.cyclegan.config.GPU_BATCH` and the

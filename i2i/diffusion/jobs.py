@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from i2i.errors import I2IError, InputError, OutputError, PartialFailure, UsageError
+from i2i.images import check_file_name
+from i2i.seeds import check_seed
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -118,6 +120,7 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
                defaults: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     """All jobs in order (from the flags, then the job file), each with its index, seed and output name; unset
     keys take ``defaults``."""
+    check_seed(seed)
     jobs = _flag_jobs(schema, prompts, images)
     if jobs_file is not None:
         jobs.extend(read_jobs(jobs_file, schema))
@@ -136,8 +139,10 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
         job.setdefault("seed", seed + index)
         if not isinstance(job["seed"], int) or not isinstance(job["num_images"], int) or job["num_images"] < 1:
             raise UsageError(f"job {index}: seed and num_images must be integers (num_images >= 1)")
+        check_seed(job["seed"], f"job {index}: the seed")
         stem = f"{slug(Path(job[primary]).stem, 24)}-" if primary else ""
         job.setdefault("name", f"{index:03d}-{stem}{slug(job['prompt'])}")
+        check_file_name(job["name"], f"job {index}: the name")
     return jobs
 
 

@@ -17,6 +17,7 @@ from i2i.diffusion.loading import DTYPES, load_pipeline, modules_fingerprint, pl
 from i2i.diffusion.vae import check_vae_decode, decode_latents, load_vae
 from i2i.errors import UsageError
 from i2i.progress import warn
+from i2i.seeds import check_seed
 
 if TYPE_CHECKING:
     from i2i.progress import Reporter
@@ -147,7 +148,7 @@ class DiffusionModel:
         size = self.check_size(config.size or self.default_size)
         reference = next((img for img in images.values() if img is not None), None)
         shape = self.output_shape(reference.size, size) if reference is not None else (size, size)
-        generator = torch.Generator("cpu").manual_seed(seed)
+        generator = torch.Generator("cpu").manual_seed(check_seed(seed))
         noise = self.initial_noise(num_images, shape, generator) if latents is None else \
             latents.to(self.device, torch.float32)
         scheduler = self.make_scheduler()

@@ -11,6 +11,7 @@ from i2i.diffusion.jobs import JobSchema
 from i2i.diffusion.method import DiffusionMethod
 from i2i.errors import UsageError
 from i2i.options import flag, option
+from i2i.seeds import check_seed
 
 # The official synthesis negative prompt (base.yaml) and the analysis one (sample_semantic_bases.py).
 NEGATIVE_PROMPT = ("longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
@@ -79,6 +80,7 @@ class BasesConfig:
 
     def validate(self) -> "BasesConfig":
         _at_least(self, "num_images", 1)
+        check_seed(self.seed, flag(self, "seed"))
         _range(self, "num_inference_steps", 1, 1000)
         _check(0 < self.analysis_end <= 1, f"{flag(self, 'analysis_end')} must be in (0, 1]")
         _at_least(self, "n_components", 1)

@@ -37,7 +37,12 @@ def video_targets(videos: Sequence, out: str | os.PathLike, suffix: str = "", n_
     video and no images (else :class:`UsageError`). Otherwise ``out`` is a folder and each video keeps its
     relative path with ``suffix`` and the extension ``.mp4`` (H.264 in MP4, whatever the input container).
     """
+    from i2i.images import is_image_file
+
     out = Path(out)
+    if videos and is_image_file(out) and not out.is_dir():
+        raise UsageError(f"--out {out} names an image file, but a video would be written: give a video file "
+                         f"name ({DEFAULT_VIDEO_EXT}) or a folder")
     if is_video_file(out) and not out.is_dir():
         if len(videos) != 1 or n_images:
             raise UsageError(f"--out {out} names one video file, but {len(videos) + n_images} inputs would be "
