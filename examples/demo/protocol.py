@@ -5,10 +5,11 @@
 Every case of the split (:mod:`i2i.demo.protocol`) is generated through the library's pipelines with their default
 settings (the model folder's ``i2i_<method>.json`` applies, as it does for the CLI) and read off the pixels
 (:func:`i2i.demo.protocol.score`). FreeControl: each case as the CLI makes it, and for structure cases the unguided
-sample (plain sampling with the same prompt, seed and FreeControl's sampling settings) and the IoU an output
-reaches by chance (:meth:`i2i.demo.protocol.Case.chance_iou`); appearance cases pass their appearance image. Ctrl-X: the same cases, and the time of one
-Ctrl-X image against one plain sample (:class:`i2i.generate.pipeline.GeneratePipeline`, the same number of steps),
-timed alternately, median of ``--repeats``, for a structure case and an appearance case; the worse ratio counts.
+sample (plain sampling with the same prompt, seed and FreeControl's sampling settings) and the IoU an output reaches
+by chance (:meth:`i2i.demo.protocol.Case.chance_iou`); appearance cases pass their appearance image. Ctrl-X: the
+same cases, and the time of one Ctrl-X image against one plain sample
+(:class:`i2i.generate.pipeline.GeneratePipeline`, the same number of steps), timed alternately, median of
+``--repeats``, for a structure case and an appearance case; the worse ratio counts.
 
 Writes a JSON file (every case's row, the summary, the target checks, the timing) and prints a Markdown table of the
 targets (each number with its 95% interval over the cases, the target, pass or fail). Tune only on ``--split
@@ -60,8 +61,8 @@ def freecontrol_rows(pipe, plain, todo: list[Case], advance: Advance = _noop, im
     """FreeControl on each case as the CLI makes it (``config``, default the model's settings; no unguided
     sibling), the appearance image passed when the case has one; structure cases also read the unguided sample
     (``plain``, a :class:`~i2i.generate.pipeline.GeneratePipeline`, with the same prompt, seed and
-    :func:`unguided_config`) and record the case's chance IoU. ``images``: a folder to save the outputs in (``<case>-freecontrol.png``,
-    ``<case>-unguided.png``)."""
+    :func:`unguided_config`) and record the case's chance IoU. ``images``: a folder to save the outputs in
+    (``<case>-freecontrol.png``, ``<case>-unguided.png``)."""
     size, rows = pipe.default_size, []
     config = config or pipe.default_config()
     plain_cfg = unguided_config(config, plain)
