@@ -126,3 +126,26 @@ def test_long_prompt_warnings_point_at_the_callers_line():
     long_ones = [w for w in caught if "tokens long" in str(w.message)]
     assert len(long_ones) >= 2 and all(w.filename == __file__ for w in long_ones), \
         [(w.filename, str(w.message)[:40]) for w in long_ones]
+
+
+def test_an_aspect_ratio_the_output_cannot_keep_is_warned_about():
+    import dataclasses
+    import warnings
+
+    from PIL import Image
+
+    from i2i.ctrlx import CtrlXPipeline
+    from i2i.demo.model import demo_model_path
+
+    cx = CtrlXPipeline.from_pretrained(demo_model_path(), device="cpu")
+    config = dataclasses.replace(cx.default_config(), num_inference_steps=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        strip = cx("a square", Image.new("RGB", (3000, 20), "white"), config=config, decode_branches=False)
+        wide = cx("a square", Image.new("RGB", (300, 200), "white"), config=config, decode_branches=False)
+    kept = [w for w in caught if "cannot be kept" in str(w.message)]
+    assert [str(w.message) for w in kept] == [f"the image's aspect ratio (3000x20) cannot be kept at 64 px: the "
+                                              f"output is 64x{cx.size_unit}, its short side at least "
+                                              f"{cx.size_unit} px"]
+    assert kept[0].filename == __file__
+    assert strip.images[0].size == (64, cx.size_unit) and wide.images[0].size[0] == 64    # 1.5:1 is kept (rounded)

@@ -106,7 +106,7 @@ class CtrlXPipeline(DiffusionModel):
         fewer per image)."""
         if not str(prompt).strip():
             raise UsageError("the prompt is empty")
-        start = self.start(config, dict(zip(BRANCHES, (structure, appearance))), seed, num_images, latents)
+        start = self.start(config, dict(zip(BRANCHES, (structure, appearance))), seed, num_images, latents, reporter)
         config, images, shape, noise = start.config, start.images, start.shape, start.noise
         for name in BRANCHES:
             schedule = getattr(config, f"{name}_schedule")

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     from i2i.progress import Reporter
 
 
+def _ratio(size: tuple[int, int]) -> float:
+    """Long side over short side of a ``(width, height)``."""
+    return max(size) / max(1, min(size))
+
+
 @dataclass
 class Start:
     """What every method's call begins with (:meth:`DiffusionModel.start`): the validated ``config``, the input
@@ -132,12 +137,13 @@ class DiffusionModel:
         return self.method.model_config(self.model_folder)
 
     def start(self, config: Any, images: dict[str, Any], seed: int, num_images: int = 1,
-              latents: torch.Tensor | None = None) -> Start:
+              latents: torch.Tensor | None = None, reporter: "Reporter | None" = None) -> Start:
         """The opening of every method's call: ``config`` (None: :meth:`default_config`) validated,
         ``num_images`` checked, the ``images`` (name -> image, path or None) read, the output shape (the first
         given image's aspect ratio, long side ``config.size`` or the native size; square without images), the
         initial noise (seeded, or ``latents`` ``[N, c, h, w]``, which then set the number of images) and a
-        fresh DDIM scheduler with ``config.num_inference_steps`` timesteps."""
+        fresh DDIM scheduler with ``config.num_inference_steps`` timesteps. An aspect ratio the output cannot keep
+        (its short side would be under one :attr:`size_unit`) is warned about through ``reporter``."""
         from i2i.images import load_image
 
         config = (config or self.default_config()).validate()
@@ -148,6 +154,10 @@ class DiffusionModel:
         size = self.check_size(config.size or self.default_size)
         reference = next((img for img in images.values() if img is not None), None)
         shape = self.output_shape(reference.size, size) if reference is not None else (size, size)
+        if reference is not None and size / _ratio(reference.size) < self.size_unit / 2:     # short side clamped
+            self._warn(reporter, f"the image's aspect ratio ({reference.size[0]}x{reference.size[1]}) cannot be kept "
+                       f"at {size} px: the output is {shape[1]}x{shape[0]}, its short side at least "
+                       f"{self.size_unit} px", depth=3)
         generator = torch.Generator("cpu").manual_seed(check_seed(seed))
         noise = self.initial_noise(num_images, shape, generator) if latents is None else \
             latents.to(self.device, torch.float32)

@@ -290,7 +290,8 @@ class FreeControlPipeline(DiffusionModel):
         inverted latent at that timestep, with the prompt) are the appearance energy's reference instead of the
         unguided sibling's; the siblings then run only when ``unguided`` asks for them.
         """
-        start = self.start(config, {"condition": condition, "appearance": appearance}, seed, num_images, latents)
+        start = self.start(config, {"condition": condition, "appearance": appearance}, seed, num_images, latents,
+                           reporter)
         config, noise = start.config, start.noise
         plan = self._prepare(prompt, start, inversion_prompt, subject, concept, bases, appearance_prompt, reporter)
         n_guided, ts, scheduler = plan.n_guided, plan.ts, plan.scheduler
