@@ -104,6 +104,32 @@ def test_resume_refuses_architecture_change(tmp_path):
         resolve_config(tiny_config(tmp_path / "none"), resume=True, overrides=set())
 
 
+def test_overwrite_starts_a_clean_run_folder(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(run, max_iters=6, save_every=2, keep_checkpoints=3))      # iter 2, 4, 6 and the end
+    (run / "eval").mkdir()
+    (run / "eval" / "summary.json").write_text("{}")
+    (run / "notes.txt").write_text("mine")                                     # not the run's: kept
+    with pytest.raises(UsageError, match="give one"):
+        train(tiny_config(run, max_iters=2), resume=True, overwrite=True)
+    train(tiny_config(run, max_iters=4, save_every=2, keep_checkpoints=2), overwrite=True)
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert kept == ["iter_00000002", "iter_00000004"], kept                   # the new run's, none of the old
+    assert not (run / "eval").exists() and (run / "notes.txt").read_text() == "mine"
+    assert [json.loads(line)["iter"] for line in (run / "log.jsonl").read_text().splitlines()] == [2, 4]
+
+
+def test_a_lost_latest_pointer_falls_back_to_the_newest_complete_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(run, max_iters=4, save_every=2))
+    newest = (run / "latest").read_text().strip()
+    (run / "latest").unlink()
+    with pytest.raises(OutputError, match="already holds a run"):              # not taken for an empty folder
+        train(tiny_config(run, max_iters=4))
+    cfg = resolve_config(tiny_config(run, max_iters=6), resume=True, overrides={"max_iters"})
+    assert train(cfg, resume=True).start_iteration == int(newest.split("_")[-1])
+
+
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     import i2i.cyclegan.methods.cyclegan as trainer
 

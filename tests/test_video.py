@@ -232,6 +232,17 @@ def test_encoder_errors_are_usage_errors(gen, clip, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("width, height, message", [
+    (33, 17, "fails on odd sides"),               # x265 would abort the process (heap corruption)
+    (14, 10, "Invalid argument"),                 # below x265's smallest frame: the encoder does not open
+])
+def test_frames_an_encoder_cannot_take_are_usage_errors(tmp_path, width, height, message):
+    hevc = EncodeSettings("hevc")
+    with pytest.raises(UsageError, match=f"libx265 cannot encode {width}x{height} frames .*{message}"):
+        with VideoWriter(tmp_path / "o.mp4", width, height, Fraction(24), hevc) as writer:
+            writer.write(np.zeros((height, width, 3), np.uint8))
+
+
 def test_batch_of_clips_reports_failures_and_goes_on(gen, clip, tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all")

@@ -29,6 +29,21 @@ def test_flow_recovers_a_shift_and_warp_undoes_it(method):
     assert np.abs(back[12:-12, 12:-12].astype(int) - a[12:-12, 12:-12]).mean() < 6
 
 
+@pytest.mark.parametrize("size", [(2, 2), (6, 5), (11, 30)])
+def test_tiny_frames_get_a_flow_too(size):
+    """OpenCV's DIS refuses frames under 12 px; the flow is computed on an enlarged copy and scaled back."""
+    a = np.zeros(size, np.uint8)
+    a[: size[0] // 2 + 1, : size[1] // 2 + 1] = 200
+    b = np.roll(a, 1, axis=1)                      # one pixel to the right
+    flow = estimate_flow(a, b)
+    assert flow.shape == (*size, 2) and np.isfinite(flow).all()
+    if size == (6, 5):                             # a 3 x 3 block one pixel to the right, its own shift found
+        assert np.median(flow[..., 0]) == pytest.approx(1, abs=0.2)
+    frames = [np.stack([a] * 3, -1), np.stack([b] * 3, -1)]
+    f = TemporalFilter()
+    assert [f(x, x).shape for x in frames] == [(*size, 3)] * 2
+
+
 def test_reliable_mask_follows_forward_backward_consistency():
     back = np.zeros((8, 8, 2), np.float32)
     back[..., 0] = 1.0

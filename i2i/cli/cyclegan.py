@@ -105,7 +105,8 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir exactly where its latest "
                                          "checkpoint stopped.", rich_help_panel=RUN)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over in a --run-dir that already holds a "
-                                            "run (its checkpoints are replaced).", rich_help_panel=RUN)] = False,
+                                            "run: its checkpoints, samples, log and evaluations are deleted "
+                                            "first.", rich_help_panel=RUN)] = False,
     option: Annotated[Optional[list[str]], typer.Option(
         "--option", metavar="NAME=VALUE", help="A method option by its name (repeatable), e.g. --option "
         "lambda_nce=4; the flags of --model do the same.", show_default=False, rich_help_panel=TRAIN)] = None,

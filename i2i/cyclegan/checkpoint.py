@@ -141,15 +141,15 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint directory of a run, or None if the run has none."""
     run = Path(run_dir)
     pointer = run / LATEST_FILE
-    if not pointer.is_file():
-        return None
+    complete = [p for p in sorted((run / "checkpoints").glob("iter_*"))
+                if all((p / f).is_file() for f in _ALWAYS_PRESENT)]
+    if not pointer.is_file():       # lost or never written (a copied run folder): the newest complete one
+        return complete[-1] if complete else None
     target = run / pointer.read_text(encoding="utf-8").strip()
     if target.is_dir():
         return target
     # The pointer is only moved after its folder is in place, so this means a crash while an existing
     # checkpoint of the same name was being replaced: fall back to the newest complete one.
-    complete = [p for p in sorted((run / "checkpoints").glob("iter_*"))
-                if all((p / f).is_file() for f in _ALWAYS_PRESENT)]
     if not complete:
         raise CheckpointError(f"{pointer}: points to {target}, which does not exist, and no other complete "
                               "checkpoint was found")

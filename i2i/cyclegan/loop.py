@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from i2i.cyclegan.checkpoint import BEST, INFO_FILE, LATEST_FILE, latest_checkpoint
+from i2i.cyclegan.checkpoint import INFO_FILE, LATEST_FILE, latest_checkpoint
 from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
 from i2i.cyclegan.config import DiscriminatorConfig, TrainConfig
 from i2i.cyclegan.context import StepContext
@@ -88,7 +88,14 @@ def _sample_grid(rows: list[list[torch.Tensor]]) -> "Any":
     return grid
 
 
+# What a run writes in its folder besides config.json; a fresh run over an old one (--overwrite) deletes these first
+# (the evaluations too: they describe weights that are gone).
+RUN_OUTPUTS = ("checkpoints", "samples", "eval", "eval-best", "log.jsonl", LATEST_FILE)
+
+
 def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise UsageError("--resume continues the run in --run-dir and --overwrite starts it over: give one")
     existing = latest_checkpoint(run_dir) if run_dir.exists() else None
     if resume and existing is None:
         raise CheckpointError(f"{run_dir}: no complete checkpoint to resume from")
@@ -188,17 +195,22 @@ class _Run:
         self.last_ckpt = folder
 
     def start(self, resume: bool, overwrite: bool) -> None:
-        """Write ``config.json``; a fresh run over an old one (``overwrite``) drops the old log and best weights."""
+        """Write ``config.json``; a fresh run over an old one (``overwrite``) first deletes the old run's
+        :data:`RUN_OUTPUTS` (checkpoints, samples, log, evaluations), so none of them can be mistaken for the new
+        run's or outlive its checkpoints when they are pruned."""
         config = self.config
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume and overwrite:
+                for name in RUN_OUTPUTS:
+                    stale = self.run_dir / name
+                    if stale.is_dir() and not stale.is_symlink():
+                        shutil.rmtree(stale)
+                    else:
+                        stale.unlink(missing_ok=True)
             self.writer.clean_stale()
             with atomic_path(self.run_dir / "config.json", overwrite=True) as p:
                 p.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
-            if not resume and overwrite:
-                for stale in (self.run_dir / "log.jsonl", self.run_dir / LATEST_FILE):
-                    stale.unlink(missing_ok=True)
-                shutil.rmtree(self.run_dir / "checkpoints" / BEST, ignore_errors=True)
         if config.log_with:
             self.accelerator.init_trackers("cyclegan", config={k: v for k, v in config.to_dict().items()
                                                                if isinstance(v, (int, float, str, bool))})

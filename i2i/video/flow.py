@@ -20,6 +20,7 @@ import numpy as np
 
 FLOW_METHODS = ("dis", "farneback")
 MAX_FLOW_SIDE = 640     # frames larger than this are downscaled for the flow, and the flow scaled back up
+MIN_FLOW_SIDE = 16      # frames with a shorter side are enlarged for the flow (OpenCV's DIS refuses under 12 px)
 
 
 def to_grey(frame: np.ndarray) -> np.ndarray:
@@ -49,6 +50,8 @@ def estimate_flow(a: np.ndarray, b: np.ndarray, method: str = "dis") -> np.ndarr
     a, b = to_grey(a), to_grey(b)
     h, w = a.shape
     scale = min(1.0, MAX_FLOW_SIDE / max(h, w))
+    if min(h, w) * scale < MIN_FLOW_SIDE:        # tiny frames: computed on an enlarged copy (DIS needs 12 px)
+        scale = MIN_FLOW_SIDE / min(h, w)
     if scale == 1.0:
         return _flow_at_scale(a, b, method)
     small = (max(1, round(w * scale)), max(1, round(h * scale)))

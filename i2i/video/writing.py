@@ -83,11 +83,17 @@ def check_encoder(settings: EncodeSettings, container: str) -> None:
             raise UsageError(f"--codec {settings.codec}: {exc}") from exc
 
 
+# Encoders that list 4:4:4 but abort the whole process (heap corruption) on frames with an odd side: refused first.
+_ODD_SIDES_ABORT = ("libx265",)
+
+
 def _pixel_format(encoder: str, width: int, height: int) -> str:
     import av
 
     formats = [f.name for f in av.codec.Codec(encoder, "w").video_formats or []]
     wanted = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    if wanted == "yuv444p" and encoder in _ODD_SIDES_ABORT:
+        raise UsageError(f"{encoder} cannot encode {width}x{height} frames (it fails on odd sides); use h264")
     if not formats or wanted in formats:
         return wanted
     if wanted == "yuv444p":
@@ -154,7 +160,14 @@ class VideoWriter:
         if self._last_pts is not None and pts <= self._last_pts:   # repeated or disordered stamps
             pts = self._last_pts + 1
         frame.pts, frame.time_base = pts, self._time_base
-        self._container.mux(self._stream.encode(frame))
+        try:
+            packets = self._stream.encode(frame)
+        except av.FFmpegError as exc:       # the encoder opens on the first frame: e.g. frames below its minimum
+            if self._count:
+                raise
+            raise UsageError(f"{self._stream.codec_context.name} cannot encode {self._stream.width}x"
+                             f"{self._stream.height} frames ({exc}); use h264") from exc
+        self._container.mux(packets)
         self._count, self._last_pts = self._count + 1, pts
         if self.audio is not None:
             self.audio.mux_until(float(pts * self._time_base))
