@@ -308,6 +308,29 @@ def refuse_if_all_exist(targets: Sequence[Path], overwrite: bool) -> None:
                       "(pass --overwrite to replace, or choose another --out)")
 
 
+@contextmanager
+def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Create ``folder`` (and its parents) before the work that fills it, so that a folder that cannot be made is an
+    :class:`OutputError` before that work, not after; if the block fails, a folder it made and left empty is
+    removed again."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: is a file, not a folder")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in folder.parents if p.is_file()), None)
+        raise OutputError(f"{folder}: cannot write ({f'{blocker} is a file' if blocker else exc.strerror or exc})"
+                          ) from exc
+    try:
+        yield folder
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
 def check_write_mode(overwrite: bool, skip_existing: bool) -> None:
     """``--overwrite`` (replace existing outputs) and ``--skip-existing`` (keep them, count them as done) exclude
     each other: :class:`UsageError`."""

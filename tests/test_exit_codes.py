@@ -224,3 +224,11 @@ def test_130_interrupted(tiny_run, images, tmp_path, monkeypatch):
     monkeypatch.setattr(translator, "translate_images", interrupt)
     res = run("cyclegan", "translate", images, "-c", tiny_run, "--out", tmp_path / "o")
     assert res.exit_code == EXIT_INTERRUPTED and "interrupted" in res.stderr
+
+
+def test_6_eval_into_a_file_or_a_folder_it_cannot_make(tiny_run, tmp_path):
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        res = run("cyclegan", "eval", tiny_run, "--out", out)
+        assert res.exit_code == EXIT_OUTPUT and "is a file" in res.stderr, res.output
+    assert (tmp_path / "file").read_text() == "x"

@@ -255,6 +255,22 @@ def test_bases_import_official(tmp_path):
     res = CliRunner().invoke(app, ["freecontrol", "bases", "--import-official", str(tmp_path / "pca_info.pt"),
                                    "--out", str(tmp_path / "x.safetensors")])
     assert res.exit_code == 4 and "step_N" in res.output and not (tmp_path / "x.safetensors").exists()
+    res = CliRunner().invoke(app, ["freecontrol", "bases", "--import-official", str(official),
+                                   "--out", str(tmp_path / "imported.safetensors")])
+    assert res.exit_code == 6 and "already exists" in res.output                  # never replaced silently
+    foreign = tmp_path / "step_200" / "pca_info.pt"
+    foreign.parent.mkdir()
+    torch.save({0: {"attn_key": torch.zeros(3)}}, foreign)                     # a dict, but not of features
+    res = CliRunner().invoke(app, ["freecontrol", "bases", "--import-official", str(foreign),
+                                   "--out", str(tmp_path / "y.safetensors")])
+    assert res.exit_code == 4 and "unexpected pca_info layout" in res.output, res.output
+    torch.save([1, 2], tmp_path / "list.pt")                                   # not a dict: said first
+    res = CliRunner().invoke(app, ["freecontrol", "bases", "--import-official", str(tmp_path / "list.pt"),
+                                   "--out", str(tmp_path / "z.safetensors")])
+    assert res.exit_code == 4 and "expected a dict" in res.output and "step_N" not in res.output
+    res = CliRunner().invoke(app, ["freecontrol", "bases", "--concept", "square", "--model", str(tmp_path / "none"),
+                                   "--out", str(tmp_path / "imported.safetensors")])
+    assert res.exit_code == 6 and "already exists" in res.output                  # before any model is looked for
 
 
 def test_freecontrol_help_does_not_import_torch():

@@ -137,7 +137,9 @@ def run_bases(changes: dict[str, Any], reporter: Reporter, *, concept: Optional[
     from i2i.freecontrol.bases import read_concept_images, save_bases
 
     if import_official is not None:
-        return import_bases(import_official, out, reporter)
+        return import_bases(import_official, out, reporter, overwrite)
+    if show is None:
+        check_bases_out(out, overwrite)
     if not concept:
         raise UsageError("give --concept (or --import-official FILE)")
     if images is not None and from_inverted:
@@ -173,13 +175,24 @@ def run_bases(changes: dict[str, Any], reporter: Reporter, *, concept: Optional[
                      "layers": list(result.layers), "components": result.n_components})
 
 
-def import_bases(path: Path, out: Optional[Path], reporter: Reporter) -> None:
+def check_bases_out(out: Optional[Path], overwrite: bool) -> None:
+    """``bases --out FILE``, checked before any work: an existing file is replaced only with ``--overwrite``."""
+    from i2i.errors import OutputError, UsageError
+
+    if out is not None and out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give the bases' file name (FILE.safetensors)")
+    if out is not None and out.exists() and not overwrite:
+        raise OutputError(f"{out}: already exists (pass --overwrite to replace it)")
+
+
+def import_bases(path: Path, out: Optional[Path], reporter: Reporter, overwrite: bool = False) -> None:
     """``bases --import-official``: the official pca_info.pt written as an i2i bases file."""
     from i2i.errors import UsageError
     from i2i.freecontrol.bases import import_official, save_bases
 
     if out is None:
         raise UsageError("--import-official needs --out FILE.safetensors")
+    check_bases_out(out, overwrite)
     result = import_official(path)
     save_bases(result, out)
     reporter.info(f"wrote {out}: {len(result.timesteps)} timesteps x {len(result.layers)} layers")

@@ -28,7 +28,7 @@ from i2i.cyclegan.config import SHAPES_EVAL_LIMIT, TrainConfig
 from i2i.cyclegan.data import BUILTIN_SHAPES, list_images
 from i2i.cyclegan.translator import translate_pil
 from i2i.errors import CheckpointError, InputError, OutputError, UsageError
-from i2i.images import image_to_tensor, load_image, save_image
+from i2i.images import image_to_tensor, load_image, output_folder, save_image, write_bytes_atomic
 from i2i.metrics import DOMAIN_SCORE_REMOVED
 from i2i.progress import Reporter
 
@@ -150,8 +150,6 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
     ``extractor``: features for ``config.metrics`` (default: built from ``config.features``). Existing outputs
     are refused before any work unless ``overwrite``.
     """
-    import torch
-
     reporter = reporter or Reporter(quiet=True)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
@@ -163,11 +161,25 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
         raise InputError(f"{run_dir}: no config.json; pass --dataroot")
     if config.metrics and dataroot == BUILTIN_SHAPES:
         raise UsageError("--metrics needs an image-folder dataset (builtin:shapes has its own accuracy metrics)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} is a file; the evaluation writes a folder (summary.json, grid.png)")
     outputs = (out_dir / "summary.json", out_dir / "grid.png")
     existing = [p for p in outputs if p.exists()]
     if existing and not overwrite:   # after the usage checks, before any model is loaded or image translated
         raise OutputError(f"{existing[0]}: already exists from an earlier evaluation (pass --overwrite to "
                           "replace it, or --out for another folder)")
+    with output_folder(out_dir):     # a folder that cannot be made fails here, before the work
+        summary, grid_rows = _evaluate(run_dir, dataroot, train_cfg, config, device, reporter, extractor)
+        save_image(_grid(grid_rows), outputs[1], overwrite=overwrite)
+        write_bytes_atomic(outputs[0], json.dumps(summary, indent=2).encode(), overwrite=overwrite)
+    return summary
+
+
+def _evaluate(run_dir: Path, dataroot: str, train_cfg: TrainConfig | None, config: EvalConfig, device: Any,
+              reporter: Reporter, extractor: "FeatureExtractor | None") -> tuple[dict[str, Any], list]:
+    """The evaluation itself: the summary and the grid's rows."""
+    import torch
+
     gens = _generators(run_dir, device, config.best)
     if config.metrics and extractor is None:
         from i2i.metrics.registry import build_extractor
@@ -185,12 +197,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
             grid_rows = _eval_shapes(gens, train_cfg, config, device, reporter, summary)
         else:
             grid_rows = _eval_folders(gens, train_cfg, config, device, reporter, summary, extractor)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_image(_grid(grid_rows), outputs[1], overwrite=overwrite)
-    from i2i.images import write_bytes_atomic
-
-    write_bytes_atomic(outputs[0], json.dumps(summary, indent=2).encode(), overwrite=overwrite)
-    return summary
+    return summary, grid_rows
 
 
 def _eval_shapes(gens, train_cfg, config, device, reporter, summary) -> list[list[Image.Image]]:

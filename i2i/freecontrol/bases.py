@@ -341,16 +341,6 @@ def import_official(path: str | Path, num_inference_steps: int | None = None, nu
     Loaded with ``torch.load(weights_only=True)``: no code in the file is ever run.
     """
     path = Path(path)
-    if num_inference_steps is None:
-        num_inference_steps = official_schedule_steps(path)
-        if num_inference_steps is None:
-            raise CheckpointError(
-                f"{path}: an official pca_info.pt keys its bases by step index and does not record how many DDIM "
-                "steps made it; keep it in the folder the official script wrote (step_N_sample_M_id_K) or put "
-                "step_N in its name (e.g. cat_step_200.pt, N: the --num_steps it was sampled with, 199 by default "
-                "in sample_semantic_bases.py, 200 in its example scripts)")
-    if not 1 <= num_inference_steps <= num_train_timesteps:
-        raise CheckpointError(f"{path}: a {num_inference_steps}-step schedule is not possible")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
@@ -363,6 +353,16 @@ def import_official(path: str | Path, num_inference_steps: int | None = None, nu
         data = {int(k): v for k, v in data.items()}
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: expected integer step indices as keys") from exc
+    if num_inference_steps is None:
+        num_inference_steps = official_schedule_steps(path)
+        if num_inference_steps is None:
+            raise CheckpointError(
+                f"{path}: an official pca_info.pt keys its bases by step index and does not record how many DDIM "
+                "steps made it; keep it in the folder the official script wrote (step_N_sample_M_id_K) or put "
+                "step_N in its name (e.g. cat_step_200.pt, N: the --num_steps it was sampled with, 199 by default "
+                "in sample_semantic_bases.py, 200 in its example scripts)")
+    if not 1 <= num_inference_steps <= num_train_timesteps:
+        raise CheckpointError(f"{path}: a {num_inference_steps}-step schedule is not possible")
     schedule = schedule_timesteps(num_inference_steps, num_train_timesteps, steps_offset)
     steps = sorted(data)
     if steps[0] < 0 or steps[-1] >= len(schedule):
@@ -372,7 +372,7 @@ def import_official(path: str | Path, num_inference_steps: int | None = None, nu
         layers = tuple(sorted(data[steps[0]]["attn_key"]))
         means = torch.stack([torch.stack([data[i]["attn_key"][n]["mean"].float() for n in layers]) for i in steps])
         bases = torch.stack([torch.stack([data[i]["attn_key"][n]["basis"].float() for n in layers]) for i in steps])
-    except (KeyError, TypeError, RuntimeError) as exc:
+    except (KeyError, TypeError, RuntimeError, IndexError, AttributeError) as exc:
         raise CheckpointError(f"{path}: unexpected pca_info layout ({type(exc).__name__}: {exc})") from exc
     timesteps = torch.tensor([schedule[i] for i in steps], dtype=torch.int64)
     return SemanticBases(timesteps, layers, means, bases,
