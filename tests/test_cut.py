@@ -232,3 +232,18 @@ def test_decay_phase_stops_the_random_resize_crop():
     assert CUT.preprocess(me, pre, 200) == pre
     assert CUT.preprocess(me, pre, 201) == Preprocess("resize_and_crop", 256, 256, True)
     assert CycleGAN.preprocess(me, pre, 201) == pre  # CycleGAN keeps it
+
+
+@pytest.mark.parametrize("model", ["cut", "fastcut"])
+def test_a_b_channel_mismatch_is_a_usage_error(tmp_path, model):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from i2i.cli.app import app
+
+    for domain in ("trainA", "trainB"):
+        (tmp_path / domain).mkdir()
+        Image.new("RGB", (32, 32), "red").save(tmp_path / domain / "x.png")
+    res = CliRunner().invoke(app, ["cyclegan", "train", str(tmp_path), "--model", model, "--input-nc", "3",
+                                   "--output-nc", "1", "--run-dir", str(tmp_path / "run"), "--max-iters", "1"])
+    assert res.exit_code == 2 and "needs as many channels in A as in B" in res.stderr, res.output

@@ -75,6 +75,8 @@ def test_1_when_only_some_outputs_exist(tiny_run, images, tmp_path):
 
 @pytest.mark.parametrize("args", [
     ["cyclegan", "train", "builtin:shapes", "--gan-mode", "wgan"],     # invalid value (i2i's check)
+    ["cyclegan", "train", "builtin:shapes", "--lr", "nan"],
+    ["cyclegan", "train", "builtin:shapes", "--max-dataset-size", "0"],
     ["cyclegan", "translate", "x.png"],                                 # required option missing (Typer)
     ["cyclegan", "import", "x.pth", "--no-such-flag"],                  # unknown flag (Typer)
 ])

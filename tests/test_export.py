@@ -56,3 +56,17 @@ def test_export_static_dcgan(tmp_path: Path) -> None:
     model = onnx.load(str(tmp_path / "d.onnx"))
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 64, 64]
+
+
+@pytest.mark.parametrize("opset", [5, 99])
+def test_an_opset_torch_cannot_write_is_a_usage_error_before_loading(tmp_path: Path, monkeypatch, opset) -> None:
+    from typer.testing import CliRunner
+
+    import i2i.cli.cyclegan as cli
+    from i2i.cli.app import app
+
+    monkeypatch.setattr(cli, "_load_any_generator", lambda *a, **k: pytest.fail("weights were read"))
+    res = CliRunner().invoke(app, ["cyclegan", "export", "-c", str(tmp_path / "run"), "--onnx",
+                                   str(tmp_path / "g.onnx"), "--opset", str(opset)])
+    assert res.exit_code == 2 and res.stderr.count(f"--opset {opset}") == 1 and "graph" not in res.stderr
+    assert not (tmp_path / "g.onnx").exists()

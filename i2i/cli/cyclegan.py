@@ -327,8 +327,9 @@ def export(
     def go() -> None:
         import torch
 
-        from i2i.cyclegan.export import export_onnx
+        from i2i.cyclegan.export import check_opset, export_onnx
 
+        check_opset(opset)                       # before the weights are read
         gen, cfg = _load_any_generator(checkpoint, direction,
                                        _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc),
                                        torch.device("cpu"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -217,15 +218,22 @@ class TrainConfig:
                      "save_epoch_every", "keep_checkpoints", "shapes_count"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{flag(self, name)} must be at least 1 (got {getattr(self, name)})")
+        for name in ("lr", "n_epochs", "n_epochs_decay", "num_workers", "init_gain", "beta1", "beta2"):
+            if not math.isfinite(getattr(self, name)):
+                raise UsageError(f"{flag(self, name)} must be a finite number (got {getattr(self, name)})")
         for name in ("lr", "n_epochs", "n_epochs_decay", "num_workers", "init_gain"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{flag(self, name)} must not be negative")
         check_seed(self.seed, flag(self, "seed"))
         if self.n_epochs + self.n_epochs_decay < 1:
             raise UsageError(f"{flag(self, 'n_epochs')} + {flag(self, 'n_epochs_decay')} must be at least 1")
-        if self.eval_every < 0 or self.eval_images < 4:
-            raise UsageError(f"{flag(self, 'eval_every')} must not be negative and {flag(self, 'eval_images')} "
-                             "must be at least 4")
+        if self.eval_every < 0:
+            raise UsageError(f"{flag(self, 'eval_every')} must not be negative")
+        if self.eval_images < 4:
+            raise UsageError(f"{flag(self, 'eval_images')} must be at least 4 (got {self.eval_images})")
+        if self.max_dataset_size is not None and self.max_dataset_size < 1:
+            raise UsageError(f"{flag(self, 'max_dataset_size')} must be at least 1 (got {self.max_dataset_size}); "
+                             "leave it out for every image")
         if self.max_iters is not None and self.max_iters < 1:
             raise UsageError(f"{flag(self, 'max_iters')} must be at least 1")
         if "crop" in self.preprocess and self.preprocess != "crop" and self.crop_size > self.load_size:

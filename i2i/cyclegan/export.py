@@ -60,6 +60,17 @@ def _max_diff_with_onnxruntime(model_bytes: bytes, generator: nn.Module, cfg: Ge
     return worst
 
 
+def check_opset(opset: int) -> int:
+    """``opset`` if torch's ONNX exporter writes it (7-23 with torch 2.13), else a :class:`UsageError`."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_MIN_OPSET
+    except ImportError:              # a torch that moved them: the range every recent torch writes
+        ONNX_MIN_OPSET, ONNX_MAX_OPSET = 7, 20
+    if not ONNX_MIN_OPSET <= opset <= ONNX_MAX_OPSET:
+        raise UsageError(f"--opset {opset}: this torch exports opsets {ONNX_MIN_OPSET} to {ONNX_MAX_OPSET}")
+    return opset
+
+
 def export_onnx(generator: nn.Module, cfg: GeneratorConfig, out_path: str | os.PathLike, size: int = 256,
                 opset: int = 17, dynamic: bool = True, check: bool = True,
                 overwrite: bool = False) -> dict[str, Any]:
@@ -79,6 +90,7 @@ def export_onnx(generator: nn.Module, cfg: GeneratorConfig, out_path: str | os.P
         raise UsageError("ONNX export needs the onnx package: pip install 'i2i[onnx]'") from None
     if size < 1:
         raise UsageError(f"--size must be positive (got {size})")
+    check_opset(opset)
     out_path = Path(out_path)
     if out_path.exists() and not overwrite:  # fail before the (slow) export; atomic_path checks again
         raise OutputError(f"{out_path}: already exists (pass --overwrite to replace it)")

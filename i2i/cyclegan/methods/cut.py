@@ -115,8 +115,10 @@ class CUT(Method):
         if not config.generator.arch.startswith("resnet"):
             raise UsageError(f"--model {self.name} needs a resnet generator (its NCE layers index the resnet's "
                              f"layers), not {config.generator.arch}")
-        if config.generator.input_nc != config.generator.output_nc and self.opt.nce_idt:
-            raise UsageError(f"--model {self.name}: identity NCE needs as many channels in A as in B")
+        if config.generator.input_nc != config.generator.output_nc:
+            raise UsageError(f"--model {self.name} needs as many channels in A as in B (--input-nc "
+                             f"{config.generator.input_nc}, --output-nc {config.generator.output_nc}): PatchNCE "
+                             "passes the translated image through the generator's encoder again")
         init = dict(init_type=config.init_type, init_gain=config.init_gain)
         self.g_cfg, self.d_cfg = config.generator, config.discriminator
         self.d_cfg = type(self.d_cfg)(**{**self.d_cfg.to_dict(), "input_nc": config.generator.output_nc})
