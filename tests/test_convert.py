@@ -19,7 +19,7 @@ from i2i.cyclegan.convert import (
     load_reference_state,
 )
 from i2i.cyclegan.networks import define_G
-from i2i.errors import CheckpointError, OutputError
+from i2i.errors import CheckpointError, OutputError, UsageError
 
 SMALL = GeneratorConfig(arch="resnet_6blocks", ngf=8)
 
@@ -145,6 +145,20 @@ def test_import_writes_a_generator_file(tmp_path: Path) -> None:
         import_reference(src, out, SMALL)
     import_reference(src, out, SMALL, overwrite=True)
     assert [p.name for p in out.parent.iterdir()] == ["G.safetensors"]  # no temp files left
+    with pytest.raises(UsageError, match="name it \\*.safetensors"):
+        import_reference(src, tmp_path / "G.pth", SMALL)                  # safetensors under a .pth name
+    with pytest.raises(CheckpointError, match="a folder"):
+        load_reference_state(tmp_path)
+
+
+def test_weights_with_nan_are_refused(tmp_path: Path) -> None:
+    src = tmp_path / "latest_net_G_A.pth"
+    _reference_file(src, SMALL)
+    state = torch.load(src, weights_only=True)
+    state["model.1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, src)
+    with pytest.raises(CheckpointError, match="model.1.weight holds NaN or inf"):
+        load_reference_state(src)
 
 
 @pytest.mark.parametrize(

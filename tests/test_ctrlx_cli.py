@@ -73,6 +73,10 @@ def test_job_names_and_seeds_are_checked_before_the_model_loads(tmp_path, monkey
         res = ctrlx("--jobs", jobs, "--out", tmp_path / "o")
         assert res.exit_code == 2 and "must be a file name" in res.output, res.output
     assert not list(tmp_path.parent.glob("escape*")) and not (tmp_path / "o").exists()
+    jobs.write_text("".join(json.dumps({"prompt": p, "structure": str(SQUARE), "name": "x"}) + "\n"
+                            for p in ("a square", "a circle")))
+    res = ctrlx("--jobs", jobs, "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "jobs 0 and 1 would both write x.png" in res.output, res.output
     for seed, prompts in ((-1, ["a"]), (MAX_SEED + 1, ["a"]), (10**20, ["a"]), (MAX_SEED, ["a", "b"])):
         res = ctrlx(*[x for p in prompts for x in ("--prompt", p)], "--structure", SQUARE, "--seed", seed,
                     "--out", tmp_path / "o")

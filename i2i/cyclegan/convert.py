@@ -64,6 +64,8 @@ def load_reference_state(path: str | os.PathLike, norm: str | None = None) -> di
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder; give the reference's generator file (e.g. latest_net_G_A.pth)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -92,6 +94,10 @@ def load_reference_state(path: str | os.PathLike, norm: str | None = None) -> di
         state[_strip_prefixes(key)] = value
     if not state:
         raise CheckpointError(f"{path}: the state_dict is empty")
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if broken is not None:
+        raise CheckpointError(f"{path}: {broken} holds NaN or inf values; these weights would only make blank "
+                              "images")
     if len(state) != len(obj):
         raise CheckpointError(f"{path}: keys collide after removing module./_orig_mod. prefixes")
     return _drop_instance_norm_stats(state, norm)
@@ -136,6 +142,8 @@ def import_reference(path: str | os.PathLike, out_path: str | os.PathLike, cfg: 
     written atomically). An existing ``out_path`` raises :class:`~i2i.errors.OutputError` unless ``overwrite``."""
     from i2i.cyclegan.checkpoint import save_generator
 
+    if Path(out_path).suffix != ".safetensors":
+        raise UsageError(f"--out {out_path}: the converted file is safetensors; name it *.safetensors")
     net = generator_from_reference(path, cfg)
     return save_generator(out_path, net, cfg, overwrite=overwrite)
 

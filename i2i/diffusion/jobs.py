@@ -143,7 +143,20 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
         stem = f"{slug(Path(job[primary]).stem, 24)}-" if primary else ""
         job.setdefault("name", f"{index:03d}-{stem}{slug(job['prompt'])}")
         check_file_name(job["name"], f"job {index}: the name")
+    _check_unique_names(jobs)
     return jobs
+
+
+def _check_unique_names(jobs: list[dict[str, Any]]) -> None:
+    """No two jobs may write the same file (two jobs named alike): a :class:`UsageError` before any model loads."""
+    seen: dict[str, int] = {}
+    for job in jobs:
+        for entry in output_names(job, Path()):
+            stem = entry["image"].stem
+            if stem in seen:
+                raise UsageError(f"jobs {seen[stem]} and {job['index']} would both write {stem}.png: give them "
+                                 "different names")
+            seen[stem] = job["index"]
 
 
 def output_names(job: dict[str, Any], out: Path, one_file: bool = False,
