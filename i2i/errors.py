@@ -95,5 +95,5 @@ def out_of_memory(exc: BaseException) -> OutOfMemory | None:
             or "can't allocate memory" in text or "out of memory" in text.lower()):
         return None
     detail = text.splitlines()[0][:200] if text else type(exc).__name__
-    return OutOfMemory(f"out of memory ({detail}): try a smaller --size, --batch-size or --tile, fewer images at "
-                       "once, or a device with more memory")
+    return OutOfMemory(f"out of memory ({detail}): try a smaller image size or batch, fewer images at once, or a "
+                       "device with more memory")

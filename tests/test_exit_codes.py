@@ -183,7 +183,7 @@ def test_2_out_of_memory_is_not_a_bug(tiny_run, images, tmp_path, monkeypatch, f
     monkeypatch.setattr(translator, "translate_images", allocate)
     res = run("cyclegan", "translate", images, "-c", tiny_run, "--out", tmp_path / "o")
     assert res.exit_code == EXIT_USAGE, res.output
-    assert "out of memory" in res.stderr and "smaller --size" in res.stderr and "internal error" not in res.stderr
+    assert "out of memory" in res.stderr and "smaller image size" in res.stderr and "internal error" not in res.stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -82,3 +82,7 @@ def test_generate_job_file_and_usage_errors(tmp_path):
     jobs.write_text('{"prompt": "a red circle", "condition": "x.png"}\n')
     result = runner.invoke(app, ["generate", "--jobs", str(jobs)])
     assert result.exit_code == 2 and "unknown key(s) condition" in result.output
+    # --score on plain sampling needs CLIP only (there is no condition for the structure score)
+    result = runner.invoke(app, ["generate", "--prompt", "x", "--score", "--clip", str(tmp_path / "no-clip"),
+                                 "--dino", str(tmp_path / "no-dino"), "--out", str(tmp_path / "o.png")])
+    assert result.exit_code == 4 and "no-clip" in result.output and "no-dino" not in result.output

@@ -127,3 +127,10 @@ def test_score_cli_errors(models, tmp_path, monkeypatch):
     assert run("score", img, img, "--prompt", "a", "--prompt", "b", "--prompt", "c").exit_code == 2
     assert run("score", "--jsonl", tmp_path / "missing.jsonl").exit_code == 3
     assert run("score", tmp_path / "missing.png", "--condition", img, "--dino", models / "vit").exit_code == 3
+    # Inputs and flags are checked before the weights: the default DINO/CLIP are not here, yet these say so first
+    res = run("score", tmp_path / "missing.png", "--prompt", "x")
+    assert res.exit_code == 3 and "missing.png: no such file" in res.stderr
+    res = run("score", img, "--condition", tmp_path / "nothere.png")
+    assert res.exit_code == 3 and "nothere.png: no such file" in res.stderr
+    res = run("score", img, "--condition", img, "--scores", "clip")
+    assert res.exit_code == 2 and "--scores clip needs a prompt" in res.stderr

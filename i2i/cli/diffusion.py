@@ -194,7 +194,8 @@ def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[
     dev = resolve_device(given.device)
     check_precision(given.precision, dev)
     reporter.info("settings: " + describe(config, from_model, method.shown))
-    scorers = job_scorers(given.score, given.dino, given.clip, dev)   # before the model: missing weights fail fast
+    scorers = job_scorers(given.score, given.dino, given.clip, dev,   # before the model: missing weights fail fast
+                          conditioned=bool(schema.primary))
     check_vae_options(given.vae, given.vae_decode)
     if given.text_encoder_device:
         resolve_device(given.text_encoder_device)      # a bad name fails before the model loads

@@ -26,13 +26,14 @@ JobDinoOpt = Annotated[str, typer.Option("--dino", help="With --score: " + DINO_
 JobClipOpt = Annotated[str, typer.Option("--clip", help="With --score: " + CLIP_HELP, rich_help_panel=SCORES_PANEL)]
 
 
-def job_scorers(score: bool, dino: str, clip: str, device):
-    """The scorers for ``--score`` (both models, loaded now), or None without it."""
+def job_scorers(score: bool, dino: str, clip: str, device, conditioned: bool = True):
+    """The scorers for ``--score`` (loaded now), or None without it: both models, or only CLIP for a method
+    without a condition image (``conditioned=False``: plain text-to-image)."""
     if not score:
         return None
     from i2i.metrics.score import SCORES, load_scorers
 
-    return load_scorers(SCORES, dino, clip, device)
+    return load_scorers(SCORES if conditioned else ("clip",), dino, clip, device)
 
 
 def score(
@@ -58,13 +59,14 @@ def score(
     def go() -> None:
         from i2i.device import resolve_device
         from i2i.errors import UsageError
-        from i2i.metrics.score import SCORES, load_scorers, score_records
+        from i2i.metrics.score import SCORES, check_records, load_scorers, score_records
 
         records = _records(images, condition, prompt, jsonl)
         wanted = tuple(s.strip() for s in scores.split(",") if s.strip()) if scores else tuple(
             s for s, key in zip(SCORES, ("condition", "prompt")) if any(r.get(key) for r in records))
         if not wanted:
             raise UsageError("nothing to score: give --condition (structure) and/or --prompt (CLIP score)")
+        check_records(records, wanted)                # inputs and flags before any weights
         scorers = load_scorers(wanted, dino, clip, resolve_device(device))
         rows = []
         with reporter.progress(len(records), "score") as advance:

@@ -18,7 +18,7 @@ from typing import Any, Union
 
 from PIL import Image
 
-from i2i.errors import UsageError
+from i2i.errors import InputError, UsageError
 from i2i.metrics.clip_score import DEFAULT_CLIP, ClipScorer
 from i2i.metrics.selfsim import DEFAULT_DINO, ViTKeys
 
@@ -32,6 +32,22 @@ class Scorers:
 
     structure: ViTKeys | None = None
     clip: ClipScorer | None = None
+
+
+def check_records(records: Sequence[dict[str, Any]], scores: Sequence[str]) -> None:
+    """Before any weights load: ``scores`` are known, every record has what they need (a prompt for ``clip``, a
+    condition for ``self-sim``: :class:`UsageError`) and every image and condition file exists
+    (:class:`InputError`)."""
+    unknown = [s for s in scores if s not in SCORES]
+    if unknown:
+        raise UsageError(f"--scores {','.join(unknown)}: choose from {','.join(SCORES)}")
+    for score, key in (("clip", "prompt"), ("self-sim", "condition")):
+        if score in scores and not all(r.get(key) for r in records):
+            raise UsageError(f"--scores {score} needs a {key} for every image (--{key})")
+    for rec in records:
+        for key in ("image", "condition"):
+            if rec.get(key) and not Path(rec[key]).is_file():
+                raise InputError(f"{rec[key]}: no such file")
 
 
 def load_scorers(scores: Sequence[str] = SCORES, dino: str = DEFAULT_DINO, clip: str = DEFAULT_CLIP,
