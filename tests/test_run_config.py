@@ -64,7 +64,9 @@ def test_cli_option_flag_reaches_the_run(tmp_path):
     assert (options["num_patches"], options["nce_all_negatives"], options["lambda_nce"]) == (16, True, 3.0)
     res = CliRunner().invoke(app, ["cyclegan", "train", "--run-dir", str(run_dir), "--resume", "--option",
                                    "num_patches=8"])
-    assert res.exit_code == 2 and "cannot change --options" in res.output
+    assert res.exit_code == 2 and "cannot change --option num_patches when" in res.output
+    res = CliRunner().invoke(app, ["cyclegan", "train", "--run-dir", str(run_dir), "--resume", "--ngf", "4"])
+    assert res.exit_code == 2 and "cannot change --ngf when" in res.output
 
 
 def test_config_json_of_older_runs_still_loads_and_resumes(tmp_path):

@@ -139,10 +139,12 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     real_gan_loss = trainer.gan_loss
     monkeypatch.setattr(trainer, "gan_loss", lambda *a, **k: real_gan_loss(*a, **k) * float("nan"))
     cfg = resolve_config(tiny_config(run, max_iters=20), resume=True, overrides={"max_iters"})
-    with pytest.raises(NumericalError, match="NaN"):
+    with pytest.raises(NumericalError, match="NaN.*the last good checkpoint is kept"):
         train(cfg, resume=True)
     assert (run / "latest").read_text() == good
     assert (run / good.strip() / "G_A.safetensors").is_file()
+    with pytest.raises(NumericalError, match="no checkpoint had been saved yet"):   # a fresh run: nothing kept
+        train(tiny_config(tmp_path / "fresh", max_iters=3))
 
 
 def test_bad_config_values():

@@ -226,10 +226,11 @@ class _Run:
         if not self.loss_count or bool(torch.isfinite(self.loss_sums).all()):
             return
         bad = [n for n, v in zip(self.loss_names, self.loss_sums.tolist()) if not math.isfinite(v)]
+        kept = f"the last good checkpoint is kept ({self.last_ckpt})" if self.last_ckpt else \
+            "no checkpoint had been saved yet"
         raise NumericalError(f"loss {', '.join(bad)} became NaN/inf near iteration {self.global_iter} ({where}); "
-                             f"the last good checkpoint is kept"
-                             + (f" ({self.last_ckpt})" if self.last_ckpt else "")
-                             + f" — try a lower {flag(TrainConfig, 'lr')} or {flag(TrainConfig, 'precision')} fp32")
+                             f"{kept} — try a lower {flag(TrainConfig, 'lr')} or {flag(TrainConfig, 'precision')} "
+                             "fp32")
 
     def log_losses(self) -> str:
         """Average the losses since the last log into ``log.jsonl`` (and the tracker); the progress status text."""

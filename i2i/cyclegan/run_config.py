@@ -114,9 +114,21 @@ def resolve_config(config: TrainConfig, resume: bool, overrides: set[str]) -> Tr
     changed = {name for name in overrides - {"dataroot"} if getattr(config, name) != getattr(saved, name)}
     refused = sorted(changed - RESUMABLE_FIELDS)
     if refused:
-        raise UsageError("cannot change " + ", ".join(flag(TrainConfig, n) for n in refused)
+        raise UsageError("cannot change " + ", ".join(f for n in refused for f in _flags(config, saved, n))
                          + " when resuming (they are fixed by the run's config.json)")
     return dataclasses.replace(saved, **{name: getattr(config, name) for name in changed})
+
+
+def _flags(config: TrainConfig, saved: TrainConfig, name: str) -> list[str]:
+    """The flags of field ``name`` that differ between ``config`` and ``saved``: the field's own, for a nested
+    config (the generator's, the discriminator's) those of its changed fields (``--ngf``, ``--net-g``), for the
+    method's options ``--option NAME`` of each changed one."""
+    new, old = getattr(config, name), getattr(saved, name)
+    if dataclasses.is_dataclass(new) and dataclasses.is_dataclass(old):
+        return [flag(new, f.name) for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(old, f.name)]
+    if isinstance(new, dict) and isinstance(old, dict):      # the method's options
+        return [f"--option {k}" for k in sorted(set(new) | set(old)) if new.get(k) != old.get(k)]
+    return [flag(TrainConfig, name)]
 
 
 def saved_config(run_dir: str | Path) -> TrainConfig | None:
