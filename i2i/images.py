@@ -296,6 +296,15 @@ def output_path(item: InputItem, out_dir: str | os.PathLike, suffix: str = "", e
     return Path(out_dir) / rel.parent / f"{rel.stem}{suffix}{ext}"
 
 
+def refuse_replacing_inputs(items: Sequence[InputItem], targets: Sequence[Path]) -> None:
+    """:class:`UsageError` when an output would be written over an input (``--out`` naming the input file, or a
+    folder of inputs given as its own output folder): not even ``--overwrite`` replaces a source."""
+    sources = {it.path.resolve() for it in items}
+    clash = next((t for t in targets if Path(t).resolve() in sources), None)
+    if clash is not None:
+        raise UsageError(f"{clash}: is an input; its output would replace it (choose another --out)")
+
+
 def refuse_if_all_exist(targets: Sequence[Path], overwrite: bool) -> None:
     """Raise :class:`OutputError` (exit 6) when every one of ``targets`` already exists and ``overwrite`` is off:
     there would be nothing to do, so say so before any model is loaded. When only some exist, those are

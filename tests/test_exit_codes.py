@@ -234,3 +234,14 @@ def test_6_eval_into_a_file_or_a_folder_it_cannot_make(tiny_run, tmp_path):
         res = run("cyclegan", "eval", tiny_run, "--out", out)
         assert res.exit_code == EXIT_OUTPUT and "is a file" in res.stderr, res.output
     assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.parametrize("command", ["translate", "preprocess"])
+def test_2_an_output_never_replaces_its_input(tiny_run, images, command):
+    before = (images / "a.png").read_bytes()
+    args = {"translate": ["cyclegan", "translate", images / "a.png", "-c", tiny_run],
+            "preprocess": ["preprocess", images / "a.png", "--kind", "canny"]}[command]
+    for out in (images / "a.png", images):                 # the file itself, or its own folder as the output folder
+        res = run(*args, "--out", out, "--overwrite")
+        assert res.exit_code == EXIT_USAGE and "is an input" in res.stderr, res.output
+    assert (images / "a.png").read_bytes() == before

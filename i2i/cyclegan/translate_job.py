@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from i2i.images import InputItem, expand_inputs, names_one_file, output_path, refuse_if_all_exist
+from i2i.images import (InputItem, expand_inputs, names_one_file, output_path, refuse_if_all_exist,
+                        refuse_replacing_inputs)
 from i2i.progress import Reporter
 from i2i.shard import current_shard
 from i2i.summary import BatchSummary
@@ -51,6 +52,7 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
     clip_targets = video_targets(videos, out, cfg.suffix, len(images_all)) if videos_all else []
     video = _checked_video_options(video) if videos else video
     targets = [output_path(it, out_dir, cfg.suffix, cfg.ext) for it in images] + clip_targets
+    refuse_replacing_inputs(images_all + videos_all, targets)
     refuse_if_all_exist(targets, cfg.overwrite or cfg.skip_existing)
     result = TranslateResult()
     videos, clip_targets = _skip_existing_videos(videos, clip_targets, cfg, result)

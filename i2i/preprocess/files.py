@@ -31,7 +31,8 @@ def preprocess_files(inputs: Sequence[str | os.PathLike], kind: str = DEFAULT_KI
     file name). Existing outputs are refused unless ``overwrite``: all of them existing is an
     :class:`OutputError` before any work; some of them, or unreadable inputs, are reported per item and end in a
     :class:`PartialFailure` once the others are written (a single input's error is raised as it is)."""
-    from i2i.images import expand_inputs, names_one_file, output_path, refuse_if_all_exist, save_image
+    from i2i.images import (expand_inputs, names_one_file, output_path, refuse_if_all_exist, refuse_replacing_inputs,
+                            save_image)
     from i2i.preprocess.maps import condition_map
 
     reporter = reporter or Reporter(quiet=True)
@@ -40,6 +41,7 @@ def preprocess_files(inputs: Sequence[str | os.PathLike], kind: str = DEFAULT_KI
     out = Path(out)
     one_file = names_one_file(out, len(items), "maps")
     targets = [out if one_file else output_path(it, out) for it in items]
+    refuse_replacing_inputs(items, targets)
     refuse_if_all_exist(targets, overwrite)
     result = PreprocessResult()
     with reporter.progress(len(items), f"{kind} maps") as advance:
