@@ -86,3 +86,5 @@ def test_generate_job_file_and_usage_errors(tmp_path):
     result = runner.invoke(app, ["generate", "--prompt", "x", "--score", "--clip", str(tmp_path / "no-clip"),
                                  "--dino", str(tmp_path / "no-dino"), "--out", str(tmp_path / "o.png")])
     assert result.exit_code == 4 and "no-clip" in result.output and "no-dino" not in result.output
+    result = runner.invoke(app, ["generate", "--prompt", "x", "--out", str(tmp_path / "g.mp4")])
+    assert result.exit_code == 2 and "names a video file" in result.output and not (tmp_path / "g.mp4").exists()

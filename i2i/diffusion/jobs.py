@@ -240,6 +240,9 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
 
     check_kind(run.preprocess)                     # a bad kind stops the command before any model is loaded
     videos = is_video_file(run.out) and any(is_video_job(run, job) for job in run.jobs)   # --out clip.mp4
+    if is_video_file(run.out) and not videos and not run.out.is_dir():
+        raise UsageError(f"--out {run.out} names a video file, but no input is a video: images would be written; "
+                         "give a folder or an image file name")
     one_file = not videos and names_one_file(run.out, sum(job["num_images"] for job in run.jobs), "images")
     part, mine = run.share()
     if part.count > 1:
