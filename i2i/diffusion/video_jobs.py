@@ -50,6 +50,9 @@ def check_video_job(run: Any, job: dict[str, Any]) -> None:
 
     if run.scorers is not None:
         raise UsageError(f"{job[run.schema.primary]}: --score is for image outputs, not videos")
+    if run.extras:
+        raise UsageError(f"{job[run.schema.primary]}: a video input makes one output video; the companion pictures "
+                         f"({', '.join(run.extras)}; e.g. --save-branches) are for image outputs")
     probe_video(job[run.schema.primary])
 
 
