@@ -232,6 +232,22 @@ def test_encoder_errors_are_usage_errors(gen, clip, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_an_avi_that_counts_time_base_ticks_as_frames_is_read_whole(tmp_path):
+    """AVI with a 1/1000 time base: its header's frame count is in ticks (210 for 5 frames 42 ms apart)."""
+    path = tmp_path / "ticks.avi"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i * 42, Fraction(1, 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    assert probe_video(path).frames > 5                          # what the header claims
+    assert len(list(read_frames(path))) == 5
+
+
 @pytest.mark.parametrize("width, height, message", [
     (33, 17, "fails on odd sides"),               # x265 would abort the process (heap corruption)
     (14, 10, "Invalid argument"),                 # below x265's smallest frame: the encoder does not open

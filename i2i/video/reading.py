@@ -1,8 +1,8 @@
 """Probe and decode videos with PyAV; every problem is one :class:`~i2i.errors.InputError` naming the file.
 
 A clip that stops early is caught two ways: FFmpeg's own decoding error, and fewer decoded frames than the container
-announces (its frame count, else its duration times the frame rate), which is how a cut-off Matroska or a damaged
-MP4 usually shows. Either raises :class:`CorruptVideoError` once the readable frames are used up; the
+announces (its frame count, and where there are timestamps a last frame well before its duration's end), which is
+how a cut-off Matroska or a damaged MP4 usually shows. Either raises :class:`CorruptVideoError` once the readable frames are used up; the
 translation driver then writes nothing (see :mod:`i2i.video.pipeline`).
 """
 
@@ -131,8 +131,8 @@ def read_frames(path: str | os.PathLike, grey: bool = False) -> Iterator[Decoded
     stream's size.
 
     Raises :class:`CorruptVideoError` after the last readable frame when decoding fails or the file ends early:
-    more than one frame short of the header's frame count, or (without one) a last frame more than two frame
-    intervals, and 1 % of the duration, before the announced end.
+    more than one frame short of the header's frame count and (where the stream has timestamps) a last frame more
+    than two frame intervals, and 1 % of the duration, before the announced end.
     """
     import av
 
@@ -142,28 +142,34 @@ def read_frames(path: str | os.PathLike, grey: bool = False) -> Iterator[Decoded
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fmt = "gray" if grey else "rgb24"
-        count, last_time = 0, None
+        count, first_time, last_time = 0, None, None
         try:
             for frame in container.decode(stream):
                 # at the stream's size: a mid-stream size change is scaled back to it
                 array = frame.to_ndarray(format=fmt, width=info.width, height=info.height)
                 yield DecodedFrame(count, frame.pts, array)
                 count, last_time = count + 1, frame.time if frame.time is not None else last_time
+                first_time = last_time if first_time is None else first_time
         except (av.FFmpegError, ValueError) as exc:
             raise CorruptVideoError(f"{p}: corrupt or truncated video: decoding failed after frame {count}"
                                     f"{_of(info)} ({_reason(exc)})") from exc
         if count == 0:
             raise CorruptVideoError(f"{p}: no frame could be decoded")
-        if _ends_early(info, count, last_time):
+        if _ends_early(info, count, first_time, last_time):
             raise CorruptVideoError(f"{p}: corrupt or truncated video: it ends after frame {count}{_of(info)}")
 
 
-def _ends_early(info: VideoInfo, count: int, last_time: float | None) -> bool:
-    if info.frames:
+def _ends_early(info: VideoInfo, count: int, first_time: float | None, last_time: float | None) -> bool:
+    """Fewer frames than the header's count and, where the stream has timestamps, a last frame well before the
+    announced end. Both must say so: an AVI with a fine time base (1/1000) counts time-base ticks as frames."""
+    timed = info.end_time is not None and last_time is not None and info.duration is not None
+    if info.frames and (count >= info.frames - 1 or not timed):
         return count < info.frames - 1
-    if info.end_time is None or last_time is None or info.duration is None:
+    if not timed:
         return False
     interval = 1 / float(info.fps)
+    if count > 1 and first_time is not None:          # the frames' own spacing, when the stream's rate is a tick
+        interval = max(interval, (last_time - first_time) / (count - 1))
     return last_time + interval < info.end_time - max(2 * interval, 0.01 * info.duration)
 
 
