@@ -276,18 +276,18 @@ def check_file_name(text: object, what: str, part: bool = False) -> str:
     not ``.`` or ``..`` (``part=True``: a piece of a name, such as a suffix or an extension, which may be empty);
     otherwise a :class:`UsageError` naming ``what``. Nothing an option or a job file says can write outside
     ``--out``."""
-    seps = {"/", "\\", os.sep, os.altsep or "/", "\0"}
-    if not isinstance(text, str) or (not part and text.strip() in ("", ".", "..")) or any(c in text for c in seps):
+    if not isinstance(text, str) or (not part and text.strip() in ("", ".", "..")) or any(c in text for c in "/\\\0"):
         raise UsageError(f"{what} {text!r} must be a file name, without a folder or a path separator")
     return text
 
 
 def check_image_ext(ext: str, what: str = "--ext") -> str:
-    """``ext`` (``.png``) if Pillow can write images with it, else a :class:`UsageError` naming ``what``."""
+    """Pillow's format name for ``ext`` (``.png``: ``"PNG"``) if it can write images with it, else a
+    :class:`UsageError` naming ``what``."""
     fmt = Image.registered_extensions().get(ext.lower())
     if fmt is None or fmt not in Image.SAVE:
         raise UsageError(f"{what} {ext!r}: not an image format that can be written (e.g. .png, .jpg, .webp)")
-    return ext
+    return fmt
 
 
 def output_path(item: InputItem, out_dir: str | os.PathLike, suffix: str = "", ext: str = ".png") -> Path:
@@ -317,6 +317,13 @@ def refuse_if_all_exist(targets: Sequence[Path], overwrite: bool) -> None:
                       "(pass --overwrite to replace, or choose another --out)")
 
 
+def _cannot_write(path: Path, exc: OSError) -> OutputError:
+    """The error for a ``path`` whose folder cannot be made: naming a file in the way, else the OS's reason."""
+    blocker = next((p for p in path.parents if p.is_file()), None)
+    reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or exc
+    return OutputError(f"{path}: cannot write ({reason})")
+
+
 @contextmanager
 def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Create ``folder`` (and its parents) before the work that fills it, so that a folder that cannot be made is an
@@ -329,9 +336,7 @@ def output_folder(folder: str | os.PathLike) -> Iterator[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        blocker = next((p for p in folder.parents if p.is_file()), None)
-        raise OutputError(f"{folder}: cannot write ({f'{blocker} is a file' if blocker else exc.strerror or exc})"
-                          ) from exc
+        raise _cannot_write(folder, exc) from exc
     try:
         yield folder
     except BaseException:
@@ -423,9 +428,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _create_temp_beside(path)
     except OSError as exc:
-        blocker = next((p for p in path.parents if p.is_file()), None)
-        reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or exc
-        raise OutputError(f"{path}: cannot write ({reason})") from exc
+        raise _cannot_write(path, exc) from exc
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -450,9 +453,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
 def save_image(img: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Save ``img`` atomically; the format follows the extension of ``path``."""
     path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise UsageError(f"{path}: unknown image extension {path.suffix!r}")
+    fmt = check_image_ext(path.suffix, f"{path}: the extension")
     if fmt == "JPEG" and img.mode not in ("RGB", "L"):
         img = img.convert("RGB")
     with atomic_path(path, overwrite=overwrite) as tmp:

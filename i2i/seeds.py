@@ -12,13 +12,11 @@ from i2i.errors import UsageError
 MAX_SEED = 2**32 - 1
 
 
-def check_seed(seed: object, what: str = "--seed", count: int = 1) -> int:
-    """``seed`` if it is an integer in [0, :data:`MAX_SEED`] and ``count`` consecutive seeds from it stay there;
-    otherwise a :class:`~i2i.errors.UsageError` that names ``what``."""
+def check_seed(seed: object, what: str = "--seed") -> int:
+    """``seed`` if it is an integer in [0, :data:`MAX_SEED`], otherwise a :class:`~i2i.errors.UsageError` that
+    names ``what``."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise UsageError(f"{what} must be an integer (got {seed!r})")
-    last = seed + max(count, 1) - 1
-    if seed < 0 or last > MAX_SEED:
-        span = f" (and the {count - 1} after it)" if count > 1 else ""
-        raise UsageError(f"{what} {seed}{span} must lie between 0 and {MAX_SEED}")
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"{what} {seed} must lie between 0 and {MAX_SEED}")
     return seed

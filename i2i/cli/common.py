@@ -109,14 +109,19 @@ def run_guarded(fn: Callable[[], T], debug: bool, reporter: Reporter | None = No
     input's error, already printed as the batch met it), Ctrl-C to 130, bugs to 70."""
     reporter = reporter or Reporter()
     console = reporter.console
+
+    def fail(message: str, code: int) -> typer.Exit:
+        console.print(f"error: {message}", style="bold red", markup=False, highlight=False, soft_wrap=True)
+        return typer.Exit(code)
+
     try:
         return fn()
     except I2IError as exc:
         if debug:
             traceback.print_exc()
-        if str(exc) not in reporter.reported:
-            console.print(f"error: {exc}", style="bold red", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        if str(exc) in reporter.reported:
+            raise typer.Exit(exc.exit_code) from None
+        raise fail(str(exc), exc.exit_code) from None
     except KeyboardInterrupt:
         console.print("interrupted", style="bold red", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -125,14 +130,12 @@ def run_guarded(fn: Callable[[], T], debug: bool, reporter: Reporter | None = No
     except Exception as exc:  # a bug: say so in one line unless --debug (an allocation failure is not one)
         memory = out_of_memory(exc)
         if memory is not None:
-            console.print(f"error: {memory}", style="bold red", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(memory.exit_code) from None
+            raise fail(str(memory), memory.exit_code) from None
         if debug:
             traceback.print_exc()
-        else:
-            console.print(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
-                          "traceback)", style="bold red", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_INTERNAL) from None
+            raise typer.Exit(EXIT_INTERNAL) from None
+        raise fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                   EXIT_INTERNAL) from None
 
 
 def given(**values: object) -> dict[str, object]:

@@ -161,8 +161,6 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
         raise InputError(f"{run_dir}: no config.json; pass --dataroot")
     if config.metrics and dataroot == BUILTIN_SHAPES:
         raise UsageError("--metrics needs an image-folder dataset (builtin:shapes has its own accuracy metrics)")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"--out {out_dir} is a file; the evaluation writes a folder (summary.json, grid.png)")
     outputs = (out_dir / "summary.json", out_dir / "grid.png")
     existing = [p for p in outputs if p.exists()]
     if existing and not overwrite:   # after the usage checks, before any model is loaded or image translated
