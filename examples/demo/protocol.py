@@ -13,7 +13,7 @@ same cases, and the time of one Ctrl-X image against one plain sample
 
 Writes a JSON file (every case's row, the summary, the target checks, the timing) and prints a Markdown table of the
 targets (each number with its 95% interval over the cases, the target, pass or fail). Tune only on ``--split
-tuning`` or ``--split tuning-b``; quote only ``--split heldout`` numbers. While tuning, ``--set METHOD.KEY=VALUE``
+tuning``, ``tuning-b`` or ``tuning-c``; quote only ``--split heldout`` numbers. While tuning, ``--set METHOD.KEY=VALUE``
 (repeatable) replaces one of the model folder's settings for the run (typed and checked by the method's config;
 recorded in the JSON and the table's title); it is refused with ``--split heldout``, whose numbers are measured with
 the model folder's settings only.
@@ -238,12 +238,12 @@ def main(model: str = "", split: str = "tuning", methods: str = ",".join(METHODS
          limit: int = 0, threads: int = 0, repeats: int = 5, device: str = "cpu", overwrite: bool = False,
          images: str = "",
          set_: Annotated[Optional[List[str]], typer.Option("--set", metavar="METHOD.KEY=VALUE")] = None) -> None:
-    """Run the protocol's SPLIT (tuning, tuning-b or heldout) on MODEL (default: the bundled demo model) for METHODS
-    (comma-separated: freecontrol, ctrlx), write the JSON to OUT (refused if it exists, unless --overwrite) and
-    print the targets' table. LIMIT: only the first N cases of each kind (a smoke test); THREADS: torch CPU threads
-    (0: torch's default); REPEATS: timed calls of each kind; IMAGES: a folder to save every output in. SET (tuning
-    splits only, repeatable): METHOD.KEY=VALUE replaces one of the model folder's settings for this run, e.g.
-    --set ctrlx.structure_schedule=0.4 --set freecontrol.bases.n_components=16 (KEY: a field of the method's
+    """Run the protocol's SPLIT (tuning, tuning-b, tuning-c or heldout) on MODEL (default: the bundled demo model) for
+    METHODS (comma-separated: freecontrol, ctrlx), write the JSON to OUT (refused if it exists, unless --overwrite)
+    and print the targets' table. LIMIT: only the first N cases of each kind (a smoke test); THREADS: torch CPU
+    threads (0: torch's default); REPEATS: timed calls of each kind; IMAGES: a folder to save every output in. SET
+    (tuning splits only, repeatable): METHOD.KEY=VALUE replaces one of the model folder's settings for this run,
+    e.g. --set ctrlx.structure_schedule=0.4 --set freecontrol.bases.n_components=16 (KEY: a field of the method's
     config; recorded in the JSON and the table's title)."""
     from i2i.cli.common import quiet_libraries
     from i2i.demo.model import demo_model_path

@@ -1,10 +1,12 @@
 """The demo model's evaluation protocol (issue 24): three fixed, seeded splits of cases, and how one output is scored.
 
 A **split** is a pure function of its seed string (:data:`SPLIT_SEEDS`): ``"tuning"`` and ``"tuning-b"`` are the
-ones settings may be tuned on; ``"heldout"`` is measured only to quote numbers and never tuned on. All hold the same
-kinds of case, drawn the same way from different seeds, and their generation seeds differ (:func:`generation_seeds`:
-the tuning split reuses the seeds 0, 1, 2 of the earlier reports; ``"tuning-b"``, added later, gives every case its
-own seed from 2000 up, as the held-out split does from 1000 up, so that tuning also sees as many seeds as cases).
+ones settings may be tuned on (with ``"tuning-c"``, added when the first two had been tuned on so often that
+they no longer said how the settings fare on fresh cases); ``"heldout"`` is measured only to quote numbers and never
+tuned on. All hold the same kinds of case, drawn the same way from different seeds, and their generation seeds
+differ (:func:`generation_seeds`: the tuning split reuses the seeds 0, 1, 2 of the earlier reports; ``"tuning-b"``
+and ``"tuning-c"``, added later, give every case its own seed from 2000 and 3000 up, as the held-out split does
+from 1000 up, so that tuning also sees as many seeds as cases).
 
 - **structure** cases (FreeControl's condition, Ctrl-X's structure): the black outline sketch of a random shape,
   size and position (:func:`i2i.shapes.random_spec`), and the prompt ``"a {colour} {shape}"``; every (shape, colour)
@@ -34,21 +36,21 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-SPLITS: tuple[str, ...] = ("tuning", "tuning-b", "heldout")
+SPLITS: tuple[str, ...] = ("tuning", "tuning-b", "tuning-c", "heldout")
 SPLIT_SEEDS: dict[str, str] = {"tuning": "i2i-demo-protocol:tuning", "tuning-b": "i2i-demo-protocol:tuning-b",
-                               "heldout": "i2i-demo-protocol:heldout"}
+                               "tuning-c": "i2i-demo-protocol:tuning-c", "heldout": "i2i-demo-protocol:heldout"}
 KINDS: tuple[str, ...] = ("structure", "appearance")
 # The generation seeds: tuning cycles through the earlier reports' seeds; the others give each case its own.
 TUNING_SEEDS: tuple[int, ...] = (0, 1, 2)
-FIRST_SEEDS: dict[str, int] = {"heldout": 1000, "tuning-b": 2000}
+FIRST_SEEDS: dict[str, int] = {"heldout": 1000, "tuning-b": 2000, "tuning-c": 3000}
 IMAGE_SIZE = 64                                  # the demo model's native size (cases render at any size)
 APPEARANCE_SKETCH_SIZE_RANGE: tuple[float, float] = (0.16, 0.26)
 APPEARANCE_OBJECT_SIZE_RANGE: tuple[float, float] = (0.10, 0.18)
 MAX_OVERLAP = 0.10                               # of the appearance object's area inside the sketch's region
 CHANCE_DRAWS = 500                               # objects drawn per case for its chance IoU
 _PLACEMENT_TRIES = 200
-TUNING_ONLY = ("held-out numbers are measured with the model folder's settings only; tune on --split tuning or "
-               "--split tuning-b")
+TUNING_ONLY = ("held-out numbers are measured with the model folder's settings only; tune on --split tuning, "
+               "tuning-b or tuning-c")
 
 
 @dataclass(frozen=True)
