@@ -124,10 +124,11 @@ def autocast_dtype(precision: Precision) -> "torch.dtype | None":
 
 @contextlib.contextmanager
 def autocast(device: "torch.device", precision: Precision) -> Iterator[None]:
-    """Mixed-precision context for ``precision`` on ``device``; a no-op for fp32."""
+    """Mixed-precision context for ``precision`` on ``device`` ("auto" resolved: :func:`resolve_precision`); a
+    no-op for fp32."""
     import torch
 
-    dtype = autocast_dtype(precision)
+    dtype = autocast_dtype(resolve_precision(precision, device) if precision == "auto" else precision)
     if dtype is None:
         yield
         return

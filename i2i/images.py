@@ -8,10 +8,12 @@ naming the file and the reason.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
 import secrets
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 # Refuse images with more pixels than this (about 16k x 16k); Pillow's own guard is global state we leave alone.
 DEFAULT_MAX_PIXELS = 268_435_456
+MAX_SIDE = 16_384            # the largest image side a size flag may ask for (larger ones exhaust memory first)
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm",
@@ -57,11 +60,15 @@ def _folder_id(path: str | os.PathLike) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _walk_dir(root: Path) -> list[InputItem]:
-    """Every image and video below ``root``, following linked folders, but each folder once: a link back to a
-    folder already read (a loop, or a second link to one folder) is skipped with a warning."""
+def _walk_dir(root: Path, skip: Path | None = None, videos: bool = True) -> list[InputItem]:
+    """Every image (and with ``videos`` every video) below ``root``, following linked folders, but each folder
+    once: a link back to a folder already read (a loop, or a second link to one folder) is skipped with a warning.
+    ``skip``: a folder (resolved) whose contents are left out, e.g. the command's own output folder."""
     items, seen = [], {_folder_id(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        if skip is not None and Path(dirpath).resolve() == skip:
+            dirnames[:] = []
+            continue
         keep = []
         for name in sorted(dirnames):
             folder = _folder_id(os.path.join(dirpath, name))
@@ -73,7 +80,7 @@ def _walk_dir(root: Path) -> list[InputItem]:
         dirnames[:] = keep
         for name in sorted(filenames):
             p = Path(dirpath) / name
-            if (is_image_file(p) or is_video_file(p)) and not name.startswith("."):
+            if (is_image_file(p) or (videos and is_video_file(p))) and not name.startswith("."):
                 items.append(InputItem(p, p.relative_to(root)))
     return items
 
@@ -88,8 +95,13 @@ def _glob_base(pattern: str) -> Path:
     return Path(*base) if base else Path(".")
 
 
-def expand_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
+def expand_inputs(specs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None,
+                  videos: bool = True) -> list[InputItem]:
     """Expand files, directories (recursively), globs and ``@list.txt`` files into input items.
+
+    ``out``: the command's output folder; when it lies inside an input folder, its files (an earlier run's
+    outputs) are not taken as inputs. ``videos``: False leaves video files out of folders and globs (for a
+    command that reads images only).
 
     The relative path of an item keeps the folder structure below a directory or a glob's fixed prefix;
     a plain file keeps just its name. A path named directly in ``specs`` that does not exist raises
@@ -98,10 +110,12 @@ def expand_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
     :class:`InputError` if nothing matches at all and :class:`UsageError` if two different inputs would be
     written to the same output path.
     """
-    return _expand(specs, top_level=True)
+    skip = Path(out).resolve() if out is not None else None
+    return _expand(specs, top_level=True, skip=skip, videos=videos)
 
 
-def _expand(specs: Sequence[str | os.PathLike], top_level: bool) -> list[InputItem]:
+def _expand(specs: Sequence[str | os.PathLike], top_level: bool, skip: Path | None = None,
+            videos: bool = True) -> list[InputItem]:
     items: list[InputItem] = []
     missing = [os.fspath(s) for s in specs if top_level and not os.fspath(s).startswith("@")
                and not (_GLOB_CHARS & set(os.fspath(s))) and not Path(os.fspath(s)).exists()]
@@ -113,23 +127,27 @@ def _expand(specs: Sequence[str | os.PathLike], top_level: bool) -> list[InputIt
         if s.startswith("@"):
             list_file = Path(s[1:])
             try:
-                lines = list_file.read_text(encoding="utf-8").splitlines()
+                lines = list_file.read_text(encoding="utf-8-sig").splitlines()
             except OSError as exc:
                 raise InputError(f"{list_file}: cannot read input list ({exc.strerror or exc})") from exc
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{list_file}: not an input list (@FILE is a UTF-8 text file of paths, one per "
+                                 "line)") from exc
             entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-            items.extend(_expand(entries, top_level=False) if entries else [])
+            items.extend(_expand(entries, top_level=False, skip=skip, videos=videos) if entries else [])
             continue
         path = Path(s)
         if path.is_dir():
-            found = _walk_dir(path)
-            items.extend(found)
+            items.extend(_walk_dir(path, skip, videos))
         elif _GLOB_CHARS & set(s) and not path.exists():
             base = _glob_base(s)
             matches = sorted(Path(m) for m in glob.glob(s, recursive=True))
             for m in matches:
+                if skip is not None and (m.resolve() == skip or skip in m.resolve().parents):
+                    continue                           # the command's own outputs
                 if m.is_dir():
-                    items.extend(InputItem(it.path, m.relative_to(base) / it.rel) for it in _walk_dir(m))
-                elif m.is_file():
+                    items.extend(InputItem(it.path, m.relative_to(base) / it.rel) for it in _walk_dir(m, skip, videos))
+                elif m.is_file() and (videos or not is_video_file(m)):
                     items.append(InputItem(m, m.relative_to(base)))
         else:
             items.append(InputItem(path, Path(path.name)))
@@ -222,7 +240,7 @@ def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEF
             with _refuse_truncated():
                 img.load()
             img = ImageOps.exif_transpose(img) or img
-            return _convert(img, mode)
+            return convert_image(img, mode)
         except InputError:
             raise
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -232,7 +250,10 @@ def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEF
             raise InputError(f"{p}: cannot decode: {reason}") from exc
 
 
-def _convert(img: Image.Image, mode: str) -> Image.Image:
+def convert_image(img: Image.Image, mode: str = "RGB") -> Image.Image:
+    """``img`` as ``mode`` ("RGB" or "L") the way :func:`load_image` converts a file: 16/32-bit and float images
+    scaled to 8 bits, transparency composited on white. Library calls that take a PIL image use it, so an image
+    passed in memory gives what the same file gives."""
     if mode not in ("RGB", "L"):
         raise UsageError(f"unsupported image mode {mode!r} (use RGB or L)")
     if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
@@ -296,10 +317,11 @@ def output_path(item: InputItem, out_dir: str | os.PathLike, suffix: str = "", e
     return Path(out_dir) / rel.parent / f"{rel.stem}{suffix}{ext}"
 
 
-def refuse_replacing_inputs(items: Sequence[InputItem], targets: Sequence[Path]) -> None:
+def refuse_replacing_inputs(items: Sequence[InputItem | Path | str], targets: Sequence[Path]) -> None:
     """:class:`UsageError` when an output would be written over an input (``--out`` naming the input file, or a
-    folder of inputs given as its own output folder): not even ``--overwrite`` replaces a source."""
-    sources = {it.path.resolve() for it in items}
+    folder of inputs given as its own output folder): not even ``--overwrite`` replaces a source. ``items``:
+    input items or paths."""
+    sources = {Path(getattr(it, "path", it)).resolve() for it in items}
     clash = next((t for t in targets if Path(t).resolve() in sources), None)
     if clash is not None:
         raise UsageError(f"{clash}: is an input; its output would replace it (choose another --out)")
@@ -315,6 +337,37 @@ def refuse_if_all_exist(targets: Sequence[Path], overwrite: bool) -> None:
     more = f" and the other {len(targets) - 1}" if len(targets) > 1 else ""
     raise OutputError(f"{first}{more} already exist{'s' if len(targets) == 1 else ''}: nothing to write "
                       "(pass --overwrite to replace, or choose another --out)")
+
+
+def check_side(pixels: int, what: str) -> int:
+    """``pixels`` if it is a side length from 1 to :data:`MAX_SIDE`, else a :class:`UsageError` naming ``what``
+    (a size flag): a huge one would be refused by the memory allocator at best, by the system's OOM killer at
+    worst."""
+    if not 1 <= pixels <= MAX_SIDE:
+        raise UsageError(f"{what} {pixels}: must be from 1 to {MAX_SIDE:,} pixels")
+    return pixels
+
+
+def check_writable(targets: Sequence[str | os.PathLike]) -> None:
+    """:class:`OutputError` (exit 6) when the folder of any of ``targets`` cannot be written (a read-only disk, a
+    folder without permission, a file in the way), found before the work rather than after it. Each folder, or
+    its nearest existing parent when it is still to be made, is probed with a hidden file made and removed at
+    once; no folder is created."""
+    probed: set[Path] = set()
+    for target in targets:
+        folder = Path(target).parent
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+        if existing in probed:
+            continue
+        probed.add(existing)
+        try:
+            if not existing.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder")
+            fd, probe = tempfile.mkstemp(prefix=".i2i-probe-", dir=existing)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise _cannot_write(Path(target), exc) from exc
 
 
 def _cannot_write(path: Path, exc: OSError) -> OutputError:

@@ -93,6 +93,19 @@ class Declared:
         return flag_name(self.field)
 
 
+def check_non_negative(config: Any, *names: str) -> None:
+    """A :class:`~i2i.errors.UsageError` naming the flag when a field of ``config`` is negative, NaN or infinite
+    (a NaN would pass a plain ``>= 0`` test's negation and read as "negative")."""
+    import math
+
+    from i2i.errors import UsageError
+
+    for name in names:
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{flag(config, name)} must be a finite number, at least 0 (got {value})")
+
+
 def declared(cls: type, prefix: tuple[str, ...] = ()) -> Iterator[Declared]:
     """Every declared field of ``cls`` in field order, recursing into fields whose default (or default factory's
     value) is a dataclass instance."""

@@ -21,7 +21,9 @@ class Reporter:
     """Where a command's human output (stderr) and machine output (stdout JSON lines) go.
 
     ``quiet`` hides progress bars and info lines (warnings and errors still print); ``json_mode`` prints one JSON
-    object per result on stdout, so stdout stays machine-readable.
+    object per result on stdout, so stdout stays machine-readable. ``silent`` (:meth:`library`, what library calls
+    use when given no reporter) prints nothing at all: warnings go through ``warnings.warn`` and item errors only
+    into the call's result.
     """
 
     quiet: bool = False
@@ -30,19 +32,29 @@ class Reporter:
     plain_every: float = 60.0          # without a terminal: seconds between plain progress lines at most
     _bars: int = field(default=0, init=False, repr=False)   # progress bars open now (only the outer one shows)
     reported: set[str] = field(default_factory=set, init=False, repr=False)  # item errors printed so far
+    silent: bool = False
+
+    @classmethod
+    def library(cls) -> "Reporter":
+        """The reporter of a library call given none: no output of its own (see the class docstring)."""
+        return cls(quiet=True, silent=True)
 
     def info(self, message: str) -> None:
         if not self.quiet:
             self.console.print(message, markup=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
+        if self.silent:
+            warnings.warn(message, stacklevel=3)
+            return
         self.console.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
 
     def item_error(self, name: str, reason: str) -> None:
         """Report one failed item (the batch goes on)."""
         text = reason if reason.startswith(name) else f"{name}: {reason}"
         self.reported.update((text, reason))
-        self.console.print(f"error: {text}", style="red", markup=False, soft_wrap=True)
+        if not self.silent:
+            self.console.print(f"error: {text}", style="red", markup=False, soft_wrap=True)
 
     def result(self, record: dict[str, Any]) -> None:
         """Emit one result: a JSON line on stdout in ``json_mode``."""

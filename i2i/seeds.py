@@ -7,16 +7,18 @@ seed would be folded silently onto a large one (-1 gives what 2**64 - 1 gives), 
 
 from __future__ import annotations
 
+import numbers
+
 from i2i.errors import UsageError
 
 MAX_SEED = 2**32 - 1
 
 
 def check_seed(seed: object, what: str = "--seed") -> int:
-    """``seed`` if it is an integer in [0, :data:`MAX_SEED`], otherwise a :class:`~i2i.errors.UsageError` that
-    names ``what``."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    """``seed`` as a Python int if it is an integer (of any integral type, NumPy's too) in [0, :data:`MAX_SEED`],
+    otherwise a :class:`~i2i.errors.UsageError` that names ``what``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise UsageError(f"{what} must be an integer (got {seed!r})")
     if not 0 <= seed <= MAX_SEED:
         raise UsageError(f"{what} {seed} must lie between 0 and {MAX_SEED}")
-    return seed
+    return int(seed)

@@ -61,19 +61,25 @@ class BatchSummary:
 
 
 def read_summaries(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """The summary records in JSON-lines files (other lines, such as per-image records, are passed over)."""
+    """The summary records in JSON-lines files (other lines, such as per-image records, are passed over). A file
+    that is not text, or a summary line whose fields are not what a command writes, is an :class:`InputError`."""
     records = []
     for path in paths:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-        for line in text.splitlines():
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not a JSON-lines file (not UTF-8 text)") from exc
+        for number, line in enumerate(text.splitlines(), 1):
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
             if isinstance(record, dict) and record.get("kind") == SUMMARY_KIND:
+                problem = _invalid(record)
+                if problem:
+                    raise InputError(f"{path}:{number}: not a summary a command wrote ({problem})")
                 records.append(record)
     if not records:
         raise InputError("no summary lines found in " + ", ".join(str(p) for p in paths)
@@ -81,20 +87,46 @@ def read_summaries(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     return records
 
 
+def _invalid(record: dict[str, Any]) -> str | None:
+    """What is wrong with a summary record's fields, or None."""
+    def count(key: str, low: int = 0) -> bool:
+        value = record.get(key)
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    if not isinstance(record.get("command"), str):
+        return '"command" must be a string'
+    for key, low in (("rank", 0), ("world_size", 1), ("total_inputs", 0), ("inputs", 0), ("failed", 0)):
+        if not count(key, low):
+            return f'"{key}" must be an integer >= {low}'
+    if record["rank"] >= record["world_size"]:
+        return f'"rank" {record["rank"]} must be below "world_size" {record["world_size"]}'
+    failures = record.get("failures", [])
+    if not isinstance(failures, list) or not all(isinstance(f, dict) for f in failures):
+        return '"failures" must be a list of {"input": ..., "error": ...}'
+    return None
+
+
 def merge_summaries(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """One summary for the whole job: the counts of every rank added, the failures listed, and ``missing_ranks``.
 
     A rank's last record counts (a restarted rank's summary replaces the earlier one; its ``skipped`` then counts
-    what the first run wrote). Records of different commands or world sizes cannot be merged (:class:`UsageError`).
+    what the first run wrote). Records of different jobs (command, world size, input count or output) cannot be
+    merged (:class:`UsageError`).
     """
+    records = list(records)
+    for record in records:
+        problem = _invalid(record)
+        if problem:
+            raise UsageError(f"not a summary a command wrote ({problem})")
+    jobs = {(r["command"], r["world_size"], r["total_inputs"], r.get("out")) for r in records}
+    if len(jobs) != 1:
+        raise UsageError("the summaries come from different jobs: " + "; ".join(
+            f"{command} over {world} process(es), {total} input(s)" + (f" into {out}" if out else "")
+            for command, world, total, out in sorted(jobs, key=str)))
+    (command, world, _, _), = jobs
     last: dict[int, dict[str, Any]] = {}
     for record in records:
-        last[int(record.get("rank", 0))] = record
-    kinds = {(r.get("command"), int(r.get("world_size", 1))) for r in last.values()}
-    if len(kinds) != 1:
-        raise UsageError("the summaries come from different jobs: " + ", ".join(
-            f"{command} over {world} process(es)" for command, world in sorted(kinds, key=str)))
-    (command, world), = kinds
+        last[record["rank"]] = record
     merged: dict[str, Any] = {"kind": SUMMARY_KIND, "command": command, "world_size": world,
                               "ranks": sorted(last), "missing_ranks": sorted(set(range(world)) - set(last))}
     for record in last.values():

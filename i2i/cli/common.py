@@ -5,7 +5,14 @@ Nothing here imports torch or diffusers: ``i2i --help`` stays fast.
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
 import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
@@ -104,9 +111,41 @@ def warn_precision(reporter: Reporter, precision: str, device: object) -> None:
         reporter.warn(message)
 
 
+EXIT_BROKEN_PIPE = 141       # 128 + SIGPIPE, what a shell reports for `yes | head -1`
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _command_signals_and_warnings(reporter: Reporter) -> Iterator[None]:
+    """For one command: SIGTERM (a batch system, or torchrun stopping the other ranks) stops it as Ctrl-C does
+    (temporary files removed, exit 130; training installs its own handler, which checkpoints first), and the
+    library's warnings print as one ``warning:`` line instead of Python's two lines with a source line."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
+    show = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):   # noqa: ANN001
+        if issubclass(category, UserWarning) and not issubclass(category, DeprecationWarning):
+            reporter.warn(str(message))
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_guarded(fn: Callable[[], T], debug: bool, reporter: Reporter | None = None) -> T:
     """Run ``fn``; map I2IError to one stderr line + its exit code (no second line when it is the one failed
-    input's error, already printed as the batch met it), Ctrl-C to 130, bugs to 70."""
+    input's error, already printed as the batch met it), Ctrl-C and SIGTERM to 130, a closed output pipe (``|
+    head``) to a quiet 141, bugs to 70."""
     reporter = reporter or Reporter()
     console = reporter.console
 
@@ -115,7 +154,12 @@ def run_guarded(fn: Callable[[], T], debug: bool, reporter: Reporter | None = No
         return typer.Exit(code)
 
     try:
-        return fn()
+        with _command_signals_and_warnings(reporter):
+            return fn()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)         # no second error when Python flushes stdout at exit
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(EXIT_BROKEN_PIPE) from None
     except I2IError as exc:
         if debug:
             traceback.print_exc()

@@ -261,7 +261,7 @@ def translate(
         prec = check_precision(precision, dev)
         warn_precision(reporter, prec, dev)
         cfg = TranslateConfig(batch_size=batch_size, tile=tile, tile_overlap=tile_overlap, size=size,
-                              precision=prec, ext=ext if ext.startswith(".") else "." + ext, suffix=suffix,
+                              precision=prec, ext=ext, suffix=suffix,
                               overwrite=overwrite, num_workers=num_workers, skip_existing=skip_existing)
         fields = _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc)
         summary, result = translate_inputs(

@@ -9,7 +9,7 @@ from pathlib import Path
 from i2i.diffusion.jobs import JobSchema
 from i2i.diffusion.method import DiffusionMethod
 from i2i.errors import UsageError
-from i2i.options import flag, option
+from i2i.options import check_non_negative, flag, option
 
 POSITIVE_PROMPT = "high quality"
 NEGATIVE_PROMPT = "ugly, blurry, dark, low res, unrealistic"
@@ -56,7 +56,7 @@ class CtrlXConfig:
                 raise UsageError(message)
 
         check(1 <= self.num_inference_steps <= 1000, f"{flag(self, 'num_inference_steps')} must be between 1 and 1000")
-        check(self.guidance_scale >= 0, f"{flag(self, 'guidance_scale')} must not be negative")
+        check_non_negative(self, "guidance_scale")
         for name in ("structure_schedule", "appearance_schedule", "eta"):
             check(0 <= getattr(self, name) <= 1, f"{flag(self, name)} must be between 0 and 1")
         check(self.correspondence in CORRESPONDENCES, f"{flag(self, 'correspondence')} must be one of "

@@ -33,6 +33,7 @@ from i2i.diffusion.conditioning import Conditioning
 from i2i.diffusion.jobs import JobResult
 from i2i.diffusion.model import DiffusionModel
 from i2i.errors import UsageError
+from i2i.images import convert_image
 
 if TYPE_CHECKING:
     from i2i.progress import Reporter
@@ -73,7 +74,7 @@ class _Branch:
 
 def fit_image(image: Image.Image, shape: tuple[int, int]) -> Image.Image:
     """``image`` as RGB, centre-cropped to the aspect of ``shape`` = ``(h, w)`` and resized to it (bicubic)."""
-    return ImageOps.fit(image.convert("RGB"), (shape[1], shape[0]), Image.Resampling.BICUBIC)
+    return ImageOps.fit(convert_image(image), (shape[1], shape[0]), Image.Resampling.BICUBIC)
 
 
 def renoise(scheduler, clean: torch.Tensor, timestep: int, generator: torch.Generator) -> torch.Tensor:

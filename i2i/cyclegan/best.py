@@ -92,7 +92,7 @@ class BestCheckpoint:
     def __init__(self, held_out: HeldOut, extractor: "FeatureExtractor", best: dict[str, Any] | None = None,
                  reporter: Reporter | None = None, seed: int = 0) -> None:
         self.held_out, self.extractor, self.best = held_out, extractor, best
-        self.reporter = reporter or Reporter(quiet=True)
+        self.reporter = reporter or Reporter.library()
         self.seed = seed
         self._real: "torch.Tensor | None" = None     # features of the real target images, computed once
 
@@ -105,7 +105,7 @@ class BestCheckpoint:
 
         from i2i.metrics.registry import RANDOM_CNN, build_extractor
 
-        reporter = reporter or Reporter(quiet=True)
+        reporter = reporter or Reporter.library()
         with torch.random.fork_rng(devices=[]):     # building a network may draw from the global RNG
             extractor = build_extractor(config.eval_features, device, config.inception_weights)
         held_out = held_out_set(config, reporter.warn)

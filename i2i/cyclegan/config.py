@@ -208,7 +208,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, choices in (("gan_mode", GAN_MODES), ("lr_policy", LR_POLICIES), ("preprocess", PREPROCESS),
-                              ("init_type", INIT_TYPES), ("precision", ("fp32", "bf16", "fp16")),
+                              ("init_type", INIT_TYPES), ("precision", ("fp32", "bf16", "fp16", "auto")),
                               ("memory_format", MEMORY_FORMATS)):
             _check(getattr(self, name), choices, flag(self, name))
         from i2i.metrics.registry import EXTRACTORS
@@ -224,7 +224,7 @@ class TrainConfig:
         for name in ("lr", "n_epochs", "n_epochs_decay", "num_workers", "init_gain"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{flag(self, name)} must not be negative")
-        check_seed(self.seed, flag(self, "seed"))
+        object.__setattr__(self, "seed", check_seed(self.seed, flag(self, "seed")))    # a NumPy int -> int
         if self.n_epochs + self.n_epochs_decay < 1:
             raise UsageError(f"{flag(self, 'n_epochs')} + {flag(self, 'n_epochs_decay')} must be at least 1")
         if self.eval_every < 0:

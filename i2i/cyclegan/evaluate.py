@@ -150,7 +150,7 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
     ``extractor``: features for ``config.metrics`` (default: built from ``config.features``). Existing outputs
     are refused before any work unless ``overwrite``.
     """
-    reporter = reporter or Reporter(quiet=True)
+    reporter = reporter or Reporter.library()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run folder (give a training run's --run-dir)")

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shlex
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +102,9 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume and existing is None:
         raise CheckpointError(f"{run_dir}: no complete checkpoint to resume from")
     if not resume and existing is not None and not overwrite:
-        raise OutputError(f"{run_dir}: already holds a run (checkpoint {existing.name}); pass --resume to "
-                          "continue it, --overwrite to start over, or choose another --run-dir")
+        raise OutputError(f"{run_dir}: already holds a run (checkpoint {existing.name}); pass --resume (in Python: "
+                          "train(..., resume=True)) to continue it, --overwrite to start over, or choose another "
+                          "--run-dir")
 
 
 def _accelerator(config: TrainConfig, device: str | None) -> Any:
@@ -228,9 +231,9 @@ class _Run:
         bad = [n for n, v in zip(self.loss_names, self.loss_sums.tolist()) if not math.isfinite(v)]
         kept = f"the last good checkpoint is kept ({self.last_ckpt})" if self.last_ckpt else \
             "no checkpoint had been saved yet"
+        fp32 = "" if self.config.precision == "fp32" else f" or {flag(TrainConfig, 'precision')} fp32"
         raise NumericalError(f"loss {', '.join(bad)} became NaN/inf near iteration {self.global_iter} ({where}); "
-                             f"{kept} — try a lower {flag(TrainConfig, 'lr')} or {flag(TrainConfig, 'precision')} "
-                             "fp32")
+                             f"{kept} — try a lower {flag(TrainConfig, 'lr')}{fp32}")
 
     def log_losses(self) -> str:
         """Average the losses since the last log into ``log.jsonl`` (and the tracker); the progress status text."""
@@ -317,10 +320,35 @@ def train(config: TrainConfig, resume: bool = False, device: str | None = None,
           hooks: Sequence[PeriodicHook] = ()) -> TrainResult:
     """Train ``config.model`` as described by ``config``; see the module docstring. Returns a :class:`TrainResult`.
 
-    ``resume`` continues from ``RUN/latest`` exactly (weights, optimizers, schedulers, pools, RNG, position).
-    Without ``resume`` an existing run with checkpoints is refused unless ``overwrite``.
+    ``resume`` continues from ``RUN/latest`` exactly (weights, optimizers, schedulers, pools, RNG, position); give
+    it here as well as to :func:`~i2i.cyclegan.run_config.run_config`. Without ``resume`` an existing run with
+    checkpoints is refused unless ``overwrite``. ``config.precision`` "auto" is resolved for the device (bf16 where
+    it computes bf16 natively, else fp32) and recorded so. The caller's random state (Python's ``random``,
+    torch's CPU and CUDA generators) is the same after the call as before: training seeds its own.
     """
-    reporter = reporter or Reporter(quiet=True)
+    with _caller_random_state():
+        return _train(config, resume, device, reporter, overwrite, hooks)
+
+
+@contextmanager
+def _caller_random_state() -> Iterator[None]:
+    """Restore Python's and torch's global random states on exit (training seeds them from ``config.seed``)."""
+    state = random.getstate()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(state)
+
+
+def _train(config: TrainConfig, resume: bool, device: str | None, reporter: Reporter | None, overwrite: bool,
+           hooks: Sequence[PeriodicHook]) -> TrainResult:
+    if config.precision == "auto":
+        from i2i.device import resolve_device, resolve_precision
+
+        config = replace(config, precision=resolve_precision("auto", resolve_device(device)))
+    reporter = reporter or Reporter.library()
     method_cls = get_method(config.model)
     method_cls.options_from(config.options)            # an unknown or invalid option fails here, not after loading
     _check_run_dir(Path(config.run_dir), resume, overwrite)

@@ -3,13 +3,15 @@
 builtin:shapes the shapes preset (``config.SHAPES_PRESET`` and ``Method.shapes_preset``) or, on resume, the run's
 saved config; then the caller's changes.
 
-Python callers get the CLI's defaults, run folder naming and resume rules from :func:`run_config`.
+Python callers get the CLI's defaults, run folder naming and resume rules from :func:`run_config` (to continue a
+run, pass ``resume=True`` both to it and to :func:`i2i.cyclegan.trainer.train`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,12 @@ def run_config(dataroot: str | None = None, run_dir: str | None = None, model: s
     """
     from i2i.cyclegan.data import BUILTIN_SHAPES
 
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise UsageError(f"unknown setting(s) {', '.join(unknown)} (the fields of i2i.cyclegan.config.TrainConfig; "
+                         "the device is train()'s argument)")
+    dataroot, run_dir = (os.fspath(p) if p is not None else None for p in (dataroot, run_dir))
+    changes = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in changes.items()}
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir (the run folder to continue)")
     data = dataroot or BUILTIN_SHAPES

@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from i2i.images import (InputItem, expand_inputs, names_one_file, output_path, refuse_if_all_exist,
+from i2i.errors import UsageError
+from i2i.images import (InputItem, check_writable, expand_inputs, names_one_file, output_path, refuse_if_all_exist,
                         refuse_replacing_inputs)
 from i2i.progress import Reporter
 from i2i.shard import current_shard
@@ -38,12 +39,15 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
     defaults, H.264/MP4). Returns the share's summary and the per-file result; failures are in both. A share of
     one input that failed raises that input's error (:meth:`TranslateResult.single_error`)."""
     from i2i.cyclegan.translator import TranslateResult
-    from i2i.video import split_videos, video_targets
+    from i2i.video import is_video_file, split_videos, video_targets
 
-    reporter = reporter or Reporter(quiet=True)
-    out, items, part = Path(out), expand_inputs(inputs), current_shard(shard)
-    out_dir = out
+    reporter = reporter or Reporter.library()
+    out, part = Path(out), current_shard(shard)
+    items, out_dir = expand_inputs(inputs, out=out), out
     images_all, videos_all = split_videos(items)
+    if is_video_file(out) and not videos_all and not out.is_dir():
+        raise UsageError(f"--out {out} names a video file, but no input is a video: give a folder or an image file "
+                         "name")
     if images_all and names_one_file(out, len(items), "outputs"):     # --out zebra.png: exactly that file
         items = [InputItem(images_all[0].path, Path(out.name))]        # output_path keeps "a.b" of "a.b.png"
         out_dir, cfg = out.parent, dataclasses.replace(cfg, ext=out.suffix, suffix="")
@@ -54,6 +58,7 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
     targets = [output_path(it, out_dir, cfg.suffix, cfg.ext) for it in images] + clip_targets
     refuse_replacing_inputs(images_all + videos_all, targets)
     refuse_if_all_exist(targets, cfg.overwrite or cfg.skip_existing)
+    check_writable(targets)
     result = TranslateResult()
     videos, clip_targets = _skip_existing_videos(videos, clip_targets, cfg, result)
     if images or videos:
@@ -93,7 +98,9 @@ def _translate(images, videos, clip_targets, load, out_dir, cfg, video, device, 
         done.skipped.extend(result.skipped)
         result = done
     if videos:
+        from i2i.images import remove_stale_temps
         from i2i.video.translate import translate_videos
 
+        remove_stale_temps(clip_targets)              # left by a killed run
         result = translate_videos(videos, clip_targets, gen, gen_cfg, cfg, video, device, reporter, result)
     return result

@@ -31,8 +31,8 @@ from i2i.cyclegan.config import CPU_BATCH, DECODE_WORKERS, GPU_BATCH, WORKER_MIN
 from i2i.cyclegan.networks import MIN_SIDE, required_multiple
 from i2i.device import Precision, autocast, use_channels_last
 from i2i.errors import I2IError, InputError, OutputError, UsageError
-from i2i.images import (InputItem, check_file_name, check_image_ext, check_write_mode, image_to_tensor, load_image,
-                        output_path, remove_stale_temps, save_image, tensor_to_image)
+from i2i.images import (InputItem, check_file_name, check_side, check_image_ext, check_write_mode, convert_image, image_to_tensor,
+                        load_image, output_path, remove_stale_temps, save_image, tensor_to_image)
 from i2i.progress import Reporter
 
 
@@ -58,13 +58,15 @@ class TranslateConfig:
             raise UsageError("--batch-size must be at least 1")
         if self.tile is not None and self.tile < 1:
             raise UsageError("--tile must be a positive number of pixels")
-        if self.size is not None and self.size < 1:
-            raise UsageError("--size must be a positive number of pixels")
+        if self.size is not None:
+            check_side(self.size, "--size")
         if self.tile is not None and not 0 <= self.tile_overlap < self.tile:
             raise UsageError("--tile-overlap must be at least 0 and smaller than --tile")
         if self.num_workers is not None and self.num_workers < 0:
             raise UsageError("--num-workers cannot be negative")
         check_file_name(self.suffix, "--suffix", part=True)
+        if self.ext and not self.ext.startswith("."):             # "jpg" as the CLI takes it
+            object.__setattr__(self, "ext", "." + self.ext)
         check_image_ext(check_file_name(self.ext, "--ext", part=True))
 
     def for_device(self, device: torch.device) -> "TranslateConfig":
@@ -219,7 +221,7 @@ def translate_pil(gen: nn.Module, gen_cfg: GeneratorConfig, img: Image.Image, de
     """Translate one PIL image (converted to the generator's mode first); the output has the input's size.
     ``size``: work at that shorter side, e.g. the training resolution (None: at the image's own size)."""
     device = torch.device(device)
-    x = image_to_tensor(img.convert(image_mode(gen_cfg)))[None]
+    x = image_to_tensor(convert_image(img, image_mode(gen_cfg)))[None]
     with torch.inference_mode():
         y = translate_tensor(gen, gen_cfg, x, device, precision, tile, tile_overlap, size=size)
     return tensor_to_image(y[0])
@@ -253,7 +255,7 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
     """Translate every item into ``out_dir`` (keeping its relative path); returns what was written and what
     failed. Existing outputs are failures unless ``cfg.overwrite``, or skipped (``result.skipped``) with
     ``cfg.skip_existing``; checked before any work."""
-    reporter = reporter or Reporter(quiet=True)
+    reporter = reporter or Reporter.library()
     device = torch.device(device)
     cfg = cfg.for_device(device)
     gen = gen.to(device).eval()

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from i2i.diffusion.cache import cache_key, entry_lock, load_entry, progress_bar, save_entry
+from i2i.images import convert_image
 
 if TYPE_CHECKING:
     from i2i.diffusion.model import DiffusionModel
@@ -50,7 +51,7 @@ class Trajectory:
 def resize_condition(image: Image.Image, shape: tuple[int, int]) -> Image.Image:
     """The condition as the model sees it: RGB, resized (bicubic, like the official code) to ``shape`` =
     ``(height, width)``."""
-    return image.convert("RGB").resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
+    return convert_image(image).resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
 
 
 def trajectory_key(weights_id: str, image: Image.Image, prompt: str, size: tuple[int, int], inversion_steps: int,

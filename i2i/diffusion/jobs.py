@@ -72,9 +72,11 @@ def read_jobs(path: Path, schema: JobSchema) -> list[dict[str, Any]]:
     optionally its other keys (image paths relative to the job file's folder). Blank lines and lines starting with
     # are skipped."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()     # a byte-order mark (Notepad) is allowed
     except OSError as exc:
         raise InputError(f"{path}: cannot read the job file ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not a job file (not UTF-8 text: {exc.reason} at byte {exc.start})") from exc
     primary = schema.primary
     required = " and ".join(f'"{key}"' for key in ("prompt", primary) if key)
     jobs = []
@@ -92,7 +94,7 @@ def read_jobs(path: Path, schema: JobSchema) -> list[dict[str, Any]]:
             raise UsageError(f"{path}:{number}: unknown key(s) {', '.join(sorted(unknown))} "
                              f"(allowed: {', '.join(sorted(schema.keys))})")
         for key in schema.images:
-            if job.get(key) is not None:
+            if isinstance(job.get(key), str):          # other types are refused by build_jobs
                 job[key] = _resolve(job[key], path.parent)
         jobs.append(job)
     return jobs
@@ -120,7 +122,7 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
                defaults: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     """All jobs in order (from the flags, then the job file), each with its index, seed and output name; unset
     keys take ``defaults``."""
-    check_seed(seed)
+    seed = check_seed(seed)
     jobs = _flag_jobs(schema, prompts, images)
     if jobs_file is not None:
         jobs.extend(read_jobs(jobs_file, schema))
@@ -135,6 +137,7 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
             job.setdefault(key, value)
         for key in schema.images:
             job.setdefault(key, None)
+        _check_types(job, index, schema, defaults)
         job["index"] = index
         job.setdefault("seed", seed + index)
         if not isinstance(job["seed"], int) or not isinstance(job["num_images"], int) or job["num_images"] < 1:
@@ -145,6 +148,23 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
         check_file_name(job["name"], f"job {index}: the name")
     _check_unique_names(jobs)
     return jobs
+
+
+def _check_types(job: dict[str, Any], index: int, schema: JobSchema, defaults: dict[str, Any]) -> None:
+    """A :class:`UsageError` for a job value of the wrong JSON type: the prompt, name and image paths are strings
+    (an optional image or text may be null), an option whose default is true/false must be true or false (the
+    string "false" would otherwise read as true)."""
+    for key, value in job.items():
+        if key in ("seed", "num_images"):
+            continue                                   # integers, checked with their ranges below
+        if isinstance(defaults.get(key), bool):
+            ok, wanted = isinstance(value, bool), "true or false"
+        elif key in ("prompt", "name") or key == schema.primary:
+            ok, wanted = isinstance(value, str), "a string"
+        else:
+            ok, wanted = value is None or isinstance(value, str), "a string or null"
+        if not ok:
+            raise UsageError(f"job {index}: \"{key}\" must be {wanted} (got {json.dumps(value)})")
 
 
 def _check_unique_names(jobs: list[dict[str, Any]]) -> None:
@@ -234,7 +254,7 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
     outputs all exist is left out) and every input image read (of a video, its header), with no model loaded yet.
     Returns ``(ready, failures)``; ``ready`` holds ``(job, images, output names)``."""
     from i2i.diffusion.video_jobs import check_video_job, is_video_job, video_job_names
-    from i2i.images import load_image, names_one_file
+    from i2i.images import load_image, names_one_file, refuse_replacing_inputs
     from i2i.preprocess.kinds import check_kind
     from i2i.video import is_video_file
 
@@ -248,21 +268,25 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
     if part.count > 1:
         reporter.info(f"rank {part.index} of {part.count}: {len(mine)} of {len(run.jobs)} job(s)")
     failures: list[tuple[str, str]] = []
-    ready = []
+    planned = []
     for job in mine:
-        video = is_video_job(run, job)
         names = output_names(job, run.out, one_file, run.extras)
-        names = video_job_names(run, job, names) if video else names
+        planned.append((job, video_job_names(run, job, names) if is_video_job(run, job) else names))
+    sources = [job[key] for job in run.jobs for key in run.schema.images if job.get(key) is not None]
+    refuse_replacing_inputs(sources, [p for _, names in planned for entry in names for p in entry.values()])
+    ready = []
+    for job, names in planned:
+        video = is_video_job(run, job)
         if run.skip_existing and all(p.exists() for entry in names for p in entry.values()):
             continue                                   # done by an earlier run: counted by run_jobs
         try:
-            existing = None if run.overwrite else existing_output(names)
-            if existing is not None:
-                raise OutputError(f"{existing}: already exists (pass --overwrite to replace it)")
             if video:
                 check_video_job(run, job)
             images = {key: load_image(job[key]) for key in run.schema.images
                       if job.get(key) is not None and not (video and key == run.schema.primary)}
+            existing = None if run.overwrite else existing_output(names)
+            if existing is not None:
+                raise OutputError(f"{existing}: already exists (pass --overwrite to replace it)")
         except (InputError, OutputError) as exc:
             _fail(len(mine), failures, job[run.schema.primary] if isinstance(exc, InputError) else job["name"],
                   exc, reporter)
@@ -293,11 +317,12 @@ def run_jobs(run: JobRun, load: Callable[[], Any],
     A failing job fails the command when it is the only one, else it is reported and the rest go on
     (:class:`PartialFailure` at the end). Returns the batch's :class:`~i2i.summary.BatchSummary`: jobs generated,
     skipped (``run.skip_existing``: all their outputs existed) and failed in this process's share."""
-    from i2i.images import remove_stale_temps
+    from i2i.images import check_writable, remove_stale_temps
 
     ready, failures = prepare(run, reporter)
     done = 0
     if ready:
+        check_writable([p for _, _, names in ready for entry in names for p in entry.values()])
         model = load()
         make_maps(run, model, ready)
         remove_stale_temps([p for _, _, names in ready for entry in names for p in entry.values()])

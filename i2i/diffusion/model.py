@@ -5,7 +5,7 @@ conditioning, UNet calls, VAE encode/decode, initial noise, output sizes and the
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,10 @@ class DiffusionModel:
     (:func:`i2i.diffusion.vae.use_tiles`). ``text_encoder_device``: where the text encoders live and run (default:
     ``device``); ``"cpu"`` keeps their weights (1.5 GiB of SDXL's in bf16) off the GPU, runs them in float32 and
     moves only the embeddings to ``device``.
+
+    The wrapper moves and casts ``base``'s modules in place (no copy of the weights is made): wrap one pipeline
+    object once, or wrap two at one device and precision; a wrapper whose modules another one has cast since says
+    so when called.
     """
 
     def __init__(self, base, model_id: str | None = None, device: str | torch.device | None = None,
@@ -124,7 +128,7 @@ class DiffusionModel:
         from i2i.device import check_precision, resolve_device
 
         dev = device if isinstance(device, torch.device) else resolve_device(device)
-        check_precision(precision, dev)
+        precision = check_precision(precision, dev)          # "auto" resolved for the device
         loaded = load_pipeline(model, precision, config)
         return cls(loaded.base, model_id=loaded.model_id, device=dev, precision=precision,
                    model_folder=loaded.folder, **kwargs)
@@ -147,8 +151,16 @@ class DiffusionModel:
         from i2i.images import load_image
 
         config = (config or self.default_config()).validate()
+        if self.unet.dtype != self.dtype:
+            raise UsageError(f"this pipeline's UNet is {self.unet.dtype} but it was wrapped for {self.dtype}: another "
+                             "wrapper of the same diffusers pipeline cast it since (wrappers change the pipeline in "
+                             "place; load or wrap a separate pipeline for each precision)")
         if num_images < 1:
             raise UsageError("--num-images must be at least 1")
+        for name, img in images.items():
+            if img is not None and not isinstance(img, (Image.Image, str, os.PathLike)):
+                hint = " (settings go in config=...)" if is_dataclass(img) else ""
+                raise TypeError(f"{name}: expected a PIL image or a path, got {type(img).__name__}{hint}")
         images = {name: load_image(img) if img is not None and not isinstance(img, Image.Image) else img
                   for name, img in images.items()}
         size = self.check_size(config.size or self.default_size)
@@ -183,10 +195,12 @@ class DiffusionModel:
         return self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
 
     def check_size(self, size: int) -> int:
+        from i2i.images import check_side
+
         unit = self.size_unit
         if size <= 0 or size % unit:
             raise UsageError(f"--size {size}: must be a positive multiple of {unit} for this model")
-        return size
+        return check_side(size, "--size")
 
     def output_shape(self, condition_size: tuple[int, int], size: int) -> tuple[int, int]:
         """``(height, width)`` of the output for a condition of PIL size ``(width, height)``: the long side is
@@ -264,9 +278,9 @@ class DiffusionModel:
     @torch.no_grad()
     def encode_image(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """VAE latent ``[1, c, h, w]`` (a sample of the latent distribution, times the scaling factor)."""
-        from i2i.images import image_to_tensor
+        from i2i.images import convert_image, image_to_tensor
 
-        x = image_to_tensor(image.convert("RGB"))[None].to(self.device, self.vae.dtype)
+        x = image_to_tensor(convert_image(image))[None].to(self.device, self.vae.dtype)
         dist = self.vae.encode(x).latent_dist
         return dist.sample(generator=generator).float() * self.vae.config.scaling_factor
 

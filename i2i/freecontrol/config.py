@@ -10,7 +10,7 @@ from pathlib import Path
 from i2i.diffusion.jobs import JobSchema
 from i2i.diffusion.method import DiffusionMethod
 from i2i.errors import UsageError
-from i2i.options import flag, option
+from i2i.options import check_non_negative, flag, option
 from i2i.seeds import check_seed
 
 # The official synthesis negative prompt (base.yaml) and the analysis one (sample_semantic_bases.py).
@@ -80,8 +80,9 @@ class BasesConfig:
 
     def validate(self) -> "BasesConfig":
         _at_least(self, "num_images", 1)
-        check_seed(self.seed, flag(self, "seed"))
+        object.__setattr__(self, "seed", check_seed(self.seed, flag(self, "seed")))    # a NumPy int -> int
         _range(self, "num_inference_steps", 1, 1000)
+        check_non_negative(self, "guidance_scale")
         _check(0 < self.analysis_end <= 1, f"{flag(self, 'analysis_end')} must be in (0, 1]")
         _at_least(self, "n_components", 1)
         _at_least(self, "batch_size", 1)
@@ -132,8 +133,7 @@ class FreeControlConfig:
 
     def validate(self) -> "FreeControlConfig":
         _range(self, "num_inference_steps", 1, 1000)
-        for name in ("guidance_scale", "structure_weight", "appearance_weight", "penalty"):
-            _check(getattr(self, name) >= 0, f"{flag(self, name)} must not be negative")
+        check_non_negative(self, "guidance_scale", "structure_weight", "appearance_weight", "penalty")
         _range(self, "guidance_end", 0, 1)
         _range(self, "warmup", 0, 1)
         _at_least(self, "n_components", 1)

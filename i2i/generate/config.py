@@ -9,7 +9,7 @@ from pathlib import Path
 from i2i.diffusion.jobs import JobSchema
 from i2i.diffusion.method import DiffusionMethod
 from i2i.errors import UsageError
-from i2i.options import flag, option
+from i2i.options import check_non_negative, flag, option
 
 DEFAULT_SEED = 0
 SAMPLING = "Sampling"
@@ -28,9 +28,9 @@ class GenerateConfig:
 
     def validate(self) -> "GenerateConfig":
         checks = [(1 <= self.num_inference_steps <= 1000, "num_inference_steps", "must be between 1 and 1000"),
-                  (self.guidance_scale >= 0, "guidance_scale", "must not be negative"),
                   (0 <= self.eta <= 1, "eta", "must be between 0 and 1"),
                   (self.size is None or self.size >= 8, "size", "must be at least 8 pixels")]
+        check_non_negative(self, "guidance_scale")
         for ok, name, rule in checks:
             if not ok:
                 raise UsageError(f"{flag(self, name)} {rule}")

@@ -41,10 +41,10 @@ class ClipScorer:
         import torch
         import torch.nn.functional as F
 
-        from i2i.images import _convert
+        from i2i.images import convert_image
 
         max_len = getattr(getattr(self.processor, "tokenizer", None), "model_max_length", 77)
-        inputs = self.processor(text=[prompt], images=[_convert(image, "RGB")], return_tensors="pt",
+        inputs = self.processor(text=[prompt], images=[convert_image(image, "RGB")], return_tensors="pt",
                                 padding=True, truncation=True, max_length=min(max_len, 77))
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with torch.no_grad():

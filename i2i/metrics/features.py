@@ -114,9 +114,9 @@ class FeatureExtractor:
 
 def pil_to_signed(img: Image.Image) -> "torch.Tensor":
     """A PIL image of any mode -> RGB tensor ``[3, H, W]`` in [-1, 1] (alpha composited on white)."""
-    from i2i.images import _convert, image_to_tensor
+    from i2i.images import convert_image, image_to_tensor
 
-    return image_to_tensor(_convert(img, "RGB"))
+    return image_to_tensor(convert_image(img, "RGB"))
 
 
 def to_rgb(x: "torch.Tensor") -> "torch.Tensor":

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from i2i.errors import I2IError, OutputError, PartialFailure
+from i2i.errors import I2IError, OutputError, PartialFailure, UsageError
 from i2i.preprocess.kinds import check_kind
 from i2i.progress import Reporter
 
@@ -31,18 +31,24 @@ def preprocess_files(inputs: Sequence[str | os.PathLike], kind: str = DEFAULT_KI
     file name). Existing outputs are refused unless ``overwrite``: all of them existing is an
     :class:`OutputError` before any work; some of them, or unreadable inputs, are reported per item and end in a
     :class:`PartialFailure` once the others are written (a single input's error is raised as it is)."""
-    from i2i.images import (expand_inputs, names_one_file, output_path, refuse_if_all_exist, refuse_replacing_inputs,
-                            save_image)
+    from i2i.images import (check_writable, expand_inputs, names_one_file, output_path, refuse_if_all_exist,
+                            refuse_replacing_inputs, save_image)
     from i2i.preprocess.maps import condition_map
+    from i2i.video import is_video_file
 
-    reporter = reporter or Reporter(quiet=True)
+    reporter = reporter or Reporter.library()
     kind = check_kind(kind)
-    items = expand_inputs(inputs)
     out = Path(out)
+    items = expand_inputs(inputs, out=out, videos=False)
+    clip = next((it.path for it in items if is_video_file(it.path)), None)
+    if clip is not None:
+        raise UsageError(f"{clip}: a video; preprocess makes maps of images (freecontrol and ctrlx take a video "
+                         "with --preprocess KIND and map each frame)")
     one_file = names_one_file(out, len(items), "maps")
     targets = [out if one_file else output_path(it, out) for it in items]
     refuse_replacing_inputs(items, targets)
     refuse_if_all_exist(targets, overwrite)
+    check_writable(targets)
     result = PreprocessResult()
     with reporter.progress(len(items), f"{kind} maps") as advance:
         for item, target in zip(items, targets):

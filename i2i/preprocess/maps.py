@@ -13,7 +13,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from i2i.errors import UsageError
+from i2i.images import check_side
 from i2i.preprocess.kinds import check_kind
 
 # The official app's cv2.Canny thresholds (libs/utils/controlnet_processor.py).
@@ -96,8 +96,7 @@ def scribble(rgb: np.ndarray) -> np.ndarray:
 def resize_long_side(img: Image.Image, long_side: int) -> Image.Image:
     """``img`` resized (Lanczos, aspect ratio kept, each side at least 1 px) so that its long side is
     ``long_side``."""
-    if long_side < 1:
-        raise UsageError(f"--resolution must be at least 1 (got {long_side})")
+    check_side(long_side, "--resolution")
     w, h = img.size
     scale = long_side / max(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -105,8 +104,8 @@ def resize_long_side(img: Image.Image, long_side: int) -> Image.Image:
 
 
 def _as_rgb(image: Image.Image | str | os.PathLike) -> Image.Image:
-    from i2i.images import _convert, load_image
+    from i2i.images import convert_image, load_image
 
     if isinstance(image, Image.Image):
-        return _convert(image, "RGB")
+        return convert_image(image, "RGB")
     return load_image(image)

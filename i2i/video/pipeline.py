@@ -117,7 +117,7 @@ def run_video_job(source: str | os.PathLike, target: str | os.PathLike, process:
     from i2i.images import atomic_path
 
     source, target = Path(source), Path(target)
-    reporter = reporter or Reporter(quiet=True)
+    reporter = reporter or Reporter.library()
     if not overwrite and target.exists():        # before the input is opened (atomic_path checks again)
         raise OutputError(f"{target}: already exists (pass --overwrite to replace it)")
     fmt = container_format(target)

@@ -88,7 +88,7 @@ def translate_videos(videos: Sequence["InputItem"], targets: Sequence[Path], gen
     """Translate each video item to its target (:func:`i2i.video.files.video_targets`), one after the other. A
     clip that fails (unreadable, corrupt, existing output without ``overwrite``) is reported and skipped; the
     others go on. Adds to ``result`` (a new one if None) and returns it."""
-    reporter = reporter or Reporter(quiet=True)
+    reporter = reporter or Reporter.library()
     result = result if result is not None else TranslateResult()
     for item, target in zip(videos, targets):
         try:

@@ -23,8 +23,11 @@ REGISTRY: dict[str, Union[str, "type[Method]"]] = {
 }
 
 
-def register(name: str, method: Union[str, "type[Method]"]) -> None:
-    """Make ``method`` (a Method subclass or ``"module:Class"``) trainable as ``--model name``."""
+def register(name: str, method: Union[str, "type[Method]"], replace: bool = False) -> None:
+    """Make ``method`` (a Method subclass or ``"module:Class"``) trainable as ``--model name``. A name already
+    registered (a built-in method, say) is replaced only with ``replace=True``."""
+    if name in REGISTRY and not replace and REGISTRY[name] != method:
+        raise UsageError(f"--model {name!r} is already registered; pass replace=True to replace it")
     REGISTRY[name] = method
 
 

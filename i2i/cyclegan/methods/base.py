@@ -94,10 +94,14 @@ class Method:
         instance; raises :class:`~i2i.errors.UsageError` for an unknown or invalid option."""
         from i2i.errors import UsageError
 
-        unknown = set(options) - {f.name for f in dataclasses.fields(cls.Options)}
+        known = {f.name for f in dataclasses.fields(cls.Options)}
+        unknown = set(options) - known
         if unknown:
-            flags = ", ".join("--" + n.replace("_", "-") for n in sorted(unknown))
-            raise UsageError(f"{flags}: not an option of --model {cls.name}")
+            name = sorted(unknown)[0]
+            near = next((k for k in sorted(known) if k.lower() == name.lower()), None)
+            hint = f" (did you mean {near!r}? option names are case-sensitive)" if near else ""
+            raise UsageError(f"option {', '.join(map(repr, sorted(unknown)))}: not an option of --model "
+                             f"{cls.name}{hint}; its options: {', '.join(sorted(known))}")
         return cls.Options(**{**cls.default_options(), **options})
 
     # ---- what a checkpoint holds

@@ -1,0 +1,248 @@
+"""What new users fed the CLI in tours with odd files and flags: each case's exit code (docs/cli.md's table), that
+nothing is lost or overwritten, and that user mistakes are never "internal error" (70). The diffusion commands run
+on the bundled demo model, stopped before it loads where the point is a check made up front."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import typer
+from PIL import Image
+from tiny_sd import one_thread  # noqa: F401  (one_thread: autouse fixture)
+from typer.testing import CliRunner
+
+from i2i.cli.app import app
+from i2i.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
+
+ROOT = Path(__file__).resolve().parents[1]
+SQUARE = ROOT / "examples" / "conditions" / "square_sketch.png"
+TINY = ["--ngf", "8", "--ndf", "8", "--shapes-count", "8", "--batch-size", "2", "--num-workers", "0", "--quiet"]
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("odd") / "run"
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 2, *TINY)
+    assert res.exit_code == EXIT_OK, res.output
+    return run_dir
+
+
+@pytest.fixture
+def pictures(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), "white").save(folder / "s.png")
+    Image.new("RGB", (32, 32), "red").save(folder / "a.png")
+    return folder
+
+
+def no_diffusion_model(monkeypatch):
+    from i2i.diffusion.model import DiffusionModel
+
+    monkeypatch.setattr(DiffusionModel, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("loaded")))
+
+
+# ---- no diffusion output replaces an input, not even with --overwrite ---------------------------------------------
+
+@pytest.mark.parametrize("command, target", [
+    (["ctrlx", "--structure", "{s}", "--appearance", "{a}"], "a"),
+    (["ctrlx", "--structure", "{s}"], "s"),
+    (["freecontrol", "--condition", "{s}", "--appearance", "{a}"], "s"),
+])
+def test_a_diffusion_output_never_replaces_an_input(pictures, monkeypatch, command, target):
+    no_diffusion_model(monkeypatch)
+    paths = {"s": pictures / "s.png", "a": pictures / "a.png"}
+    before = {k: p.read_bytes() for k, p in paths.items()}
+    args = [a.format(**paths) for a in command]
+    for extra in ([], ["--overwrite"]):
+        res = run(*args, "--prompt", "a square", "--out", paths[target], *extra)
+        assert res.exit_code == EXIT_USAGE and "is an input; its output would replace it" in res.stderr, res.output
+    assert {k: p.read_bytes() for k, p in paths.items()} == before
+
+
+def test_a_missing_input_is_named_before_an_existing_output(pictures, monkeypatch):
+    no_diffusion_model(monkeypatch)
+    res = run("ctrlx", "--prompt", "a square", "--structure", pictures / "nope.png", "--out", pictures / "a.png")
+    assert res.exit_code == EXIT_INPUT and "no such file" in res.stderr
+
+
+# ---- job files ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command, line, message", [
+    ("ctrlx", {"prompt": "a red circle", "structure": 5}, '"structure" must be a string (got 5)'),
+    ("ctrlx", {"prompt": "a red circle", "structure": "s.png", "appearance": [1]},
+     '"appearance" must be a string or null'),
+    ("freecontrol", {"prompt": "x", "condition": "s.png", "subject": 5}, '"subject" must be a string or null'),
+    ("freecontrol", {"prompt": "x", "condition": "s.png", "img2img": "false"}, '"img2img" must be true or false'),
+    ("generate", {"prompt": 5}, '"prompt" must be a string (got 5)'),
+])
+def test_job_values_of_the_wrong_type_are_usage_errors(pictures, monkeypatch, command, line, message):
+    no_diffusion_model(monkeypatch)
+    jobs = pictures / "jobs.jsonl"
+    jobs.write_text(json.dumps(line) + "\n")
+    res = run(command, "--jobs", jobs, "--out", pictures / "o")
+    assert res.exit_code == EXIT_USAGE and message in res.stderr, res.output
+
+
+def test_job_files_that_are_not_utf8_text_and_byte_order_marks(tmp_path):
+    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe{}\n")
+    res = run("generate", "--jobs", tmp_path / "bin.jsonl", "--out", tmp_path / "o")
+    assert res.exit_code == EXIT_USAGE and "not a job file (not UTF-8 text" in res.stderr
+    (tmp_path / "bom.jsonl").write_bytes(b'\xef\xbb\xbf{"prompt": "a red circle"}\n')     # Notepad's UTF-8
+    res = run("generate", "--jobs", tmp_path / "bom.jsonl", "--steps", 2, "--out", tmp_path / "o", "--quiet")
+    assert res.exit_code == EXIT_OK, res.output
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["000-a-red-circle.png"]
+
+
+# ---- outputs: folders that cannot be written, names that are not folders, the output inside the input folder ------
+
+def test_an_unwritable_output_folder_is_exit_6_before_any_work(tiny_run, pictures, tmp_path, monkeypatch):
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    no_diffusion_model(monkeypatch)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    import i2i.cli.cyclegan as cli
+
+    monkeypatch.setattr(cli, "_load_any_generator", lambda *a, **k: pytest.fail("loaded"))
+    for args in (["cyclegan", "translate", pictures, "-c", tiny_run], ["preprocess", pictures, "--kind", "canny"],
+                 ["generate", "-p", "a", "-p", "b", "--steps", 2]):
+        res = run(*args, "--out", tmp_path / "ro" / "sub")
+        assert res.exit_code == EXIT_OUTPUT and "cannot write (Read-only file system)" in res.stderr, res.output
+    assert not (tmp_path / "ro").exists()                     # the probe made no folder
+
+
+def test_images_into_a_video_file_name_are_refused(tiny_run, pictures, tmp_path):
+    res = run("cyclegan", "translate", pictures / "s.png", "-c", tiny_run, "--out", tmp_path / "z.mp4")
+    assert res.exit_code == EXIT_USAGE and "names a video file, but no input is a video" in res.stderr
+    assert not (tmp_path / "z.mp4").exists()
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_as_input(tiny_run, pictures):
+    out = pictures / "out"
+    for extra in ([], ["--skip-existing"]):                   # a restart loop: the second run finds them done
+        res = run("cyclegan", "translate", pictures, "-c", tiny_run, "--out", out, "--quiet", *extra)
+        assert res.exit_code == EXIT_OK, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "s.png"]
+    for extra in ([], ["--overwrite"]):
+        res = run("preprocess", pictures, "--kind", "invert", "--out", pictures / "maps", "--quiet", *extra)
+        assert res.exit_code == EXIT_OK, res.output
+    assert sorted(p.relative_to(pictures / "maps").as_posix() for p in (pictures / "maps").rglob("*.png")) == [
+        "a.png", "out/a.png", "out/s.png", "s.png"]             # translate's outputs are inputs here; its own not
+
+
+def test_preprocess_leaves_videos_in_folders_out_and_refuses_one_named(pictures, tmp_path):
+    from video_clips import make_clip
+
+    make_clip(pictures / "clip.mp4", n=2, width=32, height=32, audio=False)
+    res = run("preprocess", pictures, "--kind", "invert", "--out", tmp_path / "maps", "--quiet")
+    assert res.exit_code == EXIT_OK, res.output
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["a.png", "s.png"]
+    res = run("preprocess", pictures / "clip.mp4", "--kind", "invert", "--out", tmp_path / "m2")
+    assert res.exit_code == EXIT_USAGE and "a video; preprocess makes maps of images" in res.stderr
+
+
+# ---- sizes, lists, summaries, warnings ----------------------------------------------------------------------------
+
+def test_absurd_sizes_are_refused_before_any_memory_is_taken(tiny_run, pictures, tmp_path):
+    res = run("preprocess", pictures / "s.png", "--kind", "canny", "--resolution", 100000, "--out", tmp_path / "r.png")
+    assert res.exit_code == EXIT_USAGE and "--resolution 100000: must be from 1 to 16,384 pixels" in res.stderr
+    res = run("cyclegan", "translate", pictures / "s.png", "-c", tiny_run, "--size", 30000, "--out", tmp_path / "t")
+    assert res.exit_code == EXIT_USAGE and "--size 30000: must be from 1 to 16,384 pixels" in res.stderr
+
+
+def test_an_input_list_that_is_not_text_is_exit_3(tiny_run, tmp_path):
+    (tmp_path / "list.txt").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xd8\xff")
+    for args in (["cyclegan", "translate", f"@{tmp_path / 'list.txt'}", "-c", tiny_run],
+                 ["preprocess", f"@{tmp_path / 'list.txt'}"]):
+        res = run(*args, "--out", tmp_path / "o")
+        assert res.exit_code == EXIT_INPUT and "not an input list" in res.stderr, res.output
+
+
+def test_merge_summaries_refuses_broken_files_and_unrelated_jobs(tmp_path):
+    def summary(**changes):
+        record = {"kind": "summary", "command": "cyclegan translate", "rank": 0, "world_size": 2, "total_inputs": 4,
+                  "inputs": 2, "translated": 2, "skipped": 0, "failed": 0, "failures": [], "out": "o"}
+        return json.dumps({**record, **changes}) + "\n"
+
+    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xd8\xff\xe0")
+    (tmp_path / "rank.jsonl").write_text(summary(rank="x"))
+    (tmp_path / "failures.jsonl").write_text(summary(failures=5))
+    (tmp_path / "empty.jsonl").write_text('{"kind": "summary"}\n')
+    for name, message in [("bin", "not a JSON-lines file"), ("rank", '"rank" must be an integer'),
+                          ("failures", '"failures" must be a list'), ("empty", '"command" must be a string')]:
+        res = run("merge-summaries", tmp_path / f"{name}.jsonl")
+        assert res.exit_code == EXIT_INPUT and message in res.stderr, (name, res.output)
+    (tmp_path / "a.jsonl").write_text(summary() + summary(rank=1))
+    (tmp_path / "b.jsonl").write_text(summary(out="other"))                  # another batch's rank 0
+    (tmp_path / "c.jsonl").write_text(summary(world_size=3, rank=2))
+    for other in ("b", "c"):
+        res = run("merge-summaries", tmp_path / "a.jsonl", tmp_path / f"{other}.jsonl")
+        assert res.exit_code == EXIT_USAGE and "the summaries come from different jobs" in res.stderr, res.output
+    assert run("merge-summaries", tmp_path / "a.jsonl").exit_code == EXIT_OK
+
+
+def test_library_warnings_print_as_one_line(tiny_run, pictures, tmp_path):
+    os.symlink(pictures, pictures / "loop")                   # a link back to a folder already read
+    res = run("cyclegan", "translate", pictures, "-c", tiny_run, "--out", tmp_path / "o", "--quiet")
+    assert res.exit_code == EXIT_OK, res.output
+    assert "warning: " in res.stderr and "skipped, a link to a folder already read" in res.stderr
+    assert "UserWarning" not in res.stderr and "warnings.warn" not in res.stderr
+
+
+@pytest.mark.parametrize("command, flag", [("ctrlx", "--guidance-scale"), ("generate", "--guidance-scale"),
+                                           ("freecontrol", "--structure-weight")])
+def test_nan_weights_are_named_as_not_finite(pictures, monkeypatch, command, flag):
+    no_diffusion_model(monkeypatch)
+    image = {"ctrlx": ["--structure", pictures / "s.png"], "freecontrol": ["--condition", pictures / "s.png"],
+             "generate": []}[command]
+    res = run(command, "-p", "a square", *image, flag, "nan", "--out", pictures / "o")
+    assert res.exit_code == EXIT_USAGE and f"{flag} must be a finite number, at least 0 (got nan)" in res.stderr
+
+
+# ---- signals and pipes --------------------------------------------------------------------------------------------
+
+def test_sigterm_stops_a_command_as_ctrl_c_does():
+    from i2i.cli.common import run_guarded
+
+    def terminated():
+        os.kill(os.getpid(), signal.SIGTERM)
+        pytest.fail("SIGTERM did not stop the command")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(typer.Exit) as stopped:
+        run_guarded(terminated, debug=False)
+    assert stopped.value.exit_code == EXIT_INTERRUPTED
+    assert signal.getsignal(signal.SIGTERM) is previous          # restored after the command
+
+
+def test_a_closed_output_pipe_stops_quietly_with_141(monkeypatch, capsys):
+    from i2i.cli.common import EXIT_BROKEN_PIPE, run_guarded
+
+    monkeypatch.setattr(os, "dup2", lambda *a: None)            # leave pytest's stdout alone
+    monkeypatch.setattr("sys.stdout", open(os.devnull, "w"))
+
+    def reader_gone():
+        raise BrokenPipeError
+
+    with pytest.raises(typer.Exit) as stopped:
+        run_guarded(reader_gone, debug=False)
+    assert stopped.value.exit_code == EXIT_BROKEN_PIPE == 141
+    assert "internal error" not in capsys.readouterr().err
+
+
+def test_precision_auto_works_in_every_diffusion_command(tmp_path):
+    res = run("generate", "-p", "a red circle", "--steps", 2, "--precision", "auto", "--out", tmp_path / "g.png",
+              "--quiet")
+    assert res.exit_code == EXIT_OK, res.output
+    assert Image.open(tmp_path / "g.png").size == (64, 64)
