@@ -29,6 +29,22 @@ def demo_cache(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A CycleGAN run of 2 iterations on builtin:shapes with 8-channel networks (seconds), for the tests that need a
+    checkpoint to translate or evaluate with."""
+    from typer.testing import CliRunner
+
+    from i2i.cli.app import app
+
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    args = ["cyclegan", "train", "builtin:shapes", "--run-dir", str(run_dir), "--max-iters", "2", "--ngf", "8",
+            "--ndf", "8", "--shapes-count", "8", "--batch-size", "2", "--num-workers", "0", "--quiet"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return run_dir
+
+
 def pytest_collection_modifyitems(config, items):
     """The order in which pytest-xdist hands out its work units, test files (pyproject's addopts: ``--dist loadfile
     --no-loadscope-reorder``): files holding a test marked ``heavy`` (minutes on one thread) first, the rest in

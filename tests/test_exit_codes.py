@@ -22,14 +22,6 @@ def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("codes") / "run"
-    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 2, *TINY)
-    assert res.exit_code == EXIT_OK, res.output
-    return run_dir
-
-
 @pytest.fixture
 def images(tmp_path) -> Path:
     src = tmp_path / "in"

@@ -20,19 +20,8 @@ from i2i.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT, EXIT_
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUARE = ROOT / "examples" / "conditions" / "square_sketch.png"
-TINY = ["--ngf", "8", "--ndf", "8", "--shapes-count", "8", "--batch-size", "2", "--num-workers", "0", "--quiet"]
-
-
 def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("odd") / "run"
-    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 2, *TINY)
-    assert res.exit_code == EXIT_OK, res.output
-    return run_dir
 
 
 @pytest.fixture
