@@ -63,10 +63,11 @@ def _folder_id(path: str | os.PathLike) -> tuple[int, int] | None:
 def _walk_dir(root: Path, skip: Path | None = None, videos: bool = True) -> list[InputItem]:
     """Every image (and with ``videos`` every video) below ``root``, following linked folders, but each folder
     once: a link back to a folder already read (a loop, or a second link to one folder) is skipped with a warning.
-    ``skip``: a folder (resolved) whose contents are left out, e.g. the command's own output folder."""
+    ``skip``: a folder (resolved) below ``root`` whose contents are left out, e.g. the command's own output folder
+    (``root`` itself is never skipped: an output folder that is the input folder is refused by the command)."""
     items, seen = [], {_folder_id(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        if skip is not None and Path(dirpath).resolve() == skip:
+        if skip is not None and dirpath != os.fspath(root) and Path(dirpath).resolve() == skip:
             dirnames[:] = []
             continue
         keep = []
@@ -142,8 +143,9 @@ def _expand(specs: Sequence[str | os.PathLike], top_level: bool, skip: Path | No
         elif _GLOB_CHARS & set(s) and not path.exists():
             base = _glob_base(s)
             matches = sorted(Path(m) for m in glob.glob(s, recursive=True))
+            below = skip is not None and skip != base.resolve()       # an output folder inside the glob's folder
             for m in matches:
-                if skip is not None and (m.resolve() == skip or skip in m.resolve().parents):
+                if below and (m.resolve() == skip or skip in m.resolve().parents):
                     continue                           # the command's own outputs
                 if m.is_dir():
                     items.extend(InputItem(it.path, m.relative_to(base) / it.rel) for it in _walk_dir(m, skip, videos))

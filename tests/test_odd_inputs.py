@@ -235,3 +235,11 @@ def test_precision_auto_works_in_every_diffusion_command(tmp_path):
               "--quiet")
     assert res.exit_code == EXIT_OK, res.output
     assert Image.open(tmp_path / "g.png").size == (64, 64)
+
+
+def test_the_input_folder_as_its_own_output_folder_is_refused(tiny_run, pictures):
+    before = {p.name: p.read_bytes() for p in pictures.iterdir()}
+    for args in (["cyclegan", "translate", pictures, "-c", tiny_run], ["preprocess", pictures, "--kind", "invert"]):
+        res = run(*args, "--out", pictures, "--overwrite")
+        assert res.exit_code == EXIT_USAGE and "is an input; its output would replace it" in res.stderr, res.output
+    assert {p.name: p.read_bytes() for p in pictures.iterdir()} == before

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from i2i.errors import UsageError
 from i2i.images import (InputItem, check_writable, expand_inputs, names_one_file, output_path, refuse_if_all_exist,
-                        refuse_replacing_inputs)
+                        refuse_replacing_inputs, remove_stale_temps)
 from i2i.progress import Reporter
 from i2i.shard import current_shard
 from i2i.summary import BatchSummary
@@ -98,7 +98,6 @@ def _translate(images, videos, clip_targets, load, out_dir, cfg, video, device, 
         done.skipped.extend(result.skipped)
         result = done
     if videos:
-        from i2i.images import remove_stale_temps
         from i2i.video.translate import translate_videos
 
         remove_stale_temps(clip_targets)              # left by a killed run

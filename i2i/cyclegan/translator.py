@@ -31,8 +31,8 @@ from i2i.cyclegan.config import CPU_BATCH, DECODE_WORKERS, GPU_BATCH, WORKER_MIN
 from i2i.cyclegan.networks import MIN_SIDE, required_multiple
 from i2i.device import Precision, autocast, use_channels_last
 from i2i.errors import I2IError, InputError, OutputError, UsageError
-from i2i.images import (InputItem, check_file_name, check_side, check_image_ext, check_write_mode, convert_image, image_to_tensor,
-                        load_image, output_path, remove_stale_temps, save_image, tensor_to_image)
+from i2i.images import (InputItem, check_file_name, check_image_ext, check_side, check_write_mode, convert_image,
+                        image_to_tensor, load_image, output_path, remove_stale_temps, save_image, tensor_to_image)
 from i2i.progress import Reporter
 
 
