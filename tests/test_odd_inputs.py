@@ -243,3 +243,64 @@ def test_the_input_folder_as_its_own_output_folder_is_refused(tiny_run, pictures
         res = run(*args, "--out", pictures, "--overwrite")
         assert res.exit_code == EXIT_USAGE and "is an input; its output would replace it" in res.stderr, res.output
     assert {p.name: p.read_bytes() for p in pictures.iterdir()} == before
+
+
+# ---- training: mistakes found before the first step, datasets that move ------------------------------------------
+
+SMALL_NETS = ["--ngf", "8", "--ndf", "8", "--num-workers", "0", "--quiet"]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--net-g", "unet_128"], EXIT_USAGE, "must be a multiple of 128 for unet_128"),
+    (["--lr-policy", "step", "--lr-decay-iters", "0"], EXIT_USAGE, "--lr-decay-iters must be at least 1"),
+    (["--device", "tpu"], EXIT_USAGE, "unknown device 'tpu'"),
+    (["--lambda-a", "nan"], EXIT_USAGE, "--lambda-a (--option lambda_A) must be a finite number (got nan)"),
+    (["--model", "cut", "--option", "nce_t=inf"], EXIT_USAGE, "(--option nce_t) must be a finite number"),
+    (["--model", "cut", "--lambda-nce", "4", "--option", "lambda_nce=2"], EXIT_USAGE, "disagree: give one of them"),
+])
+def test_training_mistakes_are_usage_errors_before_any_step(tmp_path, args, code, message):
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", tmp_path / "r", "--max-iters", 1, *SMALL_NETS, *args)
+    assert res.exit_code == code and message in res.stderr, res.output
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_training_into_a_file_or_from_an_empty_dataroot(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", tmp_path / "afile", "--max-iters", 1, *SMALL_NETS)
+    assert res.exit_code == EXIT_OUTPUT and "is a file, not a folder" in res.stderr
+    res = run("cyclegan", "train", "", "--run-dir", tmp_path / "r", "--max-iters", 1, *SMALL_NETS)
+    assert res.exit_code == EXIT_USAGE and "DATAROOT is empty" in res.stderr
+
+
+def folder_dataset(root: Path, sizes=((32, 32),) * 4) -> Path:
+    for domain, colour in (("A", "red"), ("B", "blue")):
+        (root / f"train{domain}").mkdir(parents=True)
+        for k, size in enumerate(sizes):
+            Image.new("RGB", size, colour).save(root / f"train{domain}" / f"{k}.png")
+    return root
+
+
+def test_images_too_small_to_crop_are_skipped_at_the_start(tmp_path):
+    data = folder_dataset(tmp_path / "d", sizes=((40, 40),) * 4 + ((20, 20),))
+    res = run("cyclegan", "train", data, "--run-dir", tmp_path / "r", "--max-iters", 6, "--preprocess", "crop",
+              "--crop-size", 32, "--serial-batches", *SMALL_NETS)
+    assert res.exit_code == EXIT_OK, res.output
+    assert "skipping" in res.stderr and "4.png: 20x20 is smaller than --crop-size 32" in res.stderr
+
+
+def test_a_moved_dataset_resumes_where_it_is_now_and_a_one_sided_run_needs_metrics(tmp_path):
+    data = folder_dataset(tmp_path / "d")
+    common = ["--load-size", 32, "--crop-size", 32, *SMALL_NETS]
+    assert run("cyclegan", "train", data, "--run-dir", tmp_path / "r", "--max-iters", 2, *common).exit_code == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["dataroot"] == str(data.resolve())
+    data.rename(tmp_path / "moved")
+    res = run("cyclegan", "train", "--run-dir", tmp_path / "r", "--resume", "--max-iters", 4, "--quiet")
+    assert res.exit_code == EXIT_INPUT and "the run's dataset is not there" in res.stderr
+    res = run("cyclegan", "train", tmp_path / "moved", "--run-dir", tmp_path / "r", "--resume", "--max-iters", 4,
+              "--quiet")
+    assert res.exit_code == EXIT_OK, res.output
+    res = run("cyclegan", "train", tmp_path / "moved", "--model", "fastcut", "--run-dir", tmp_path / "f",
+              "--max-iters", 2, *common)
+    assert res.exit_code == EXIT_OK, res.output
+    res = run("cyclegan", "eval", tmp_path / "f", "--out", tmp_path / "e")
+    assert res.exit_code == EXIT_USAGE and "one-sided run (A -> B only)" in res.stderr

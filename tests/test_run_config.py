@@ -45,8 +45,10 @@ def test_parse_options_reads_each_value_as_its_defaults_type():
     assert opts == {"lambda_nce": 4.0, "num_patches": 64, "nce_idt": False, "nce_layers": "0,4"}
     assert isinstance(opts["lambda_nce"], float)
     assert run_config(model="cut", option_pairs=["num_patches=8"]).options["num_patches"] == 8
-    assert run_config(model="cut", option_pairs=["num_patches=8"], options={"num_patches": 16}).options[
-        "num_patches"] == 16                                              # a named flag wins over --option
+    assert run_config(model="cut", option_pairs=["num_patches=8"], options={"num_patches": 8}).options[
+        "num_patches"] == 8                                               # a flag and --option may agree
+    with pytest.raises(UsageError, match="--option num_patches=8 and the flag's 16 disagree"):
+        run_config(model="cut", option_pairs=["num_patches=8"], options={"num_patches": 16})
     for bad, message in (("lambda_nce", "NAME=VALUE"), ("lambda=4", "not an option of --model cut"),
                          ("num_patches=many", "expected an integer"), ("nce_idt=maybe", "true or false")):
         with pytest.raises(UsageError, match=message):

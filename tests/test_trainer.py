@@ -117,6 +117,24 @@ def test_overwrite_starts_a_clean_run_folder(tmp_path):
     assert kept == ["iter_00000002", "iter_00000004"], kept                   # the new run's, none of the old
     assert not (run / "eval").exists() and (run / "notes.txt").read_text() == "mine"
     assert [json.loads(line)["iter"] for line in (run / "log.jsonl").read_text().splitlines()] == [2, 4]
+    assert not list(run.glob(".overwritten-*"))                                # the old run is gone once saved
+
+
+def test_an_overwrite_that_fails_before_its_first_checkpoint_keeps_the_old_run(tmp_path, monkeypatch):
+    from i2i.cyclegan.methods.cyclegan import CycleGAN
+
+    run = tmp_path / "run"
+    train(tiny_config(run, max_iters=4, save_every=2))
+    before = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    def broken(self, real_A, real_B):
+        raise RuntimeError("the new run broke at its first step")
+
+    monkeypatch.setattr(CycleGAN, "step", broken)
+    with pytest.raises(RuntimeError, match="broke"):
+        train(tiny_config(run, max_iters=4, save_every=2, lr=1e-3), overwrite=True)
+    after = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before                                                     # config, checkpoints, log, samples
 
 
 def test_a_lost_latest_pointer_falls_back_to_the_newest_complete_checkpoint(tmp_path):

@@ -215,7 +215,7 @@ class TrainConfig:
 
         _check(self.eval_features, EXTRACTORS, flag(self, "eval_features"))
         for name in ("batch_size", "crop_size", "load_size", "log_every", "sample_every", "save_every",
-                     "save_epoch_every", "keep_checkpoints", "shapes_count"):
+                     "save_epoch_every", "keep_checkpoints", "shapes_count", "lr_decay_iters"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{flag(self, name)} must be at least 1 (got {getattr(self, name)})")
         for name in ("lr", "n_epochs", "n_epochs_decay", "num_workers", "init_gain", "beta1", "beta2"):

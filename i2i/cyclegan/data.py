@@ -11,7 +11,7 @@ of DataLoader workers or DDP ranks.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -47,6 +47,30 @@ def _scale_width(img: Image.Image, target_width: int, crop_size: int) -> Image.I
     return img.resize((target_width, new_h), Image.BICUBIC)
 
 
+def check_trainable(size: tuple[int, int], pre: Preprocess, name: str = "image") -> tuple[int, int]:
+    """The size ``(w, h)`` an image of ``size`` is trained at under ``pre`` (before a flip), or the
+    :class:`InputError` :func:`apply_preprocess` would raise for it in the middle of training."""
+    w, h = size
+    if pre.mode == "resize_and_crop":
+        w = h = pre.load_size
+    elif pre.mode in ("scale_width", "scale_width_and_crop") and not (w == pre.load_size and h >= pre.crop_size):
+        w, h = pre.load_size, int(max(pre.load_size * h / w, pre.crop_size))
+    if "crop" in pre.mode:
+        if w < pre.crop_size or h < pre.crop_size:
+            raise InputError(f"{name}: {w}x{h} is smaller than --crop-size {pre.crop_size} "
+                             "(use --preprocess resize_and_crop, or a smaller --crop-size)")
+        return pre.crop_size, pre.crop_size
+    if pre.mode in ("none", "scale_width"):
+        m = pre.multiple
+        nw, nh = max(m, round(w / m) * m), max(m, round(h / m) * m)
+        if min(nw, nh) < pre.min_side:
+            raise InputError(f"{name}: {size[0]}x{size[1]} is too small to train on with --preprocess {pre.mode}: "
+                             f"these networks need at least {pre.min_side} px a side (use --preprocess "
+                             "resize_and_crop)")
+        return nw, nh
+    return w, h
+
+
 def apply_preprocess(img: Image.Image, pre: Preprocess, rng: random.Random, name: str = "image") -> Image.Image:
     """Resize / crop / flip one PIL image as the reference's ``get_transform`` does (bicubic)."""
     mode = pre.mode
@@ -55,20 +79,14 @@ def apply_preprocess(img: Image.Image, pre: Preprocess, rng: random.Random, name
     elif mode in ("scale_width", "scale_width_and_crop"):
         img = _scale_width(img, pre.load_size, pre.crop_size)
     if "crop" in mode:
+        check_trainable(img.size, replace(pre, mode="crop"), name)
         w, h = img.size
-        if w < pre.crop_size or h < pre.crop_size:
-            raise InputError(f"{name}: {w}x{h} is smaller than --crop-size {pre.crop_size} "
-                             "(use --preprocess resize_and_crop, or a smaller --crop-size)")
         x = rng.randint(0, w - pre.crop_size)
         y = rng.randint(0, h - pre.crop_size)
         img = img.crop((x, y, x + pre.crop_size, y + pre.crop_size))
     if mode in ("none", "scale_width"):
-        m = pre.multiple
+        nw, nh = check_trainable(img.size, replace(pre, mode="none"), name)
         w, h = img.size
-        nw, nh = max(m, round(w / m) * m), max(m, round(h / m) * m)
-        if min(nw, nh) < pre.min_side:
-            raise InputError(f"{name}: {w}x{h} is too small to train on with --preprocess {mode}: these networks "
-                             f"need at least {pre.min_side} px a side (use --preprocess resize_and_crop)")
         if (nw, nh) != (w, h):
             img = img.resize((nw, nh), Image.BICUBIC)
     if pre.flip and rng.random() < 0.5:
@@ -99,12 +117,19 @@ def list_images(folder: Path, max_items: int | None = None) -> list[Path]:
     return paths[:max_items] if max_items else paths
 
 
-def validate_images(paths: list[Path], mode: str, warn: Callable[[str], None]) -> list[Path]:
-    """Try to decode every file; report each bad one with ``warn`` and return the good ones."""
+def validate_images(paths: list[Path], mode: str, warn: Callable[[str], None],
+                    pre: Preprocess | None = None, sizes: set[tuple[int, int]] | None = None) -> list[Path]:
+    """Try to decode every file; report each bad one with ``warn`` and return the good ones. With ``pre``, an image
+    that preprocessing could not train on (smaller than the crop, too small for the networks) is bad too, found
+    here rather than when training draws it; ``sizes`` collects the sizes the good ones train at."""
     good = []
     for p in paths:
         try:
-            load_image(p, mode=mode)
+            img = load_image(p, mode=mode)
+            if pre is not None:
+                trained = check_trainable(img.size, pre, str(p))
+                if sizes is not None:
+                    sizes.add(trained)
         except InputError as exc:
             warn(f"skipping {exc}")
             continue
@@ -139,6 +164,7 @@ class UnalignedDataset(Dataset):
     def __init__(self, paths_a: list[Path], paths_b: list[Path], pre: Preprocess, input_nc: int = 3,
                  output_nc: int = 3) -> None:
         self.paths_a, self.paths_b, self.pre = paths_a, paths_b, pre
+        self.train_sizes: set[tuple[int, int]] = set()     # the sizes its images train at (build_dataset)
         self.mode_a = "RGB" if input_nc == 3 else "L"
         self.mode_b = "RGB" if output_nc == 3 else "L"
 
@@ -196,9 +222,14 @@ def build_dataset(dataroot: str, phase: str, pre: Preprocess, input_nc: int, out
     root = Path(dataroot)
     if not root.is_dir():
         raise InputError(f"{root}: no such dataset folder")
-    paths_a = validate_images(list_images(root / f"{phase}A", max_items), "RGB" if input_nc == 3 else "L", warn)
-    paths_b = validate_images(list_images(root / f"{phase}B", max_items), "RGB" if output_nc == 3 else "L", warn)
+    sizes: set[tuple[int, int]] = set()
+    paths_a = validate_images(list_images(root / f"{phase}A", max_items), "RGB" if input_nc == 3 else "L", warn,
+                              pre, sizes)
+    paths_b = validate_images(list_images(root / f"{phase}B", max_items), "RGB" if output_nc == 3 else "L", warn,
+                              pre, sizes)
     for name, paths in (("A", paths_a), ("B", paths_b)):
         if not paths:
             raise InputError(f"{root / (phase + name)}: no readable images")
-    return UnalignedDataset(paths_a, paths_b, pre, input_nc, output_nc)
+    dataset = UnalignedDataset(paths_a, paths_b, pre, input_nc, output_nc)
+    dataset.train_sizes.update(sizes)
+    return dataset

@@ -96,14 +96,20 @@ def default_eval_dir(run_dir: str | Path, best: bool = False) -> Path:
     return Path(run_dir) / ("eval-best" if best else "eval")
 
 
-def _generators(run_dir: Path, device: Any, best: bool = False) -> dict[str, tuple[Any, Any]]:
-    """``{"AtoB": (G_A, cfg)}``, plus ``"BtoA"`` for two-sided runs (a one-sided run's checkpoint has no G_B)."""
+def _b_to_a_file(run_dir: Path, best: bool = False) -> Path | None:
+    """The checkpoint's B -> A generator file, or None for a one-sided run (CUT, FastCUT)."""
     from i2i.cyclegan.checkpoint import checkpoint_folder
 
-    gens = {"AtoB": load_generator(resolve_generator_file(run_dir, "AtoB", best), device)}
     ckpt = checkpoint_folder(run_dir, best) if run_dir.is_dir() else run_dir.parent
-    if (ckpt / "G_B.safetensors").is_file():
-        gens["BtoA"] = load_generator(ckpt / "G_B.safetensors", device)
+    return ckpt / "G_B.safetensors" if (ckpt / "G_B.safetensors").is_file() else None
+
+
+def _generators(run_dir: Path, device: Any, best: bool = False) -> dict[str, tuple[Any, Any]]:
+    """``{"AtoB": (G_A, cfg)}``, plus ``"BtoA"`` for two-sided runs (a one-sided run's checkpoint has no G_B)."""
+    gens = {"AtoB": load_generator(resolve_generator_file(run_dir, "AtoB", best), device)}
+    b_to_a = _b_to_a_file(run_dir, best)
+    if b_to_a is not None:
+        gens["BtoA"] = load_generator(b_to_a, device)
     return gens
 
 
@@ -161,6 +167,13 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
         raise InputError(f"{run_dir}: no config.json; pass --dataroot")
     if config.metrics and dataroot == BUILTIN_SHAPES:
         raise UsageError("--metrics needs an image-folder dataset (builtin:shapes has its own accuracy metrics)")
+    from i2i.cyclegan.checkpoint import latest_checkpoint
+
+    has_weights = config.best or latest_checkpoint(run_dir) is not None        # else the loading says what is missing
+    if dataroot != BUILTIN_SHAPES and not config.metrics and has_weights and _b_to_a_file(run_dir, config.best) is None:
+        raise UsageError(f"{run_dir} is a one-sided run (A -> B only): on an image folder eval has nothing to measure "
+                         "without --metrics (cycle and identity L1 need a B -> A generator); e.g. --metrics kid "
+                         "--features random-cnn, or inception with its weights")
     outputs = (out_dir / "summary.json", out_dir / "grid.png")
     existing = [p for p in outputs if p.exists()]
     if existing and not overwrite:   # after the usage checks, before any model is loaded or image translated

@@ -29,7 +29,7 @@ from i2i.cyclegan.checkpoint import INFO_FILE, LATEST_FILE, latest_checkpoint
 from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
 from i2i.cyclegan.config import DiscriminatorConfig, TrainConfig
 from i2i.cyclegan.context import StepContext
-from i2i.cyclegan.data import Preprocess, build_dataset, collate, epoch_plan
+from i2i.cyclegan.data import BUILTIN_SHAPES, Preprocess, build_dataset, collate, epoch_plan
 from i2i.cyclegan.methods import get_method
 from i2i.cyclegan.methods.base import Method
 from i2i.cyclegan.networks import min_train_side, required_multiple
@@ -90,14 +90,18 @@ def _sample_grid(rows: list[list[torch.Tensor]]) -> "Any":
     return grid
 
 
-# What a run writes in its folder besides config.json; a fresh run over an old one (--overwrite) deletes these first
-# (the evaluations too: they describe weights that are gone).
-RUN_OUTPUTS = ("checkpoints", "samples", "eval", "eval-best", "log.jsonl", LATEST_FILE)
+# What a run writes in its folder besides config.json; a fresh run over an old one (--overwrite) moves these aside
+# first (the evaluations too: they describe weights that are gone) and deletes them once its own first checkpoint
+# is written; if it fails before that, they are put back.
+RUN_OUTPUTS = ("checkpoints", "samples", "eval", "eval-best", "log.jsonl", LATEST_FILE, "config.json")
+ASIDE_PREFIX = ".overwritten-"
 
 
 def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise UsageError("--resume continues the run in --run-dir and --overwrite starts it over: give one")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError(f"--run-dir {run_dir} is a file, not a folder")
     existing = latest_checkpoint(run_dir) if run_dir.exists() else None
     if resume and existing is None:
         raise CheckpointError(f"{run_dir}: no complete checkpoint to resume from")
@@ -108,6 +112,10 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def _accelerator(config: TrainConfig, device: str | None) -> Any:
+    if device not in (None, "auto"):
+        from i2i.device import resolve_device
+
+        resolve_device(device)                       # an unknown device name is a usage error, not torch's
     accelerator = make_accelerator(precision=config.precision, cpu=device == "cpu",
                                    log_with=config.log_with, project_dir=str(config.run_dir))
     dev = accelerator.device
@@ -123,7 +131,7 @@ def _build_data(config: TrainConfig, reporter: Reporter | None) -> tuple[Preproc
     multiple = required_multiple(config.generator)
     min_side = min_train_side(config.generator, config.discriminator)
     pre = Preprocess(config.preprocess, config.load_size, config.crop_size, config.flip, multiple, min_side)
-    if config.preprocess in ("crop", "resize_and_crop", "scale_width_and_crop"):
+    if config.preprocess in ("crop", "resize_and_crop", "scale_width_and_crop") or config.dataroot == BUILTIN_SHAPES:
         crop, n_layers, net_d = flag(config, "crop_size"), flag(DiscriminatorConfig, "n_layers"), flag(
             DiscriminatorConfig, "arch")
         if config.crop_size % multiple:
@@ -135,6 +143,12 @@ def _build_data(config: TrainConfig, reporter: Reporter | None) -> tuple[Preproc
     dataset = build_dataset(config.dataroot, config.phase, pre, config.generator.input_nc,
                             config.generator.output_nc, config.max_dataset_size, config.shapes_count, config.seed,
                             warn=reporter.warn if reporter else (lambda m: None))
+    sizes = sorted(getattr(dataset, "train_sizes", ()))
+    if config.batch_size > 1 and len(sizes) > 1:
+        shown = " and ".join(f"{w}x{h}" for w, h in sizes[:2])
+        raise UsageError(f"{flag(config, 'preprocess')} {config.preprocess} keeps each image's size, and these "
+                         f"differ ({shown}{', ...' if len(sizes) > 2 else ''}): a batch of {config.batch_size} needs "
+                         f"one size; use {flag(config, 'batch_size')} 1 or a --preprocess that crops")
     return pre, dataset
 
 
@@ -180,6 +194,7 @@ class _Run:
         self.last_losses: dict[str, float] = {}
         self.t_log = time.perf_counter()
         self.interrupted = False
+        self.aside: Path | None = None        # the old run's outputs (--overwrite) until the first checkpoint
 
     # ---- start: resume, run folder
     def _state_parts(self) -> dict[str, Any]:
@@ -198,25 +213,54 @@ class _Run:
         self.last_ckpt = folder
 
     def start(self, resume: bool, overwrite: bool) -> None:
-        """Write ``config.json``; a fresh run over an old one (``overwrite``) first deletes the old run's
-        :data:`RUN_OUTPUTS` (checkpoints, samples, log, evaluations), so none of them can be mistaken for the new
-        run's or outlive its checkpoints when they are pruned."""
+        """Write ``config.json``; a fresh run over an old one (``overwrite``) first moves the old run's
+        :data:`RUN_OUTPUTS` (checkpoints, samples, log, evaluations, config) into a hidden folder, so none of them
+        can be mistaken for the new run's or outlive its checkpoints when they are pruned; :meth:`save` deletes it
+        at the new run's first checkpoint, :meth:`put_back` restores it if the new run fails before."""
         config = self.config
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not resume and overwrite:
+                self.aside = self.run_dir / f"{ASIDE_PREFIX}{os.getpid()}"
+                self.aside.mkdir()
                 for name in RUN_OUTPUTS:
-                    stale = self.run_dir / name
-                    if stale.is_dir() and not stale.is_symlink():
-                        shutil.rmtree(stale)
-                    else:
-                        stale.unlink(missing_ok=True)
+                    if os.path.lexists(self.run_dir / name):
+                        os.replace(self.run_dir / name, self.aside / name)
             self.writer.clean_stale()
             with atomic_path(self.run_dir / "config.json", overwrite=True) as p:
                 p.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
         if config.log_with:
             self.accelerator.init_trackers("cyclegan", config={k: v for k, v in config.to_dict().items()
                                                                if isinstance(v, (int, float, str, bool))})
+
+    def __enter__(self) -> "_Run":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and self.is_main:
+            self.put_back()
+
+    def put_back(self) -> None:
+        """The new run failed before its first checkpoint: its outputs go, the old run's come back."""
+        if self.aside is None:
+            return
+        for name in RUN_OUTPUTS:
+            new = self.run_dir / name
+            if new.is_dir() and not new.is_symlink():
+                shutil.rmtree(new)
+            else:
+                new.unlink(missing_ok=True)
+            if os.path.lexists(self.aside / name):
+                os.replace(self.aside / name, new)
+        self.aside.rmdir()
+        self.aside = None
+
+    def _drop_old_runs(self) -> None:
+        """The new run has a checkpoint: the old run's outputs set aside (this call's, and any a killed start
+        left) are deleted."""
+        for folder in self.run_dir.glob(f"{ASIDE_PREFIX}*"):
+            shutil.rmtree(folder, ignore_errors=True)
+        self.aside = None
 
     # ---- every iteration
     def count(self, losses: torch.Tensor) -> None:
@@ -294,6 +338,8 @@ class _Run:
 
             path = self.writer.write(name, self.method.networks(), extra_files if with_state or info else None,
                                      update_latest=with_state)
+            if with_state:
+                self._drop_old_runs()
         self.accelerator.wait_for_everyone()
         return path
 
@@ -380,7 +426,7 @@ def _train(config: TrainConfig, resume: bool, device: str | None, reporter: Repo
 
     # ---- the loop
     start_iter, t_start, stop = run.global_iter, time.perf_counter(), StopSignal()
-    with stop, reporter.progress(total_iters, "train", completed=run.global_iter) as advance:
+    with run, stop, reporter.progress(total_iters, "train", completed=run.global_iter) as advance:
         while run.epoch <= config.total_epochs and run.global_iter < total_iters:
             dataset.pre = method.preprocess(pre, run.epoch)
             for batch in _epoch_loader(dataset, config, run.epoch, run.iter_in_epoch, rank, world, per_rank, dev):

@@ -17,7 +17,7 @@ from typing import Any
 
 from i2i.cyclegan.config import DEFAULT_MODEL, RESUMABLE_FIELDS, SHAPES_PRESET, TrainConfig
 from i2i.cyclegan.methods import get_method
-from i2i.errors import CheckpointError, UsageError
+from i2i.errors import CheckpointError, InputError, UsageError
 from i2i.options import flag
 
 NESTED = ("generator", "discriminator", "options")
@@ -52,16 +52,23 @@ def run_config(dataroot: str | None = None, run_dir: str | None = None, model: s
     changes = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in changes.items()}
     if resume and run_dir is None:
         raise UsageError("--resume needs --run-dir (the run folder to continue)")
+    if dataroot is not None and not dataroot.strip():
+        raise UsageError("DATAROOT is empty (an unset shell variable?): give a dataset folder or builtin:shapes")
     data = dataroot or BUILTIN_SHAPES
     given = {"run_dir": run_dir or default_run_dir(data, model or DEFAULT_MODEL), **changes}
     if model is not None:
         given["model"] = model
-    if dataroot is not None or not resume:
-        given["dataroot"] = data
+    if dataroot is not None or not resume:       # recorded absolute, so that a resume works from any folder
+        given["dataroot"] = data if data.startswith("builtin:") else os.path.abspath(data)
     base = saved_config(given["run_dir"]) if resume else None
     base = base or default_config(model or DEFAULT_MODEL, shapes=data == BUILTIN_SHAPES)
     if option_pairs:
-        given["options"] = {**parse_options(model or base.model, list(option_pairs)), **given.get("options", {})}
+        pairs, flags = parse_options(model or base.model, list(option_pairs)), given.get("options", {})
+        clash = sorted(k for k in set(pairs) & set(flags) if pairs[k] != flags[k])
+        if clash:
+            raise UsageError(f"--option {clash[0]}={pairs[clash[0]]} and the flag's {flags[clash[0]]} disagree: give "
+                             "one of them")
+        given["options"] = {**pairs, **flags}
     given = {k: v for k, v in given.items() if not (k in NESTED and not v)}
     config = resolve_config(merge_config(base, given), resume, set(given))
     get_method(config.model).options_from(config.options)      # an unknown method or option fails here
@@ -116,15 +123,22 @@ def resolve_config(config: TrainConfig, resume: bool, overrides: set[str]) -> Tr
     saved = saved_config(config.run_dir)
     if saved is None:
         raise CheckpointError(f"{config.run_dir}: nothing to resume (no config.json); drop --resume to start")
-    if "dataroot" in overrides and not _same_dataroot(config.dataroot, saved.dataroot):
+    builtin = saved.dataroot.startswith("builtin:")
+    moved = not builtin and not Path(saved.dataroot).is_dir()
+    if "dataroot" in overrides and not _same_dataroot(config.dataroot, saved.dataroot) and not moved:
         raise UsageError(f"DATAROOT {config.dataroot} differs from the run's recorded {saved.dataroot}; "
                          f"omit DATAROOT to resume on the recorded dataset")
+    if moved and "dataroot" not in overrides:
+        raise InputError(f"{saved.dataroot}: the run's dataset is not there (moved, or the run was started from "
+                         "another folder): give DATAROOT, where it is now")
+    # a moved dataset is taken where it is now (its size is checked against the checkpoint when resuming)
     changed = {name for name in overrides - {"dataroot"} if getattr(config, name) != getattr(saved, name)}
     refused = sorted(changed - RESUMABLE_FIELDS)
     if refused:
         raise UsageError("cannot change " + ", ".join(f for n in refused for f in _flags(config, saved, n))
                          + " when resuming (they are fixed by the run's config.json)")
-    return dataclasses.replace(saved, **{name: getattr(config, name) for name in changed})
+    taken = changed | ({"dataroot"} if moved else set())
+    return dataclasses.replace(saved, **{name: getattr(config, name) for name in taken})
 
 
 def _flags(config: TrainConfig, saved: TrainConfig, name: str) -> list[str]:

@@ -93,6 +93,7 @@ class Method:
         """``options`` (a possibly partial dict, e.g. ``TrainConfig.options``) over the defaults, as an ``Options``
         instance; raises :class:`~i2i.errors.UsageError` for an unknown or invalid option."""
         from i2i.errors import UsageError
+        from i2i.options import flag
 
         known = {f.name for f in dataclasses.fields(cls.Options)}
         unknown = set(options) - known
@@ -102,7 +103,12 @@ class Method:
             hint = f" (did you mean {near!r}? option names are case-sensitive)" if near else ""
             raise UsageError(f"option {', '.join(map(repr, sorted(unknown)))}: not an option of --model "
                              f"{cls.name}{hint}; its options: {', '.join(sorted(known))}")
-        return cls.Options(**{**cls.default_options(), **options})
+        values = cls.Options(**{**cls.default_options(), **options})
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if isinstance(value, float) and not math.isfinite(value):      # a NaN weight would only show as a NaN loss
+                raise UsageError(f"{flag(values, f.name)} (--option {f.name}) must be a finite number (got {value})")
+        return values
 
     # ---- what a checkpoint holds
     def networks(self) -> dict[str, Saved]:
