@@ -148,3 +148,10 @@ def test_a_pipeline_cast_by_a_second_wrapper_says_so():
     CtrlXPipeline(base, device="cpu", precision="bf16")          # casts base's modules in place
     with pytest.raises(UsageError, match="another wrapper of the same diffusers pipeline cast it"):
         first("a square", SQUARE)
+
+
+def test_unknown_network_settings_are_named():
+    from i2i.cyclegan.run_config import run_config
+
+    with pytest.raises(UsageError, match=r"generator: unknown setting\(s\) ngff"):
+        run_config(generator={"ngff": 3})

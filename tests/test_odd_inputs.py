@@ -304,3 +304,20 @@ def test_a_moved_dataset_resumes_where_it_is_now_and_a_one_sided_run_needs_metri
     assert res.exit_code == EXIT_OK, res.output
     res = run("cyclegan", "eval", tmp_path / "f", "--out", tmp_path / "e")
     assert res.exit_code == EXIT_USAGE and "one-sided run (A -> B only)" in res.stderr
+
+
+def test_a_discriminator_file_is_named_as_one_on_import(tmp_path):
+    import torch
+
+    from i2i.cyclegan.config import DiscriminatorConfig
+    from i2i.cyclegan.networks import define_D
+
+    torch.save(define_D(DiscriminatorConfig()).state_dict(), tmp_path / "latest_net_D_A.pth")
+    res = run("cyclegan", "import", tmp_path / "latest_net_D_A.pth", "--out", tmp_path / "g.safetensors")
+    assert res.exit_code == 4 and "holds a discriminator's weights" in res.stderr, res.output
+
+
+def test_export_takes_a_tiny_size_up_to_one_the_generator_runs_at(tiny_run, tmp_path):
+    pytest.importorskip("onnx")
+    res = run("cyclegan", "export", "-c", tiny_run, "--size", 2, "--onnx", tmp_path / "g.onnx", "--quiet")
+    assert res.exit_code == EXIT_OK, res.output

@@ -106,16 +106,22 @@ class BestCheckpoint:
         from i2i.metrics.registry import RANDOM_CNN, build_extractor
 
         reporter = reporter or Reporter.library()
-        with torch.random.fork_rng(devices=[]):     # building a network may draw from the global RNG
-            extractor = build_extractor(config.eval_features, device, config.inception_weights)
         held_out = held_out_set(config, reporter.warn)
         best = checkpoint_info(Path(config.run_dir) / "checkpoints" / BEST) if resume else None
-        if best is not None and (best.get("features"), best.get("held_out")) != (extractor.name,
-                                                                                 held_out.description):
+
+        def refuse_other(features: str) -> None:
             raise UsageError(f"{config.run_dir}: its best checkpoint was chosen by KID on {best.get('held_out')} "
                              f"with {best.get('features')} features, not on {held_out.description} with "
-                             f"{extractor.name}: resume with the run's --eval-features/--eval-images, or delete "
+                             f"{features}: resume with the run's --eval-features/--eval-images, or delete "
                              f"checkpoints/{BEST} to start a new best")
+
+        if best is not None and not str(best.get("features", "")).startswith(config.eval_features):
+            refuse_other(config.eval_features)       # before building the extractor (its weights may be missing)
+        with torch.random.fork_rng(devices=[]):     # building a network may draw from the global RNG
+            extractor = build_extractor(config.eval_features, device, config.inception_weights)
+        if best is not None and (best.get("features"), best.get("held_out")) != (extractor.name,
+                                                                                 held_out.description):
+            refuse_other(extractor.name)
         reporter.info(f"evaluating every {config.eval_every} iterations: KID of G_A on {held_out.description}, "
                       f"{extractor.name} features"
                       + (f"; best so far: KID {best['kid']:.5f} at iteration {best['iter']}" if best else ""))

@@ -84,6 +84,12 @@ def save_generator(path: str | os.PathLike, net: "nn.Module", config: GeneratorC
     return save_weights(path, unwrap(net).state_dict(), GENERATOR_FORMAT, config.to_dict(), overwrite)
 
 
+def _first_kernel(state: dict[str, "torch.Tensor"]) -> int | None:
+    """The kernel side of the first convolution weight in ``state`` (by key order), or None."""
+    first = next((v for v in state.values() if getattr(v, "ndim", 0) == 4), None)
+    return int(first.shape[-1]) if first is not None else None
+
+
 def load_state_strict(net: "nn.Module", state: dict[str, "torch.Tensor"], source: str) -> None:
     """``net.load_state_dict(state, strict=True)`` with a one-line CheckpointError on any mismatch."""
     own = net.state_dict()
@@ -100,6 +106,10 @@ def load_state_strict(net: "nn.Module", state: dict[str, "torch.Tensor"], source
             k = wrong[0]
             parts.append(f"{len(wrong)} with other shapes (e.g. {k}: {tuple(state[k].shape)} vs "
                          f"{tuple(own[k].shape)})")
+        if _first_kernel(state) == 4 and _first_kernel(own) != 4:     # PatchGAN convs are 4 x 4, generators' not
+            raise CheckpointError(f"{source}: holds a discriminator's weights (4x4 PatchGAN convolutions), not a "
+                                  "generator's: give the generator file (the reference's latest_net_G_A.pth, "
+                                  "latest_net_G.pth for CUT)")
         raise CheckpointError(f"{source}: weights do not fit this architecture: " + "; ".join(parts)
                               + " — check --netG/--ngf/--norm/--dropout")
     net.load_state_dict(state, strict=True)

@@ -20,7 +20,7 @@ from torch import nn
 
 from i2i.cyclegan.checkpoint import unwrap
 from i2i.cyclegan.config import GeneratorConfig
-from i2i.cyclegan.networks import required_multiple
+from i2i.cyclegan.networks import min_generator_side, required_multiple
 from i2i.errors import CheckpointError, OutputError, UsageError
 from i2i.images import atomic_path
 
@@ -76,7 +76,8 @@ def export_onnx(generator: nn.Module, cfg: GeneratorConfig, out_path: str | os.P
                 overwrite: bool = False) -> dict[str, Any]:
     """Export ``generator`` (described by ``cfg``) to ONNX at ``out_path``, atomically.
 
-    ``size`` is the side of the square example input used for tracing, rounded up to a valid multiple.
+    ``size`` is the side of the square example input used for tracing, rounded up to a size the generator runs
+    at (a valid multiple, and at least its smallest side).
     With ``check`` and onnxruntime installed, PyTorch and onnxruntime are run on random inputs (at ``size`` and,
     if ``dynamic``, at a second size and batch) before the file is moved into place.
 
@@ -96,7 +97,7 @@ def export_onnx(generator: nn.Module, cfg: GeneratorConfig, out_path: str | os.P
         raise OutputError(f"{out_path}: already exists (pass --overwrite to replace it)")
 
     multiple = required_multiple(cfg)
-    size = _round_up(size, multiple)
+    size = _round_up(max(size, min_generator_side(cfg)), multiple)
     # Export a float32 CPU copy in eval mode; the caller's module is left untouched.
     net = copy.deepcopy(unwrap(generator)).float().cpu().eval()
     example = torch.zeros(1, cfg.input_nc, size, size)

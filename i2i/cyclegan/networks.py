@@ -69,8 +69,12 @@ def min_train_side(gen: GeneratorConfig, disc: DiscriminatorConfig) -> int:
     :data:`MIN_SIDE`, other generators their multiple."""
     layers = {"basic": 3, "n_layers": disc.n_layers}.get(disc.arch)
     d_side = 3 * 2 ** layers if layers is not None else 1
-    g_side = MIN_SIDE if resnet_blocks(gen.arch) else required_multiple(gen)
-    return max(d_side, g_side)
+    return max(d_side, min_generator_side(gen))
+
+
+def min_generator_side(gen: GeneratorConfig) -> int:
+    """The smallest image side the generator runs on (:data:`MIN_SIDE` for a ResNet, else its multiple)."""
+    return MIN_SIDE if resnet_blocks(gen.arch) else required_multiple(gen)
 
 
 def required_multiple(cfg: GeneratorConfig) -> int:

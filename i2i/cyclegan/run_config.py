@@ -108,6 +108,10 @@ def merge_config(config: TrainConfig, fields: dict) -> TrainConfig:
         if isinstance(value, dict) and name == "options":
             value = {**current, **value}
         elif isinstance(value, dict):
+            unknown = sorted(set(value) - {f.name for f in dataclasses.fields(current)})
+            if unknown:
+                raise UsageError(f"{name}: unknown setting(s) {', '.join(unknown)} (the fields of "
+                                 f"{type(current).__name__})")
             value = dataclasses.replace(current, **value)
         merged[name] = value
     return dataclasses.replace(config, **merged)
