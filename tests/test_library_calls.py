@@ -155,3 +155,11 @@ def test_unknown_network_settings_are_named():
 
     with pytest.raises(UsageError, match=r"generator: unknown setting\(s\) ngff"):
         run_config(generator={"ngff": 3})
+
+
+def test_eval_metrics_on_one_image_are_refused_up_front():
+    from i2i.cyclegan.evaluate import EvalConfig
+
+    with pytest.raises(UsageError, match="needs at least 2 images per set"):
+        EvalConfig(metrics=("kid",), limit=1)
+    assert EvalConfig(metrics=("kid",), limit=2).limit == 2

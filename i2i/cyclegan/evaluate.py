@@ -71,6 +71,9 @@ class EvalConfig:
             raise UsageError("--kid-subsets must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise UsageError(f"--limit must be at least 1 (got {self.limit}); leave it out for all images")
+        if self.metrics and self.limit is not None and self.limit < 2:      # found before translating anything
+            raise UsageError(f"--metrics {','.join(self.metrics)} needs at least 2 images per set (--limit "
+                             f"{self.limit})")
 
 
 def _l1(a: Image.Image, b: Image.Image) -> float:
