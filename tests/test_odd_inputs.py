@@ -321,3 +321,12 @@ def test_export_takes_a_tiny_size_up_to_one_the_generator_runs_at(tiny_run, tmp_
     pytest.importorskip("onnx")
     res = run("cyclegan", "export", "-c", tiny_run, "--size", 2, "--onnx", tmp_path / "g.onnx", "--quiet")
     assert res.exit_code == EXIT_OK, res.output
+
+
+@pytest.mark.parametrize("command", ["generate", "ctrlx", "freecontrol"])
+def test_steps_past_the_schedules_last_noise_level_are_refused(pictures, monkeypatch, command):
+    no_diffusion_model(monkeypatch)
+    image = {"ctrlx": ["--structure", pictures / "s.png"], "freecontrol": ["--condition", pictures / "s.png"],
+             "generate": []}[command]
+    res = run(command, "-p", "a square", *image, "--steps", 1000, "--out", pictures / "o")
+    assert res.exit_code == EXIT_USAGE and "--steps must be between 1 and 999" in res.stderr, res.output

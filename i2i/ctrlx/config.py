@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2i.diffusion.jobs import JobSchema
-from i2i.diffusion.method import DiffusionMethod
+from i2i.diffusion.method import MAX_STEPS, DiffusionMethod
 from i2i.errors import UsageError
 from i2i.options import check_non_negative, flag, option
 
@@ -55,7 +55,8 @@ class CtrlXConfig:
             if not ok:
                 raise UsageError(message)
 
-        check(1 <= self.num_inference_steps <= 1000, f"{flag(self, 'num_inference_steps')} must be between 1 and 1000")
+        check(1 <= self.num_inference_steps <= MAX_STEPS,
+              f"{flag(self, 'num_inference_steps')} must be between 1 and {MAX_STEPS}")
         check_non_negative(self, "guidance_scale")
         for name in ("structure_schedule", "appearance_schedule", "eta"):
             check(0 <= getattr(self, name) <= 1, f"{flag(self, name)} must be between 0 and 1")

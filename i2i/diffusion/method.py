@@ -16,6 +16,10 @@ from typing import Any
 from i2i.diffusion.jobs import JobSchema
 
 
+# The most sampling steps: SD's DDIM schedule (1000 training steps, steps_offset 1) has timestep 1000 at 1000 steps,
+# one past its last noise level.
+MAX_STEPS = 999
+
 @dataclass(frozen=True)
 class DiffusionMethod:
     """One diffusion method. ``name``: its settings file (``i2i_<name>.json`` in a model folder) and model

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2i.diffusion.jobs import JobSchema
-from i2i.diffusion.method import DiffusionMethod
+from i2i.diffusion.method import MAX_STEPS, DiffusionMethod
 from i2i.errors import UsageError
 from i2i.options import check_non_negative, flag, option
 from i2i.seeds import check_seed
@@ -81,7 +81,7 @@ class BasesConfig:
     def validate(self) -> "BasesConfig":
         _at_least(self, "num_images", 1)
         object.__setattr__(self, "seed", check_seed(self.seed, flag(self, "seed")))    # a NumPy int -> int
-        _range(self, "num_inference_steps", 1, 1000)
+        _range(self, "num_inference_steps", 1, MAX_STEPS)
         check_non_negative(self, "guidance_scale")
         _check(0 < self.analysis_end <= 1, f"{flag(self, 'analysis_end')} must be in (0, 1]")
         _at_least(self, "n_components", 1)
@@ -132,7 +132,7 @@ class FreeControlConfig:
     bases: BasesConfig = BasesConfig()
 
     def validate(self) -> "FreeControlConfig":
-        _range(self, "num_inference_steps", 1, 1000)
+        _range(self, "num_inference_steps", 1, MAX_STEPS)
         check_non_negative(self, "guidance_scale", "structure_weight", "appearance_weight", "penalty")
         _range(self, "guidance_end", 0, 1)
         _range(self, "warmup", 0, 1)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from i2i.diffusion.jobs import JobSchema
-from i2i.diffusion.method import DiffusionMethod
+from i2i.diffusion.method import MAX_STEPS, DiffusionMethod
 from i2i.errors import UsageError
 from i2i.options import check_non_negative, flag, option
 
@@ -27,7 +27,8 @@ class GenerateConfig:
                               "e.g. 512 for SD 1.5, 1024 for SDXL).")
 
     def validate(self) -> "GenerateConfig":
-        checks = [(1 <= self.num_inference_steps <= 1000, "num_inference_steps", "must be between 1 and 1000"),
+        checks = [(1 <= self.num_inference_steps <= MAX_STEPS, "num_inference_steps",
+                   f"must be between 1 and {MAX_STEPS}"),
                   (0 <= self.eta <= 1, "eta", "must be between 0 and 1"),
                   (self.size is None or self.size >= 8, "size", "must be at least 8 pixels")]
         check_non_negative(self, "guidance_scale")
