@@ -39,12 +39,17 @@ class Preprocess:
     min_side: int = 1
 
 
-def _scale_width(img: Image.Image, target_width: int, crop_size: int) -> Image.Image:
-    w, h = img.size
+def _scale_width_size(size: tuple[int, int], target_width: int, crop_size: int) -> tuple[int, int]:
+    """The reference's ``__scale_width``: width ``target_width``, height scaled but at least ``crop_size``."""
+    w, h = size
     if w == target_width and h >= crop_size:
-        return img
-    new_h = int(max(target_width * h / w, crop_size))
-    return img.resize((target_width, new_h), Image.BICUBIC)
+        return size
+    return target_width, int(max(target_width * h / w, crop_size))
+
+
+def _scale_width(img: Image.Image, target_width: int, crop_size: int) -> Image.Image:
+    size = _scale_width_size(img.size, target_width, crop_size)
+    return img if size == img.size else img.resize(size, Image.BICUBIC)
 
 
 def check_trainable(size: tuple[int, int], pre: Preprocess, name: str = "image") -> tuple[int, int]:
@@ -53,8 +58,8 @@ def check_trainable(size: tuple[int, int], pre: Preprocess, name: str = "image")
     w, h = size
     if pre.mode == "resize_and_crop":
         w = h = pre.load_size
-    elif pre.mode in ("scale_width", "scale_width_and_crop") and not (w == pre.load_size and h >= pre.crop_size):
-        w, h = pre.load_size, int(max(pre.load_size * h / w, pre.crop_size))
+    elif pre.mode in ("scale_width", "scale_width_and_crop"):
+        w, h = _scale_width_size((w, h), pre.load_size, pre.crop_size)
     if "crop" in pre.mode:
         if w < pre.crop_size or h < pre.crop_size:
             raise InputError(f"{name}: {w}x{h} is smaller than --crop-size {pre.crop_size} "

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from i2i.cyclegan.checkpoint import load_generator, resolve_generator_file
+from i2i.cyclegan.checkpoint import latest_checkpoint, load_generator, resolve_generator_file
 from i2i.cyclegan.config import SHAPES_EVAL_LIMIT, TrainConfig
 from i2i.cyclegan.data import BUILTIN_SHAPES, list_images
 from i2i.cyclegan.translator import translate_pil
@@ -170,8 +170,6 @@ def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = Eval
         raise InputError(f"{run_dir}: no config.json; pass --dataroot")
     if config.metrics and dataroot == BUILTIN_SHAPES:
         raise UsageError("--metrics needs an image-folder dataset (builtin:shapes has its own accuracy metrics)")
-    from i2i.cyclegan.checkpoint import latest_checkpoint
-
     has_weights = config.best or latest_checkpoint(run_dir) is not None        # else the loading says what is missing
     if dataroot != BUILTIN_SHAPES and not config.metrics and has_weights and _b_to_a_file(run_dir, config.best) is None:
         raise UsageError(f"{run_dir} is a one-sided run (A -> B only): on an image folder eval has nothing to measure "

@@ -270,13 +270,13 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
     failures: list[tuple[str, str]] = []
     planned = []
     for job in mine:
-        names = output_names(job, run.out, one_file, run.extras)
-        planned.append((job, video_job_names(run, job, names) if is_video_job(run, job) else names))
-    sources = [job[key] for job in run.jobs for key in run.schema.images if job.get(key) is not None]
-    refuse_replacing_inputs(sources, [p for _, names in planned for entry in names for p in entry.values()])
-    ready = []
-    for job, names in planned:
         video = is_video_job(run, job)
+        names = output_names(job, run.out, one_file, run.extras)
+        planned.append((job, video, video_job_names(run, job, names) if video else names))
+    sources = [job[key] for job in run.jobs for key in run.schema.images if job.get(key) is not None]
+    refuse_replacing_inputs(sources, [p for _, _, names in planned for entry in names for p in entry.values()])
+    ready = []
+    for job, video, names in planned:
         if run.skip_existing and all(p.exists() for entry in names for p in entry.values()):
             continue                                   # done by an earlier run: counted by run_jobs
         try:
