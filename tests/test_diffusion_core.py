@@ -47,6 +47,30 @@ def test_recommended_settings_are_applied_by_the_library():
     assert ctrlx_config(None) == CtrlXConfig()
 
 
+
+@pytest.mark.parametrize("method, text, message", [
+    ("freecontrol", '{"num_inference_steps": "ten"}', r'"num_inference_steps" must be of type int \(got "ten"\)'),
+    ("freecontrol", '{"num_inference_steps": 20.5}', r'"num_inference_steps" must be of type int'),
+    ("freecontrol", '{"negative_prompt": 3}', r'"negative_prompt" must be of type str'),
+    ("freecontrol", '{"bases": 5}', r'"bases" must be an object of settings'),
+    ("freecontrol", '{"bases": {"block": 3}}', r'"bases.block" must be of type str \| None'),
+    ("freecontrol", '[1]', "expected an object of settings, not list"),
+    ("freecontrol", '{"structure_weight": -5}', "a recommended setting is invalid: --structure-weight"),
+    ("ctrlx", '{"self_recurrence": [0.1, 0.5]}', r'"self_recurrence" must be of type tuple\[float, float, int\]'),
+    ("ctrlx", '{"num_inference_steps": 0}', "a recommended setting is invalid: --steps must be between 1"),
+])
+def test_bad_recommended_settings_are_checkpoint_errors_naming_the_file(tmp_path, method, text, message):
+    from i2i.ctrlx.config import CTRLX
+    from i2i.errors import CheckpointError
+    from i2i.freecontrol.config import FREECONTROL
+
+    (tmp_path / f"i2i_{method}.json").write_text(text)
+    declared = {"freecontrol": FREECONTROL, "ctrlx": CTRLX}[method]
+    with pytest.raises(CheckpointError, match=f"i2i_{method}.json: {message}"):
+        declared.model_config(tmp_path)
+    (tmp_path / f"i2i_{method}.json").write_text('{"num_inference_steps": 7, "negative_prompt": "x"}')
+    assert declared.model_config(tmp_path).num_inference_steps == 7
+
 def test_the_settings_line_names_nested_settings_and_where_they_came_from():
     from i2i.demo.model import demo_model_path
     from i2i.diffusion.settings import describe

@@ -349,3 +349,30 @@ def test_prompt_longer_than_the_tokenizer_limit_warns_and_runs(sd, condition):
     reporter = Recorder()
     run(sd, condition, seed=5, reporter=reporter)
     assert not [w for w in reporter.warnings if "tokens long" in w]
+
+
+def test_bases_that_do_not_fit_the_model_are_refused_before_the_inversion(tmp_path, condition, monkeypatch):
+    from i2i.errors import CheckpointError
+    from i2i.freecontrol.bases import SemanticBases, save_bases
+    pipe = FreeControlPipeline(sd_pipeline(0), device="cpu", cache_dir=tmp_path)
+    good = pipe.semantic_bases("square", SMALL.bases, 32)
+    other = [n.replace("up_blocks.1", "up_blocks.2") for n in good.layers]     # 32-channel keys, not 64
+    broken = {
+        "channels": dataclasses.replace(good, means=good.means[..., :8], bases=good.bases[..., :8]),
+        "no principal components": dataclasses.replace(good, bases=good.bases[:, :, :0]),
+        "lacks": dataclasses.replace(good, layers=("down_blocks.9.attentions.0.transformer_blocks.0.attn1",) * 3),
+        "keys of": dataclasses.replace(good, layers=tuple(other)),
+        "not finite": dataclasses.replace(good, bases=good.bases * float("nan")),
+        "shape": dataclasses.replace(good, layers=good.layers[:1]),
+    }
+    inverted = []
+    monkeypatch.setattr(pipe, "invert", lambda *a, **k: inverted.append(1))
+    for i, (message, bases) in enumerate(broken.items()):
+        with pytest.raises(CheckpointError, match=message):
+            run(pipe, condition, bases=bases)
+        path = save_bases(bases, tmp_path / f"b{i}.safetensors")            # the same, read from a file
+        job = {"prompt": PROMPT, "inversion_prompt": INV, "subject": None, "concept": None, "seed": 0,
+               "num_images": 1, "img2img": False, "appearance_prompt": None}
+        with pytest.raises(CheckpointError, match=f"b{i}.safetensors.*{message}"):
+            pipe.run_job(job, {"condition": condition}, SMALL, bases=path)
+    assert not inverted

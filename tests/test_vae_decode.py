@@ -86,3 +86,17 @@ def test_missing_vae_is_an_error_before_any_model_loads(tmp_path, monkeypatch):
         assert res.exit_code == 4 and "nope.safetensors" in res.output, res.output
         res = runner.invoke(app, [*args, "--vae-decode", "sliced"])
         assert res.exit_code == 2 and "--vae-decode" in res.output, res.output
+
+
+def test_a_vae_of_another_latent_shape_is_refused_when_the_model_is_built(tmp_path):
+    from diffusers import AutoencoderKL
+
+    def vae(latent_channels=4, blocks=(8, 16, 16)):
+        return AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * len(blocks),
+                             up_block_types=("UpDecoderBlock2D",) * len(blocks), block_out_channels=blocks,
+                             layers_per_block=1, latent_channels=latent_channels, norm_num_groups=8)
+
+    with pytest.raises(CheckpointError, match="8 channels.*4-channel latents"):
+        DiffusionModel(sd_pipeline(), model_id="tiny", device="cpu", vae=vae(latent_channels=8))
+    with pytest.raises(CheckpointError, match="maps 8 pixels to a latent, the model's own VAE 4"):
+        DiffusionModel(sd_pipeline(), model_id="tiny", device="cpu", vae=vae(blocks=(8, 16, 16, 16)))

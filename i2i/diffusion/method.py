@@ -53,7 +53,17 @@ class DiffusionMethod:
         from i2i.diffusion.settings import read_recommended
 
         data = read_recommended(model, self.name, self.config, self.nested)
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        if data:                                    # the file's own values must make a valid config
+            from i2i.diffusion.settings import apply_recommended, settings_file
+            from i2i.errors import CheckpointError, UsageError
+
+            try:
+                apply_recommended(self.config(), data, tuple(self.nested)).validate()
+            except UsageError as exc:
+                raise CheckpointError(f"{settings_file(model, self.name)}: a recommended setting is invalid: "
+                                      f"{exc}") from exc
+        return data
 
     def model_config(self, model: str | Path | None, recommended: dict[str, Any] | None = None) -> Any:
         """The defaults with ``model``'s recommended settings applied (pass ``recommended`` when already read)."""

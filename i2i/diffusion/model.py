@@ -14,7 +14,7 @@ from PIL import Image
 
 from i2i.diffusion.conditioning import Conditioning
 from i2i.diffusion.loading import DTYPES, load_pipeline, modules_fingerprint, place
-from i2i.diffusion.vae import check_vae_decode, decode_latents, load_vae
+from i2i.diffusion.vae import check_vae_decode, check_vae_fits, decode_latents, load_vae
 from i2i.errors import UsageError
 from i2i.progress import warn
 from i2i.seeds import check_seed
@@ -89,7 +89,9 @@ class DiffusionModel:
         self.unet = place(base.unet, self.device, self.dtype)
         self.vae_decode = check_vae_decode(vae_decode)
         if vae is not None:                       # e.g. an fp16-safe VAE: it runs at the pipeline's precision
-            base.vae = load_vae(vae) if isinstance(vae, (str, os.PathLike)) else vae
+            replacement = load_vae(vae) if isinstance(vae, (str, os.PathLike)) else vae
+            check_vae_fits(replacement, base, vae)
+            base.vae = replacement
             self.vae = place(base.vae, self.device, self.dtype)
         else:                                     # the model's own VAE runs in fp32, as in the official code
             self.vae = place(base.vae, self.device, torch.float32)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,14 +33,52 @@ def read_recommended(model: str | Path | None, method: str, config_type: type, n
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable recommended settings ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected an object of settings, not {type(data).__name__}")
     fields = {f.name for f in dataclasses.fields(config_type)} - set(nested)
     bad = [k for k in data if k not in fields and k not in nested]
     for key, sub_type in nested.items():
+        if not isinstance(data.get(key, {}), dict):
+            raise CheckpointError(f"{path}: \"{key}\" must be an object of settings (got {json.dumps(data[key])})")
         sub_fields = {f.name for f in dataclasses.fields(sub_type)}
         bad += [f"{key}.{k}" for k in data.get(key, {}) if k not in sub_fields]
     if bad:
         raise CheckpointError(f"{path}: unknown setting(s) {', '.join(bad)}")
+    for key in nested.keys() & data.keys():
+        _check_types(path, data[key], nested[key], f"{key}.")
+    _check_types(path, {k: v for k, v in data.items() if k not in nested}, config_type)
     return data
+
+
+def _check_types(path: Path, values: dict[str, Any], config_type: type, prefix: str = "") -> None:
+    """A :class:`CheckpointError` naming ``path`` for a value of the wrong JSON type for its field."""
+    hints = typing.get_type_hints(config_type)
+    for key, value in values.items():
+        if not _accepts(hints[key], value):
+            raise CheckpointError(f"{path}: \"{prefix}{key}\" must be of type {_describe(hints[key])} "
+                                  f"(got {json.dumps(value)})")
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether the JSON value ``value`` fits the type ``hint`` (numbers: an int is a float, a bool is neither;
+    a tuple is a JSON list); types this does not know are left to the config's validation."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool or hint is str:
+        return isinstance(value, hint)
+    if hint is int or hint is float:
+        return isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+    if typing.get_origin(hint) is tuple:
+        items = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        return isinstance(value, list) and len(value) == len(items) and all(map(_accepts, items, value))
+    return True
+
+
+def _describe(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 def apply_recommended(config: C, recommended: dict[str, Any], nested: tuple[str, ...] = ()) -> C:

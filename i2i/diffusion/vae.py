@@ -71,6 +71,20 @@ def decode_latents(vae, latents: torch.Tensor, mode: str = "auto", tile_px: int 
     return torch.cat(out)
 
 
+def check_vae_fits(vae, base, name) -> None:
+    """:class:`~i2i.errors.CheckpointError` unless ``vae`` can replace ``base``'s VAE: latents of as many channels
+    as the UNet denoises, on the same grid (the UNet was trained at one pixels-per-latent scale; another would
+    silently change every output's size)."""
+    unet_channels = base.unet.config.out_channels
+    if vae.config.latent_channels != unet_channels:
+        raise CheckpointError(f"--vae {name}: its latents have {vae.config.latent_channels} channels, but the "
+                              f"model's UNet denoises {unet_channels}-channel latents (a VAE of another model family?)")
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    own = 2 ** (len(base.vae.config.block_out_channels) - 1) if getattr(base, "vae", None) is not None else scale
+    if scale != own:
+        raise CheckpointError(f"--vae {name}: it maps {scale} pixels to a latent, the model's own VAE {own}")
+
+
 def check_vae_spec(spec: str | os.PathLike) -> None:
     """Fail early (before any model is loaded) when ``spec`` names a local VAE file or folder that is missing."""
     from i2i.diffusion.loading import is_single_file

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from i2i.errors import CheckpointError, InputError, UsageError
+from i2i.diffusion.attention import attention_layers
 from i2i.diffusion.cache import cache_key, entry_lock, load_entry, progress_bar, save_entry
 from i2i.freecontrol.config import BasesConfig
 from i2i.freecontrol.features import FeatureStore, block_attention_layers, default_feature_block, recording
@@ -76,20 +77,58 @@ class SemanticBases:
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"timesteps": self.timesteps, "means": self.means, "bases": self.bases}
 
+    def problem(self) -> str | None:
+        """What makes these bases unusable in themselves (shapes that disagree, no components, values that are
+        not finite), or None."""
+        t, n = self.timesteps, len(self.layers)
+        if t.ndim != 1 or len(t) == 0 or self.means.ndim != 3 or self.bases.ndim != 4:
+            return "the timestep, mean and basis tensors do not have the bases' shapes"
+        if self.means.shape[:2] != (len(t), n) or self.bases.shape[:2] != (len(t), n):
+            return (f"{len(t)} timesteps and {n} layers, but means of shape {tuple(self.means.shape)} and bases of "
+                    f"shape {tuple(self.bases.shape)}")
+        if self.bases.shape[3] != self.means.shape[2]:
+            return f"means of {self.means.shape[2]} channels but bases of {self.bases.shape[3]}"
+        if self.n_components == 0:
+            return "no principal components"
+        if not (torch.isfinite(self.means).all() and torch.isfinite(self.bases).all()):
+            return "values that are not finite (NaN or infinite)"
+        return None
+
+    def checked(self, source) -> "SemanticBases":
+        """Self, or :class:`~i2i.errors.CheckpointError` naming ``source`` when :meth:`problem` finds one."""
+        if (problem := self.problem()) is not None:
+            raise CheckpointError(f"{source}: unusable semantic bases: {problem}")
+        return self
+
+    def fit_problem(self, unet: torch.nn.Module) -> str | None:
+        """Why these bases do not fit ``unet`` (a layer it lacks or that is not a self-attention layer, a key width
+        other than the bases' channels), or None."""
+        names = set(attention_layers(unet))
+        for layer in self.layers:
+            if layer not in names or not layer.endswith("attn1"):
+                return f"they are for a layer this UNet lacks ({layer})"
+            width = unet.get_submodule(layer).to_k.out_features
+            if width != self.means.shape[2]:
+                return (f"they have {self.means.shape[2]} channels, but this UNet's {layer} has keys of "
+                        f"{width} channels (bases of another model?)")
+        return None
+
 
 def save_bases(bases: SemanticBases, path: Path, key: str = "") -> Path:
     """Write ``bases`` as a checksummed safetensors file."""
     return save_entry(Path(path), bases.tensors(), key, {**bases.info, "layers": list(bases.layers)})
 
 
-def load_bases(path: str | Path, key: str | None = None) -> SemanticBases | None:
-    """Bases saved by :func:`save_bases`; None if missing, corrupt or (with ``key``) stored under another key."""
+def load_bases(path: str | Path, key: str | None = None, usable: bool = True) -> SemanticBases | None:
+    """Bases saved by :func:`save_bases`; None if missing, corrupt, (with ``key``) stored under another key or
+    (``usable``) unusable in themselves (see :meth:`SemanticBases.problem`)."""
     entry = load_entry(Path(path), key)
     if entry is None:
         return None
     tensors, info = entry
-    return SemanticBases(tensors["timesteps"], tuple(info["layers"]), tensors["means"], tensors["bases"], info,
-                         Path(path), True)
+    loaded = SemanticBases(tensors["timesteps"], tuple(info["layers"]), tensors["means"], tensors["bases"], info,
+                           Path(path), True)
+    return loaded if not usable or loaded.problem() is None else None
 
 
 def bases_key(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int, block: str,
@@ -376,7 +415,8 @@ def import_official(path: str | Path, num_inference_steps: int | None = None, nu
         raise CheckpointError(f"{path}: unexpected pca_info layout ({type(exc).__name__}: {exc})") from exc
     timesteps = torch.tensor([schedule[i] for i in steps], dtype=torch.int64)
     return SemanticBases(timesteps, layers, means, bases,
-                         {"source": "official", "file": str(path), "steps": num_inference_steps}, path, False)
+                         {"source": "official", "file": str(path), "steps": num_inference_steps}, path, False
+                         ).checked(path)
 
 
 def read_bases_file(path: str | Path, official_steps: int | None = None) -> SemanticBases:
@@ -387,7 +427,7 @@ def read_bases_file(path: str | Path, official_steps: int | None = None) -> Sema
         raise InputError(f"{path}: no such bases file")
     if path.suffix in (".pt", ".pth", ".bin"):
         return import_official(path, official_steps)
-    loaded = load_bases(path)
+    loaded = load_bases(path, usable=False)
     if loaded is None:
         raise CheckpointError(f"{path}: not a valid i2i bases file (corrupt or another format version)")
-    return loaded
+    return loaded.checked(path)

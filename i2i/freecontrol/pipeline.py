@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from i2i.diffusion.attention import attention_layers
 from i2i.diffusion.cache import progress_bar
 from i2i.diffusion.conditioning import Conditioning
 from i2i.diffusion.inversion import Trajectory, invert_condition
@@ -187,10 +186,11 @@ class FreeControlPipeline(DiffusionModel):
         return cached_bases(self, concept, config, size, self.cache_dir, reporter, images)
 
     def _check_bases(self, bases: SemanticBases) -> list[str]:
-        names = attention_layers(self.unet)
-        missing = [layer for layer in bases.layers if layer not in names]
-        if missing:
-            raise CheckpointError(f"the semantic bases are for layers this UNet lacks ({missing[0]}, ...)")
+        """The bases' layers, or :class:`CheckpointError` when the bases are unusable or do not fit this UNet."""
+        source = bases.path or "the semantic bases"
+        bases.checked(source)
+        if (problem := bases.fit_problem(self.unet)) is not None:
+            raise CheckpointError(f"{source}: the semantic bases do not fit this model: {problem}")
         return list(bases.layers)
 
     @torch.no_grad()
@@ -366,7 +366,9 @@ class FreeControlPipeline(DiffusionModel):
         overrides the cached ones."""
         if bases is not None and not isinstance(bases, SemanticBases):
             if self._bases_file[0] != bases:
-                self._bases_file = (bases, read_bases_file(bases))
+                read = read_bases_file(bases)
+                self._check_bases(read)                 # before the first job's inversion
+                self._bases_file = (bases, read)
             bases = self._bases_file[1]
         unguided = "unguided" in extras
         job_cfg = dataclasses.replace(config, img2img=bool(job["img2img"]))
@@ -409,6 +411,8 @@ class FreeControlPipeline(DiffusionModel):
                                  else prompt_token_indices(self.tokenizer, inversion_prompt))
             except ValueError as exc:
                 raise UsageError(f"--subject: {exc}") from exc
+        if n_guided and bases is not None:
+            self._check_bases(bases)                    # before the inversion's work
         if plan.need_condition:
             plan.trajectory = self.invert(condition, inversion_prompt, config, ts, reporter)
         if n_guided:
