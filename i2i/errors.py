@@ -7,7 +7,7 @@ Exit codes (also listed in the README):
 
 ====  ======================================================================
 0     success: every input was processed
-1     partial failure: some inputs failed, the rest were written
+1     partial failure: some inputs failed, the rest were written (every input failed alike: that failure's code)
 2     bad usage: an invalid flag value or combination (also Typer's own usage errors, and out of memory)
 3     input error: a missing, unreadable or invalid input file, folder or dataset
 4     checkpoint or model error: missing, corrupt or incompatible weights/config
@@ -75,6 +75,18 @@ class PartialFailure(I2IError):
     def __init__(self, message: str, failures: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.failures = failures or []
+
+
+def batch_failure(errors: list[I2IError], failures: list[tuple[str, str]], total: int, written: int,
+                  noun: str = "input(s)") -> PartialFailure:
+    """The error that ends a batch with ``failures`` (``(item, reason)``, raised as ``errors``) of ``total``
+    items: exit 1 when something was written or the failures differ in kind; when nothing was written and every
+    failure is of one kind, that kind's exit code (every output already there is 6, not 1)."""
+    error = PartialFailure(f"{len(failures)} of {total} {noun} failed", failures)
+    kinds = {type(e) for e in errors}
+    if written == 0 and len(errors) == len(failures) and len(kinds) == 1:
+        error.exit_code = errors[0].exit_code
+    return error
 
 
 class Interrupted(I2IError):

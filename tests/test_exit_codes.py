@@ -97,6 +97,20 @@ def test_3_the_only_input_unreadable_in_every_command(tiny_run, tmp_path, comman
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+
+@pytest.mark.parametrize("command", ["translate", "preprocess"])
+def test_3_when_every_input_of_a_batch_is_unreadable(tiny_run, tmp_path, command):
+    """Nothing written and every input failed the same way: that failure's code, not the partial failure's 1."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        (src / name).write_bytes(b"not an image")
+    args = {"translate": ["cyclegan", "translate", src, "-c", tiny_run],
+            "preprocess": ["preprocess", src, "--kind", "canny"]}[command]
+    res = run(*args, "--out", tmp_path / "out", "--quiet")
+    assert res.exit_code == EXIT_INPUT and "2 of 2 input(s) failed" in res.stderr, res.output
+    assert "a.png" in res.stderr and "b.png" in res.stderr
+
 def test_4_checkpoint(images, tmp_path):
     res = run("cyclegan", "translate", images, "-c", tmp_path / "no_run", "--out", tmp_path / "o")
     assert res.exit_code == EXIT_CHECKPOINT and "no_run" in res.stderr

@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from i2i.cli.app import app
-from i2i.errors import PartialFailure, UsageError
+from i2i.errors import EXIT_OUTPUT, EXIT_PARTIAL, PartialFailure, UsageError
 from i2i.images import remove_stale_temps
 from i2i.progress import Reporter
 from i2i.shard import Shard, current_shard, parse_shard
@@ -137,8 +137,13 @@ def test_job_loop_skips_existing_outputs_and_refuses_them_otherwise(tmp_path, mo
     assert calls == [2] and (again.done, again.skipped, again.failures) == (1, 3, [])
     assert summaries(capsys.readouterr().out) == [again.record()] and again.record()["generated"] == 1
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == files
-    with pytest.raises(PartialFailure, match="4 of 4 job"):
+    with pytest.raises(PartialFailure, match="4 of 4 job") as every:
         run_fake_jobs(tmp_path, calls)                         # without the flag an existing output is an error
+    assert every.value.exit_code == EXIT_OUTPUT                # nothing written, every output there: 6, not 1
+    (tmp_path / "out" / victim).unlink()
+    with pytest.raises(PartialFailure, match="3 of 4 job") as some:
+        run_fake_jobs(tmp_path, calls)
+    assert some.value.exit_code == EXIT_PARTIAL
     with pytest.raises(UsageError, match="cannot be used together"):
         run_fake_jobs(tmp_path, calls, skip_existing=True, overwrite=True)
     monkeypatch.setenv("RANK", "1")
@@ -146,6 +151,35 @@ def test_job_loop_skips_existing_outputs_and_refuses_them_otherwise(tmp_path, mo
     calls.clear()
     shared = run_fake_jobs(tmp_path, calls, overwrite=True)
     assert calls == [1, 3] and (shared.shard, shared.inputs, shared.total_inputs) == (Shard(1, 2), 2, 4)
+
+
+def test_skip_existing_finishes_a_job_whose_images_are_partly_written(tmp_path):
+    from i2i.diffusion.jobs import JobResult, JobRun, JobSchema, build_jobs, run_jobs
+
+    schema = JobSchema(())
+    jobs = build_jobs(schema, ["a"], {}, None, {"num_images": 3}, 0)
+    calls = []
+
+    def generate(model, job, images):
+        calls.append(job["index"])
+        return JobResult([Image.new("RGB", (8, 8), (60 * k, 0, 0)) for k in range(3)])
+
+    def go(**options):
+        return run_jobs(JobRun(schema, jobs, tmp_path / "out", **options), lambda: "model", generate,
+                        Reporter(quiet=True))
+
+    go()
+    files = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    first, *rest = sorted(files)
+    for name in rest:
+        (tmp_path / "out" / name).unlink()
+    (tmp_path / "out" / first).write_bytes(b"kept")            # not rewritten: existing outputs are done
+    again = go(skip_existing=True)
+    assert again.done == 1 and len(calls) == 2
+    assert {p.name for p in (tmp_path / "out").iterdir()} == set(files)
+    assert (tmp_path / "out" / first).read_bytes() == b"kept"
+    assert all((tmp_path / "out" / name).read_bytes() == files[name] for name in rest)
+    assert go(skip_existing=True).skipped == 1 and len(calls) == 2
 
 
 # ---- translate in real processes ----------------------------------------------------------------------------------

@@ -255,7 +255,7 @@ def translate(
         from i2i.cyclegan.translate_job import translate_inputs
         from i2i.cyclegan.translator import TranslateConfig
         from i2i.device import check_precision, resolve_device
-        from i2i.errors import PartialFailure
+        from i2i.errors import batch_failure
 
         dev = resolve_device(device)
         prec = check_precision(precision, dev)
@@ -270,7 +270,7 @@ def translate(
         reporter.info(summary.line())
         reporter.result(summary.record())
         if result.failed_job(skip_existing):
-            raise PartialFailure(f"{len(result.failed)} of {summary.inputs} input(s) failed", result.failed)
+            raise batch_failure(result.errors, result.failed, summary.inputs, len(result.ok))
 
     run_guarded(go, debug, reporter)
 

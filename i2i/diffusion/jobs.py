@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from i2i.errors import I2IError, InputError, OutputError, PartialFailure, UsageError
+from i2i.errors import I2IError, InputError, OutputError, UsageError, batch_failure
 from i2i.images import check_file_name
 from i2i.seeds import check_seed
 
@@ -245,7 +245,7 @@ class JobRun:
 def _fail(run_jobs_count: int, failures: list, name: str, exc: I2IError, reporter: "Reporter") -> None:
     if run_jobs_count == 1:
         raise exc
-    failures.append((name, str(exc)))
+    failures.append((name, exc))
     reporter.item_error(name, str(exc))
 
 
@@ -267,7 +267,7 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
     part, mine = run.share()
     if part.count > 1:
         reporter.info(f"rank {part.index} of {part.count}: {len(mine)} of {len(run.jobs)} job(s)")
-    failures: list[tuple[str, str]] = []
+    failures: list[tuple[str, I2IError]] = []
     planned = []
     for job in mine:
         video = is_video_job(run, job)
@@ -284,7 +284,7 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
                 check_video_job(run, job)
             images = {key: load_image(job[key]) for key in run.schema.images
                       if job.get(key) is not None and not (video and key == run.schema.primary)}
-            existing = None if run.overwrite else existing_output(names)
+            existing = None if run.overwrite or run.skip_existing else existing_output(names)
             if existing is not None:
                 raise OutputError(f"{existing}: already exists (pass --overwrite to replace it)")
         except (InputError, OutputError) as exc:
@@ -378,11 +378,12 @@ def _finish(run: JobRun, done: int, failures: list[tuple[str, str]], reporter: "
     from i2i.summary import BatchSummary
 
     part, mine = run.share()
+    reasons = [(name, str(exc)) for name, exc in failures]
     summary = BatchSummary(run.command, part, len(run.jobs), len(mine), done, len(mine) - done - len(failures),
-                           failures, verb="generated", out=str(run.out))
+                           reasons, verb="generated", out=str(run.out))
     if run.report_summary:
         reporter.info(summary.line())
         reporter.result(summary.record())
     if failures:
-        raise PartialFailure(f"{len(failures)} of {len(mine) - summary.skipped} job(s) failed", failures)
+        raise batch_failure([exc for _, exc in failures], reasons, len(mine) - summary.skipped, done, "job(s)")
     return summary

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from i2i.errors import I2IError, OutputError, PartialFailure, UsageError
+from i2i.errors import I2IError, OutputError, UsageError, batch_failure
 from i2i.preprocess.kinds import check_kind
 from i2i.progress import Reporter
 
@@ -49,7 +49,7 @@ def preprocess_files(inputs: Sequence[str | os.PathLike], kind: str = DEFAULT_KI
     refuse_replacing_inputs(items, targets)
     refuse_if_all_exist(targets, overwrite)
     check_writable(targets)
-    result = PreprocessResult()
+    result, errors = PreprocessResult(), []
     with reporter.progress(len(items), f"{kind} maps") as advance:
         for item, target in zip(items, targets):
             try:
@@ -61,6 +61,7 @@ def preprocess_files(inputs: Sequence[str | os.PathLike], kind: str = DEFAULT_KI
                 if len(items) == 1:
                     raise
                 result.failed.append((str(item.path), str(exc)))
+                errors.append(exc)
                 reporter.item_error(str(item.path), str(exc))
                 reporter.result({"input": str(item.path), "status": "error", "error": str(exc)})
             else:
@@ -69,5 +70,5 @@ def preprocess_files(inputs: Sequence[str | os.PathLike], kind: str = DEFAULT_KI
                                  "width": picture.width, "height": picture.height})
             advance(1)
     if result.failed:
-        raise PartialFailure(f"{len(result.failed)} of {len(items)} input(s) failed", result.failed)
+        raise batch_failure(errors, result.failed, len(items), len(result.written))
     return result
