@@ -3,7 +3,7 @@
 The CLI turns an :class:`I2IError` into one line on stderr and exits with :attr:`I2IError.exit_code`;
 a traceback is printed only with ``--debug``. Library callers can catch :class:`I2IError`.
 
-Exit codes (also listed in the README):
+Exit codes (also listed in docs/cli.md):
 
 ====  ======================================================================
 0     success: every input was processed

@@ -271,6 +271,12 @@ def test_bases_import_official(tmp_path):
     res = CliRunner().invoke(app, ["freecontrol", "bases", "--concept", "square", "--model", str(tmp_path / "none"),
                                    "--out", str(tmp_path / "imported.safetensors")])
     assert res.exit_code == 6 and "already exists" in res.output                  # before any model is looked for
+    before = official.read_bytes()
+    for out in (official, tmp_path / "b.png"):         # its own input; a name the --images folder would read
+        res = CliRunner().invoke(app, ["freecontrol", "bases", "--import-official", str(official),
+                                       "--out", str(out), "--overwrite"])
+        assert res.exit_code == 2 and ".safetensors name" in res.output, res.output
+    assert official.read_bytes() == before and not (tmp_path / "b.png").exists()
 
 
 def test_freecontrol_help_does_not_import_torch():

@@ -330,3 +330,14 @@ def test_steps_past_the_schedules_last_noise_level_are_refused(pictures, monkeyp
              "generate": []}[command]
     res = run(command, "-p", "a square", *image, "--steps", 1000, "--out", pictures / "o")
     assert res.exit_code == EXIT_USAGE and "--steps must be between 1 and 999" in res.stderr, res.output
+
+
+@pytest.mark.parametrize("command", ["generate", "ctrlx", "freecontrol"])
+def test_flags_without_a_prompt_are_an_error_and_the_bare_command_its_help(monkeypatch, tmp_path, command):
+    no_diffusion_model(monkeypatch)
+    bare = run(command)
+    assert bare.exit_code == EXIT_OK and "Usage:" in bare.stdout
+    for flags in (["--steps", "3", "-o", tmp_path / "o"], ["--seed", "3"]):
+        res = run(command, *flags)
+        assert res.exit_code == EXIT_USAGE and "nothing to do: give --prompt" in res.stderr, res.output
+        assert "Usage:" not in res.output and not (tmp_path / "o").exists()

@@ -144,8 +144,9 @@ def diffusion_app(method: DiffusionMethod, flags: Optional[Callable[..., MethodF
         quiet, json, debug = (values.pop(name) for name in common)
         method_flags = flags(**{p.name: values.pop(p.name) for p in own}) if flags else MethodFlags()
         given = shared(ctx, **values)
-        if not (given.prompt or any(method_flags.images.values()) or given.jobs):
-            typer.echo(ctx.get_help())
+        if not any(getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"
+               for p in ctx.command.get_params(ctx)):
+            typer.echo(ctx.get_help())                    # the bare command: its help (flags without inputs: an error)
             raise typer.Exit(0)
         reporter = Reporter(quiet=quiet, json_mode=json)
         run_guarded(lambda: run(method, given, method_flags, given_changes(ctx), reporter), debug, reporter)

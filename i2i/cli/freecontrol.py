@@ -175,13 +175,21 @@ def run_bases(changes: dict[str, Any], reporter: Reporter, *, concept: Optional[
                      "layers": list(result.layers), "components": result.n_components})
 
 
-def check_bases_out(out: Optional[Path], overwrite: bool) -> None:
-    """``bases --out FILE``, checked before any work: an existing file is replaced only with ``--overwrite``."""
+def check_bases_out(out: Optional[Path], overwrite: bool, inputs: list[Path] = ()) -> None:
+    """``bases --out FILE``, checked before any work: a ``.safetensors`` name (what ``--bases`` reads as an i2i
+    bases file), never one of the ``inputs``, an existing file replaced only with ``--overwrite``."""
     from i2i.errors import OutputError, UsageError
+    from i2i.images import refuse_replacing_inputs
 
-    if out is not None and out.is_dir():
+    if out is None:
+        return
+    if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give the bases' file name (FILE.safetensors)")
-    if out is not None and out.exists() and not overwrite:
+    if out.suffix != ".safetensors":
+        raise UsageError(f"--out {out}: give the bases file a .safetensors name (so that it can be neither an "
+                         "image nor read by --bases as the official .pt format)")
+    refuse_replacing_inputs(inputs, [out])
+    if out.exists() and not overwrite:
         raise OutputError(f"{out}: already exists (pass --overwrite to replace it)")
 
 
@@ -192,7 +200,7 @@ def import_bases(path: Path, out: Optional[Path], reporter: Reporter, overwrite:
 
     if out is None:
         raise UsageError("--import-official needs --out FILE.safetensors")
-    check_bases_out(out, overwrite)
+    check_bases_out(out, overwrite, [path])
     result = import_official(path)
     save_bases(result, out)
     reporter.info(f"wrote {out}: {len(result.timesteps)} timesteps x {len(result.layers)} layers")
