@@ -376,3 +376,15 @@ def test_bases_that_do_not_fit_the_model_are_refused_before_the_inversion(tmp_pa
         with pytest.raises(CheckpointError, match=f"b{i}.safetensors.*{message}"):
             pipe.run_job(job, {"condition": condition}, SMALL, bases=path)
     assert not inverted
+
+
+def test_a_cache_that_cannot_be_written_is_warned_about_and_the_run_goes_on(tmp_path, condition):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")               # every cache write under it fails (as on a read-only disk)
+    pipe = FreeControlPipeline(sd_pipeline(0), device="cpu", cache_dir=blocked)
+    reporter = Recorder()
+    out = run(pipe, condition, seed=2, reporter=reporter)
+    assert sum("the cache cannot be written" in w for w in reporter.warnings) == 2, reporter.warnings
+    assert out.trajectory.cache_path is None and out.bases.path is None
+    cached = run(FreeControlPipeline(sd_pipeline(0), device="cpu", cache_dir=tmp_path / "cache"), condition, seed=2)
+    assert torch.equal(out.latents, cached.latents)

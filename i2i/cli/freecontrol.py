@@ -169,8 +169,9 @@ def run_bases(changes: dict[str, Any], reporter: Reporter, *, concept: Optional[
                               overwrite, reporter)
     if out is not None:
         save_bases(result, out)
-    reporter.info(f"{'cached' if result.cache_hit else 'computed'} bases for '{concept}': {result.path}")
-    reporter.result({"concept": concept, "source": source, "path": str(result.path), "cache_hit": result.cache_hit,
+    where = result.path or "not cached"
+    reporter.info(f"{'cached' if result.cache_hit else 'computed'} bases for '{concept}': {where}")
+    reporter.result({"concept": concept, "source": source, "path": str(result.path) if result.path else None, "cache_hit": result.cache_hit,
                      "out": str(out) if out else None, "timesteps": len(result.timesteps),
                      "layers": list(result.layers), "components": result.n_components})
 

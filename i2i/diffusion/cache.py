@@ -48,6 +48,21 @@ def save_entry(path: Path, tensors: dict[str, torch.Tensor], key: str, info: dic
     return write_bytes_atomic(path, save(tensors, metadata=metadata), overwrite=True)
 
 
+def store_entry(path: Path, tensors: dict[str, torch.Tensor], key: str, info: dict[str, Any],
+                reporter=None) -> Path | None:
+    """:func:`save_entry`, or, where the cache cannot be written (a read-only or full disk), a warning and None:
+    the cache saves work on later runs; this run's result does not need it."""
+    from i2i.errors import OutputError
+    from i2i.progress import warn
+
+    try:
+        return save_entry(path, tensors, key, info)
+    except (OutputError, OSError) as exc:
+        warn(reporter, f"the cache cannot be written ({exc}); going on without it (--cache-dir picks another "
+                       "folder)")
+        return None
+
+
 def read_metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file's bytes (ValueError if the header is malformed)."""
     if len(data) < 8:

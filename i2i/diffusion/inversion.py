@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from i2i.diffusion.cache import cache_key, entry_lock, load_entry, progress_bar, save_entry
+from i2i.diffusion.cache import cache_key, entry_lock, load_entry, progress_bar, store_entry
 from i2i.images import convert_image
 
 if TYPE_CHECKING:
@@ -91,10 +91,10 @@ def invert_condition(pipe: "DiffusionModel", image: Image.Image, prompt: str, si
         if path.exists() and reporter is not None:
             reporter.warn(f"inversion cache entry {path.name} is corrupt or stale; rebuilding it")
         traj = _invert(pipe, image, prompt, size, timesteps, inverse_ts, reporter)
-        save_entry(path, {"latents": traj.latents, "clean": traj.clean}, key,
-                   {"timesteps": list(traj.timesteps), "prompt": prompt, "size": list(size), "model": pipe.model_id,
-                    "inversion_steps": inversion_steps})
-    return Trajectory(traj.timesteps, traj.latents, traj.clean, path, False)
+        saved = store_entry(path, {"latents": traj.latents, "clean": traj.clean}, key,
+                            {"timesteps": list(traj.timesteps), "prompt": prompt, "size": list(size),
+                             "model": pipe.model_id, "inversion_steps": inversion_steps}, reporter)
+    return Trajectory(traj.timesteps, traj.latents, traj.clean, saved, False)
 
 
 def _invert(pipe: "DiffusionModel", image: Image.Image, prompt: str, size: tuple[int, int], timesteps: list[int],

@@ -29,7 +29,7 @@ import torch
 
 from i2i.errors import CheckpointError, InputError, UsageError
 from i2i.diffusion.attention import attention_layers
-from i2i.diffusion.cache import cache_key, entry_lock, load_entry, progress_bar, save_entry
+from i2i.diffusion.cache import cache_key, entry_lock, load_entry, progress_bar, save_entry, store_entry
 from i2i.freecontrol.config import BasesConfig
 from i2i.freecontrol.features import FeatureStore, block_attention_layers, default_feature_block, recording
 from i2i.freecontrol.guidance import pca_basis
@@ -77,6 +77,10 @@ class SemanticBases:
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"timesteps": self.timesteps, "means": self.means, "bases": self.bases}
 
+    def entry_info(self) -> dict:
+        """What a bases file stores beside the tensors."""
+        return {**self.info, "layers": list(self.layers)}
+
     def problem(self) -> str | None:
         """What makes these bases unusable in themselves (shapes that disagree, no components, values that are
         not finite), or None."""
@@ -116,7 +120,7 @@ class SemanticBases:
 
 def save_bases(bases: SemanticBases, path: Path, key: str = "") -> Path:
     """Write ``bases`` as a checksummed safetensors file."""
-    return save_entry(Path(path), bases.tensors(), key, {**bases.info, "layers": list(bases.layers)})
+    return save_entry(Path(path), bases.tensors(), key, bases.entry_info())
 
 
 def load_bases(path: str | Path, key: str | None = None, usable: bool = True) -> SemanticBases | None:
@@ -308,8 +312,8 @@ def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size
         if path.exists() and reporter is not None:
             reporter.warn(f"bases cache entry {path.name} is corrupt or stale; rebuilding it")
         result = compute_bases(pipe, concept, config, size, reporter, images)
-        save_bases(result, path, key)
-    return SemanticBases(result.timesteps, result.layers, result.means, result.bases, result.info, path, False)
+        saved = store_entry(path, result.tensors(), key, result.entry_info(), reporter)
+    return SemanticBases(result.timesteps, result.layers, result.means, result.bases, result.info, saved, False)
 
 
 SHIPPED_BASES = "i2i_bases"      # a model folder's precomputed bases (read only; not part of its identity)
