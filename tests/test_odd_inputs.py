@@ -341,3 +341,16 @@ def test_flags_without_a_prompt_are_an_error_and_the_bare_command_its_help(monke
         res = run(command, *flags)
         assert res.exit_code == EXIT_USAGE and "nothing to do: give --prompt" in res.stderr, res.output
         assert "Usage:" not in res.output and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flags, code, message", [
+    (["--subject", "dog;lion"], EXIT_USAGE, "'dog' does not occur in the inversion prompt 'a square'"),
+    (["--bases", "{tmp}/nope.safetensors"], EXIT_INPUT, "no such bases file"),
+    (["--bases", "{tmp}/broken.safetensors"], 4, "not a valid i2i bases file"),
+])
+def test_freecontrol_flags_checked_before_the_model_loads(pictures, monkeypatch, tmp_path, flags, code, message):
+    no_diffusion_model(monkeypatch)
+    (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
+    res = run("freecontrol", "--prompt", "a square", "--condition", pictures / "s.png", "--out", tmp_path / "o",
+              *[f.format(tmp=tmp_path) for f in flags])
+    assert res.exit_code == code and message in res.stderr, res.output

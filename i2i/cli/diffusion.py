@@ -38,7 +38,8 @@ class MethodFlags:
     """What a method's own flags add to a run: ``images`` (job image key -> the paths given, paired with
     ``--prompt``), ``job_defaults`` (job keys a job file may override), ``config`` (config changes its flags make
     beyond the declared ones), ``load`` / ``run`` (more arguments of the pipeline's ``from_pretrained`` /
-    ``run_job``) and ``extras`` (save the companion outputs of the method's job schema)."""
+    ``run_job``), ``extras`` (save the companion outputs of the method's job schema) and ``check`` (called with
+    the jobs before any model loads: the method's own checks of its flags and job values)."""
 
     images: dict[str, list[str]] = field(default_factory=dict)
     job_defaults: dict[str, Any] = field(default_factory=dict)
@@ -46,6 +47,7 @@ class MethodFlags:
     load: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
     extras: bool = False
+    check: Optional[Callable[[list[dict[str, Any]]], None]] = None
 
 
 @dataclass
@@ -192,6 +194,8 @@ def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[
     texts = [getattr(config, f.name) for f in dataclasses.fields(config) if f.name.endswith("prompt")]
     warn_unknown_demo_words([*texts, *(job[key] for job in all_jobs for key in ("prompt", *schema.options)
                                        if isinstance(job.get(key), str))], model_name, reporter)
+    if own.check is not None:
+        own.check(all_jobs)
     dev = resolve_device(given.device)
     check_precision(given.precision, dev)
     reporter.info("settings: " + describe(config, from_model, method.shown))

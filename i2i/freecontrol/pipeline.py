@@ -84,6 +84,15 @@ def parse_subject(subject: str | None) -> tuple[str | None, str | None]:
     return parts[0], (parts[1] or None) if len(parts) == 2 else None
 
 
+def check_subject(subject: str | None, inversion_prompt: str) -> None:
+    """:class:`UsageError` for a ``subject`` that cannot be found in ``inversion_prompt`` (checked on the text,
+    before a tokenizer is at hand; the tokens are matched when the job runs)."""
+    ref, _ = parse_subject(subject)
+    if ref is not None and " ".join(ref.lower().split()) not in " ".join(inversion_prompt.lower().split()):
+        raise UsageError(f"--subject {subject!r}: {ref!r} does not occur in the inversion prompt "
+                         f"{inversion_prompt!r} (the mask is its cross-attention there)")
+
+
 def default_concept(prompt: str, subject: str | None = None) -> str:
     """The concept to analyse: the generated word of ``subject``, else the last word before the prompt's first
     comma ("a photo of a lion, in the desert" -> "lion")."""
