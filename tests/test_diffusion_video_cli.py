@@ -83,6 +83,11 @@ def test_bad_clips_and_options_fail_before_the_model_loads(tmp_path, monkeypatch
     assert res.exit_code == 2 and "names one video file" in res.output
     res = ctrlx("--prompt", "a square", "--structure", clip, "--save-branches", "--out", tmp_path / "o")
     assert res.exit_code == 2 and "companion pictures" in res.output, res.output
+    import i2i.cli.diffusion as diffusion_cli
+
+    monkeypatch.setattr(diffusion_cli, "job_scorers", lambda *a, **k: pytest.fail("scoring weights looked for"))
+    res = ctrlx("--prompt", "a square", "--structure", clip, "--score", "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "--score is for image outputs, not videos" in res.output, res.output
 
 
 def freecontrol(tmp_path, condition, out):

@@ -182,6 +182,7 @@ def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[
     from i2i.diffusion.jobs import JobRun, build_jobs, run_jobs
     from i2i.diffusion.settings import describe
     from i2i.errors import UsageError
+    from i2i.video import is_video_file
 
     model_name = method.default_model(given.model)
     config, from_model = settings(method, model_name, {**changes, **own.config})
@@ -199,6 +200,10 @@ def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[
     dev = resolve_device(given.device)
     check_precision(given.precision, dev)
     reporter.info("settings: " + describe(config, from_model, method.shown))
+    clip = next((job[schema.primary] for job in all_jobs if given.score and schema.primary
+                 and is_video_file(job.get(schema.primary) or "")), None)
+    if clip is not None:                            # said before the scoring weights are looked for
+        raise UsageError(f"{clip}: --score is for image outputs, not videos")
     scorers = job_scorers(given.score, given.dino, given.clip, dev,   # before the model: missing weights fail fast
                           conditioned=bool(schema.primary))
     check_vae_options(given.vae, given.vae_decode)
