@@ -354,3 +354,10 @@ def test_freecontrol_flags_checked_before_the_model_loads(pictures, monkeypatch,
     res = run("freecontrol", "--prompt", "a square", "--condition", pictures / "s.png", "--out", tmp_path / "o",
               *[f.format(tmp=tmp_path) for f in flags])
     assert res.exit_code == code and message in res.stderr, res.output
+
+
+def test_a_diverged_sampling_is_a_numerical_error_not_a_black_image(tmp_path):
+    res = run("generate", "--prompt", "a red square", "--guidance-scale", "1e38", "--steps", "2", "-q",
+              "--out", tmp_path / "g.png")
+    assert res.exit_code == 5 and "latents are not finite" in res.stderr, res.output
+    assert not (tmp_path / "g.png").exists()

@@ -289,6 +289,10 @@ class DiffusionModel:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Images from scaled latents, one at a time, tiled as ``vae_decode`` says (:mod:`i2i.diffusion.vae`)."""
+        from i2i.errors import NumericalError
         from i2i.images import tensor_to_image
 
+        if not torch.isfinite(latents).all():
+            raise NumericalError("the sampling diverged: its latents are not finite (NaN or infinite), e.g. from a "
+                                 "far too large --guidance-scale or guidance weight; nothing was written")
         return [tensor_to_image(img) for img in decode_latents(self.vae, latents, self.vae_decode)]
