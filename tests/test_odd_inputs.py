@@ -361,3 +361,10 @@ def test_a_diverged_sampling_is_a_numerical_error_not_a_black_image(tmp_path):
               "--out", tmp_path / "g.png")
     assert res.exit_code == 5 and "latents are not finite" in res.stderr, res.output
     assert not (tmp_path / "g.png").exists()
+
+
+def test_output_names_keep_letters_of_every_script():
+    from i2i.diffusion.jobs import slug
+
+    assert [slug(t) for t in ("un carré rouge", "赤い四角", "A red_square, 4K!", " ... ")] == [
+        "un-carré-rouge", "赤い四角", "a-red-square-4k", "image"]

@@ -31,7 +31,7 @@ def demo_vocabulary_warning(texts: Iterable[str], model: str | Path) -> str | No
     from i2i.demo.data import VOCABULARY
     from i2i.shapes import COLOURS, SHAPES
 
-    words = {w for text in texts for w in re.findall(r"[a-z]+", text.lower())}
+    words = {w for text in texts for w in re.findall(r"[^\W\d_]+", text.lower())}
     unknown = sorted(words - set(VOCABULARY))
     if not unknown:
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,9 @@ class JobResult:
 
 
 def slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "image"
+    """``text`` for a file name: lower case, each run of characters other than letters and digits (of any script:
+    "un carré" -> "un-carré") made one ``-``, at most ``limit`` characters; "image" when nothing is left."""
+    return re.sub(r"[\W_]+", "-", unicodedata.normalize("NFC", text).lower()).strip("-")[:limit].strip("-") or "image"
 
 
 def _resolve(path: str, folder: Path) -> str:
