@@ -81,6 +81,8 @@ def test_bad_clips_and_options_fail_before_the_model_loads(tmp_path, monkeypatch
     assert res.exit_code == 2 and "--num-images 1" in res.output
     res = ctrlx("--prompt", "a", "--prompt", "b", "--structure", clip, "--out", tmp_path / "one.mp4")
     assert res.exit_code == 2 and "names one video file" in res.output
+    res = ctrlx("--prompt", "a square", "--structure", clip, "--out", tmp_path / "x.png")
+    assert res.exit_code == 2 and "names an image file" in res.output and "give x.mp4" in res.output, res.output
     res = ctrlx("--prompt", "a square", "--structure", clip, "--save-branches", "--out", tmp_path / "o")
     assert res.exit_code == 2 and "companion pictures" in res.output, res.output
     import i2i.cli.diffusion as diffusion_cli

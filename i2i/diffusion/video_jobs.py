@@ -40,6 +40,9 @@ def video_job_names(run: Any, job: dict[str, Any], names: list[dict[str, Path]])
             raise UsageError(f"--out {run.out} names one video file, but there are {len(run.jobs)} jobs: "
                              "give a folder")
         return [{"image": run.out}]
+    if names[0]["image"] == run.out:             # --out x.png: one image file named, a video would be written
+        raise UsageError(f"--out {run.out} names an image file, but {job[run.schema.primary]} is a video: give "
+                         f"{run.out.with_suffix('.mp4').name} or a folder")
     return [{"image": names[0]["image"].with_suffix(".mp4")}]
 
 
