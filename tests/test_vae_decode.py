@@ -100,3 +100,24 @@ def test_a_vae_of_another_latent_shape_is_refused_when_the_model_is_built(tmp_pa
         DiffusionModel(sd_pipeline(), model_id="tiny", device="cpu", vae=vae(latent_channels=8))
     with pytest.raises(CheckpointError, match="maps 8 pixels to a latent, the model's own VAE 4"):
         DiffusionModel(sd_pipeline(), model_id="tiny", device="cpu", vae=vae(blocks=(8, 16, 16, 16)))
+
+
+def test_a_single_file_vae_is_described_by_the_models_own_vae_offline(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+    from tiny_sd import _ldm_vae_key
+
+    import i2i.hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(i2i.hub, "hub_reachable", lambda *a, **k: pytest.fail("the hub was asked"))
+    torch.manual_seed(4)
+    other = tiny_vae()
+    n = len(other.config.block_out_channels)
+    ldm = {_ldm_vae_key(k, n): (v[:, :, None, None] if ".mid_block.attentions." in k and v.ndim == 2 else v)
+           for k, v in other.state_dict().items()}                  # as single VAE files are published
+    save_file({k: v.contiguous() for k, v in ldm.items()}, str(tmp_path / "vae.safetensors"))
+    swapped = DiffusionModel(sd_pipeline(), model_id="tiny", device="cpu", vae=tmp_path / "vae.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(swapped.vae.state_dict().values(), other.state_dict().values()))
+    save_file({"a": torch.zeros(3)}, str(tmp_path / "not-a-vae.safetensors"))
+    with pytest.raises(CheckpointError, match="cannot load this VAE"):
+        DiffusionModel(sd_pipeline(), model_id="tiny", device="cpu", vae=tmp_path / "not-a-vae.safetensors")

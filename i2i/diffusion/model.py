@@ -89,7 +89,7 @@ class DiffusionModel:
         self.unet = place(base.unet, self.device, self.dtype)
         self.vae_decode = check_vae_decode(vae_decode)
         if vae is not None:                       # e.g. an fp16-safe VAE: it runs at the pipeline's precision
-            replacement = load_vae(vae) if isinstance(vae, (str, os.PathLike)) else vae
+            replacement = load_vae(vae, like=base.vae) if isinstance(vae, (str, os.PathLike)) else vae
             check_vae_fits(replacement, base, vae)
             base.vae = replacement
             self.vae = place(base.vae, self.device, self.dtype)

@@ -16,6 +16,7 @@ Images are always decoded one at a time (the VAE has no batch coupling, so this 
 from __future__ import annotations
 
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,19 +98,26 @@ def check_vae_spec(spec: str | os.PathLike) -> None:
         raise CheckpointError(f"--vae {text}: no such file or folder")
 
 
-def load_vae(spec: str | os.PathLike, config: str | None = None):
+def load_vae(spec: str | os.PathLike, config: str | None = None, like=None):
     """An ``AutoencoderKL`` from a diffusers folder (the VAE's own, or a pipeline folder with a ``vae/``
     subfolder), a hub id (from the local cache when ``HF_HUB_OFFLINE`` is set) or a single ``.safetensors`` /
-    ``.ckpt`` file (``config``: a folder or hub id describing it, needed offline)."""
+    ``.ckpt`` file, described by ``config`` (a folder or hub id), else by the config of ``like`` (the model's own
+    VAE: a replacement has its architecture), else by diffusers' default (fetched from the hub)."""
     from diffusers import AutoencoderKL
 
     from i2i.diffusion.loading import is_single_file, offline
+    from i2i.hub import hub_reachable
 
     check_vae_spec(spec)
     path = Path(os.fspath(spec)).expanduser()
     try:
         if is_single_file(spec):
-            return AutoencoderKL.from_single_file(str(path), config=config, local_files_only=offline())
+            if config is None and like is not None:
+                with tempfile.TemporaryDirectory() as described:
+                    like.save_config(described)
+                    return AutoencoderKL.from_single_file(str(path), config=described, local_files_only=True)
+            local = offline() or (config is None and not hub_reachable())
+            return AutoencoderKL.from_single_file(str(path), config=config, local_files_only=local)
         if path.is_dir():
             sub = "vae" if (path / "vae" / "config.json").is_file() else None
             if sub is None and not (path / "config.json").is_file():
