@@ -32,6 +32,18 @@ def test_single_file_offline_without_config_is_a_usage_error(tmp_path, monkeypat
                                    "--structure", "examples/conditions/square_sketch.png",
                                    "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "--config" in res.output
+    import i2i.hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(i2i.hub, "hub_reachable", lambda *a, **k: False)     # no network: said at once, no retries
+    res = CliRunner().invoke(app, ["ctrlx", "--model", str(tmp_path / "tiny.safetensors"), "--prompt", "a square",
+                                   "--structure", "examples/conditions/square_sketch.png",
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "needs --config DIR" in res.output and "cannot be reached" in res.output
+    res = CliRunner().invoke(app, ["ctrlx", "--config", str(tmp_path), "--prompt", "a square",
+                                   "--structure", "examples/conditions/square_sketch.png",
+                                   "--out", str(tmp_path / "o")])      # the demo model's folder: --config unused
+    assert res.exit_code == 2 and "--config describes a single-file --model" in res.output, res.output
 
 
 def test_recommended_settings_are_applied_by_the_library():

@@ -156,9 +156,12 @@ def _load_single_file(model: str, dtype: torch.dtype, config: str | None) -> Loa
     path = Path(model).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    if config is None and offline():
+    from i2i.hub import hub_host, hub_reachable
+
+    if config is None and (offline() or not hub_reachable()):
+        why = "HF_HUB_OFFLINE is set" if offline() else f"the hub ({hub_host()}) cannot be reached"
         raise UsageError(f"{path}: a single-file checkpoint needs --config DIR (a diffusers folder of the same "
-                         "architecture, for its component configs and tokenizer) when HF_HUB_OFFLINE is set")
+                         f"architecture, for its component configs and tokenizer) when {why}")
     if config is not None and Path(config).expanduser().exists():
         config = str(resolve_model_folder(config))
     try:
@@ -178,6 +181,9 @@ def load_pipeline(model: str | os.PathLike, precision: str = "fp32", config: str
     :func:`_load_single_file`). The safety checker is not loaded; progress bars are off."""
     model = os.fspath(model)
     dtype = DTYPES[precision]
+    if config is not None and not is_single_file(model):
+        raise UsageError(f"--config describes a single-file --model (.safetensors / .ckpt); {model} is a folder or "
+                         "hub id, which describes itself")
     loaded = _load_single_file(model, dtype, config) if is_single_file(model) else _load_folder(model, dtype)
     loaded.base.set_progress_bar_config(disable=True)
     return loaded
