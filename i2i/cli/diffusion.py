@@ -204,6 +204,8 @@ def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[
                  and is_video_file(job.get(schema.primary) or "")), None)
     if clip is not None:                            # said before the scoring weights are looked for
         raise UsageError(f"{clip}: --score is for image outputs, not videos")
+    if given.score:
+        quiet_libraries()                           # the scoring models load first: no loading bars from them
     scorers = job_scorers(given.score, given.dino, given.clip, dev,   # before the model: missing weights fail fast
                           conditioned=bool(schema.primary))
     check_vae_options(given.vae, given.vae_decode)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from i2i.cli.common import DebugOpt, DeviceOpt, JsonOpt, QuietOpt, run_guarded
+from i2i.cli.common import DebugOpt, DeviceOpt, JsonOpt, QuietOpt, quiet_libraries, run_guarded
 from i2i.progress import Reporter
 
 DINO_HELP = ("DINO ViT for the structure score: hub id or local folder (default facebook/dino-vitb8, the model "
@@ -67,6 +67,7 @@ def score(
         if not wanted:
             raise UsageError("nothing to score: give --condition (structure) and/or --prompt (CLIP score)")
         check_records(records, wanted)                # inputs and flags before any weights
+        quiet_libraries()
         scorers = load_scorers(wanted, dino, clip, resolve_device(device))
         rows = []
         with reporter.progress(len(records), "score") as advance:
