@@ -118,6 +118,8 @@ def expand_inputs(specs: Sequence[str | os.PathLike], out: str | os.PathLike | N
 def _expand(specs: Sequence[str | os.PathLike], top_level: bool, skip: Path | None = None,
             videos: bool = True) -> list[InputItem]:
     items: list[InputItem] = []
+    if top_level and any(not os.fspath(s).strip() for s in specs):
+        raise UsageError("an input path is empty ('' would read the current folder); name a file or folder")
     missing = [os.fspath(s) for s in specs if top_level and not os.fspath(s).startswith("@")
                and not (_GLOB_CHARS & set(os.fspath(s))) and not Path(os.fspath(s)).exists()]
     if missing:

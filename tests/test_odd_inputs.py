@@ -368,3 +368,19 @@ def test_output_names_keep_letters_of_every_script():
 
     assert [slug(t) for t in ("un carré rouge", "赤い四角", "A red_square, 4K!", " ... ")] == [
         "un-carré-rouge", "赤い四角", "a-red-square-4k", "image"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ctrlx", "--prompt", "a square", "--structure", ""], "the structure image path is empty"),
+    (["freecontrol", "--prompt", "a square", "--condition", " "], "the condition image path is empty"),
+    (["cyclegan", "translate", "", "-c", "run"], "an input path is empty"),
+    (["preprocess", "", "--kind", "canny"], "an input path is empty"),
+    (["freecontrol", "bases", "--concept", "  "], "--concept is empty"),
+])
+def test_an_empty_path_or_word_is_a_usage_error_not_the_current_folder(monkeypatch, tmp_path, args, message):
+    no_diffusion_model(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (32, 32), "white").save(tmp_path / "here.png")      # what '' would have read
+    res = run(*args, *(["--out", tmp_path / "o"] if args[1] != "bases" else []))
+    assert res.exit_code == EXIT_USAGE and message in res.stderr, res.output
+    assert not (tmp_path / "o").exists()

@@ -152,8 +152,10 @@ def run_bases(changes: dict[str, Any], reporter: Reporter, *, concept: Optional[
         return import_bases(import_official, out, reporter, overwrite)
     if show is None:
         check_bases_out(out, overwrite)
-    if not concept:
+    if concept is None:
         raise UsageError("give --concept (or --import-official FILE)")
+    if not concept.strip():
+        raise UsageError("--concept is empty: give the word of the concept, e.g. --concept cat")
     if images is not None and from_inverted:
         raise UsageError("--images and --from-inverted exclude each other")
     source = "images" if images is not None else "inverted" if from_inverted else "generated"

@@ -141,6 +141,9 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
         for key in schema.images:
             job.setdefault(key, None)
         _check_types(job, index, schema, defaults)
+        empty = next((key for key in schema.images if job[key] is not None and not job[key].strip()), None)
+        if empty is not None:                      # Path("") is the current folder: never meant
+            raise UsageError(f"the {empty} image path is empty (job {index})")
         job["index"] = index
         job.setdefault("seed", seed + index)
         if not isinstance(job["seed"], int) or not isinstance(job["num_images"], int) or job["num_images"] < 1:
