@@ -278,3 +278,15 @@ def test_split_and_targets():
         video_targets(videos, "z.mp4")
     with pytest.raises(UsageError, match="names one video file"):
         video_targets(videos[:1], "z.mp4", n_images=1)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_still_image_named_like_a_video_is_refused(tmp_path, fmt):
+    from PIL import Image
+
+    fake = tmp_path / "still.mp4"
+    Image.new("RGB", (16, 16), "red").save(fake, format=fmt)
+    with pytest.raises(InputError, match="a still image .*not a video"):
+        probe_video(fake)
+    with pytest.raises(InputError, match="a still image"):
+        next(read_frames(fake))

@@ -108,6 +108,10 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 
 def _info(path: Path, container: "av.container.InputContainer") -> VideoInfo:
+    fmt = container.format.name
+    if fmt == "image2" or fmt.endswith("_pipe"):        # FFmpeg's still-image readers (png_pipe, jpeg_pipe, ...)
+        raise InputError(f"{path}: a still image ({fmt.removesuffix('_pipe')}), not a video; give it its image "
+                         "extension to use it as an image")
     stream = container.streams.video[0]
     fps = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not fps:
