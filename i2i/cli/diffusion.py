@@ -200,10 +200,10 @@ def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[
     dev = resolve_device(given.device)
     check_precision(given.precision, dev)
     reporter.info("settings: " + describe(config, from_model, method.shown))
-    clip = next((job[schema.primary] for job in all_jobs if given.score and schema.primary
-                 and is_video_file(job.get(schema.primary) or "")), None)
-    if clip is not None:                            # said before the scoring weights are looked for
-        raise UsageError(f"{clip}: --score is for image outputs, not videos")
+    video = next((job[schema.primary] for job in all_jobs if given.score and schema.primary
+                  and is_video_file(job.get(schema.primary) or "")), None)
+    if video is not None:                           # said before the scoring weights are looked for
+        raise UsageError(f"{video}: --score is for image outputs, not videos")
     if given.score:
         quiet_libraries()                           # the scoring models load first: no loading bars from them
     scorers = job_scorers(given.score, given.dino, given.clip, dev,   # before the model: missing weights fail fast

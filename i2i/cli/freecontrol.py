@@ -185,8 +185,9 @@ def run_bases(changes: dict[str, Any], reporter: Reporter, *, concept: Optional[
         save_bases(result, out)
     where = result.path or "not cached"
     reporter.info(f"{'cached' if result.cache_hit else 'computed'} bases for '{concept}': {where}")
-    reporter.result({"concept": concept, "source": source, "path": str(result.path) if result.path else None, "cache_hit": result.cache_hit,
-                     "out": str(out) if out else None, "timesteps": len(result.timesteps),
+    reporter.result({"concept": concept, "source": source, "path": str(result.path) if result.path else None,
+                     "cache_hit": result.cache_hit, "out": str(out) if out else None,
+                     "timesteps": len(result.timesteps),
                      "layers": list(result.layers), "components": result.n_components})
 
 
