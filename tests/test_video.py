@@ -290,3 +290,19 @@ def test_a_still_image_named_like_a_video_is_refused(tmp_path, fmt):
         probe_video(fake)
     with pytest.raises(InputError, match="a still image"):
         next(read_frames(fake))
+
+
+def test_the_av1_encoder_writes_no_banner_unless_asked(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from i2i.video.writing import EncodeSettings, write_video; "
+            "write_video(sys.argv[1], [np.zeros((32, 32, 3), np.uint8)] * 2, 8, EncodeSettings('av1'))")
+    env = {k: v for k, v in os.environ.items() if k != "SVT_LOG"}
+    quiet = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.mp4")], env=env, capture_output=True,
+                           text=True, check=True)
+    assert "Svt[info]" not in quiet.stderr and probe_video(tmp_path / "a.mp4").codec == "libdav1d"
+    asked = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b.mp4")], env={**env, "SVT_LOG": "3"},
+                           capture_output=True, text=True, check=True)
+    assert "Svt[info]" in asked.stderr                       # the user's own SVT_LOG is kept

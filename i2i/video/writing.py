@@ -120,6 +120,8 @@ class VideoWriter:
         import av
 
         encoder = settings.encoder
+        if encoder == "libsvtav1":          # SVT-AV1 prints a 20-line banner at info level; errors only, unless set
+            os.environ.setdefault("SVT_LOG", "1")
         fmt = container or container_format(path)
         try:
             self._container = av.open(os.fspath(path), mode="w", format=fmt)
