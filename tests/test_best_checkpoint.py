@@ -59,6 +59,10 @@ def test_eval_logs_kid_and_keeps_the_lowest_as_best(tmp_path):
     assert not (run / "checkpoints" / "best" / "train_state.json").exists()
     assert best_checkpoint(run) == run / "checkpoints" / "best"
     assert resolve_generator_file(run, "BtoA", best=True) == run / "checkpoints" / "best" / "G_B.safetensors"
+    # the run's checkpoints/ folder means the run (its latest, or its best)
+    latest = run / "checkpoints" / "iter_00000008" / "G_A.safetensors"
+    assert resolve_generator_file(run / "checkpoints") == resolve_generator_file(run) == latest
+    assert resolve_generator_file(run / "checkpoints", best=True).parent == run / "checkpoints" / "best"
 
 
 def test_resume_with_eval_is_exact(tmp_path):

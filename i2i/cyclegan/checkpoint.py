@@ -202,9 +202,11 @@ def checkpoint_info(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def checkpoint_folder(path: str | os.PathLike, best: bool = False) -> Path:
-    """The checkpoint folder meant by ``path``: a run's latest (or, with ``best``, its best) checkpoint, or
-    ``path`` itself when it is a checkpoint folder."""
+    """The checkpoint folder meant by ``path``: a run's latest (or, with ``best``, its best) checkpoint (``path``
+    the run folder or its ``checkpoints/``), or ``path`` itself when it is a checkpoint folder."""
     p = Path(path)
+    if p.name == "checkpoints" and (p.parent / "config.json").is_file():
+        p = p.parent                     # a run's checkpoints/ folder means the run
     if best:
         return best_checkpoint(p)
     return latest_checkpoint(p) or p
