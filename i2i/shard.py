@@ -46,10 +46,15 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+def _whole(text: str) -> bool:
+    """``text`` is a whole number in ASCII digits (``str.isdigit`` also takes "²", which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_shard(text: str) -> Shard:
     """``"K/N"`` -> ``Shard(K, N)``; anything else is a :class:`UsageError`."""
     k, sep, n = text.strip().partition("/")
-    if not sep or not k.strip().isdigit() or not n.strip().isdigit():
+    if not sep or not _whole(k.strip()) or not _whole(n.strip()):
         raise UsageError(f"--shard {text!r}: give K/N, share K (counted from 0) of N, e.g. 0/4")
     try:
         return Shard(int(k), int(n))
@@ -62,8 +67,11 @@ def launcher_shard(env: Mapping[str, str] | None = None) -> Shard:
     they are not set)."""
     env = os.environ if env is None else env
     rank, world = env.get("RANK", "0").strip(), env.get("WORLD_SIZE", "1").strip()
-    if not rank.isdigit() or not world.isdigit():
+    if not _whole(rank) or not _whole(world):
         raise UsageError(f"RANK={rank!r} and WORLD_SIZE={world!r} must be whole numbers")
+    if "RANK" not in env and int(world) > 1:       # every process would take share 0
+        raise UsageError(f"WORLD_SIZE={world} is set but RANK is not: set both (torchrun and accelerate launch "
+                         "do), or use --shard K/N")
     try:
         return Shard(int(rank), int(world))
     except UsageError:
@@ -72,9 +80,10 @@ def launcher_shard(env: Mapping[str, str] | None = None) -> Shard:
 
 def current_shard(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Shard:
     """This process's share: ``explicit`` (``--shard K/N``) split again by the launcher's ``RANK``/``WORLD_SIZE``
-    (share ``K * WORLD_SIZE + RANK`` of ``N * WORLD_SIZE``); either alone when only one is given."""
+    (rank R of W takes every W-th item of share K: share ``K + R * N`` of ``N * W``, so share K covers the same
+    items however many ranks run it); either alone when only one is given."""
     launched = launcher_shard(env)
-    if explicit is None or not explicit.strip():
+    if explicit is None:
         return launched
     outer = parse_shard(explicit)
-    return Shard(outer.index * launched.count + launched.index, outer.count * launched.count)
+    return Shard(outer.index + launched.index * outer.count, outer.count * launched.count)

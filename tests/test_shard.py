@@ -5,6 +5,7 @@ tiny generator saved in the test."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,11 +44,18 @@ def test_the_share_comes_from_the_launcher_the_flag_or_both():
     # an array task of a 2-process launch: share 2 of 3 split over the two ranks
     both = [current_shard(f"{k}/3", {"RANK": str(r), "WORLD_SIZE": "2"}) for k in range(3) for r in range(2)]
     assert sorted(s.index for s in both) == list(range(6)) and {s.count for s in both} == {6}
+    # share K covers the same items whatever the number of ranks that run it
+    items = list(range(40))
+    for k in range(3):
+        alone = current_shard(f"{k}/3", {}).take(items)
+        for world in (2, 3):
+            ranks = [current_shard(f"{k}/3", {"RANK": str(r), "WORLD_SIZE": str(world)}) for r in range(world)]
+            assert sorted(i for shard in ranks for i in shard.take(items)) == alone
     # scheduler variables are not read on their own: a task must ask for its share
     assert current_shard(None, {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}) == Shard(0, 1)
 
 
-@pytest.mark.parametrize("text", ["2/2", "1/0", "a/b", "3", "-1/2", "1/2/3"])
+@pytest.mark.parametrize("text", ["2/2", "1/0", "a/b", "3", "-1/2", "1/2/3", "", " ", "\u00b2/3"])
 def test_bad_shards_are_usage_errors(text):
     with pytest.raises(UsageError, match="--shard"):
         parse_shard(text)
@@ -58,6 +66,13 @@ def test_bad_launcher_variables_are_usage_errors():
         current_shard(None, {"RANK": "2", "WORLD_SIZE": "2"})
     with pytest.raises(UsageError, match="whole numbers"):
         current_shard(None, {"RANK": "x"})
+    with pytest.raises(UsageError, match="whole numbers"):
+        current_shard(None, {"RANK": "\u00b2", "WORLD_SIZE": "3"})
+    with pytest.raises(UsageError, match="WORLD_SIZE=2 is set but RANK is not"):
+        current_shard(None, {"WORLD_SIZE": "2"})
+    with pytest.raises(UsageError, match="--shard"):
+        current_shard("", {})                                  # an unset variable in --shard "$SHARD"
+    assert current_shard(None, {"WORLD_SIZE": "1"}) == Shard(0, 1)
 
 
 # ---- temporary files and summaries --------------------------------------------------------------------------------
@@ -273,3 +288,37 @@ def test_everything_done_exits_0_and_overwrite_excludes_skip(batch, tmp_path):
     assert done.exit_code == 0 and f"skipped {len(good)} existing" in done.output
     both = runner.invoke(app, [*args, "--skip-existing", "--overwrite"])
     assert both.exit_code == 2 and "cannot be used together" in both.output
+
+
+def test_a_share_of_one_failing_input_still_writes_its_summary(batch, tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.png").write_bytes(b"not an image")
+    shutil.copy(next((batch / "in" / "a").glob("*.png")), one / "b.png")
+    runner = CliRunner()
+    args = ["cyclegan", "translate", str(one), "-c", str(batch / "g.safetensors"), "-o", str(tmp_path / "o"),
+            "--json", "-q"]
+    res = runner.invoke(app, [*args, "--shard", "0/2"])
+    assert res.exit_code == 3 and summaries(res.stdout)[0]["failed"] == 1, res.output     # the summary is written
+    again = runner.invoke(app, [*args, "--shard", "0/2", "--skip-existing"])
+    assert again.exit_code == 0, again.output         # the restart loop stops: the unreadable file stays unreadable
+    other = runner.invoke(app, [*args, "--shard", "1/2"])
+    merged = merge_summaries(summaries(res.stdout) + summaries(other.stdout))
+    assert (merged["translated"], merged["failed"], merged["missing_ranks"]) == (1, 1, [])
+
+
+def test_a_share_of_one_failing_job_still_writes_its_summary(tmp_path, monkeypatch, capsys):
+    from i2i.diffusion.jobs import JobResult, JobRun, JobSchema, build_jobs, run_jobs
+
+    schema = JobSchema(("condition",))
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    jobs = build_jobs(schema, ["a", "b"], {"condition": [str(tmp_path / "gone.png"), str(tmp_path / "ok.png")]},
+                      None, {"num_images": 1}, 0)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    run = JobRun(schema, jobs, tmp_path / "out", report_summary=True, command="fake")
+    with pytest.raises(PartialFailure) as failed:
+        run_jobs(run, lambda: pytest.fail("no job can run"), lambda *a: JobResult([]), Reporter(quiet=True,
+                                                                                                 json_mode=True))
+    assert failed.value.exit_code == 3                     # its own code: nothing written, every job unreadable
+    assert summaries(capsys.readouterr().out)[0]["failed"] == 1

@@ -63,7 +63,7 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
     videos, clip_targets = _skip_existing_videos(videos, clip_targets, cfg, result)
     if images or videos:
         result = _translate(images, videos, clip_targets, load, out_dir, cfg, video, device, reporter, result)
-    single = result.single_error(len(mine))
+    single = result.single_error(len(items))        # the batch's one input (a share of one is not a single input)
     if single is not None:
         raise single
     summary = BatchSummary("cyclegan translate", part, len(items), len(mine), len(result.ok),

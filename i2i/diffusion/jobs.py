@@ -248,8 +248,10 @@ class JobRun:
         return part, part.take(self.jobs)
 
 
-def _fail(run_jobs_count: int, failures: list, name: str, exc: I2IError, reporter: "Reporter") -> None:
-    if run_jobs_count == 1:
+def _fail(batch_jobs: int, failures: list, name: str, exc: I2IError, reporter: "Reporter") -> None:
+    """Record a failed job (reported, the rest go on), or raise its error when the batch has only this job (its
+    own exit code; a share of one job in a larger batch is not that: its summary must be written)."""
+    if batch_jobs == 1:
         raise exc
     failures.append((name, exc))
     reporter.item_error(name, str(exc))
@@ -294,7 +296,7 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
             if existing is not None:
                 raise OutputError(f"{existing}: already exists (pass --overwrite to replace it)")
         except (InputError, OutputError) as exc:
-            _fail(len(mine), failures, job[run.schema.primary] if isinstance(exc, InputError) else job["name"],
+            _fail(len(run.jobs), failures, job[run.schema.primary] if isinstance(exc, InputError) else job["name"],
                   exc, reporter)
             continue
         ready.append((job, images, names))
@@ -337,7 +339,7 @@ def run_jobs(run: JobRun, load: Callable[[], Any],
             _run_job(run, model, job, images, names, generate, reporter)
             done += 1
         except I2IError as exc:
-            _fail(len(ready) + len(failures), failures, job["name"], exc, reporter)
+            _fail(len(run.jobs), failures, job["name"], exc, reporter)
     return _finish(run, done, failures, reporter)
 
 
