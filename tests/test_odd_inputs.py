@@ -384,3 +384,24 @@ def test_an_empty_path_or_word_is_a_usage_error_not_the_current_folder(monkeypat
     res = run(*args, *(["--out", tmp_path / "o"] if args[1] != "bases" else []))
     assert res.exit_code == EXIT_USAGE and message in res.stderr, res.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("line, message", [
+    ({"prompt": "a", "num_images": True}, '"num_images" must be a whole number (got true)'),
+    ({"prompt": "a", "seed": 2.0}, '"seed" must be a whole number (got 2.0)'),
+    ({"prompt": "a", "num_images": 0}, '"num_images" must be at least 1'),
+    ('{"prompt": "a", "seed": 1, "seed": 2}', 'the key "seed" is given twice'),
+])
+def test_job_counts_and_repeated_keys_are_usage_errors(monkeypatch, tmp_path, line, message):
+    no_diffusion_model(monkeypatch)
+    (tmp_path / "j.jsonl").write_text(line if isinstance(line, str) else json.dumps(line))
+    res = run("generate", "--jobs", tmp_path / "j.jsonl", "--out", tmp_path / "o")
+    assert res.exit_code == EXIT_USAGE and message in res.stderr, res.output
+
+
+def test_a_job_name_with_the_png_extension_is_not_doubled(tmp_path):
+    from i2i.diffusion.jobs import JobSchema, build_jobs
+
+    (tmp_path / "j.jsonl").write_text('{"prompt": "a", "name": "cat.png"}\n{"prompt": "b", "name": "dog"}\n')
+    jobs = build_jobs(JobSchema(()), [], {}, tmp_path / "j.jsonl", {"num_images": 1}, 0)
+    assert [job["name"] for job in jobs] == ["cat", "dog"]

@@ -87,7 +87,7 @@ def read_jobs(path: Path, schema: JobSchema) -> list[dict[str, Any]]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            job = json.loads(line)
+            job = json.loads(line, object_pairs_hook=_no_repeated_keys)
         except ValueError as exc:
             raise UsageError(f"{path}:{number}: not valid JSON ({exc})") from exc
         if not isinstance(job, dict) or "prompt" not in job or (primary and primary not in job):
@@ -101,6 +101,15 @@ def read_jobs(path: Path, schema: JobSchema) -> list[dict[str, Any]]:
                 job[key] = _resolve(job[key], path.parent)
         jobs.append(job)
     return jobs
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's dict; a key given twice (the last would win silently) is a ValueError."""
+    keys = [k for k, _ in pairs]
+    repeated = next((k for k in keys if keys.count(k) > 1), None)
+    if repeated is not None:
+        raise ValueError(f"the key \"{repeated}\" is given twice")
+    return dict(pairs)
 
 
 def _flag_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str]]) -> list[dict[str, Any]]:
@@ -146,11 +155,16 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
             raise UsageError(f"the {empty} image path is empty (job {index})")
         job["index"] = index
         job.setdefault("seed", seed + index)
-        if not isinstance(job["seed"], int) or not isinstance(job["num_images"], int) or job["num_images"] < 1:
-            raise UsageError(f"job {index}: seed and num_images must be integers (num_images >= 1)")
+        for key in ("seed", "num_images"):          # (true and false are ints to Python, not to a user)
+            if not isinstance(job[key], int) or isinstance(job[key], bool):
+                raise UsageError(f"job {index}: \"{key}\" must be a whole number (got {json.dumps(job[key])})")
+        if job["num_images"] < 1:
+            raise UsageError(f"job {index}: \"num_images\" must be at least 1 (got {job['num_images']})")
         check_seed(job["seed"], f"job {index}: the seed")
         stem = f"{slug(Path(job[primary]).stem, 24)}-" if primary else ""
         job.setdefault("name", f"{index:03d}-{stem}{slug(job['prompt'])}")
+        if isinstance(job["name"], str) and job["name"].lower().endswith(".png"):
+            job["name"] = job["name"][:-4]          # "name": "cat.png" writes cat.png, not cat.png.png
         check_file_name(job["name"], f"job {index}: the name")
     _check_unique_names(jobs)
     return jobs
