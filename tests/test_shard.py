@@ -322,3 +322,19 @@ def test_a_share_of_one_failing_job_still_writes_its_summary(tmp_path, monkeypat
                                                                                                  json_mode=True))
     assert failed.value.exit_code == 3                     # its own code: nothing written, every job unreadable
     assert summaries(capsys.readouterr().out)[0]["failed"] == 1
+
+
+def test_outputs_written_beside_their_inputs_are_not_read_back_as_inputs(batch, tmp_path):
+    folder = tmp_path / "ip"
+    folder.mkdir()
+    for image in (batch / "in" / "a").glob("[0-9][0-9].png"):           # the readable ones
+        shutil.copy(image, folder)
+    runner = CliRunner()
+    args = ["cyclegan", "translate", str(folder), "-c", str(batch / "g.safetensors"), "-o", str(folder),
+            "--suffix", "_sq", "-q", "--json"]
+    first, second = (runner.invoke(app, [*args, "--shard", f"{k}/2"]) for k in range(2))
+    assert first.exit_code == 0 and second.exit_code == 0, second.output        # share 1 saw share 0's outputs
+    assert sum(s["inputs"] for s in summaries(first.stdout) + summaries(second.stdout)) == 16
+    again = runner.invoke(app, [*args, "--skip-existing"])
+    assert again.exit_code == 0 and summaries(again.stdout)[0]["skipped"] == 16, again.output
+    assert len(list(folder.glob("*_sq.png"))) == 16 and not list(folder.glob("*_sq_sq.png"))

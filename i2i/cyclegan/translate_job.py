@@ -43,7 +43,7 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
 
     reporter = reporter or Reporter.library()
     out, part = Path(out), current_shard(shard)
-    items, out_dir = expand_inputs(inputs, out=out), out
+    items, out_dir = _without_earlier_outputs(expand_inputs(inputs, out=out), out, cfg, reporter), out
     images_all, videos_all = split_videos(items)
     if is_video_file(out) and not videos_all and not out.is_dir():
         raise UsageError(f"--out {out} names a video file, but no input is a video: give a folder or an image file "
@@ -69,6 +69,23 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
     summary = BatchSummary("cyclegan translate", part, len(items), len(mine), len(result.ok),
                            len(result.skipped), result.failed, out=str(out))
     return summary, result
+
+
+def _without_earlier_outputs(items: list[InputItem], out: Path, cfg: "TranslateConfig",
+                             reporter: Reporter) -> list[InputItem]:
+    """``items`` without the files that are another item's output (``--out`` the input folder with ``--suffix``:
+    an earlier run's outputs are not inputs), so that a restart or another share sees the same input list."""
+    from i2i.video import is_video_file
+
+    produced = {}
+    for it in items:
+        ext = ".mp4" if is_video_file(it.path) else cfg.ext
+        produced.setdefault(output_path(it, out, cfg.suffix, ext).resolve(), it.path.resolve())
+    kept = [it for it in items if produced.get(it.path.resolve(), it.path.resolve()) == it.path.resolve()]
+    if len(kept) < len(items):
+        reporter.info(f"{len(items) - len(kept)} file(s) in the input folders are outputs of the others "
+                      f"(suffix {cfg.suffix!r}); left out")
+    return kept
 
 
 def _checked_video_options(video: "VideoOptions | None") -> "VideoOptions":
