@@ -113,6 +113,31 @@ def test_existing_outputs_kept_unless_overwrite(gen, tmp_path):
     assert res.ok and Image.open(out / "x.png").size == (16, 16)
 
 
+def test_an_output_written_meanwhile_by_another_run_counts_as_skipped(gen, tmp_path, monkeypatch):
+    """Two runs of one job with --skip-existing (a scheduler requeued it while it ran): an output the other run
+    wrote after this run's start is skipped, not a failure."""
+    import i2i.cyclegan.translator as translator
+
+    for name in ("x", "y"):
+        noise_image(16, 16).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    real = translator.save_image
+
+    def other_run_first(picture, target, overwrite=False):
+        if target.name == "x.png":
+            real(picture, target)                            # the other run's copy lands first
+        return real(picture, target, overwrite=overwrite)
+
+    monkeypatch.setattr(translator, "save_image", other_run_first)
+    items = expand_inputs([tmp_path / "x.png", tmp_path / "y.png"])
+    res = translate_images(items, gen, CFG, out, TranslateConfig(num_workers=0, skip_existing=True))
+    assert not res.failed and [p.name for p in res.skipped] == ["x.png"] and [p.name for p in res.ok] == ["y.png"]
+    (out / "x.png").unlink()
+    (out / "y.png").unlink()
+    res = translate_images(items, gen, CFG, out, TranslateConfig(num_workers=0))     # without the flag: a failure
+    assert [p for p, _ in res.failed] == [str(tmp_path / "x.png")] and "already exists" in res.failed[0][1]
+
+
 def test_worker_prefetch_gives_same_outputs(gen, tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -294,7 +294,10 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
             try:
                 save_image(tensor_to_image(y), target, overwrite=cfg.overwrite)
             except I2IError as exc:
-                result.fail(item.path, exc, reporter)
+                if isinstance(exc, OutputError) and cfg.skip_existing and target.exists():
+                    result.skipped.append(target)    # written meanwhile by another run of the same job
+                else:
+                    result.fail(item.path, exc, reporter)
             else:
                 result.ok.append(target)
                 reporter.result({"input": str(item.path), "output": str(target), "status": "ok",

@@ -391,7 +391,11 @@ def _save_job_image(run: JobRun, result: JobResult, k: int, paths: dict[str, Pat
     pictures = {"image": result.images[k], **{extra: images[k] for extra, images in result.extras.items()}}
     for key, picture in pictures.items():
         if not (run.skip_existing and paths[key].exists()):
-            save_image(picture, paths[key], overwrite=run.overwrite)
+            try:
+                save_image(picture, paths[key], overwrite=run.overwrite)
+            except OutputError:
+                if not (run.skip_existing and paths[key].exists()):   # else written meanwhile by another run
+                    raise
     return {key: paths[key] for key in pictures}
 
 
