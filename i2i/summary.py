@@ -2,13 +2,14 @@
 
 A summary record looks like ``{"kind": "summary", "command": "cyclegan translate", "rank": 0, "world_size": 2,
 "total_inputs": 100, "inputs": 50, "translated": 45, "skipped": 3, "failed": 2, "failures": [{"input": ...,
-"error": ...}], "out": "out"}``. :func:`merge_summaries` adds the counts of all ranks into one record of the same
+"error": ...}], "out": "/abs/path/out", "finished": "2026-12-07T15:03:12Z"}``. :func:`merge_summaries` adds the counts of all ranks into one record of the same
 shape, and names the ranks that left none (killed, or still running).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,9 @@ from i2i.shard import Shard
 
 SUMMARY_KIND = "summary"
 _NOT_COUNTS = {"rank", "world_size", "total_inputs"}
+VERBS = ("translated", "generated")                  # the done count's name, per command family
+_FIELDS = {"kind", "command", "rank", "world_size", "total_inputs", "inputs", "skipped", "failed", "failures", "out",
+           "finished", *VERBS}
 
 
 @dataclass
@@ -35,6 +39,7 @@ class BatchSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     verb: str = "translated"
     out: str | None = None
+    finished: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def record(self) -> dict[str, Any]:
         """The JSON summary line (see the module docstring)."""
@@ -44,7 +49,8 @@ class BatchSummary:
                                   "failed": len(self.failures),
                                   "failures": [{"input": name, "error": why} for name, why in self.failures]}
         if self.out is not None:
-            record["out"] = self.out
+            record["out"] = str(Path(self.out).resolve())     # where the job wrote, from any working folder
+        record["finished"] = self.finished
         return record
 
     def line(self) -> str:
@@ -93,25 +99,38 @@ def _invalid(record: dict[str, Any]) -> str | None:
         value = record.get(key)
         return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
+    unknown = sorted(set(record) - _FIELDS)
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)}"
     if not isinstance(record.get("command"), str):
         return '"command" must be a string'
-    for key, low in (("rank", 0), ("world_size", 1), ("total_inputs", 0), ("inputs", 0), ("failed", 0)):
+    verbs = [v for v in VERBS if v in record]
+    for key, low in (("rank", 0), ("world_size", 1), ("total_inputs", 0), ("inputs", 0), ("failed", 0),
+                     *((key, 0) for key in ("skipped", *verbs) if key in record)):
         if not count(key, low):
             return f'"{key}" must be an integer >= {low}'
     if record["rank"] >= record["world_size"]:
         return f'"rank" {record["rank"]} must be below "world_size" {record["world_size"]}'
+    if record["inputs"] > record["total_inputs"]:
+        return f'"inputs" {record["inputs"]} is more than "total_inputs" {record["total_inputs"]}'
+    accounted = sum(record.get(key, 0) for key in ("skipped", "failed", *verbs))
+    if accounted > record["inputs"]:
+        return f"{accounted} inputs done, skipped or failed of {record['inputs']}"
     failures = record.get("failures", [])
     if not isinstance(failures, list) or not all(isinstance(f, dict) for f in failures):
         return '"failures" must be a list of {"input": ..., "error": ...}'
+    if not isinstance(record.get("finished", ""), str):
+        return '"finished" must be a time stamp string'
     return None
 
 
 def merge_summaries(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """One summary for the whole job: the counts of every rank added, the failures listed, and ``missing_ranks``.
 
-    A rank's last record counts (a restarted rank's summary replaces the earlier one; its ``skipped`` then counts
-    what the first run wrote). Records of different jobs (command, world size, input count or output) cannot be
-    merged (:class:`UsageError`).
+    A rank's latest record counts (by its ``finished`` time, else the order given: a restarted rank's summary
+    replaces the earlier one, in whatever order the files come; its ``skipped`` then counts what the first run
+    wrote). Records of different jobs (command, world size, input count or output) cannot be merged
+    (:class:`UsageError`).
     """
     records = list(records)
     for record in records:
@@ -126,11 +145,14 @@ def merge_summaries(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     (command, world, _, _), = jobs
     last: dict[int, dict[str, Any]] = {}
     for record in records:
-        last[record["rank"]] = record
+        earlier = last.get(record["rank"])
+        if earlier is None or record.get("finished", "") >= earlier.get("finished", ""):
+            last[record["rank"]] = record
     merged: dict[str, Any] = {"kind": SUMMARY_KIND, "command": command, "world_size": world,
                               "ranks": sorted(last), "missing_ranks": sorted(set(range(world)) - set(last))}
     for record in last.values():
         merged.setdefault("total_inputs", record.get("total_inputs"))
+        merged.setdefault("out", record.get("out"))
         for key, value in record.items():
             if isinstance(value, int) and not isinstance(value, bool) and key not in _NOT_COUNTS:
                 merged[key] = merged.get(key, 0) + value

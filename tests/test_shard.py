@@ -5,6 +5,7 @@ tiny generator saved in the test."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -99,6 +100,27 @@ def test_merged_summary_adds_the_ranks_and_a_restart_replaces_its_rank():
     assert merge_summaries(records[:1])["missing_ranks"] == [1]
     with pytest.raises(UsageError, match="different jobs"):
         merge_summaries([summary(0, 2, 1), summary(1, 3, 1)])
+
+
+def test_a_restart_counts_by_time_whatever_the_file_order_and_out_is_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = BatchSummary("x", Shard(0, 1), 4, 4, 2, 0, [("a.png", "a.png: cannot write")], out="o",
+                         finished="2026-12-07T10:00:00Z").record()
+    retry = BatchSummary("x", Shard(0, 1), 4, 4, 1, 2, [], out="o", finished="2026-12-07T11:00:00Z").record()
+    assert merge_summaries([retry, first])["failures"] == []                # shard-0-retry.jsonl sorts first
+    assert first["out"] == str(tmp_path / "o")                             # relative and absolute --out agree
+    assert summary(0, 1, 1)["finished"] <= BatchSummary("x", Shard(), 1, 1).record()["finished"]
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"extra": 1}, "unknown field(s) extra"),
+    ({"skipped": -1}, '"skipped" must be an integer >= 0'),
+    ({"translated": 7}, "8 inputs done, skipped or failed of 5"),
+    ({"inputs": 11}, '"inputs" 11 is more than "total_inputs" 10'),
+])
+def test_summaries_no_command_writes_are_refused(change, problem):
+    with pytest.raises(UsageError, match=re.escape(problem)):
+        merge_summaries([{**summary(0, 1, 1, skipped=1), **change}])
 
 
 def test_merge_summaries_command_exit_codes(tmp_path):
