@@ -28,4 +28,4 @@ if [ "${NPROC:-1}" -gt 1 ]; then
 else
   i2i "${args[@]}" ${FREECONTROL_FLAGS:-} > "$out_dir/results.jsonl"
 fi
-echo "images: $(grep -c '"image"' "$out_dir/results.jsonl") in $out_dir"
+echo "images: $(grep -c '"status": "ok"' "$out_dir/results.jsonl") written in $out_dir"

@@ -211,7 +211,8 @@ def test_several_prompts_for_one_condition_and_partial_failure(cli, tmp_path):
                    + json.dumps({"prompt": "a red square", "condition": "missing.png"}) + "\n")
     res = cli("--jobs", bad, "--out", tmp_path / "p", "--json")
     assert res.exit_code == 1 and "missing.png" in res.output
-    assert len(json_lines(res.stdout)) == 1
+    records = json_lines(res.stdout)
+    assert [r["status"] for r in records] == ["error", "ok"] and records[0]["input"].endswith("missing.png")
     bad.write_text(json.dumps({"prompt": "x", "condition": "c.png", "colour": "red"}) + "\n")
     res = cli("--jobs", bad, "--out", tmp_path / "p")
     assert res.exit_code == 2 and "colour" in res.output
@@ -329,7 +330,9 @@ def test_bad_condition_files_are_reported_and_the_batch_goes_on(cli, tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output
     for n in names[:4]:
         assert n in res.stderr
-    assert [Path(r["image"]).name for r in json_lines(res.stdout)] == ["palette.png"]
+    records = json_lines(res.stdout)
+    assert [Path(r["image"]).name for r in records if r["status"] == "ok"] == ["palette.png"]
+    assert sum(r["status"] == "error" for r in records) == 4                  # one line per failed job
     assert sorted(p.name for p in out.iterdir()) == ["palette.png"]            # nothing partial left behind
     res = cli("--prompt", "a red square", "--condition", conds / "zero.png", "--out", tmp_path / "one")
     assert res.exit_code == 3 and "zero.png" in res.stderr and "Traceback" not in res.output

@@ -190,7 +190,7 @@ def test_job_loop_skips_existing_outputs_and_refuses_them_otherwise(tmp_path, mo
     assert calls == [1, 3] and (shared.shard, shared.inputs, shared.total_inputs) == (Shard(1, 2), 2, 4)
 
 
-def test_skip_existing_finishes_a_job_whose_images_are_partly_written(tmp_path):
+def test_skip_existing_finishes_a_job_whose_images_are_partly_written(tmp_path, capsys):
     from i2i.diffusion.jobs import JobResult, JobRun, JobSchema, build_jobs, run_jobs
 
     schema = JobSchema(())
@@ -203,7 +203,7 @@ def test_skip_existing_finishes_a_job_whose_images_are_partly_written(tmp_path):
 
     def go(**options):
         return run_jobs(JobRun(schema, jobs, tmp_path / "out", **options), lambda: "model", generate,
-                        Reporter(quiet=True))
+                        Reporter(quiet=True, json_mode=True))
 
     go()
     files = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
@@ -211,7 +211,10 @@ def test_skip_existing_finishes_a_job_whose_images_are_partly_written(tmp_path):
     for name in rest:
         (tmp_path / "out" / name).unlink()
     (tmp_path / "out" / first).write_bytes(b"kept")            # not rewritten: existing outputs are done
+    capsys.readouterr()
     again = go(skip_existing=True)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["status"] for r in lines] == ["skipped", "ok", "ok"]    # a script counts what this run wrote
     assert again.done == 1 and len(calls) == 2
     assert {p.name for p in (tmp_path / "out").iterdir()} == set(files)
     assert (tmp_path / "out" / first).read_bytes() == b"kept"

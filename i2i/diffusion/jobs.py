@@ -216,10 +216,11 @@ def existing_output(names: list[dict[str, Path]]) -> Path | None:
 
 
 def result_record(job: dict[str, Any], schema: JobSchema, paths: dict[str, Path], seconds: float,
-                  extra: dict[str, Any]) -> dict[str, Any]:
-    """The JSON record of one written image (``--json``): the job, its inputs, the files and ``extra`` (the
-    method's fields). Every method builds its records here, so a new field (a score) is added once."""
-    record: dict[str, Any] = {"job": job["index"], "prompt": job["prompt"]}
+                  extra: dict[str, Any], status: str = "ok") -> dict[str, Any]:
+    """The JSON record of one image (``--json``): the job, its status (``ok``: written; ``skipped``: kept from an
+    earlier run, with ``--skip-existing``), its inputs, the files and ``extra`` (the method's fields). Every method
+    builds its records here, so a new field (a score) is added once."""
+    record: dict[str, Any] = {"job": job["index"], "status": status, "prompt": job["prompt"]}
     record.update({key: job.get(key) for key in schema.images})
     record.update({"seed": job["seed"], "image": str(paths["image"])})
     record.update({e: (str(paths[e]) if e in paths else None) for e in schema.extras})
@@ -269,6 +270,7 @@ def _fail(batch_jobs: int, failures: list, name: str, exc: I2IError, reporter: "
         raise exc
     failures.append((name, exc))
     reporter.item_error(name, str(exc))
+    reporter.result({"input": name, "status": "error", "error": str(exc)})
 
 
 def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[str, "Image.Image"], list]], list]:
@@ -373,9 +375,9 @@ def _run_job(run: JobRun, model: Any, job: dict[str, Any], images: dict[str, "Im
     result = generate(model, job, images)
     seconds = time.perf_counter() - start
     for k, paths in enumerate(names):
-        written = _save_job_image(run, result, k, paths)
-        reporter.info("wrote " + " and ".join(str(p) for p in written.values()))
-        record = result_record(job, run.schema, written, seconds, result.record)
+        written, kept = _save_job_image(run, result, k, paths)
+        reporter.info(("kept " if kept else "wrote ") + " and ".join(str(p) for p in written.values()))
+        record = result_record(job, run.schema, written, seconds, result.record, "skipped" if kept else "ok")
         if run.scorers is not None:
             from i2i.metrics.score import score_records
 
@@ -383,20 +385,25 @@ def _run_job(run: JobRun, model: Any, job: dict[str, Any], images: dict[str, "Im
         reporter.result(record)
 
 
-def _save_job_image(run: JobRun, result: JobResult, k: int, paths: dict[str, Path]) -> dict[str, Path]:
+def _save_job_image(run: JobRun, result: JobResult, k: int, paths: dict[str, Path]
+                    ) -> tuple[dict[str, Path], bool]:
     """Save image ``k`` of ``result`` and its extras at ``paths`` (with ``skip_existing``, those that are not
-    there yet); returns what it names."""
+    there yet); returns what it names, and whether the image itself was kept from an earlier run."""
     from i2i.images import save_image
 
     pictures = {"image": result.images[k], **{extra: images[k] for extra, images in result.extras.items()}}
+    kept = set()
     for key, picture in pictures.items():
-        if not (run.skip_existing and paths[key].exists()):
-            try:
-                save_image(picture, paths[key], overwrite=run.overwrite)
-            except OutputError:
-                if not (run.skip_existing and paths[key].exists()):   # else written meanwhile by another run
-                    raise
-    return {key: paths[key] for key in pictures}
+        if run.skip_existing and paths[key].exists():
+            kept.add(key)
+            continue
+        try:
+            save_image(picture, paths[key], overwrite=run.overwrite)
+        except OutputError:
+            if not (run.skip_existing and paths[key].exists()):   # else written meanwhile by another run
+                raise
+            kept.add(key)
+    return {key: paths[key] for key in pictures}, "image" in kept
 
 
 def _finish(run: JobRun, done: int, failures: list[tuple[str, str]], reporter: "Reporter") -> "BatchSummary":
