@@ -23,6 +23,8 @@ BENCH = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
      "guided_over_plain"),
     ("ctrlx_speed.py", ["--model", "demo", "--steps", "3", "--repeats", "1", "--threads", "1"], "ctrlx_over_plain"),
     ("cold_start.py", ["--repeats", "1"], "results"),
+    ("cross_process_determinism.py", ["--runs", "2", "--size", "16", "--ngf", "4", "--threads", "1"],
+     "distinct_outputs"),
     ("preprocess_libraries.py", ["--limit", "2", "--sizes", "32", "--repeats", "1"], "results"),
     ("preprocess_map_size.py", ["--seeds", "1", "--steps", "4", "--shapes", "square", "--seed-images", "2",
                                 "--bases-steps", "6", "--inversion-steps", "8"], "iou"),
