@@ -49,8 +49,22 @@ DiffusionPrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
     "fp32 unless --vae gives one.", rich_help_panel="Common", show_default=False)]
 NumImagesOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images per job.", rich_help_panel=BATCH_PANEL)]
+def out_path(text: str) -> Path:
+    """``--out`` as given: a name ending in a slash is a folder, also when it reads like a file (``x.png/``); that
+    folder is made now, since the path itself no longer shows the slash to the commands that tell files from
+    folders by their names."""
+    path = Path(text)
+    if text.endswith(("/", os.sep)) and path.suffix and not path.exists():
+        try:
+            path.mkdir(parents=True)
+        except OSError:
+            pass                  # left to the command's own check of its output (exit 6)
+    return path
+
+
 OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder, or for a run that makes one image the "
-                                         "file itself, e.g. lion.png.", rich_help_panel=BATCH_PANEL)]
+                                         "file itself, e.g. lion.png.", rich_help_panel=BATCH_PANEL,
+                                         parser=out_path)]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.",
                                             rich_help_panel=BATCH_PANEL)]
 SkipExistingOpt = Annotated[bool, typer.Option(

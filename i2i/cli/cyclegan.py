@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from i2i.cli.common import (DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, ShardOpt, SkipExistingOpt, given,
-                            run_guarded, warn_precision)
+                            out_path, run_guarded, warn_precision)
 from i2i.cli.options import declared_command, given_changes
 from i2i.cyclegan.config import (CPU_BATCH, CPU_VIDEO_BATCH, DECODE_WORKERS, GPU_BATCH, GPU_VIDEO_BATCH, RUN,
                                  SHAPES_EVAL_LIMIT, TRAIN, WORKER_MIN_CORES)
@@ -223,7 +223,7 @@ def translate(
     best: BestOpt = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (input sub-folders are kept; videos are "
                                       "written as .mp4), or for one input the output file itself, e.g. zebra.png, "
-                                      "zebra.mp4.")] = Path("out"),
+                                      "zebra.mp4.", parser=out_path)] = Path("out"),
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", help=f"Images per forward pass (default: {GPU_BATCH} on a GPU, {CPU_BATCH} on a CPU, where "
         f"batches measured slower); video frames: {GPU_VIDEO_BATCH} on a GPU, {CPU_VIDEO_BATCH} on a CPU.",

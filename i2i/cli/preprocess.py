@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from i2i.cli.common import BATCH_PANEL, DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, run_guarded
+from i2i.cli.common import BATCH_PANEL, DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, out_path, run_guarded
 from i2i.preprocess.files import DEFAULT_KIND, MAPS_DIR
 from i2i.preprocess.kinds import KINDS, MODEL_KINDS
 from i2i.progress import Reporter
@@ -29,7 +29,7 @@ def preprocess(
     kind: Annotated[str, typer.Option("--kind", "-k", help=KIND_HELP)] = DEFAULT_KIND,
     out: Annotated[Path, typer.Option("--out", "-o", help=f"Output folder (default: {MAPS_DIR}), or for one input the "
                                       "file itself, e.g. edges.png. Maps keep the inputs' relative paths, as PNG.",
-                                      show_default=False)] = MAPS_DIR,
+                                      show_default=False, parser=out_path)] = MAPS_DIR,
     resolution: Annotated[Optional[int], typer.Option(
         "--resolution", help="Resize the long side to this many pixels before making the map (default: the "
         "image's own size, as the official app).")] = None,
