@@ -470,6 +470,15 @@ def names_one_file(out: Path, count: int, what: str) -> bool:
     return True
 
 
+def stops_the_batch(exc: BaseException) -> bool:
+    """Whether a failed write means every later output would fail too (no space left, quota exceeded, a read-only
+    file system): the batch stops there instead of computing the rest for nothing."""
+    import errno
+
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and move it into place atomically.

@@ -363,3 +363,19 @@ def test_outputs_written_beside_their_inputs_are_not_read_back_as_inputs(batch, 
     again = runner.invoke(app, [*args, "--skip-existing"])
     assert again.exit_code == 0 and summaries(again.stdout)[0]["skipped"] == 16, again.output
     assert len(list(folder.glob("*_sq.png"))) == 16 and not list(folder.glob("*_sq_sq.png"))
+
+
+def test_a_full_disk_stops_the_job_loop_at_the_first_output(tmp_path, monkeypatch):
+    import errno
+
+    import i2i.images
+    from i2i.errors import OutputError
+
+    def no_space(picture, target, overwrite=False):
+        raise OutputError(f"{target}: cannot write (No space left on device)") from OSError(errno.ENOSPC, "full")
+
+    monkeypatch.setattr(i2i.images, "save_image", no_space)
+    calls = []
+    with pytest.raises(OutputError, match="No space left"):
+        run_fake_jobs(tmp_path, calls)
+    assert calls == [0]                                        # jobs 1-3 were not generated for nothing

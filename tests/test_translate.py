@@ -247,3 +247,23 @@ def test_size_works_at_the_given_scale_and_returns_the_input_size(tmp_path):
     assert [Image.open(p).size for p in res.ok] == [(64, 64)]
     with pytest.raises(Exception, match="--size"):
         TranslateConfig(size=0)
+
+
+def test_a_full_disk_stops_the_batch_at_the_first_output(gen, tmp_path, monkeypatch):
+    import errno
+
+    import i2i.cyclegan.translator as translator
+
+    for name in ("x", "y", "z"):
+        noise_image(16, 16).save(tmp_path / f"{name}.png")
+    tried = []
+
+    def no_space(picture, target, overwrite=False):
+        tried.append(target.name)
+        raise OutputError(f"{target}: cannot write (No space left on device)") from OSError(errno.ENOSPC, "full")
+
+    monkeypatch.setattr(translator, "save_image", no_space)
+    items = expand_inputs([tmp_path / f"{name}.png" for name in ("x", "y", "z")])
+    with pytest.raises(OutputError, match="No space left"):
+        translate_images(items, gen, CFG, tmp_path / "out", TranslateConfig(num_workers=0, batch_size=1))
+    assert tried == ["x.png"]                                  # not computed on for nothing

@@ -32,7 +32,8 @@ from i2i.cyclegan.networks import MIN_SIDE, required_multiple
 from i2i.device import Precision, autocast, use_channels_last
 from i2i.errors import I2IError, InputError, OutputError, UsageError
 from i2i.images import (InputItem, check_file_name, check_image_ext, check_side, check_write_mode, convert_image,
-                        image_to_tensor, load_image, output_path, remove_stale_temps, save_image, tensor_to_image)
+                        image_to_tensor, load_image, output_path, remove_stale_temps, save_image, stops_the_batch,
+                        tensor_to_image)
 from i2i.progress import Reporter
 
 
@@ -296,6 +297,8 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
             except I2IError as exc:
                 if isinstance(exc, OutputError) and cfg.skip_existing and target.exists():
                     result.skipped.append(target)    # written meanwhile by another run of the same job
+                elif stops_the_batch(exc):
+                    raise                            # a full disk: every later output would fail too
                 else:
                     result.fail(item.path, exc, reporter)
             else:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from i2i.errors import I2IError, InputError, OutputError, UsageError, batch_failure
-from i2i.images import check_file_name
+from i2i.images import check_file_name, stops_the_batch
 from i2i.seeds import check_seed
 
 if TYPE_CHECKING:
@@ -355,6 +355,8 @@ def run_jobs(run: JobRun, load: Callable[[], Any],
             _run_job(run, model, job, images, names, generate, reporter)
             done += 1
         except I2IError as exc:
+            if stops_the_batch(exc):
+                raise                                  # a full disk: every later job would fail too
             _fail(len(run.jobs), failures, job["name"], exc, reporter)
     return _finish(run, done, failures, reporter)
 
