@@ -407,7 +407,11 @@ def test_a_job_name_with_the_png_extension_is_not_doubled(tmp_path):
     assert [job["name"] for job in jobs] == ["cat", "dog"]
 
 
-def test_an_out_name_ending_in_a_slash_is_a_folder_even_when_it_reads_like_a_file(tiny_run, pictures, tmp_path):
+def test_an_out_name_ending_in_a_slash_is_a_folder_even_when_it_reads_like_a_file(tiny_run, pictures, tmp_path,
+                                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = run("cyclegan", "translate", pictures / "s.png", "-c", tiny_run, "-q")                 # the default
+    assert res.exit_code == EXIT_OK and (tmp_path / "out" / "s.png").is_file(), res.output
     res = run("cyclegan", "translate", pictures / "s.png", "-c", tiny_run, "--out", f"{tmp_path}/res.png/", "-q")
     assert res.exit_code == EXIT_OK, res.output
     assert (tmp_path / "res.png").is_dir() and (tmp_path / "res.png" / "s.png").is_file()
@@ -415,3 +419,5 @@ def test_an_out_name_ending_in_a_slash_is_a_folder_even_when_it_reads_like_a_fil
     assert res.exit_code == EXIT_OK and (tmp_path / "maps.png" / "s.png").is_file(), res.output
     res = run("cyclegan", "translate", pictures / "a.png", "-c", tiny_run, "--out", tmp_path / "file.png", "-q")
     assert res.exit_code == EXIT_OK and (tmp_path / "file.png").is_file()     # without the slash: the file
+    res = run("cyclegan", "translate", pictures / "a.png", "-c", tiny_run, "--out", f"{tmp_path}/file.png/", "-q")
+    assert res.exit_code == EXIT_USAGE and "is a file" in res.output

@@ -49,14 +49,17 @@ DiffusionPrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
     "fp32 unless --vae gives one.", rich_help_panel="Common", show_default=False)]
 NumImagesOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images per job.", rich_help_panel=BATCH_PANEL)]
-def out_path(text: str) -> Path:
-    """``--out`` as given: a name ending in a slash is a folder, also when it reads like a file (``x.png/``); that
-    folder is made now, since the path itself no longer shows the slash to the commands that tell files from
-    folders by their names."""
+def out_path(value: str | os.PathLike) -> Path:
+    """``--out`` as given (or its default): a name ending in a slash is a folder, also when it reads like a file
+    (``x.png/``); that folder is made now, since the path itself no longer shows the slash to the commands that
+    tell files from folders by their names (a file of that name is a usage error)."""
+    text = os.fspath(value)
     path = Path(text)
-    if text.endswith(("/", os.sep)) and path.suffix and not path.exists():
+    if text.endswith(("/", os.sep)) and path.suffix:
+        if path.exists() and not path.is_dir():
+            raise typer.BadParameter(f"{text} names a folder, but {path} is a file")
         try:
-            path.mkdir(parents=True)
+            path.mkdir(parents=True, exist_ok=True)
         except OSError:
             pass                  # left to the command's own check of its output (exit 6)
     return path
