@@ -363,6 +363,12 @@ def test_outputs_written_beside_their_inputs_are_not_read_back_as_inputs(batch, 
     again = runner.invoke(app, [*args, "--skip-existing"])
     assert again.exit_code == 0 and summaries(again.stdout)[0]["skipped"] == 16, again.output
     assert len(list(folder.glob("*_sq.png"))) == 16 and not list(folder.glob("*_sq_sq.png"))
+    named = sorted(folder.glob("*_sq.png"))[0]              # named on the command line, it stays an input
+    before = named.read_bytes()
+    res = runner.invoke(app, ["cyclegan", "translate", str(named.with_name(named.name.replace("_sq", ""))),
+                              str(named), "-c", str(batch / "g.safetensors"), "-o", str(folder), "--suffix", "_sq",
+                              "--overwrite"])
+    assert res.exit_code == 2 and "is an input" in res.output and named.read_bytes() == before
 
 
 def test_a_full_disk_stops_the_job_loop_at_the_first_output(tmp_path, monkeypatch):

@@ -36,14 +36,14 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
                      ) -> tuple[BatchSummary, "TranslateResult"]:
     """Translate this process's share of ``inputs`` (files, folders, globs, ``@list.txt``; images and videos)
     into ``out`` (a folder, or for one input the output file itself). ``video``: how clips are encoded (None: the
-    defaults, H.264/MP4). Returns the share's summary and the per-file result; failures are in both. A share of
+    defaults, H.264/MP4). Returns the share's summary and the per-file result; failures are in both. A batch of
     one input that failed raises that input's error (:meth:`TranslateResult.single_error`)."""
     from i2i.cyclegan.translator import TranslateResult
     from i2i.video import is_video_file, split_videos, video_targets
 
     reporter = reporter or Reporter.library()
     out, part = Path(out), current_shard(shard)
-    items, out_dir = _without_earlier_outputs(expand_inputs(inputs, out=out), out, cfg, reporter), out
+    items, out_dir = _without_earlier_outputs(expand_inputs(inputs, out=out), inputs, out, cfg, reporter), out
     images_all, videos_all = split_videos(items)
     if is_video_file(out) and not videos_all and not out.is_dir():
         raise UsageError(f"--out {out} names a video file, but no input is a video: give a folder or an image file "
@@ -71,17 +71,20 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
     return summary, result
 
 
-def _without_earlier_outputs(items: list[InputItem], out: Path, cfg: "TranslateConfig",
-                             reporter: Reporter) -> list[InputItem]:
-    """``items`` without the files that are another item's output (``--out`` the input folder with ``--suffix``:
-    an earlier run's outputs are not inputs), so that a restart or another share sees the same input list."""
+def _without_earlier_outputs(items: list[InputItem], specs: Sequence[str | os.PathLike], out: Path,
+                             cfg: "TranslateConfig", reporter: Reporter) -> list[InputItem]:
+    """``items`` without the files found in a folder or glob that are another item's output (``--out`` the input
+    folder with ``--suffix``: an earlier run's outputs are not inputs), so that a restart or another share sees
+    the same input list. A file named on the command line stays an input (and is never written over)."""
     from i2i.video import is_video_file
 
+    named = {Path(os.fspath(s)).resolve() for s in specs if Path(os.fspath(s)).is_file()}
     produced = {}
     for it in items:
         ext = ".mp4" if is_video_file(it.path) else cfg.ext
         produced.setdefault(output_path(it, out, cfg.suffix, ext).resolve(), it.path.resolve())
-    kept = [it for it in items if produced.get(it.path.resolve(), it.path.resolve()) == it.path.resolve()]
+    kept = [it for it in items if it.path.resolve() in named
+            or produced.get(it.path.resolve(), it.path.resolve()) == it.path.resolve()]
     if len(kept) < len(items):
         reporter.info(f"{len(items) - len(kept)} file(s) in the input folders are outputs of the others "
                       f"(suffix {cfg.suffix!r}); left out")
