@@ -83,9 +83,9 @@ def batch_failure(errors: list[I2IError], failures: list[tuple[str, str]], total
     items: exit 1 when something was written or the failures differ in kind; when nothing was written and every
     failure is of one kind, that kind's exit code (every output already there is 6, not 1)."""
     error = PartialFailure(f"{len(failures)} of {total} {noun} failed", failures)
-    kinds = {type(e) for e in errors}
-    if written == 0 and len(errors) == len(failures) and len(kinds) == 1:
-        error.exit_code = errors[0].exit_code
+    codes = {e.exit_code for e in errors}
+    if written == 0 and len(errors) == len(failures) and len(codes) == 1:
+        error.exit_code = codes.pop()
     return error
 
 

@@ -158,10 +158,7 @@ def _load_single_file(model: str, dtype: torch.dtype, config: str | None) -> Loa
         raise CheckpointError(f"{path}: no such checkpoint file")
     from i2i.hub import hub_host, hub_reachable
 
-    if config is None and (offline() or not hub_reachable()):
-        why = "HF_HUB_OFFLINE is set" if offline() else f"the hub ({hub_host()}) cannot be reached"
-        raise UsageError(f"{path}: a single-file checkpoint needs --config DIR (a diffusers folder of the same "
-                         f"architecture, for its component configs and tokenizer) when {why}")
+    local = offline() or (config is None and not hub_reachable())     # no hub: its configs only from the cache
     if config is not None and Path(config).expanduser().exists():
         config = str(resolve_model_folder(config))
     try:
@@ -169,8 +166,13 @@ def _load_single_file(model: str, dtype: torch.dtype, config: str | None) -> Loa
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             base = _pipeline_class(xl).from_single_file(str(path), config=config, torch_dtype=dtype,
-                                                        local_files_only=offline(), **_sd_kwargs(xl))
+                                                        local_files_only=local, **_sd_kwargs(xl))
     except Exception as exc:
+        if config is None and local:          # the configs it needs are not in the Hugging Face cache
+            why = "HF_HUB_OFFLINE is set" if offline() else f"the hub ({hub_host()}) cannot be reached"
+            raise UsageError(f"{path}: a single-file checkpoint needs --config DIR (a diffusers folder of the same "
+                             f"architecture, for its component configs and tokenizer) when {why} and the "
+                             "Hugging Face cache does not hold them") from exc
         raise CheckpointError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {exc})") from exc
     return LoadedPipeline(base, f"{path.name}@{_fingerprint_file(path)[:24]}", None)
 
