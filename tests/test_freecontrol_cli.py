@@ -159,8 +159,8 @@ def test_words_the_demo_model_does_not_know_are_named(cli, model_dir, tmp_path):
     assert demo_vocabulary_warning(["a lion"], model_dir) is None            # other models: no vocabulary check
     from i2i.demo.model import demo_model_path
 
-    accented = demo_vocabulary_warning(["un carré rouge", "赤い四角"], demo_model_path())
-    assert "'carré'" in accented and "'赤い四角'" in accented and "'carr'" not in accented
+    accented = demo_vocabulary_warning(["un carré rouge", "赤い四角", "हिन्दी"], demo_model_path())
+    assert "'carré'" in accented and "'赤い四角'" in accented and "'carr'" not in accented and "'हिन्दी'" in accented
     res = CliRunner().invoke(app, ["freecontrol", "bases", "--concept", "lion", "--device", "cpu", "--precision",
                                    "fp16"], env={"I2I_FREECONTROL_MODEL": ""})   # stops before loading the model
     assert res.exit_code == 2 and "'lion'" in res.output.split("error:")[0]

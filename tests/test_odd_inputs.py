@@ -364,10 +364,11 @@ def test_a_diverged_sampling_is_a_numerical_error_not_a_black_image(tmp_path):
 
 
 def test_output_names_keep_letters_of_every_script():
-    from i2i.diffusion.jobs import slug
+    from i2i.text import slug
 
-    assert [slug(t) for t in ("un carré rouge", "赤い四角", "A red_square, 4K!", " ... ")] == [
-        "un-carré-rouge", "赤い四角", "a-red-square-4k", "image"]
+    assert [slug(t) for t in ("un carré rouge", "赤い四角", "A red_square, 4K!", " ... ", "हिन्दी किताब")] == [
+        "un-carré-rouge", "赤い四角", "a-red-square-4k", "image", "हिन्दी-किताब"]     # vowel signs kept
+    assert len(slug("猫" * 30).encode("utf-8")) <= 40 and slug("猫" * 30) == "猫" * 13   # bytes, whole characters
 
 
 @pytest.mark.parametrize("args, message", [

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from i2i.errors import CheckpointError
+from i2i.text import words as prompt_words
 
 DEMO_MODEL_NAME = "demo-shapes"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -31,7 +31,7 @@ def demo_vocabulary_warning(texts: Iterable[str], model: str | Path) -> str | No
     from i2i.demo.data import VOCABULARY
     from i2i.shapes import COLOURS, SHAPES
 
-    words = {w for text in texts for w in re.findall(r"[^\W\d_]+", text.lower())}
+    words = {w for text in texts for w in prompt_words(text)}
     unknown = sorted(words - set(VOCABULARY))
     if not unknown:
         return None

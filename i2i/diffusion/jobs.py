@@ -9,9 +9,7 @@ frame by frame with one seed (:mod:`i2i.diffusion.video_jobs`)."""
 from __future__ import annotations
 
 import json
-import re
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from i2i.errors import I2IError, InputError, OutputError, UsageError, batch_failure
 from i2i.images import check_file_name, stops_the_batch
 from i2i.seeds import check_seed
+from i2i.text import slug
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -57,12 +56,6 @@ class JobResult:
     images: list["Image.Image"]
     extras: dict[str, list["Image.Image"]] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
-
-
-def slug(text: str, limit: int = 40) -> str:
-    """``text`` for a file name: lower case, each run of characters other than letters and digits (of any script:
-    "un carré" -> "un-carré") made one ``-``, at most ``limit`` characters; "image" when nothing is left."""
-    return re.sub(r"[\W_]+", "-", unicodedata.normalize("NFC", text).lower()).strip("-")[:limit].strip("-") or "image"
 
 
 def _resolve(path: str, folder: Path) -> str:
