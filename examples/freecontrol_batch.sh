@@ -10,7 +10,7 @@
 # Environment: FREECONTROL_FLAGS  extra flags, e.g. "--steps 50 --inversion-steps 200"
 #              NPROC              processes for `accelerate launch` (one per GPU); the jobs are sharded by rank
 # Writes OUTPUT_DIR/NAME.png and NAME_unguided.png per job and OUTPUT_DIR/results.jsonl (one line per image,
-# then the run's summary line).
+# "status": "ok"; one per failed job, "status": "error"; then the run's summary line).
 set -euo pipefail
 if [ "$#" -lt 2 ]; then
   echo "usage: $0 JOBS.jsonl OUTPUT_DIR [MODEL]" >&2

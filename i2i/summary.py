@@ -2,8 +2,9 @@
 
 A summary record looks like ``{"kind": "summary", "command": "cyclegan translate", "rank": 0, "world_size": 2,
 "total_inputs": 100, "inputs": 50, "translated": 45, "skipped": 3, "failed": 2, "failures": [{"input": ...,
-"error": ...}], "out": "/abs/path/out", "finished": "2026-12-07T15:03:12Z"}``. :func:`merge_summaries` adds the counts of all ranks into one record of the same
-shape, and names the ranks that left none (killed, or still running).
+"error": ...}], "out": "/abs/path/out", "finished": "2026-12-07T15:03:12Z"}``. :func:`merge_summaries` adds the
+counts of all ranks into one record of the same shape, and names the ranks that left none (killed, or still
+running).
 """
 
 from __future__ import annotations

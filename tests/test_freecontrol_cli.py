@@ -277,7 +277,7 @@ def test_bases_import_official(tmp_path):
                                    "--out", str(tmp_path / "imported.safetensors")])
     assert res.exit_code == 6 and "already exists" in res.output                  # before any model is looked for
     before = official.read_bytes()
-    for out in (official, tmp_path / "b.png"):         # its own input; a name the --images folder would read
+    for out in (official, tmp_path / "b.png"):         # its own input's name; an image's name
         res = CliRunner().invoke(app, ["freecontrol", "bases", "--import-official", str(official),
                                        "--out", str(out), "--overwrite"])
         assert res.exit_code == 2 and ".safetensors name" in res.output, res.output

@@ -109,7 +109,6 @@ def test_a_restart_counts_by_time_whatever_the_file_order_and_out_is_absolute(tm
     retry = BatchSummary("x", Shard(0, 1), 4, 4, 1, 2, [], out="o", finished="2026-12-07T11:00:00Z").record()
     assert merge_summaries([retry, first])["failures"] == []                # shard-0-retry.jsonl sorts first
     assert first["out"] == str(tmp_path / "o")                             # relative and absolute --out agree
-    assert summary(0, 1, 1)["finished"] <= BatchSummary("x", Shard(), 1, 1).record()["finished"]
 
 
 @pytest.mark.parametrize("change, problem", [

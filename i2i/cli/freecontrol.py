@@ -191,11 +191,11 @@ def run_bases(changes: dict[str, Any], reporter: Reporter, *, concept: Optional[
                      "layers": list(result.layers), "components": result.n_components})
 
 
-def check_bases_out(out: Optional[Path], overwrite: bool, inputs: list[Path] = ()) -> None:
+def check_bases_out(out: Optional[Path], overwrite: bool) -> None:
     """``bases --out FILE``, checked before any work: a ``.safetensors`` name (what ``--bases`` reads as an i2i
-    bases file), never one of the ``inputs``, an existing file replaced only with ``--overwrite``."""
+    bases file; so never an image of ``--images`` nor an official ``.pt`` input), an existing file replaced only
+    with ``--overwrite``."""
     from i2i.errors import OutputError, UsageError
-    from i2i.images import refuse_replacing_inputs
 
     if out is None:
         return
@@ -204,7 +204,6 @@ def check_bases_out(out: Optional[Path], overwrite: bool, inputs: list[Path] = (
     if out.suffix != ".safetensors":
         raise UsageError(f"--out {out}: give the bases file a .safetensors name (so that it can be neither an "
                          "image nor read by --bases as the official .pt format)")
-    refuse_replacing_inputs(inputs, [out])
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: already exists (pass --overwrite to replace it)")
 
@@ -216,7 +215,7 @@ def import_bases(path: Path, out: Optional[Path], reporter: Reporter, overwrite:
 
     if out is None:
         raise UsageError("--import-official needs --out FILE.safetensors")
-    check_bases_out(out, overwrite, [path])
+    check_bases_out(out, overwrite)
     result = import_official(path)
     save_bases(result, out)
     reporter.info(f"wrote {out}: {len(result.timesteps)} timesteps x {len(result.layers)} layers")

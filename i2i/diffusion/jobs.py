@@ -81,6 +81,8 @@ def read_jobs(path: Path, schema: JobSchema) -> list[dict[str, Any]]:
             continue
         try:
             job = json.loads(line, object_pairs_hook=_no_repeated_keys)
+        except _RepeatedKey as exc:
+            raise UsageError(f"{path}:{number}: the key \"{exc}\" is given twice (which one is meant?)") from exc
         except ValueError as exc:
             raise UsageError(f"{path}:{number}: not valid JSON ({exc})") from exc
         if not isinstance(job, dict) or "prompt" not in job or (primary and primary not in job):
@@ -96,12 +98,15 @@ def read_jobs(path: Path, schema: JobSchema) -> list[dict[str, Any]]:
     return jobs
 
 
+class _RepeatedKey(ValueError):
+    """A JSON object with a key given twice (valid JSON, but the last value would win silently)."""
+
+
 def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object's dict; a key given twice (the last would win silently) is a ValueError."""
     keys = [k for k, _ in pairs]
     repeated = next((k for k in keys if keys.count(k) > 1), None)
     if repeated is not None:
-        raise ValueError(f"the key \"{repeated}\" is given twice")
+        raise _RepeatedKey(repeated)
     return dict(pairs)
 
 

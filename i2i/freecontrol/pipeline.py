@@ -172,6 +172,7 @@ class FreeControlPipeline(DiffusionModel):
         self._condition_memo: dict[tuple, tuple] = {}
         self._appearance_memo: dict[tuple, tuple] = {}
         self._bases_file: tuple = (None, None)          # (path, SemanticBases) of run_job's bases file
+        self._fitting_bases: SemanticBases | None = None  # the last bases found to fit this UNet
 
     method = FREECONTROL
 
@@ -195,11 +196,14 @@ class FreeControlPipeline(DiffusionModel):
         return cached_bases(self, concept, config, size, self.cache_dir, reporter, images)
 
     def _check_bases(self, bases: SemanticBases) -> list[str]:
-        """The bases' layers, or :class:`CheckpointError` when the bases are unusable or do not fit this UNet."""
-        source = bases.path or "the semantic bases"
-        bases.checked(source)
-        if (problem := bases.fit_problem(self.unet)) is not None:
-            raise CheckpointError(f"{source}: the semantic bases do not fit this model: {problem}")
+        """The bases' layers, or :class:`CheckpointError` when the bases are unusable or do not fit this UNet
+        (checked once per bases object: a batch that reuses them pays for one pass over their values)."""
+        if self._fitting_bases is not bases:
+            source = bases.path or "the semantic bases"
+            bases.checked(source)
+            if (problem := bases.fit_problem(self.unet)) is not None:
+                raise CheckpointError(f"{source}: the semantic bases do not fit this model: {problem}")
+            self._fitting_bases = bases
         return list(bases.layers)
 
     @torch.no_grad()
