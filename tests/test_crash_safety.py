@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from i2i.cyclegan.checkpoint import CHECKPOINT_FILES, latest_checkpoint, load_generator
+from i2i.errors import OutputError
 
 TINY = ["--ngf", "8", "--ndf", "8", "--shapes-count", "16", "--batch-size", "2", "--num-workers", "0",
         "--save-every", "1", "--log-every", "1", "--keep-checkpoints", "2", "--quiet"]
@@ -100,10 +101,10 @@ def test_full_disk_while_translating_leaves_no_partial_file(tmp_path, monkeypatc
 
     monkeypatch.setattr(Image.Image, "save", flaky_save)
     cfg = GeneratorConfig(arch="resnet_6blocks", ngf=4)
-    res = translate_images(expand_inputs([tmp_path / f"{i}.png" for i in range(3)]), define_G(cfg).eval(), cfg,
-                           tmp_path / "out", TranslateConfig(num_workers=0))
-    assert len(res.ok) == 2 and len(res.failed) == 1 and "No space left" in res.failed[0][1]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in res.ok)
+    with pytest.raises(OutputError, match="No space left"):          # a full disk stops the batch there
+        translate_images(expand_inputs([tmp_path / f"{i}.png" for i in range(3)]), define_G(cfg).eval(), cfg,
+                         tmp_path / "out", TranslateConfig(num_workers=0, batch_size=1))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png"]     # no partial file, no temp left
 
 
 def test_bad_training_images_are_skipped_with_a_warning(tmp_path):
