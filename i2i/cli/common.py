@@ -49,6 +49,8 @@ DiffusionPrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
     "fp32 unless --vae gives one.", rich_help_panel="Common", show_default=False)]
 NumImagesOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images per job.", rich_help_panel=BATCH_PANEL)]
+
+
 def out_path(value: str | os.PathLike) -> Path:
     """``--out`` as given (or its default): a name ending in a slash is a folder, also when it reads like a file
     (``x.png/``); that folder is made now, since the path itself no longer shows the slash to the commands that
