@@ -39,7 +39,8 @@ class MethodFlags:
     ``--prompt``), ``job_defaults`` (job keys a job file may override), ``config`` (config changes its flags make
     beyond the declared ones), ``load`` / ``run`` (more arguments of the pipeline's ``from_pretrained`` /
     ``run_job``), ``extras`` (save the companion outputs of the method's job schema) and ``check`` (called with
-    the jobs before any model loads: the method's own checks of its flags and job values)."""
+    the jobs before any model loads: the method's own checks of its flags and job values; it returns ``run_job``
+    arguments it prepared on the way, such as a file it read, or None)."""
 
     images: dict[str, list[str]] = field(default_factory=dict)
     job_defaults: dict[str, Any] = field(default_factory=dict)
@@ -47,7 +48,7 @@ class MethodFlags:
     load: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
     extras: bool = False
-    check: Optional[Callable[[list[dict[str, Any]]], None]] = None
+    check: Optional[Callable[[list[dict[str, Any]]], Optional[dict[str, Any]]]] = None
 
 
 @dataclass
@@ -181,6 +182,7 @@ def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[
     from i2i.device import check_precision, resolve_device
     from i2i.diffusion.jobs import JobRun, build_jobs, run_jobs
     from i2i.diffusion.settings import describe
+    from i2i.diffusion.video_jobs import scored_video
     from i2i.errors import UsageError
     from i2i.video import is_video_file
 
@@ -195,15 +197,14 @@ def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[
     texts = [getattr(config, f.name) for f in dataclasses.fields(config) if f.name.endswith("prompt")]
     warn_unknown_demo_words([*texts, *(job[key] for job in all_jobs for key in ("prompt", *schema.options)
                                        if isinstance(job.get(key), str))], model_name, reporter)
-    if own.check is not None:
-        own.check(all_jobs)
+    run_args = {**own.run, **((own.check(all_jobs) if own.check else None) or {})}
     dev = resolve_device(given.device)
     check_precision(given.precision, dev)
     reporter.info("settings: " + describe(config, from_model, method.shown))
     video = next((job[schema.primary] for job in all_jobs if given.score and schema.primary
                   and is_video_file(job.get(schema.primary) or "")), None)
     if video is not None:                           # said before the scoring weights are looked for
-        raise UsageError(f"{video}: --score is for image outputs, not videos")
+        raise scored_video(video)
     if given.score:
         quiet_libraries()                           # the scoring models load first: no loading bars from them
     scorers = job_scorers(given.score, given.dino, given.clip, dev,   # before the model: missing weights fail fast
@@ -225,5 +226,5 @@ def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[
     batch = JobRun(schema, all_jobs, given.out, given.overwrite, extras, scorers=scorers,
                    preprocess=given.preprocess, map_size=lambda pipe: config.size or pipe.default_size,
                    skip_existing=given.skip_existing, shard=given.shard, report_summary=True, command=method.name)
-    run_jobs(batch, load, lambda pipe, job, images: pipe.run_job(job, images, config, extras, reporter, **own.run),
+    run_jobs(batch, load, lambda pipe, job, images: pipe.run_job(job, images, config, extras, reporter, **run_args),
              reporter)

@@ -66,16 +66,16 @@ def freecontrol_flags(
                        extras=save_unguided, check=lambda jobs: check_jobs(jobs, bases))
 
 
-def check_jobs(jobs: list[dict[str, Any]], bases: Optional[Path]) -> None:
-    """What can be checked of FreeControl's own flags before a model loads: the --bases file (read: missing is
-    3, unusable 4) and each job's --subject (its condition word must be in the inversion prompt)."""
+def check_jobs(jobs: list[dict[str, Any]], bases: Optional[Path]) -> Optional[dict[str, Any]]:
+    """What can be checked of FreeControl's own flags before a model loads: the --bases file (read once here:
+    missing is 3, unusable 4; returned for ``run_job``) and each job's --subject (its condition word must be in
+    the inversion prompt)."""
     from i2i.freecontrol.bases import read_bases_file
     from i2i.freecontrol.pipeline import check_subject
 
-    if bases is not None:
-        read_bases_file(bases)
     for job in jobs:
         check_subject(job["subject"], job["prompt"] if job["inversion_prompt"] is None else job["inversion_prompt"])
+    return None if bases is None else {"bases": read_bases_file(bases)}
 
 
 # The analysis flags that only `bases` takes (images of the concept) are left out of the synthesis command.

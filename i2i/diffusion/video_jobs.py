@@ -46,13 +46,18 @@ def video_job_names(run: Any, job: dict[str, Any], names: list[dict[str, Path]])
     return [{"image": names[0]["image"].with_suffix(".mp4")}]
 
 
+def scored_video(path: str) -> UsageError:
+    """The error for a video input with ``--score`` (the scores are of single images)."""
+    return UsageError(f"{path}: --score is for image outputs, not videos")
+
+
 def check_video_job(run: Any, job: dict[str, Any]) -> None:
     """Refuse what a video job cannot do, and read the clip's header (a clear error for a missing, empty or
     corrupt clip: :mod:`i2i.video.reading`), before any model is loaded."""
     from i2i.video.reading import probe_video
 
     if run.scorers is not None:
-        raise UsageError(f"{job[run.schema.primary]}: --score is for image outputs, not videos")
+        raise scored_video(job[run.schema.primary])
     if run.extras:
         raise UsageError(f"{job[run.schema.primary]}: a video input makes one output video; the companion pictures "
                          f"({', '.join(run.extras)}; e.g. --save-branches) are for image outputs")
