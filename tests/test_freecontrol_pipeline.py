@@ -388,3 +388,20 @@ def test_a_cache_that_cannot_be_written_is_warned_about_and_the_run_goes_on(tmp_
     assert out.trajectory.cache_path is None and out.bases.path is None
     cached = run(FreeControlPipeline(sd_pipeline(0), device="cpu", cache_dir=tmp_path / "cache"), condition, seed=2)
     assert torch.equal(out.latents, cached.latents)
+
+
+def test_more_components_than_the_bases_hold_is_warned_once(sd, condition):
+    bases = sd.semantic_bases("square", SMALL.bases, 32)
+    few = dataclasses.replace(bases, bases=bases.bases[:, :, :3])
+    config = dataclasses.replace(SMALL, n_components=5, appearance_components=4)
+    reporter = Recorder()
+    run(sd, condition, config, bases=few, reporter=reporter)
+    run(sd, condition, config, bases=few, reporter=reporter)        # the same bases again: no second warning
+    noted = [w for w in reporter.warnings if "components" in w]
+    assert len(noted) == 2, noted
+    assert "--components 5 is more than the 3 principal components" in noted[0] and "3 are used" in noted[0]
+    assert "--appearance-components 4 is more than the 3 components in use" in noted[1]
+    reporter = Recorder()
+    run(sd, condition, dataclasses.replace(SMALL, n_components=3, appearance_components=2), bases=few,
+        reporter=reporter)
+    assert not [w for w in reporter.warnings if "components" in w]

@@ -173,6 +173,7 @@ class FreeControlPipeline(DiffusionModel):
         self._appearance_memo: dict[tuple, tuple] = {}
         self._bases_file: tuple = (None, None)          # (path, SemanticBases) of run_job's bases file
         self._fitting_bases: SemanticBases | None = None  # the last bases found to fit this UNet
+        self._components_noted: tuple | None = None        # (bases, counts) last checked by _note_components
 
     method = FREECONTROL
 
@@ -205,6 +206,23 @@ class FreeControlPipeline(DiffusionModel):
                 raise CheckpointError(f"{source}: the semantic bases do not fit this model: {problem}")
             self._fitting_bases = bases
         return list(bases.layers)
+
+    def _note_components(self, bases: SemanticBases, config: FreeControlConfig, reporter: "Reporter | None") -> None:
+        """Warn (once per bases object and counts) when ``--components`` asks for more components than the bases
+        hold, fewer than their key width (a file made with fewer), or ``--appearance-components`` for more than are
+        in use: the energies use what there is, as the official code's slices do."""
+        counts, noted = (config.n_components, config.appearance_components), self._components_noted
+        if noted is not None and noted[0] is bases and noted[1] == counts:
+            return
+        self._components_noted = (bases, counts)
+        held = bases.n_components
+        used = min(config.n_components, held)
+        if config.n_components > held and held < bases.bases.shape[3]:    # (not when every channel is a component)
+            self._warn(reporter, f"--components {config.n_components} is more than the {held} principal components "
+                       f"the semantic bases hold ({bases.path or 'computed here'}); {held} are used", depth=3)
+        if config.appearance_components > used:
+            self._warn(reporter, f"--appearance-components {config.appearance_components} is more than the {used} "
+                       f"components in use; {used} are used", depth=3)
 
     @torch.no_grad()
     def condition_features(self, trajectory: Trajectory, timesteps: list[int], cond: Conditioning,
@@ -434,6 +452,7 @@ class FreeControlPipeline(DiffusionModel):
                                                 inversion_steps=config.bases.inversion_steps or config.inversion_steps)
                 bases = self.semantic_bases(concept or default_concept(prompt, subject), bases_cfg, size, reporter)
             plan.bases, plan.layers = bases, self._check_bases(bases)
+            self._note_components(bases, config, reporter)
             far = max(abs(int(bases.timesteps[bases.index(t)]) - t) for t in ts[:n_guided])
             if far > max(2 * bases.spacing(), 25):
                 self._warn(reporter, f"the semantic bases cover timesteps {int(bases.timesteps.min())}.."
