@@ -21,7 +21,7 @@ from i2i.shard import Shard
 
 SUMMARY_KIND = "summary"
 _NOT_COUNTS = {"rank", "world_size", "total_inputs"}
-VERBS = ("translated", "generated")                  # the done count's name, per command family
+VERBS = ("translated", "generated", "mapped")                  # the done count's name, per command family
 _FIELDS = {"kind", "command", "rank", "world_size", "total_inputs", "inputs", "skipped", "failed", "failures", "out",
            "finished", *VERBS}
 

@@ -138,7 +138,9 @@ def test_preprocess_command_writes_maps_and_refuses_to_overwrite(tmp_path):
     res = run(src, "--kind", "canny", "--out", out, "--json", "-q")
     assert res.exit_code == 0, res.output
     records = [json.loads(line) for line in res.stdout.splitlines()]
-    assert {r["status"] for r in records} == {"ok"} and len(records) == 2
+    *maps, summary = records
+    assert {r["status"] for r in maps} == {"ok"} and len(maps) == 2
+    assert summary["kind"] == "summary" and summary["command"] == "preprocess" and summary["mapped"] == 2
     assert (out / "a.png").is_file() and (out / "sub" / "b.png").is_file()
     assert np.array_equal(np.asarray(Image.open(out / "a.png")), np.asarray(condition_map(square(), "canny")))
     before = (out / "a.png").stat().st_mtime_ns
@@ -149,6 +151,36 @@ def test_preprocess_command_writes_maps_and_refuses_to_overwrite(tmp_path):
     assert (out / "a.png").is_file()
     assert run(src, "--out", out, "--overwrite", "--kind", "invert", "-q").exit_code == 0
     assert np.array_equal(np.asarray(Image.open(out / "a.png")), 255 - np.asarray(square()))
+
+
+def test_skip_existing_and_shards_write_what_one_run_writes(tmp_path):
+    src, whole, parts = tmp_path / "in", tmp_path / "whole", tmp_path / "parts"
+    src.mkdir()
+    for i in range(5):
+        square(fill=(40 * i, 0, 255 - 40 * i)).save(src / f"s{i}.png")
+    (src / "bad.png").write_bytes(b"not an image")
+    assert run(src, "--out", whole, "-q").exit_code == EXIT_PARTIAL                 # bad.png
+    logs = []
+    for k in range(2):
+        res = run(src, "--out", parts, "--shard", f"{k}/2", "--json", "-q")
+        logs.append(tmp_path / f"shard{k}.jsonl")
+        logs[-1].write_text(res.stdout)
+    names = sorted(p.name for p in whole.iterdir())
+    assert names == sorted(p.name for p in parts.iterdir()) == [f"s{i}.png" for i in range(5)]
+    assert all((whole / n).read_bytes() == (parts / n).read_bytes() for n in names)
+    merged = CliRunner().invoke(app, ["merge-summaries", *map(str, logs), "--json"])
+    record = json.loads(merged.stdout.splitlines()[-1])
+    assert merged.exit_code == EXIT_PARTIAL and record["mapped"] == 5 and record["failed"] == 1
+    assert record["missing_ranks"] == [] and record["failures"][0]["input"].endswith("bad.png")
+    (parts / "s3.png").unlink()                                                     # as if stopped before it
+    before = (parts / "s0.png").stat().st_mtime_ns
+    res = run(src, "--out", parts, "--skip-existing", "--json", "-q")
+    summary = json.loads(res.stdout.splitlines()[-1])
+    assert res.exit_code == 0, res.output                # only bad.png failed: unreadable on every restart
+    assert (summary["mapped"], summary["skipped"], summary["failed"]) == (1, 4, 1)
+    assert (parts / "s3.png").read_bytes() == (whole / "s3.png").read_bytes()
+    assert (parts / "s0.png").stat().st_mtime_ns == before
+    assert run(src, "--out", parts, "--skip-existing", "--overwrite").exit_code == EXIT_USAGE
 
 
 def test_preprocess_command_errors(tmp_path):

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from i2i.cli.common import BATCH_PANEL, DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, out_path, run_guarded
+from i2i.cli.common import (BATCH_PANEL, DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, ShardOpt, SkipExistingOpt, out_path,
+                            run_guarded)
 from i2i.preprocess.files import DEFAULT_KIND, MAPS_DIR
 from i2i.preprocess.kinds import KINDS, MODEL_KINDS
 from i2i.progress import Reporter
@@ -33,15 +34,16 @@ def preprocess(
     resolution: Annotated[Optional[int], typer.Option(
         "--resolution", help="Resize the long side to this many pixels before making the map (default: the "
         "image's own size, as the official app).")] = None,
-    overwrite: OverwriteOpt = False, quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
+    overwrite: OverwriteOpt = False, skip_existing: SkipExistingOpt = False, shard: ShardOpt = None,
+    quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
-    """Make condition maps with no model download: i2i preprocess photos/ --kind canny --out maps/."""
+    """Make condition maps with no model download: i2i preprocess photos/ --kind canny --out maps/. Under torchrun
+    / accelerate launch, or with --shard, a process takes its share (docs/batch.md)."""
     reporter = Reporter(quiet=quiet, json_mode=json)
 
     def go() -> None:
         from i2i.preprocess.files import preprocess_files
 
-        result = preprocess_files(inputs, kind, out, overwrite, resolution, reporter)
-        reporter.info(f"wrote {len(result.written)} map(s) to {out}")
+        preprocess_files(inputs, kind, out, overwrite, resolution, reporter, skip_existing, shard)
 
     run_guarded(go, debug, reporter)
