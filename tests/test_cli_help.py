@@ -58,3 +58,18 @@ def test_required_options_are_marked():
     text = help_text("cyclegan", "translate")
     line = next(ln for ln in text.splitlines() if "--checkpoint" in ln)
     assert "*" in line and "[required]" in text
+
+
+@pytest.mark.parametrize("words, usage", [(["ctrlx"], "[OPTIONS]"), (["generate"], "[OPTIONS]"),
+                                          (["freecontrol"], "[OPTIONS] COMMAND [ARGS]..."),
+                                          (["cyclegan"], "[OPTIONS] COMMAND [ARGS]...")])
+def test_usage_names_subcommands_only_where_there_are_some(words, usage):
+    line = next(line for line in help_text(*words).splitlines() if "Usage:" in line)
+    assert line.strip() == f"Usage: i2i {' '.join(words)} {usage}"
+
+
+def test_train_model_help_lists_the_registered_methods():
+    from i2i.cyclegan.methods import REGISTRY
+
+    text = help_text("cyclegan", "train")
+    assert "one of: " + ", ".join(REGISTRY) in re.sub(r"[\s│]+", " ", text)

@@ -191,3 +191,19 @@ def test_guess_returns_none_when_unsure() -> None:
     state = define_G(GeneratorConfig(arch="resnet_6blocks", ngf=8)).state_dict()
     del state["model.12.conv_block.1.weight"], state["model.12.conv_block.5.weight"]  # a 5-block resnet
     assert guess_generator_config(state) is None
+
+
+def test_load_any_generator_takes_what_the_commands_take(tmp_path: Path) -> None:
+    from i2i.cyclegan.checkpoint import save_generator
+    from i2i.cyclegan.convert import load_any_generator
+
+    ref = _reference_file(tmp_path / "latest_net_G_A.pth", SMALL)
+    net, cfg = load_any_generator(tmp_path / "latest_net_G_A.pth")            # architecture guessed
+    assert cfg.arch == "resnet_6blocks" and cfg.ngf == 8 and _same_output(ref, net, SMALL)
+    net, cfg = load_any_generator(str(tmp_path / "latest_net_G_A.pth"), arch="resnet_6blocks", ngf=8)
+    assert _same_output(ref, net, SMALL)
+    save_generator(tmp_path / "G_A.safetensors", ref, SMALL)
+    net, cfg = load_any_generator(tmp_path / "G_A.safetensors")
+    assert cfg == SMALL and _same_output(ref, net, SMALL)
+    with pytest.raises(UsageError, match="only for reference .pth files"):
+        load_any_generator(tmp_path / "G_A.safetensors", ngf=16)

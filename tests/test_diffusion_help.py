@@ -45,7 +45,7 @@ def test_every_shown_default_is_the_config_that_runs(method):
         if value is None or value == usual == "":
             assert flag not in shown
             continue
-        text = (flag if value else "--no-" + flag[2:]) if isinstance(value, bool) else str(value) or "none"
+        text = (flag if value else "--no-" + flag[2:]) if isinstance(value, bool) else str(value) or '""'
         assert shown[flag].startswith(text + (" from the model;" if value != usual else "")), (flag, shown[flag])
         assert (value != usual) == ("from the model" in shown[flag])
         checked += 1

@@ -133,3 +133,16 @@ def test_evaluate_from_python_with_a_custom_extractor(folder_run, tmp_path):
     # real B, translated A->B, real A, translated B->A: 4 sets of 8 images
     assert len(net.shapes) == 4
     assert summary["AtoB"]["kid"] == summary["AtoB"]["kid"] and "fid" not in summary["AtoB"]
+
+
+def test_evaluate_from_python_writes_where_the_command_writes(folder_run, tmp_path):
+    import shutil
+
+    from i2i.cyclegan.evaluate import default_eval_dir
+
+    run = tmp_path / "run"
+    shutil.copytree(folder_run, run)
+    shutil.rmtree(default_eval_dir(run), ignore_errors=True)          # (an earlier test's evaluation)
+    ex = FeatureExtractor(MeanColour(), name="mean-colour", size=16, value_range="unit")
+    evaluate(run, config=EvalConfig(metrics=("kid",)), extractor=ex)       # no out_dir, no device: the CLI's
+    assert (default_eval_dir(run) / "summary.json").is_file() and (default_eval_dir(run) / "grid.png").is_file()

@@ -82,9 +82,13 @@ def test_generate_job_file_and_usage_errors(tmp_path):
     jobs.write_text('{"prompt": "a red circle", "condition": "x.png"}\n')
     result = runner.invoke(app, ["generate", "--jobs", str(jobs)])
     assert result.exit_code == 2 and "unknown key(s) condition" in result.output
-    # --score on plain sampling needs CLIP only (there is no condition for the structure score)
+    # --score on plain sampling needs CLIP only (there is no condition for the structure score, and no --dino)
     result = runner.invoke(app, ["generate", "--prompt", "x", "--score", "--clip", str(tmp_path / "no-clip"),
-                                 "--dino", str(tmp_path / "no-dino"), "--out", str(tmp_path / "o.png")])
-    assert result.exit_code == 4 and "no-clip" in result.output and "no-dino" not in result.output
+                                 "--out", str(tmp_path / "o.png")])
+    assert result.exit_code == 4 and "no-clip" in result.output and "dino" not in result.output.lower()
+    result = runner.invoke(app, ["generate", "--prompt", "x", "--dino", str(tmp_path / "no-dino")])
+    assert result.exit_code == 2 and "No such option: --dino" in result.output
+    help_text = runner.invoke(app, ["generate", "--help"]).output
+    assert "clip_score" in help_text and "self_sim" not in help_text and "--dino" not in help_text
     result = runner.invoke(app, ["generate", "--prompt", "x", "--out", str(tmp_path / "g.mp4")])
     assert result.exit_code == 2 and "names a video file" in result.output and not (tmp_path / "g.mp4").exists()

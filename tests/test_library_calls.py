@@ -3,6 +3,7 @@ inputs, clear errors for arguments of the wrong kind, and no output or global st
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import warnings
 from pathlib import Path
@@ -163,3 +164,34 @@ def test_eval_metrics_on_one_image_are_refused_up_front():
     with pytest.raises(UsageError, match="needs at least 2 images per set"):
         EvalConfig(metrics=("kid",), limit=1)
     assert EvalConfig(metrics=("kid",), limit=2).limit == 2
+
+
+def test_a_method_option_may_not_take_a_flag_of_the_train_command():
+    from i2i.cyclegan.methods import REGISTRY, get_method, register
+    from i2i.cyclegan.methods.base import Method
+    from i2i.options import option
+
+    @dataclasses.dataclass(frozen=True)
+    class Clashing:
+        lr: float = option(0.1, help="A learning rate of its own.")
+
+    class WithLr(Method):
+        Options = Clashing
+
+    register("with_lr", WithLr)
+    try:
+        with pytest.raises(UsageError, match="its option lr declares --lr, a flag the train command already has"):
+            get_method("with_lr")
+    finally:
+        del REGISTRY["with_lr"]
+    for bad in ("my-method", "Upper", "", "2x"):
+        with pytest.raises(UsageError, match="lower-case letters"):
+            register(bad, WithLr)
+
+
+def test_a_diffusion_method_name_must_fit_its_files_and_variable():
+    from i2i.generate.config import GENERATE
+
+    for bad in ("demo", "my-method", "Gen"):
+        with pytest.raises(ValueError, match="lower-case letters"):
+            dataclasses.replace(GENERATE, name=bad)

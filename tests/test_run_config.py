@@ -44,6 +44,8 @@ def test_parse_options_reads_each_value_as_its_defaults_type():
     opts = parse_options("cut", ["lambda_nce=4", "num-patches=64", "--nce-idt=off", "nce_layers=0,4"])
     assert opts == {"lambda_nce": 4.0, "num_patches": 64, "nce_idt": False, "nce_layers": "0,4"}
     assert isinstance(opts["lambda_nce"], float)
+    python = run_config(model="cut", options={"lambda_nce": 2}).options["lambda_nce"]     # an int from Python
+    assert python == 2.0 and isinstance(python, float)                                  # is saved as the flag's
     assert run_config(model="cut", option_pairs=["num_patches=8"]).options["num_patches"] == 8
     assert run_config(model="cut", option_pairs=["num_patches=8"], options={"num_patches": 8}).options[
         "num_patches"] == 8                                               # a flag and --option may agree
@@ -66,7 +68,7 @@ def test_cli_option_flag_reaches_the_run(tmp_path):
     assert (options["num_patches"], options["nce_all_negatives"], options["lambda_nce"]) == (16, True, 3.0)
     res = CliRunner().invoke(app, ["cyclegan", "train", "--run-dir", str(run_dir), "--resume", "--option",
                                    "num_patches=8"])
-    assert res.exit_code == 2 and "cannot change --option num_patches when" in res.output
+    assert res.exit_code == 2 and "cannot change --num-patches (--option num_patches) when" in res.output
     res = CliRunner().invoke(app, ["cyclegan", "train", "--run-dir", str(run_dir), "--resume", "--ngf", "4"])
     assert res.exit_code == 2 and "cannot change --ngf when" in res.output
 

@@ -46,8 +46,9 @@ TextDeviceOpt = Annotated[Optional[str], typer.Option(
     "the GPU (SDXL's: 1.5 GiB in bf16), runs them in fp32 and moves only the embeddings.", rich_help_panel="Common",
     show_default=False)]
 DiffusionPrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="fp32 (default), bf16, or fp16 (CUDA only): the UNet/text encoders' dtype; the VAE stays "
-    "fp32 unless --vae gives one.", rich_help_panel="Common", show_default=False)]
+    "--precision", help="fp32 (default), bf16, fp16 (CUDA only) or auto (bf16 where the device computes it "
+    "natively, else fp32): the UNet/text encoders' dtype; the VAE stays fp32 unless --vae gives one.",
+    rich_help_panel="Common", show_default=False)]
 NumImagesOpt = Annotated[int, typer.Option("--num-images", "-n", help="Images per job.", rich_help_panel=BATCH_PANEL)]
 
 
@@ -112,6 +113,11 @@ class Group(TyperGroup):
 
     def get_params(self, ctx: typer.Context):  # type: ignore[override]
         return _no_flag_values(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        """``[OPTIONS] COMMAND [ARGS]...`` only where there are subcommands (``i2i ctrlx`` has none)."""
+        pieces = super().collect_usage_pieces(ctx)
+        return pieces if self.commands else [p for p in pieces if p != self.subcommand_metavar]
 
 
 def _no_flag_values(params: list) -> list:

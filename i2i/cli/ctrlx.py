@@ -12,20 +12,6 @@ from i2i.ctrlx.config import CONTROL, CTRLX, OFFICIAL_SELF_RECURRENCE
 
 
 def ctrlx_flags(
-    structure: Annotated[Optional[list[str]], typer.Option(
-        "--structure", "-s", help="Structure image (sketch, edges, depth, a photo, ...): the output keeps its "
-        "layout and aspect ratio; repeatable. A video (clip.mp4) makes a video: one frame per frame, all with "
-        "the same seed.", rich_help_panel=BATCH_PANEL)] = None,
-    appearance: Annotated[Optional[list[str]], typer.Option(
-        "--appearance", "-a", help="Appearance image: the output takes its colours and textures (default: an "
-        "appearance generated from the prompt); once for all, or once per --structure.",
-        rich_help_panel=BATCH_PANEL)] = None,
-    structure_prompt: Annotated[Optional[str], typer.Option(
-        "--structure-prompt", help="Describes the structure image, e.g. \"a sketch of a dog\" (default: the "
-        "prompt).", rich_help_panel=BATCH_PANEL)] = None,
-    appearance_prompt: Annotated[Optional[str], typer.Option(
-        "--appearance-prompt", help="Describes the appearance image (default: the prompt).",
-        rich_help_panel=BATCH_PANEL)] = None,
     self_recurrence: Annotated[Optional[bool], typer.Option(
         "--self-recurrence/--no-self-recurrence", help="The official scripts' self-recurrence (steps 10-50 % redone "
         "twice without control): better quality, about 1.8x the UNet work (default: the model's recommended "
@@ -37,9 +23,7 @@ def ctrlx_flags(
 ) -> MethodFlags:
     switch = {} if self_recurrence is None else {"self_recurrence": OFFICIAL_SELF_RECURRENCE if self_recurrence
                                                   else None}
-    return MethodFlags(images={"structure": structure or [], "appearance": appearance or []},
-                       job_defaults={"structure_prompt": structure_prompt, "appearance_prompt": appearance_prompt},
-                       config=switch, extras=save_branches)
+    return MethodFlags(config=switch, extras=save_branches)
 
 
 app = diffusion_app(CTRLX, ctrlx_flags)

@@ -12,6 +12,7 @@ from i2i.cli.common import (DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt
 from i2i.cli.options import declared_command, given_changes
 from i2i.cyclegan.config import (CPU_BATCH, CPU_VIDEO_BATCH, DECODE_WORKERS, GPU_BATCH, GPU_VIDEO_BATCH, RUN,
                                  SHAPES_EVAL_LIMIT, TRAIN, WORKER_MIN_CORES)
+from i2i.cyclegan.methods import REGISTRY
 from i2i.progress import Reporter
 
 app = typer.Typer(help="CycleGAN (Zhu et al. 2017), CUT and FastCUT (Park et al. 2020, train --model): unpaired "
@@ -95,9 +96,9 @@ def train(
              "squares; its preset learns on a CPU in minutes). Default: builtin:shapes; with --resume, the run's "
              "recorded dataset.", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option(
-        "--model", help="Training method: cyclegan (two generators, cycle loss; the default), cut or fastcut "
-        "(one-sided A->B with PatchNCE; Park et al. 2020). --model NAME --help lists its own flags and defaults.",
-        show_default=False)] = None,
+        "--model", help=f"Training method, one of: {', '.join(REGISTRY)}. cyclegan (the default): two generators, "
+        "cycle loss; cut, fastcut: one-sided A->B with PatchNCE (Park et al. 2020). --model NAME --help lists its "
+        "own flags and defaults.", show_default=False)] = None,
     run_dir: Annotated[Optional[str], typer.Option(
         "--run-dir", help="Run folder: config, checkpoints, samples, log. Default: runs/<dataset name>, with "
         "-<model> for any method but cyclegan.", rich_help_panel=RUN)] = None,
@@ -111,7 +112,7 @@ def train(
         "lambda_nce=4; the flags of --model do the same.", show_default=False, rich_help_panel=TRAIN)] = None,
     device: DeviceOpt = None, quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
-    """Train CycleGAN, CUT or FastCUT (--model) on two unpaired image folders (or builtin:shapes).
+    """Train an unpaired translation (--model: CycleGAN, CUT, FastCUT, ...) on two image folders (or builtin:shapes).
 
     Each default shown is what runs when the flag is not given: on builtin:shapes its preset, on image folders the
     method's reference defaults (both shown where they differ). Ctrl-C saves a resumable checkpoint and exits (130).
@@ -174,26 +175,14 @@ def _capped_max_iters(max_iters: int | None, reporter: Reporter) -> int | None:
 
 
 def _load_any_generator(checkpoint: str, direction: str, arch_fields: dict, device, best: bool = False):
-    """A generator from a run/checkpoint folder (``best``: the run's best checkpoint), a generator file, or a
-    reference .pth (with flags)."""
-    from i2i.cyclegan.checkpoint import load_generator, resolve_generator_file
-    from i2i.cyclegan.config import GeneratorConfig
-    from i2i.cyclegan.convert import generator_from_reference, guess_generator_config, load_reference_state
-    from i2i.errors import UsageError
+    """The library's :func:`~i2i.cyclegan.convert.load_any_generator` (one name for the tests to replace)."""
+    from i2i.cyclegan.convert import load_any_generator
 
-    path = resolve_generator_file(checkpoint, direction, best)
-    if path.suffix in (".pth", ".pt"):
-        guessed = guess_generator_config(load_reference_state(path))
-        cfg = GeneratorConfig(**{**(guessed.to_dict() if guessed else {}), **arch_fields})
-        return generator_from_reference(path, cfg).to(device).eval(), cfg
-    if arch_fields:
-        raise UsageError("architecture flags (--net-g, --ngf, ...) are only for reference .pth files; "
-                         f"{path.name} describes its own architecture")
-    return load_generator(path, device)
+    return load_any_generator(checkpoint, direction, device, best, **arch_fields)
 
 
 VIDEO = "Videos (docs/video.md)"
-CodecOpt = Annotated[str, typer.Option("--codec", help="Video encoder: h264 (default), hevc, vp9, av1, mpeg4 or any "
+CodecOpt = Annotated[str, typer.Option("--codec", help="Video encoder: h264, hevc, vp9, av1, mpeg4 or any "
                                        "FFmpeg encoder name in PyAV.", rich_help_panel=VIDEO)]
 CrfOpt = Annotated[int, typer.Option("--crf", help="Video quality for h264/hevc/vp9/av1, lower is better (h264: "
                                      "18 near-lossless, 23 its own default).", rich_help_panel=VIDEO)]

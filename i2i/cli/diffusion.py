@@ -28,7 +28,7 @@ from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, Diffusi
                             warn_unknown_demo_words)
 from i2i.cli.options import Defaults, Source, declared_command, given_changes, peek_option
 from i2i.cli.preprocess import PreprocessOpt
-from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, job_scorers
+from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, TextScoreOpt, job_scorers
 from i2i.diffusion.method import DiffusionMethod
 from i2i.progress import Reporter
 
@@ -127,6 +127,31 @@ def _shared_command(method: DiffusionMethod) -> Callable[..., None]:
     return command
 
 
+def _job_flags(method: DiffusionMethod, taken: set[str]) -> list[inspect.Parameter]:
+    """One flag per image key of the method's jobs (repeatable paths) and per text option that is not a config
+    field, declared by the job schema (:class:`~i2i.diffusion.jobs.JobFlag`) or given a generic help."""
+    from i2i.diffusion.jobs import JobFlag
+
+    schema, fields = method.jobs, {f.name for f in dataclasses.fields(method.config)}
+    primary = schema.primary
+    params = []
+    for key in (*schema.images, *(k for k in schema.options if k not in fields)):
+        image = key in schema.images
+        if key in taken:
+            raise ValueError(f"{method.name}: job key {key!r} would shadow the command's own --{key}")
+        generic = (f"{key} image; repeatable (paired with --prompt in order)." if key == primary else
+                   f"{key} image: once for all, or once per --{primary}." if image else
+                   f"The jobs' {key} (text; a job file's \"{key}\" overrides it).")
+        declared = schema.flags.get(key) or JobFlag(generic)
+        names = [f"--{key.replace('_', '-')}", *([f"-{declared.short}"] if declared.short else [])]
+        kind = Optional[list[str]] if image else Optional[str]
+        option = typer.Option(*names, help=declared.help, show_default=False,
+                              rich_help_panel=declared.panel or BATCH_PANEL)
+        params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[kind, option]))
+    return params
+
+
 def diffusion_app(method: DiffusionMethod, flags: Optional[Callable[..., MethodFlags]] = None,
                   skip: tuple[str, ...] = ()) -> typer.Typer:
     """The Typer app of ``method``: its command is the app's callback (so subcommands such as
@@ -135,10 +160,13 @@ def diffusion_app(method: DiffusionMethod, flags: Optional[Callable[..., MethodF
     shared = _shared_command(method)
     common = {"quiet": QuietOpt, "json": JsonOpt, "debug": DebugOpt}
     params = [p for p in inspect.signature(shared).parameters.values()
-              if p.name != "preprocess" or method.jobs.primary]
+              if method.jobs.primary or p.name not in ("preprocess", "dino")]    # (no condition image: no map,
+    if not method.jobs.primary:                                                    # no structure score)
+        params = [p.replace(annotation=TextScoreOpt) if p.name == "score" else p for p in params]
     own = list(inspect.signature(flags).parameters.values()) if flags else []
     tail = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=kind)
             for name, kind in common.items()]
+    jobs = _job_flags(method, {p.name for p in (*params, *own)} | set(common))
 
     def command(**values: Any) -> None:
         ctx = values.pop("ctx")
@@ -146,6 +174,11 @@ def diffusion_app(method: DiffusionMethod, flags: Optional[Callable[..., MethodF
             return
         quiet, json, debug = (values.pop(name) for name in common)
         method_flags = flags(**{p.name: values.pop(p.name) for p in own}) if flags else MethodFlags()
+        given_jobs = {p.name: values.pop(p.name) for p in jobs}
+        method_flags.images = {**{k: v or [] for k, v in given_jobs.items() if k in method.jobs.images},
+                               **method_flags.images}
+        method_flags.job_defaults = {**{k: v for k, v in given_jobs.items() if k not in method.jobs.images},
+                                     **method_flags.job_defaults}
         given = shared(ctx, **values)
         if not any(getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"
                for p in ctx.command.get_params(ctx)):
@@ -155,7 +188,7 @@ def diffusion_app(method: DiffusionMethod, flags: Optional[Callable[..., MethodF
         run_guarded(lambda: run(method, given, method_flags, given_changes(ctx), reporter), debug, reporter)
 
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [*params, *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own), *tail])
+        [*params, *jobs, *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own), *tail])
     command.__doc__ = method.usage
     sources = lambda args: [Source(method.config, skip=skip)]  # noqa: E731
     group = type("DeclaredGroup", (declared_command(sources, model_defaults(method)), Group),  # group + flags

@@ -26,27 +26,6 @@ ModelOpt = Annotated[Optional[str], typer.Option(
 
 
 def freecontrol_flags(
-    condition: Annotated[Optional[list[str]], typer.Option(
-        "--condition", "-c", help="Condition image (sketch, depth, edges, a photo, ...); repeatable. A video "
-        "(clip.mp4) makes a video: one frame per frame, all with the same seed.",
-        rich_help_panel=BATCH_PANEL)] = None,
-    appearance: Annotated[Optional[list[str]], typer.Option(
-        "--appearance", "-a", help="Appearance image: DDIM-inverted, its appearance vectors replace the unguided "
-        "sibling's in the appearance energy, so the output takes its colours (weight: --appearance-weight); once "
-        "for all, or once per --condition.", rich_help_panel=BATCH_PANEL)] = None,
-    appearance_prompt: Annotated[Optional[str], typer.Option(
-        "--appearance-prompt", help="Describes the appearance image for its DDIM inversion (default: the prompt).",
-        rich_help_panel=BATCH_PANEL)] = None,
-    inversion_prompt: Annotated[Optional[str], typer.Option(
-        "--inversion-prompt", help="Describes the condition image for its DDIM inversion, e.g. \"a sketch of a "
-        "dog\" (default: the prompt).", rich_help_panel=BATCH_PANEL)] = None,
-    subject: Annotated[Optional[str], typer.Option(
-        "--subject", help="\"COND_WORD;GEN_WORD\", e.g. \"dog;lion\": COND_WORD's cross-attention in the inversion "
-        "prompt gives the mask, GEN_WORD the concept (default: every word of the inversion prompt).",
-        rich_help_panel=BATCH_PANEL)] = None,
-    concept: Annotated[Optional[str], typer.Option(
-        "--concept", help="Concept of the semantic bases (default: GEN_WORD of --subject, else the prompt's last "
-        "word before its first comma).", rich_help_panel=ANALYSIS)] = None,
     bases: Annotated[Optional[Path], typer.Option(
         "--bases", help="Use this bases file (.safetensors from `i2i freecontrol bases`, or the official "
         "pca_info.pt) instead of the cache.", rich_help_panel=ANALYSIS)] = None,
@@ -59,10 +38,7 @@ def freecontrol_flags(
         "UNet call on all rows (faster on GPUs, more memory) or two. Default: one call on CUDA for SD 1.x/2.x, two "
         "for SDXL and on CPUs.", show_default=False, rich_help_panel="Common")] = None,
 ) -> MethodFlags:
-    return MethodFlags(images={"condition": condition or [], "appearance": appearance or []},
-                       job_defaults={"inversion_prompt": inversion_prompt, "appearance_prompt": appearance_prompt,
-                                     "subject": subject, "concept": concept},
-                       load={"cache_dir": cache_dir, "one_call": one_call}, run={"bases": bases},
+    return MethodFlags(load={"cache_dir": cache_dir, "one_call": one_call}, run={"bases": bases},
                        extras=save_unguided, check=lambda jobs: check_jobs(jobs, bases))
 
 

@@ -158,6 +158,8 @@ def _typer_params(flags: list[_Flag]) -> list[Any]:
 def _format(value: Any, f: _Flag) -> str:
     if f.type is bool:
         return f.decl.flag if value else "--no-" + f.decl.flag[2:]
+    if value == "":
+        return '""'                                 # an empty text, not "none" (which reads as None)
     return "none" if value is None else str(value)
 
 

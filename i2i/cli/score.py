@@ -10,9 +10,9 @@ import typer
 from i2i.cli.common import DebugOpt, DeviceOpt, JsonOpt, QuietOpt, quiet_libraries, run_guarded
 from i2i.progress import Reporter
 
-DINO_HELP = ("DINO ViT for the structure score: hub id or local folder (default facebook/dino-vitb8, the model "
-             "the FreeControl/Ctrl-X evaluations use).")
-CLIP_HELP = "CLIP model for the CLIP score: hub id or local folder (default openai/clip-vit-base-patch32)."
+DINO_HELP = ("DINO ViT for the structure score: hub id or local folder (the default is the model the "
+             "FreeControl/Ctrl-X evaluations use).")
+CLIP_HELP = "CLIP model for the CLIP score: hub id or local folder."
 SCORES_PANEL = "Scores (--score)"
 DEFAULT_DINO, DEFAULT_CLIP = "facebook/dino-vitb8", "openai/clip-vit-base-patch32"
 
@@ -22,6 +22,10 @@ ScoreOpt = Annotated[bool, typer.Option(
     "clip_score (CLIP image-prompt similarity; higher follows the prompt better) to each JSON result, as "
     "`i2i score` computes them. The weights are loaded before the diffusion model; offline without them, exit 4 "
     "names what to download.", rich_help_panel=SCORES_PANEL)]
+TextScoreOpt = Annotated[bool, typer.Option(
+    "--score", help="Add clip_score (CLIP image-prompt similarity; higher follows the prompt better) to each JSON "
+    "result, as `i2i score` computes it. The weights are loaded before the diffusion model; offline without them, "
+    "exit 4 names what to download.", rich_help_panel=SCORES_PANEL)]        # a method without a condition image
 JobDinoOpt = Annotated[str, typer.Option("--dino", help="With --score: " + DINO_HELP, rich_help_panel=SCORES_PANEL)]
 JobClipOpt = Annotated[str, typer.Option("--clip", help="With --score: " + CLIP_HELP, rich_help_panel=SCORES_PANEL)]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from i2i.diffusion.jobs import JobSchema
+from i2i.diffusion.jobs import JobFlag, JobSchema
 from i2i.diffusion.method import MAX_STEPS, DiffusionMethod
 from i2i.errors import UsageError
 from i2i.options import check_non_negative, flag, option
@@ -41,11 +41,11 @@ class CtrlXConfig:
         "output", choices=CORRESPONDENCES, help="Whose queries match each token to the appearance image: output "
         "(official) or structure (the structure image's in every appearance layer while structure is injected).",
         panel=CONTROL)
-    eta: float = option(1.0, help="DDIM eta (the official scripts' 1.0).", panel=CONTROL)
+    eta: float = option(1.0, help="DDIM eta (the default is the official scripts').", panel=CONTROL)
     self_recurrence: tuple[float, float, int] | None = None      # its flag: a switch (i2i.cli.ctrlx)
     positive_prompt: str = option(POSITIVE_PROMPT, help="Appended to the prompt after a comma.", panel=CONTROL)
-    negative_prompt: str = option(NEGATIVE_PROMPT, help="Negative prompt (official: \"ugly, blurry, dark, low res, "
-                                  "unrealistic\").", panel=CONTROL)
+    negative_prompt: str = option(NEGATIVE_PROMPT, help="Negative prompt (the default is the official scripts').",
+                                  panel=CONTROL)
     size: int | None = option(None, help="Long side of the output in pixels; the short side follows the structure "
                               "image's aspect ratio (none: the model's native size, e.g. 512 for SD 1.5, 1024 for "
                               "SDXL).")
@@ -81,8 +81,19 @@ class CtrlXConfig:
 
 
 # What a Ctrl-X job (a JSONL line) may hold; the branches can be saved beside each image.
-CTRLX_JOBS = JobSchema(images=("structure", "appearance"), options=("structure_prompt", "appearance_prompt"),
-                       extras=("structure_branch", "appearance_branch"))
+CTRLX_JOBS = JobSchema(
+    images=("structure", "appearance"), options=("structure_prompt", "appearance_prompt"),
+    extras=("structure_branch", "appearance_branch"),
+    flags={
+        "structure": JobFlag("Structure image (sketch, edges, depth, a photo, ...): the output keeps its layout and "
+                             "aspect ratio; repeatable. A video (clip.mp4) makes a video: one frame per frame, all "
+                             "with the same seed.", short="s"),
+        "appearance": JobFlag("Appearance image: the output takes its colours and textures (default: an appearance "
+                              "generated from the prompt); once for all, or once per --structure.", short="a"),
+        "structure_prompt": JobFlag("Describes the structure image, e.g. \"a sketch of a dog\" (default: the "
+                                    "prompt)."),
+        "appearance_prompt": JobFlag("Describes the appearance image (default: the prompt)."),
+    })
 CTRLX = DiffusionMethod(
     "ctrlx", CtrlXConfig, "i2i.ctrlx.pipeline:CtrlXPipeline", CTRLX_JOBS, DEFAULT_SEED,
     shown=("num_inference_steps", "guidance_scale", "structure_schedule", "appearance_schedule",

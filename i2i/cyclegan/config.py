@@ -172,7 +172,8 @@ class TrainConfig:
     phase: str = option("train", help="Folder prefix: <phase>A, <phase>B.", panel=DATA)
     max_dataset_size: int | None = option(None, help="Use at most this many images per domain.", panel=DATA)
     shapes_count: int = option(1000, help="Images per domain of builtin:shapes.", panel=DATA)
-    num_workers: int = option(4, aliases=("--num-threads",), help="DataLoader worker processes.", panel=DATA)
+    num_workers: int = option(4, aliases=("--num-threads",), help="DataLoader worker processes (at most the CPU "
+                              "count).", panel=DATA)
     seed: int = option(0, help="Random seed (initial weights, data order, pools).", panel=COMMON)
     precision: str = option("fp32", panel=COMMON, choices=("fp32", "bf16", "fp16", "auto"),
                             help="bf16: autocast (faster on GPUs and on CPUs with AMX or AVX-512 BF16, slower on "

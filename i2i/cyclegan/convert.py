@@ -238,3 +238,23 @@ def guess_generator_config(state: dict[str, "torch.Tensor"]) -> GeneratorConfig 
     if any(_BLOCK_KEY.match(key) for key in state):  # a resnet
         return _guess_resnet(state)
     return None
+
+
+def load_any_generator(checkpoint: str | os.PathLike, direction: str = "AtoB", device: "torch.device | str" = "cpu",
+                       best: bool = False, **arch: object) -> tuple["nn.Module", GeneratorConfig]:
+    """``(generator, config)`` from whatever ``translate`` and ``export`` take as ``-c``: a run or checkpoint folder
+    (``best``: the run's best checkpoint; ``direction`` picks G_A or G_B), a generator file, or a reference
+    ``.pth``, whose architecture is guessed from its weights and completed or overridden by ``arch``
+    (:class:`GeneratorConfig` fields: ``arch="unet_256"``, ``ngf=32``, ...). ``arch`` with a self-describing
+    file is a :class:`UsageError`."""
+    from i2i.cyclegan.checkpoint import load_generator, resolve_generator_file
+
+    path = resolve_generator_file(checkpoint, direction, best)
+    if path.suffix in (".pth", ".pt"):
+        guessed = guess_generator_config(load_reference_state(path))
+        cfg = GeneratorConfig(**{**(guessed.to_dict() if guessed else {}), **arch})
+        return generator_from_reference(path, cfg).to(device).eval(), cfg
+    if arch:
+        raise UsageError("architecture flags (--net-g, --ngf, ...) are only for reference .pth files; "
+                         f"{path.name} describes its own architecture")
+    return load_generator(path, device)

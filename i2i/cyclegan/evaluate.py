@@ -150,17 +150,22 @@ def _load_folder(folder: Path, mode: str, limit: int | None, size: int | None, k
     return images
 
 
-def evaluate(run_dir: str | Path, out_dir: str | Path, config: EvalConfig = EvalConfig(), device: Any = "cpu",
-             reporter: Reporter | None = None, overwrite: bool = False,
+def evaluate(run_dir: str | Path, out_dir: str | Path | None = None, config: EvalConfig = EvalConfig(),
+             device: Any = None, reporter: Reporter | None = None, overwrite: bool = False,
              extractor: "FeatureExtractor | None" = None) -> dict[str, Any]:
     """Evaluate the latest checkpoint of ``run_dir`` (``config.best``: its best one); returns the summary (also
-    written as JSON).
+    written as JSON to ``out_dir``, by default :func:`default_eval_dir`, as ``i2i cyclegan eval`` does).
 
-    ``extractor``: features for ``config.metrics`` (default: built from ``config.features``). Existing outputs
-    are refused before any work unless ``overwrite``.
+    ``device``: None picks as the CLI does (CUDA if available, then MPS, then the CPU). ``extractor``: features for
+    ``config.metrics`` (default: built from ``config.features``). Existing outputs are refused before any work
+    unless ``overwrite``.
     """
+    from i2i.device import resolve_device
+
     reporter = reporter or Reporter.library()
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run_dir = Path(run_dir)
+    out_dir = default_eval_dir(run_dir, config.best) if out_dir is None else Path(out_dir)
+    device = resolve_device(device) if device is None or isinstance(device, str) else device
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run folder (give a training run's --run-dir)")
     cfg_path = run_dir / "config.json"

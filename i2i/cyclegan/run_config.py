@@ -71,8 +71,8 @@ def run_config(dataroot: str | None = None, run_dir: str | None = None, model: s
         given["options"] = {**pairs, **flags}
     given = {k: v for k, v in given.items() if not (k in NESTED and not v)}
     config = resolve_config(merge_config(base, given), resume, set(given))
-    get_method(config.model).options_from(config.options)      # an unknown method or option fails here
-    return config
+    options = get_method(config.model).options_from(config.options)   # an unknown method or option fails here
+    return dataclasses.replace(config, options=dataclasses.asdict(options))     # typed as the flags type them
 
 
 def default_config(model: str = DEFAULT_MODEL, shapes: bool = False) -> TrainConfig:
@@ -152,8 +152,12 @@ def _flags(config: TrainConfig, saved: TrainConfig, name: str) -> list[str]:
     new, old = getattr(config, name), getattr(saved, name)
     if dataclasses.is_dataclass(new) and dataclasses.is_dataclass(old):
         return [flag(new, f.name) for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(old, f.name)]
-    if isinstance(new, dict) and isinstance(old, dict):      # the method's options
-        return [f"--option {k}" for k in sorted(set(new) | set(old)) if new.get(k) != old.get(k)]
+    if isinstance(new, dict) and isinstance(old, dict):      # the method's options: their flag and --option form
+        from i2i.cyclegan.methods import get_method
+
+        known = {f.name for f in dataclasses.fields(get_method(saved.model).Options)}
+        return [f"{flag(get_method(saved.model).Options, k)} (--option {k})" if k in known else f"--option {k}"
+                for k in sorted(set(new) | set(old)) if new.get(k) != old.get(k)]
     return [flag(TrainConfig, name)]
 
 

@@ -32,12 +32,13 @@ if TYPE_CHECKING:
 
 def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callable[[], tuple[Any, Any]],
                      cfg: "TranslateConfig", video: "VideoOptions | None" = None, shard: str | None = None,
-                     device: Any = "cpu", reporter: Reporter | None = None,
+                     device: Any = None, reporter: Reporter | None = None,
                      ) -> tuple[BatchSummary, "TranslateResult"]:
     """Translate this process's share of ``inputs`` (files, folders, globs, ``@list.txt``; images and videos)
     into ``out`` (a folder, or for one input the output file itself). ``video``: how clips are encoded (None: the
-    defaults, H.264/MP4). Returns the share's summary and the per-file result; failures are in both. A batch of
-    one input that failed raises that input's error (:meth:`TranslateResult.single_error`)."""
+    defaults, H.264/MP4); ``device``: where the images are computed (None: where ``load`` put the generator).
+    Returns the share's summary and the per-file result; failures are in both. A batch of one input that failed
+    raises that input's error (:meth:`TranslateResult.single_error`)."""
     from i2i.cyclegan.translator import TranslateResult
     from i2i.video import is_video_file, split_videos, video_targets
 
@@ -113,6 +114,8 @@ def _translate(images, videos, clip_targets, load, out_dir, cfg, video, device, 
     from i2i.cyclegan.translator import translate_images
 
     gen, gen_cfg = load()
+    if device is None:                                # where load() put the generator
+        device = next(gen.parameters()).device
     if images:
         done = translate_images(images, gen, gen_cfg, out_dir, cfg, device, reporter)
         done.skipped.extend(result.skipped)

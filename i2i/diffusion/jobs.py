@@ -29,14 +29,27 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class JobFlag:
+    """How a job key reads on the command line: ``help``, a one-letter ``short`` name, the help ``panel`` (None:
+    the inputs' panel). The flag itself is ``--<key>`` with dashes for underscores."""
+
+    help: str
+    short: str | None = None
+    panel: str | None = None
+
+
+@dataclass(frozen=True)
 class JobSchema:
     """What a method's jobs hold. ``images``: keys holding image paths, the first one required (it names the
-    outputs and pairs with ``--prompt``), the others optional; ``options``: other keys a job may set; ``extras``:
-    companion outputs a method can save beside each image as ``NAME_<extra>.png``."""
+    outputs and pairs with ``--prompt``), the others optional; ``options``: other keys a job may set (text, unless
+    the method's config has a field of that name, whose flag and value they take); ``extras``: companion outputs a
+    method can save beside each image as ``NAME_<extra>.png``; ``flags``: the command line's flag of an image or
+    text key (every such key has one: ``--<key>``, with this help if declared, else a generic one)."""
 
     images: tuple[str, ...]
     options: tuple[str, ...] = ()
     extras: tuple[str, ...] = ()
+    flags: dict[str, JobFlag] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def primary(self) -> str | None:

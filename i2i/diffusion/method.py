@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from i2i.diffusion.jobs import JobSchema
 # The most sampling steps: SD's DDIM schedule (1000 training steps, steps_offset 1) has timestep 1000 at 1000 steps,
 # one past its last noise level.
 MAX_STEPS = 999
+
+# Names a method may not take: a model folder's i2i_demo.json is the demo model's training record, not settings.
+RESERVED_NAMES = ("demo",)
+
 
 @dataclass(frozen=True)
 class DiffusionMethod:
@@ -36,6 +41,11 @@ class DiffusionMethod:
     shown: tuple[str, ...] = ()
     summary: str = ""
     usage: str = ""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name) or self.name in RESERVED_NAMES:
+            raise ValueError(f"diffusion method name {self.name!r}: lower-case letters, digits and underscores (it "
+                             f"names i2i_<name>.json and $I2I_<NAME>_MODEL), not one of {', '.join(RESERVED_NAMES)}")
 
     @property
     def model_env(self) -> str:

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from i2i.diffusion.jobs import JobSchema
+from i2i.diffusion.jobs import JobFlag, JobSchema
 from i2i.diffusion.method import MAX_STEPS, DiffusionMethod
 from i2i.errors import UsageError
 from i2i.options import check_non_negative, flag, option
@@ -157,9 +157,24 @@ class FreeControlConfig:
 
 # What a FreeControl job (a JSONL line) may hold (an appearance image is optional); "unguided" is the optional
 # sibling saved beside each image.
-FREECONTROL_JOBS = JobSchema(images=("condition", "appearance"),
-                             options=("inversion_prompt", "appearance_prompt", "subject", "concept", "img2img"),
-                             extras=("unguided",))
+FREECONTROL_JOBS = JobSchema(
+    images=("condition", "appearance"), options=("inversion_prompt", "appearance_prompt", "subject", "concept", "img2img"),
+    extras=("unguided",),
+    flags={
+        "condition": JobFlag("Condition image (sketch, depth, edges, a photo, ...); repeatable. A video (clip.mp4) "
+                             "makes a video: one frame per frame, all with the same seed.", short="c"),
+        "appearance": JobFlag("Appearance image: DDIM-inverted, its appearance vectors replace the unguided "
+                              "sibling's in the appearance energy, so the output takes its colours (weight: "
+                              "--appearance-weight); once for all, or once per --condition.", short="a"),
+        "appearance_prompt": JobFlag("Describes the appearance image for its DDIM inversion (default: the prompt)."),
+        "inversion_prompt": JobFlag("Describes the condition image for its DDIM inversion, e.g. \"a sketch of a dog\" "
+                                    "(default: the prompt)."),
+        "subject": JobFlag("\"COND_WORD;GEN_WORD\", e.g. \"dog;lion\": COND_WORD's cross-attention in the inversion "
+                           "prompt gives the mask, GEN_WORD the concept (default: every word of the inversion "
+                           "prompt)."),
+        "concept": JobFlag("Concept of the semantic bases (default: GEN_WORD of --subject, else the prompt's last "
+                           "word before its first comma).", panel=ANALYSIS),
+    })
 # A model folder may ship its own recommended settings (``i2i_freecontrol.json``, e.g. the small demo model's fewer
 # steps); flags and arguments given explicitly still win.
 FREECONTROL = DiffusionMethod("freecontrol", FreeControlConfig, "i2i.freecontrol.pipeline:FreeControlPipeline",

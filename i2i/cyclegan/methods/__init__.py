@@ -8,6 +8,7 @@ a plugin or a test). ``i2i cyclegan train --model NAME --help`` then lists its f
 from __future__ import annotations
 
 import importlib
+import re
 from typing import TYPE_CHECKING, Union
 
 from i2i.errors import UsageError
@@ -23,9 +24,18 @@ REGISTRY: dict[str, Union[str, "type[Method]"]] = {
 }
 
 
+# The train command's own flags, beside TrainConfig's declared ones: a method option may not take them either.
+COMMAND_FLAGS = ("--model", "--run-dir", "--resume", "--overwrite", "--option", "--device", "--quiet", "--json",
+                 "--debug", "--help")
+NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
 def register(name: str, method: Union[str, "type[Method]"], replace: bool = False) -> None:
-    """Make ``method`` (a Method subclass or ``"module:Class"``) trainable as ``--model name``. A name already
-    registered (a built-in method, say) is replaced only with ``replace=True``."""
+    """Make ``method`` (a Method subclass or ``"module:Class"``) trainable as ``--model name`` (lower-case letters,
+    digits and underscores: it also names run folders). A name already registered (a built-in method, say) is
+    replaced only with ``replace=True``."""
+    if not NAME.fullmatch(name):
+        raise UsageError(f"--model {name!r}: a method name is lower-case letters, digits and underscores")
     if name in REGISTRY and not replace and REGISTRY[name] != method:
         raise UsageError(f"--model {name!r} is already registered; pass replace=True to replace it")
     REGISTRY[name] = method
@@ -36,7 +46,22 @@ def get_method(name: str) -> "type[Method]":
     if name not in REGISTRY:
         raise UsageError(f"--model {name!r}: choose one of {', '.join(REGISTRY)}")
     target = REGISTRY[name]
-    if not isinstance(target, str):
-        return target
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    if isinstance(target, str):
+        module, _, cls = target.partition(":")
+        target = getattr(importlib.import_module(module), cls)
+    _check_flags(name, target)
+    return target
+
+
+def _check_flags(name: str, method: "type[Method]") -> None:
+    """A method option's flag must be its own: one that TrainConfig or the train command already has would set
+    both at once, and the help would show only one of them."""
+    from i2i.cyclegan.config import TrainConfig
+    from i2i.options import declared
+
+    taken = {name for d in declared(TrainConfig) for name in (d.flag, *d.spec.aliases)} | set(COMMAND_FLAGS)
+    for d in declared(method.Options):
+        clash = next((f for f in (d.flag, *d.spec.aliases) if f in taken), None)
+        if clash is not None:
+            raise UsageError(f"--model {name}: its option {'.'.join(d.path)} declares {clash}, a flag the train "
+                             "command already has; give it another flag (option(..., flag=...))")

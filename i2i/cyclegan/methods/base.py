@@ -103,6 +103,11 @@ class Method:
             hint = f" (did you mean {near!r}? option names are case-sensitive)" if near else ""
             raise UsageError(f"option {', '.join(map(repr, sorted(unknown)))}: not an option of --model "
                              f"{cls.name}{hint}; its options: {', '.join(sorted(known))}")
+        from i2i.options import field_types
+
+        types = field_types(cls.Options)
+        options = {k: float(v) if types.get(k) is float and type(v) is int else v   # 2 from Python: 2.0, as the
+                   for k, v in options.items()}                                     # flag would give
         values = cls.Options(**{**cls.default_options(), **options})
         for f in dataclasses.fields(values):
             value = getattr(values, f.name)
