@@ -94,8 +94,8 @@ def test_the_settings_line_names_nested_settings_and_where_they_came_from():
     assert "bases.block 'up_blocks.2'" in line and "structure_weight 3000.0" in line
     assert line.endswith("negative_prompt, inversion_steps, bases.block)")
     # a flag that changes another analysis setting leaves the block named as the model's
-    from i2i.cli.diffusion import settings
-    config, from_model = settings(FREECONTROL, str(demo), {"bases": {"num_inference_steps": 10}, "n_components": 8})
+    from i2i.diffusion.batch import method_settings
+    config, from_model = method_settings(FREECONTROL, str(demo), {"bases": {"num_inference_steps": 10}, "n_components": 8})
     line = describe(config, from_model, FREECONTROL.shown)
     assert "n_components 8" in line and line.endswith("negative_prompt, inversion_steps, bases.block)")
     assert "n_components," not in line.split("(")[1]

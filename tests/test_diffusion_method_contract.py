@@ -57,3 +57,22 @@ def test_a_job_key_that_shadows_a_shared_flag_is_refused():
     clash = dataclasses.replace(INIT, jobs=JobSchema(images=("model",)))
     with pytest.raises(ValueError, match="'model' would shadow"):
         diffusion_app(clash)
+
+
+def test_run_batch_from_python_writes_what_the_command_writes(tmp_path):
+    from i2i.cli.app import app
+    from i2i.diffusion.batch import run_batch
+    from i2i.generate.config import GENERATE
+
+    args = ["generate", "-p", "a red circle", "-p", "a blue square", "--steps", "2", "--seed", "3", "-q"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    summary = run_batch(GENERATE, ["a red circle", "a blue square"], out=tmp_path / "py",
+                        changes={"num_inference_steps": 2}, seed=3, device="cpu")
+    names = sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "py").iterdir()) and len(names) == 2
+    assert all((tmp_path / "cli" / n).read_bytes() == (tmp_path / "py" / n).read_bytes() for n in names)
+    assert (summary.done, summary.total_inputs) == (2, 2)
+    again = run_batch(GENERATE, ["a red circle", "a blue square"], out=tmp_path / "py",
+                      changes={"num_inference_steps": 2}, seed=3, skip_existing=True)
+    assert (again.done, again.skipped) == (0, 2)

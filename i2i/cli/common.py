@@ -92,15 +92,6 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on
                                         rich_help_panel="Common")]
 
 
-def check_vae_options(vae: str | None, vae_decode: str) -> None:
-    """--vae and --vae-decode checked before any model is loaded."""
-    from i2i.diffusion.vae import check_vae_decode, check_vae_spec
-
-    check_vae_decode(vae_decode)
-    if vae:
-        check_vae_spec(vae)
-
-
 class Group(TyperGroup):
     """A command group whose help shows flags as flags: no ``<bool>`` value column for ``--quiet``, ``--help``
     and the like (they take no value). Applied to the commands this group hands out, and to nested groups."""

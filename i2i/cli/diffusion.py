@@ -24,8 +24,7 @@ from typer.core import TyperGroup
 
 from i2i.cli.common import (BATCH_PANEL, ConfigOpt, DebugOpt, DeviceOpt, DiffusionPrecisionOpt, Group, JsonOpt,
                             NumImagesOpt, OutDirOpt, OverwriteOpt, QuietOpt, ShardOpt, SkipExistingOpt, TextDeviceOpt,
-                            VaeDecodeOpt, VaeOpt, check_vae_options, quiet_libraries, run_guarded,
-                            warn_unknown_demo_words)
+                            VaeDecodeOpt, VaeOpt, quiet_libraries, run_guarded)
 from i2i.cli.options import Defaults, Source, declared_command, given_changes, peek_option
 from i2i.cli.preprocess import PreprocessOpt
 from i2i.cli.score import DEFAULT_CLIP, DEFAULT_DINO, JobClipOpt, JobDinoOpt, ScoreOpt, TextScoreOpt, job_scorers
@@ -199,65 +198,18 @@ def diffusion_app(method: DiffusionMethod, flags: Optional[Callable[..., MethodF
     return app
 
 
-def settings(method: DiffusionMethod, model: str, changes: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The config that runs (the model's recommended settings read once, then the flags' ``changes``) and the
-    recommended settings that were not overridden (named in the info line)."""
-    from i2i.diffusion.settings import apply_recommended, not_overridden
-
-    recommended = method.recommended(model)
-    config = apply_recommended(method.model_config(model, recommended), changes, tuple(method.nested)).validate()
-    return config, not_overridden(recommended, changes)
-
-
 def run(method: DiffusionMethod, given: Shared, own: MethodFlags, changes: dict[str, Any],
         reporter: Reporter) -> None:
-    """Everything a diffusion command does: settings, jobs, checks before any model loads, then the job loop."""
-    from i2i.device import check_precision, resolve_device
-    from i2i.diffusion.jobs import JobRun, build_jobs, run_jobs
-    from i2i.diffusion.settings import describe
-    from i2i.diffusion.video_jobs import scored_video
-    from i2i.errors import UsageError
-    from i2i.video import is_video_file
+    """Everything a diffusion command does: the library's :func:`~i2i.diffusion.batch.run_batch` with the flags."""
+    from i2i.diffusion.batch import run_batch
 
-    model_name = method.default_model(given.model)
-    config, from_model = settings(method, model_name, {**changes, **own.config})
-    if given.num_images < 1:
-        raise UsageError("--num-images must be at least 1")
-    schema = method.jobs
-    defaults = {**{k: getattr(config, k) for k in schema.options if hasattr(config, k)}, **own.job_defaults}
-    all_jobs = build_jobs(schema, given.prompt, own.images, given.jobs, {**defaults, "num_images": given.num_images},
-                          method.seed if given.seed is None else given.seed)
-    texts = [getattr(config, f.name) for f in dataclasses.fields(config) if f.name.endswith("prompt")]
-    warn_unknown_demo_words([*texts, *(job[key] for job in all_jobs for key in ("prompt", *schema.options)
-                                       if isinstance(job.get(key), str))], model_name, reporter)
-    run_args = {**own.run, **((own.check(all_jobs) if own.check else None) or {})}
-    dev = resolve_device(given.device)
-    check_precision(given.precision, dev)
-    reporter.info("settings: " + describe(config, from_model, method.shown))
-    video = next((job[schema.primary] for job in all_jobs if given.score and schema.primary
-                  and is_video_file(job.get(schema.primary) or "")), None)
-    if video is not None:                           # said before the scoring weights are looked for
-        raise scored_video(video)
-    if given.score:
-        quiet_libraries()                           # the scoring models load first: no loading bars from them
-    scorers = job_scorers(given.score, given.dino, given.clip, dev,   # before the model: missing weights fail fast
-                          conditioned=bool(schema.primary))
-    check_vae_options(given.vae, given.vae_decode)
-    if given.text_encoder_device:
-        resolve_device(given.text_encoder_device)      # a bad name fails before the model loads
-
-    def load() -> Any:
-        quiet_libraries()
-        reporter.info(f"loading {model_name}")
-        return method.pipeline_class().from_pretrained(
-            model_name, device=dev, precision=given.precision, config=given.model_config_dir, vae=given.vae,
-            vae_decode=given.vae_decode, text_encoder_device=given.text_encoder_device, **own.load)
-
-    # The job loop of every method (i2i.diffusion.jobs): prepare() shards, refuses existing outputs and reads the
-    # inputs before load(); then one pipe.run_job per job, saved and reported.
-    extras = schema.extras if own.extras else ()
-    batch = JobRun(schema, all_jobs, given.out, given.overwrite, extras, scorers=scorers,
-                   preprocess=given.preprocess, map_size=lambda pipe: config.size or pipe.default_size,
-                   skip_existing=given.skip_existing, shard=given.shard, report_summary=True, command=method.name)
-    run_jobs(batch, load, lambda pipe, job, images: pipe.run_job(job, images, config, extras, reporter, **run_args),
-             reporter)
+    load = {"config": given.model_config_dir, "vae": given.vae, "vae_decode": given.vae_decode,
+            "text_encoder_device": given.text_encoder_device, **own.load}
+    scorers = (lambda dev: job_scorers(True, given.dino, given.clip, dev, conditioned=bool(method.jobs.primary))
+               ) if given.score else None
+    run_batch(method, given.prompt, own.images, given.jobs, given.out, model=given.model,
+              changes={**changes, **own.config}, job_defaults=own.job_defaults, seed=given.seed,
+              num_images=given.num_images, overwrite=given.overwrite, skip_existing=given.skip_existing,
+              shard=given.shard, preprocess=given.preprocess, extras=own.extras, device=given.device,
+              precision=given.precision, load=load, run=own.run, check=own.check, scorers=scorers,
+              before_load=quiet_libraries, reporter=reporter)
