@@ -306,3 +306,104 @@ def test_the_av1_encoder_writes_no_banner_unless_asked(tmp_path):
     asked = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b.mp4")], env={**env, "SVT_LOG": "3"},
                            capture_output=True, text=True, check=True)
     assert "Svt[info]" in asked.stderr                       # the user's own SVT_LOG is kept
+
+
+def first_times(path):
+    """The first timestamp (seconds) of each stream type in ``path``."""
+    firsts = {}
+    with av.open(str(path)) as c:
+        for p in c.demux():
+            if p.pts is not None and p.stream.type not in firsts:
+                firsts[p.stream.type] = float(p.pts * p.time_base)
+    return firsts
+
+
+def test_a_clip_that_does_not_start_at_zero_keeps_its_audio_in_sync(gen, tmp_path):
+    from video_clips import av_clip
+
+    src = av_clip(tmp_path / "late.mp4", start=5.0)
+    out = tmp_path / "out.mp4"
+    translate_video(src, out, gen, CFG)
+    before, after = first_times(src), first_times(out)
+    assert after["video"] - after["audio"] == pytest.approx(before["video"] - before["audio"], abs=0.01)
+    assert min(after.values()) < 0.05 and probe_video(out).end_time < 1.5      # starts at 0: not a 6 s file
+
+
+@pytest.mark.parametrize("name, kwargs", [("long-audio.mkv", {"audio_seconds": 1.3}), ("late.mkv", {"start": 5.0}),
+                                          ("late.webm", {"start": 2.0, "vcodec": "libvpx-vp9", "acodec": "libopus"})])
+def test_whole_matroska_clips_are_not_taken_for_truncated_ones(gen, tmp_path, name, kwargs):
+    from video_clips import av_clip
+
+    src = av_clip(tmp_path / name, "webm" if name.endswith("webm") else "matroska", **kwargs)
+    job = translate_video(src, tmp_path / "out.mp4", gen, CFG)
+    assert job.frames == 12
+
+
+def test_a_cut_matroska_with_a_longer_audio_track_is_still_refused(gen, tmp_path):
+    from video_clips import av_clip
+
+    whole = av_clip(tmp_path / "whole.mkv", "matroska", n=48, audio_seconds=4.2)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])
+    with pytest.raises(CorruptVideoError, match="cut.mkv: corrupt or truncated video"):
+        translate_video(cut, tmp_path / "out.mp4", gen, CFG)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("source, fmt, out, mode", [
+    ("pcm.avi", "avi", "out.mp4", "re-encoded (aac)"),      # PCM with no named layout: was exit 70
+    ("pcm.mov", "mov", "out.ts", "re-encoded (aac)"),       # MPEG-TS writes PCM as a data stream: not "copied"
+    ("aac.mp4", None, "out.mpg", "re-encoded (mp2)"),       # MPEG-PS takes neither AAC nor Opus
+    ("aac.mp4", None, "out.mkv", "copied"),
+])
+def test_audio_goes_into_any_container_and_the_record_says_how(gen, tmp_path, source, fmt, out, mode):
+    from video_clips import av_clip
+
+    acodec = "pcm_s16le" if source.startswith("pcm") else "aac"
+    src = av_clip(tmp_path / source, fmt, vcodec="mpeg4" if fmt == "avi" else "libx264", acodec=acodec)
+    job = translate_video(src, tmp_path / out, gen, CFG)
+    assert job.audio == mode
+    with av.open(str(tmp_path / out)) as c:
+        assert len(c.streams.audio) == 1 and c.streams.audio[0].codec_context.channels == 2
+        assert sum(p.size > 0 for p in c.demux(c.streams.audio[0])) > 0
+
+
+def test_a_container_that_takes_no_h264_is_refused_before_the_model_loads(clip, tmp_path):
+    from i2i.cyclegan.translate_job import translate_inputs
+
+    with pytest.raises(UsageError, match="ogg file does not take libx264"):
+        translate_inputs([str(clip)], tmp_path / "x.ogv", lambda: pytest.fail("the model was loaded"),
+                         TranslateConfig())
+    assert leftovers(tmp_path) == []
+
+
+def test_a_full_disk_stops_a_video_batch(gen, clip, tmp_path, monkeypatch):
+    import errno
+
+    from i2i.video import writing
+
+    def full(self, *a, **k):
+        raise av.error.OSError(errno.ENOSPC, "No space left on device", "x.tmp")
+
+    monkeypatch.setattr(writing.VideoWriter, "write", full)
+    items = [InputItem(clip, Path(f"c{i}.mp4")) for i in range(3)]
+    seen = []
+    monkeypatch.setattr(pipeline, "probe_video", lambda p, real=pipeline.probe_video: seen.append(p) or real(p))
+    with pytest.raises(OutputError, match="No space left on device"):
+        translate_videos(items, [tmp_path / f"o{i}.mp4" for i in range(3)], gen, CFG)
+    assert len(seen) == 1 and leftovers(tmp_path) == []                 # stopped at the first clip
+
+
+def test_an_mp4_cut_near_its_end_is_refused(tmp_path):
+    good = make_clip(tmp_path / "g.mp4", n=48, width=64, height=64, audio=True)
+    fast = tmp_path / "fast.mp4"                          # the index first: a cut file still opens
+    with av.open(str(good)) as src, av.open(str(fast), "w", options={"movflags": "faststart"}) as dst:
+        outs = {s.type: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.size:
+                packet.stream = outs[packet.stream.type]
+                dst.mux(packet)
+    data = fast.read_bytes()
+    fast.write_bytes(data[:int(len(data) * 0.9)])
+    with pytest.raises(CorruptVideoError, match=r"it ends after frame \d+ of 48"):
+        list(read_frames(fast))

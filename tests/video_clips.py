@@ -3,6 +3,7 @@ and optionally a 440 Hz tone as the audio track."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +34,40 @@ def make_clip(path: Path, n: int = 6, width: int = 48, height: int = 32, fps: fl
               codec: str = "h264") -> Path:
     frames = moving_frames(n, width, height)
     return write_video(path, frames, fps, EncodeSettings(codec, 18), audio=tone(n / fps) if audio else None)
+
+
+def av_clip(path: Path, fmt: str | None = None, n: int = 12, fps: int = 12, size: int = 32, start: float = 0.0,
+            acodec: str | None = "aac", layout: str = "stereo", audio_seconds: float | None = None,
+            vcodec: str = "libx264") -> Path:
+    """A clip written with PyAV directly, for containers and audio ``write_video`` does not make: video and audio
+    starting at ``start`` seconds, ``audio_seconds`` of a tone (default: as long as the video) in ``acodec`` with
+    ``layout`` (a ``"2 channels"``-style name gives an unnamed layout, as PCM AVIs have)."""
+    import av
+
+    tb = Fraction(1, fps * 100)
+    with av.open(str(path), "w", format=fmt) as c:
+        video = c.add_stream(vcodec, rate=fps)
+        video.width = video.height = size
+        video.pix_fmt = "yuv420p"
+        video.time_base = video.codec_context.time_base = tb
+        audio = c.add_stream(acodec, rate=48000, layout=layout) if acodec else None
+        for i, array in enumerate(moving_frames(n, size, size)):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = round((start + i / fps) / tb), tb
+            c.mux(video.encode(frame))
+        c.mux(video.encode(None))
+        if audio is not None:
+            samples, rate = tone(audio_seconds if audio_seconds is not None else n / fps, 48000)
+            channels = audio.codec_context.layout.nb_channels
+            step, offset = audio.codec_context.frame_size or 1024, round(start * rate)
+            for pos in range(0, samples.shape[1], step):
+                chunk = np.repeat(samples[:, pos:pos + step], channels, axis=0)
+                if audio.codec_context.format.is_planar:
+                    frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=audio.codec_context.layout)
+                else:
+                    frame = av.AudioFrame.from_ndarray((chunk.T.reshape(1, -1) * 32767).astype(np.int16),
+                                                       format="s16", layout=audio.codec_context.layout)
+                frame.sample_rate, frame.pts, frame.time_base = rate, offset + pos, Fraction(1, rate)
+                c.mux(audio.encode(frame))
+            c.mux(audio.encode(None))
+    return path

@@ -55,7 +55,7 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
     mine = part.take(items)                          # the whole list when not sharded
     images, videos = split_videos(mine)
     clip_targets = video_targets(videos, out, cfg.suffix, len(images_all)) if videos_all else []
-    video = _checked_video_options(video) if videos else video
+    video = _checked_video_options(video, clip_targets) if videos else video
     targets = [output_path(it, out_dir, cfg.suffix, cfg.ext) for it in images] + clip_targets
     refuse_replacing_inputs(images_all + videos_all, targets)
     refuse_if_all_exist(targets, cfg.overwrite or cfg.skip_existing)
@@ -92,12 +92,15 @@ def _without_earlier_outputs(items: list[InputItem], specs: Sequence[str | os.Pa
     return kept
 
 
-def _checked_video_options(video: "VideoOptions | None") -> "VideoOptions":
-    """The clip options with their encoder checked (an unknown codec is a usage error before any model loads)."""
+def _checked_video_options(video: "VideoOptions | None", targets: Sequence[Path]) -> "VideoOptions":
+    """The clip options with their encoder checked against each output container (an unknown codec, or one the
+    container does not take, is a usage error before any model loads)."""
     from i2i.video.translate import VideoOptions
+    from i2i.video.writing import check_encoder, container_format
 
     video = video or VideoOptions()
-    video.encode.encoder  # noqa: B018 - raises UsageError for an unknown encoder
+    for fmt in dict.fromkeys(container_format(t) for t in targets):
+        check_encoder(video.encode, fmt)
     return video
 
 

@@ -1,17 +1,19 @@
 """The audio of a translated clip: the source's first audio stream, muxed beside the new video in time order.
 
-The packets are copied unchanged when the output container takes the codec (FFmpeg's muxer is asked, in memory,
-before anything is written); otherwise the audio is decoded and re-encoded to AAC (Opus for WebM, which takes no
-AAC). Audio is interleaved with the video as it is written (:meth:`AudioTrack.mux_until`), so nothing waits in
-memory for the end of the clip.
-"""
+The packets are copied unchanged when the output container takes the codec (tried in memory before anything is
+written: header, a packet, trailer, read back); otherwise the audio is decoded and re-encoded with the first encoder
+the container takes (AAC; Opus for WebM; MP2 for MPEG program streams), in the source's channel layout where the
+encoder takes it (a layout the file does not name, as in PCM AVIs, is FFmpeg's default for its channel count). Audio
+is interleaved with the video as it is written (:meth:`AudioTrack.mux_until`), so nothing waits in memory for the
+end of the clip. """
 
 from __future__ import annotations
 
 import io
 import os
-from fractions import Fraction
 from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,47 +22,113 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-def _copy_accepted(stream: "av.audio.stream.AudioStream", container_format: str) -> bool:
-    """Whether a ``container_format`` file takes ``stream``'s packets as they are (its header can be written)."""
+# Audio encoders tried, in order, when the source's codec does not fit the output container (AAC where taken; Opus
+# for WebM; MP2 for MPEG program streams; ...), and the layout FFmpeg gives N channels when a file names none.
+REENCODERS = ("aac", "libopus", "mp2", "libmp3lame", "ac3")
+DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+@dataclass(frozen=True)
+class AudioPlan:
+    """How a source's first audio stream goes into a container: ``mode`` ``"copied"`` (packets as they are) or
+    ``"re-encoded (<codec>)"`` with the encoder's ``codec``, ``layout`` and ``rate``."""
+
+    mode: str
+    codec: str | None = None
+    layout: str | None = None
+    rate: int | None = None
+
+
+def plan_audio(source: str | os.PathLike, container_format: str) -> AudioPlan | None:
+    """How ``source``'s first audio stream can be written into a ``container_format`` file, tried in memory
+    before anything is written: its packets copied when the container takes them whole (header, a packet and
+    trailer written, and read back as that codec), else the first encoder, channel layout and rate of
+    :data:`REENCODERS` it takes. None when nothing works."""
     import av
+
+    with av.open(os.fspath(Path(source)), mode="r") as src:
+        stream = src.streams.audio[0]
+        packet = next((p for p in src.demux(stream) if p.size), None)
+        if packet is not None and _copy_works(stream, packet, container_format):
+            return AudioPlan("copied")
+        ctx = stream.codec_context
+        channels = ctx.layout.nb_channels if ctx.layout else ctx.channels
+    named = ctx.layout.name if ctx.layout and "channels" not in ctx.layout.name else None
+    layouts = list(dict.fromkeys(x for x in (named, DEFAULT_LAYOUTS.get(channels), "stereo") if x))
+    for codec in REENCODERS:
+        for layout in layouts:
+            for rate in dict.fromkeys((ctx.sample_rate, 48000)):
+                if _encode_works(codec, layout, rate, container_format):
+                    return AudioPlan(f"re-encoded ({codec})", codec, layout, rate)
+    return None
+
+
+def unwritable_audio(source: str | os.PathLike, container_format: str) -> str:
+    """The usage error's text for a clip whose audio no encoder here writes into ``container_format``."""
+    return (f"{source}: its audio cannot be written into a {container_format} file (neither copied nor re-encoded "
+            f"with {', '.join(REENCODERS)}); choose another --out extension, e.g. .mp4 or .mkv")
+
+
+def _copy_works(stream: "av.audio.stream.AudioStream", packet: "av.Packet", container_format: str) -> bool:
+    import av
+
+    buffer = io.BytesIO()
+    try:
+        with av.open(buffer, mode="w", format=container_format) as probe:
+            out = probe.add_stream_from_template(stream)
+            probe.start_encoding()
+            packet.stream = out
+            probe.mux(packet)
+        buffer.seek(0)
+        with av.open(buffer, mode="r") as back:      # a container may write what it cannot hold as data
+            return any(s.codec_context.name == stream.codec_context.name for s in back.streams.audio)
+    except (av.FFmpegError, ValueError, OSError):
+        return False
+
+
+def _encode_works(codec: str, layout: str, rate: int, container_format: str) -> bool:
+    import av
+    import numpy as np
 
     try:
         with av.open(io.BytesIO(), mode="w", format=container_format) as probe:
-            probe.add_stream_from_template(stream)
+            out = probe.add_stream(codec, rate=rate, layout=layout)
             probe.start_encoding()
-    except (av.FFmpegError, ValueError):
+            size = out.codec_context.frame_size or 1024
+            channels = av.AudioLayout(layout).nb_channels
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, size * channels), np.int16), format="s16",
+                                               layout=layout)
+            frame.sample_rate, frame.pts = rate, 0
+            probe.mux(out.encode(frame))
+            probe.mux(out.encode(None))
+    except (av.FFmpegError, ValueError, OSError):
         return False
     return True
 
 
-def reencode_codec(output: "av.container.OutputContainer") -> str:
-    """The audio encoder used when the source's codec does not fit ``output``: AAC, or Opus where AAC is not
-    taken (WebM)."""
-    return "aac" if "aac" in output.supported_codecs else "libopus"
-
-
 class AudioTrack:
-    """The first audio stream of ``source`` muxed into ``output``, timestamps shifted by ``-offset`` seconds (the
-    video's start), so audio and video stay in sync. ``mode`` says what happened: ``"copied"`` or
-    ``"re-encoded (<codec>)"``. Use :meth:`mux_until` as video is written and :meth:`finish` at the end."""
+    """The first audio stream of ``source`` muxed into ``output`` as ``plan`` says (:func:`plan_audio`; None:
+    planned here), timestamps shifted by ``-offset`` seconds (the clip's start, the output's 0), so audio and
+    video stay in sync. ``mode`` says what happened: ``"copied"`` or ``"re-encoded (<codec>)"``. Use
+    :meth:`mux_until` as video is written and :meth:`finish` at the end."""
 
     def __init__(self, source: str | os.PathLike, output: "av.container.OutputContainer", container_format: str,
-                 offset: float = 0.0) -> None:
+                 offset: float = 0.0, plan: AudioPlan | None = None) -> None:
         import av
 
+        from i2i.errors import UsageError
+
+        plan = plan or plan_audio(source, container_format)
+        if plan is None:
+            raise UsageError(unwritable_audio(source, container_format))
         self._src = av.open(os.fspath(Path(source)), mode="r")
         self._in = self._src.streams.audio[0]
-        self._output, self._offset = output, offset
-        if _copy_accepted(self._in, container_format):
-            self.mode = "copied"
+        self._output, self._offset, self.mode = output, offset, plan.mode
+        if plan.mode == "copied":
             self._out = output.add_stream_from_template(self._in)
             self._items: Iterator[Any] = self._packets()
         else:
-            codec = reencode_codec(output)
-            self.mode = f"re-encoded ({codec})"
-            rate = self._in.codec_context.sample_rate
-            rate = rate if codec == "aac" else 48000          # Opus encodes at 48 kHz only
-            self._out = output.add_stream(codec, rate=rate, layout=self._in.codec_context.layout.name)
+            self._out = output.add_stream(plan.codec, rate=plan.rate, layout=plan.layout)
             self._items = self._frames()
         self._next: Any = next(self._items, None)
 
@@ -116,7 +184,7 @@ class SampleAudio:
         self._samples = np.ascontiguousarray(np.atleast_2d(samples), dtype=np.float32)
         if self._samples.shape[0] not in (1, 2):
             raise ValueError(f"audio samples must be [channels, n] with 1 or 2 channels, not {samples.shape}")
-        codec = reencode_codec(output)
+        codec = "aac" if "aac" in output.supported_codecs else "libopus"
         self.mode = f"encoded ({codec})"
         self._rate, self._pos, self._output = rate, 0, output
         self._layout = "mono" if self._samples.shape[0] == 1 else "stereo"

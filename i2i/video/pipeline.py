@@ -28,6 +28,9 @@ from i2i.video.writing import EncodeSettings, VideoWriter, check_encoder, contai
 if TYPE_CHECKING:
     import numpy as np
 
+    from i2i.video.audio import AudioPlan
+    from i2i.video.reading import VideoInfo
+
 # process(batch of input frames) -> one output frame each; post(input frame, output frame) -> output frame
 BatchFn = Callable[[Sequence["np.ndarray"]], Sequence["np.ndarray"]]
 PostFn = Callable[["np.ndarray", "np.ndarray"], "np.ndarray"]
@@ -121,8 +124,7 @@ def run_video_job(source: str | os.PathLike, target: str | os.PathLike, process:
     if not overwrite and target.exists():        # before the input is opened (atomic_path checks again)
         raise OutputError(f"{target}: already exists (pass --overwrite to replace it)")
     fmt = container_format(target)
-    check_encoder(settings, fmt)
-    info = probe_video(source)
+    info, audio = check_video_output(source, target, settings)
     start = time.perf_counter()
     stages = _Stages(depth=2 * batch_size)
     done: dict[str, Any] = {}
@@ -130,8 +132,8 @@ def run_video_job(source: str | os.PathLike, target: str | os.PathLike, process:
             reporter.progress(info.expected_frames, f"{source.name}: frames") as advance:
         def open_writer(first: "np.ndarray") -> VideoWriter:
             return VideoWriter(tmp, first.shape[1], first.shape[0], info.fps, settings, time_base=info.time_base,
-                               audio_source=source if info.audio_codec else None, audio_offset=info.start_time,
-                               container=fmt)
+                               audio_source=source if audio else None, start=info.start_time,
+                               container=fmt, audio_plan=audio)
 
         threads = [threading.Thread(target=_decode, args=(source, grey, stages), daemon=True),
                    threading.Thread(target=_encode, args=(open_writer, post, stages, advance, done), daemon=True)]
@@ -149,6 +151,25 @@ def run_video_job(source: str | os.PathLike, target: str | os.PathLike, process:
     first = done["shape"]
     return VideoJobResult(source, target, done["frames"], time.perf_counter() - start, first[1], first[0],
                           done.get("audio"))
+
+
+def check_video_output(source: str | os.PathLike, target: str | os.PathLike,
+                       settings: EncodeSettings = EncodeSettings()) -> tuple["VideoInfo", "AudioPlan | None"]:
+    """What can be known before any frame is decoded or model loaded: ``source``'s header, that ``target``'s
+    container takes the video encoder, and how the audio goes in (None: the clip has none). A container that
+    takes neither is a :class:`~i2i.errors.UsageError`."""
+    from i2i.errors import UsageError
+    from i2i.video.audio import plan_audio, unwritable_audio
+
+    fmt = container_format(target)
+    check_encoder(settings, fmt)
+    info = probe_video(source)
+    if not info.audio_codec:
+        return info, None
+    plan = plan_audio(source, fmt)
+    if plan is None:
+        raise UsageError(unwritable_audio(source, fmt))
+    return info, plan
 
 
 def _process(process: BatchFn, batch_size: int, stages: _Stages) -> None:

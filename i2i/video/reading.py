@@ -30,8 +30,11 @@ class CorruptVideoError(InputError):
 @dataclass(frozen=True)
 class VideoInfo:
     """What a video's header says. ``frames``: the container's frame count (None when it keeps none, e.g.
-    Matroska); ``duration`` in seconds (None if unknown); ``start_time``: the container's first timestamp in
-    seconds (the earliest of its streams); ``time_base``: the unit of the video stream's timestamps."""
+    Matroska); ``duration``: seconds from the video's first timestamp to ``end`` (None if unknown); ``start_time``:
+    the container's first timestamp in seconds (the earliest of its streams: where the output's time 0 goes);
+    ``time_base``: the unit of the video stream's timestamps; ``end``: where the video should end, in seconds;
+    ``end_of_file``: True when ``end`` is the container's (all streams: a longer audio track moves it), False when
+    it is the video stream's own."""
 
     path: Path
     width: int
@@ -43,11 +46,13 @@ class VideoInfo:
     audio_codec: str | None
     start_time: float
     time_base: Fraction | None = None
+    end: float | None = None
+    end_of_file: bool = False
 
     @property
     def end_time(self) -> float | None:
-        """Where the video should end, in seconds (start + duration; None if the duration is unknown)."""
-        return None if self.duration is None else self.start_time + self.duration
+        """Where the video should end, in seconds (None if unknown)."""
+        return self.end
 
     @property
     def expected_frames(self) -> int | None:
@@ -117,17 +122,23 @@ def _info(path: Path, container: "av.container.InputContainer") -> VideoInfo:
     if not fps:
         raise InputError(f"{path}: the video stream has no frame rate")
     audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
-    duration = None
-    if stream.duration and stream.time_base:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration:
+    start = (container.start_time or 0) / 1_000_000
+    video_start = float(stream.start_time * stream.time_base) if stream.start_time is not None and \
+        stream.time_base else start
+    end, end_of_file = None, False
+    if stream.duration and stream.time_base:          # the video stream's own span (MP4, AVI, ...)
+        end = video_start + float(stream.duration * stream.time_base)
+    elif container.duration:                          # the whole file's (Matroska, WebM, MPEG-TS)
         duration = container.duration / 1_000_000
+        # FFmpeg's Matroska muxer stores the end timestamp as the duration when a file does not start at 0; read
+        # either way, the earlier end is taken (a check of it can only be more lenient)
+        end, end_of_file = min(duration, start + duration), True
     width, height = stream.codec_context.width, stream.codec_context.height
     if not width or not height:
         raise InputError(f"{path}: the video stream has no frame size")
-    return VideoInfo(path, width, height, Fraction(fps), stream.frames or None, duration,
-                     stream.codec_context.name, audio, (container.start_time or 0) / 1_000_000,
-                     Fraction(stream.time_base) if stream.time_base else None)
+    return VideoInfo(path, width, height, Fraction(fps), stream.frames or None,
+                     None if end is None else max(end - video_start, 0.0), stream.codec_context.name, audio, start,
+                     Fraction(stream.time_base) if stream.time_base else None, end, end_of_file)
 
 
 def read_frames(path: str | os.PathLike, grey: bool = False) -> Iterator[DecodedFrame]:
@@ -159,7 +170,7 @@ def read_frames(path: str | os.PathLike, grey: bool = False) -> Iterator[Decoded
                                     f"{_of(info)} ({_reason(exc)})") from exc
         if count == 0:
             raise CorruptVideoError(f"{p}: no frame could be decoded")
-        if _ends_early(info, count, first_time, last_time):
+        if _ends_early(info, count, first_time, last_time) and not (info.end_of_file and _file_reaches_end(p, info)):
             raise CorruptVideoError(f"{p}: corrupt or truncated video: it ends after frame {count}{_of(info)}")
 
 
@@ -175,6 +186,23 @@ def _ends_early(info: VideoInfo, count: int, first_time: float | None, last_time
     if count > 1 and first_time is not None:          # the frames' own spacing, when the stream's rate is a tick
         interval = max(interval, (last_time - first_time) / (count - 1))
     return last_time + interval < info.end_time - max(2 * interval, 0.01 * info.duration)
+
+
+def _file_reaches_end(path: Path, info: VideoInfo) -> bool:
+    """Whether some stream of ``path`` (a longer audio track, say) reaches ``info.end``: then the file is whole
+    and its video only shorter than the container's duration. Packets are read, not decoded."""
+    import av
+
+    last = None
+    try:
+        with av.open(os.fspath(path), mode="r") as container:
+            for packet in container.demux():
+                if packet.pts is not None and packet.time_base:
+                    t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                    last = t if last is None else max(last, t)
+    except (av.FFmpegError, OSError, ValueError):
+        return False
+    return last is not None and last >= info.end - max(0.05, 0.01 * (info.duration or 0))
 
 
 def _of(info: VideoInfo) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 from i2i.cyclegan.config import CPU_VIDEO_BATCH, GPU_VIDEO_BATCH, GeneratorConfig
 from i2i.cyclegan.translator import TranslateConfig, TranslateResult, translate_tensor
 from i2i.device import use_channels_last
-from i2i.errors import I2IError
+from i2i.errors import I2IError, OutputError
 from i2i.progress import Reporter
 from i2i.video.pipeline import VideoJobResult, run_video_job
 from i2i.video.writing import EncodeSettings
@@ -88,12 +88,21 @@ def translate_videos(videos: Sequence["InputItem"], targets: Sequence[Path], gen
     """Translate each video item to its target (:func:`i2i.video.files.video_targets`), one after the other. A
     clip that fails (unreadable, corrupt, existing output without ``overwrite``) is reported and skipped; the
     others go on. Adds to ``result`` (a new one if None) and returns it."""
+    import av
+
+    from i2i.images import stops_the_batch
+
     reporter = reporter or Reporter.library()
     result = result if result is not None else TranslateResult()
     for item, target in zip(videos, targets):
         try:
             job = translate_video(item.path, target, gen, gen_cfg, cfg, video, device, reporter)
-        except I2IError as exc:
+        except (I2IError, av.FFmpegError) as exc:
+            if not isinstance(exc, I2IError):          # FFmpeg refused something no check foresaw: this clip fails
+                error = OutputError(f"{target}: cannot write the video ({getattr(exc, 'strerror', None) or exc})")
+                error.__cause__, exc = exc, error
+            if stops_the_batch(exc):
+                raise exc                              # a full disk: every later clip would fail too
             result.fail(item.path, exc, reporter)
             continue
         result.ok.append(job.output)

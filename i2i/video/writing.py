@@ -20,6 +20,8 @@ from i2i.video.files import VIDEO_FORMATS
 if TYPE_CHECKING:
     import numpy as np
 
+    from i2i.video.audio import AudioPlan
+
 CODEC_ALIASES = {"h264": "libx264", "avc": "libx264", "hevc": "libx265", "h265": "libx265", "vp9": "libvpx-vp9",
                  "av1": "libsvtav1"}
 CRF_ENCODERS = frozenset({"libx264", "libx265", "libvpx-vp9", "libsvtav1"})
@@ -78,9 +80,16 @@ def check_encoder(settings: EncodeSettings, container: str) -> None:
     encoder = settings.encoder
     with av.open(io.BytesIO(), mode="w", format=container) as probe:
         try:
-            probe.add_stream(encoder)
+            stream = probe.add_stream(encoder, rate=24)
         except ValueError as exc:       # "'webm' format does not support 'libx264' codec"
             raise UsageError(f"--codec {settings.codec}: {exc}") from exc
+        stream.width = stream.height = 64
+        stream.pix_fmt = _pixel_format(encoder, 64, 64)
+        try:
+            probe.start_encoding()      # the header: Ogg, say, refuses H.264 only here
+        except (av.FFmpegError, ValueError) as exc:
+            raise UsageError(f"--codec {settings.codec}: a {container} file does not take {encoder} "
+                             f"({getattr(exc, 'strerror', None) or exc})") from exc
 
 
 # Encoders that list 4:4:4 but abort the whole process (heap corruption) on frames with an odd side: refused first.
@@ -105,18 +114,20 @@ class VideoWriter:
     """Write frames (uint8 ``[H, W, 3]`` RGB or ``[H, W]`` grey arrays) to ``path``.
 
     ``fps``: the frame rate; ``time_base``: give the source's to keep each frame's timestamp (``write(array,
-    pts)``, variable frame rates kept), else frame ``i`` is shown at ``i / fps``. ``audio_source``: a file whose
-    first audio stream is muxed in (:class:`~i2i.video.audio.AudioTrack`), shifted by ``-audio_offset`` seconds;
-    or ``audio_samples``: ``(samples [channels, n] float in [-1, 1], rate)`` to encode
-    (:class:`~i2i.video.audio.SampleAudio`).
+    pts)``, variable frame rates kept), else frame ``i`` is shown at ``i / fps``. ``start``: the source's first
+    timestamp in seconds, which becomes the output's 0 for the video and the audio alike (as FFmpeg shifts a clip
+    that does not start at 0), so they stay in sync. ``audio_source``: a file whose first audio stream is muxed in
+    (:class:`~i2i.video.audio.AudioTrack`); or ``audio_samples``: ``(samples [channels, n] float in [-1, 1],
+    rate)`` to encode (:class:`~i2i.video.audio.SampleAudio`).
     ``container``: the muxer (default: from ``path``'s extension; needed when ``path`` is a temporary name).
     Use as a context manager: closed on success, abandoned (the file left incomplete) on an error.
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: Fraction,
                  settings: EncodeSettings = EncodeSettings(), time_base: Fraction | None = None,
-                 audio_source: str | os.PathLike | None = None, audio_offset: float = 0.0,
-                 audio_samples: "tuple[np.ndarray, int] | None" = None, container: str | None = None) -> None:
+                 audio_source: str | os.PathLike | None = None, start: float = 0.0,
+                 audio_samples: "tuple[np.ndarray, int] | None" = None, container: str | None = None,
+                 audio_plan: "AudioPlan | None" = None) -> None:
         import av
 
         encoder = settings.encoder
@@ -141,7 +152,7 @@ class VideoWriter:
             if audio_source is not None:
                 from i2i.video.audio import AudioTrack
 
-                self.audio = AudioTrack(audio_source, self._container, fmt, audio_offset)
+                self.audio = AudioTrack(audio_source, self._container, fmt, start, audio_plan)
             elif audio_samples is not None:
                 from i2i.video.audio import SampleAudio
 
@@ -150,15 +161,16 @@ class VideoWriter:
             self.abandon()
             raise
         self._fps, self._time_base = Fraction(fps), time_base or 1 / Fraction(fps)
+        self._shift = round(start / float(self._time_base)) if time_base is not None else 0
         self._count, self._last_pts = 0, None
 
     def write(self, array: "np.ndarray", pts: int | None = None) -> None:
-        """Encode one frame; ``pts`` in the ``time_base`` given to the constructor (None: frame count / fps)."""
+        """Encode one frame; ``pts`` in the ``time_base`` given to the constructor, the source's (None: frame
+        count / fps)."""
         import av
 
         frame = av.VideoFrame.from_ndarray(array, format="rgb24" if array.ndim == 3 else "gray")
-        if pts is None:
-            pts = round(self._count / self._fps / self._time_base)
+        pts = round(self._count / self._fps / self._time_base) if pts is None else pts - self._shift
         if self._last_pts is not None and pts <= self._last_pts:   # repeated or disordered stamps
             pts = self._last_pts + 1
         frame.pts, frame.time_base = pts, self._time_base
