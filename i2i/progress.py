@@ -32,6 +32,7 @@ class Reporter:
     plain_every: float = 60.0          # without a terminal: seconds between plain progress lines at most
     _bars: int = field(default=0, init=False, repr=False)   # progress bars open now (only the outer one shows)
     reported: set[str] = field(default_factory=set, init=False, repr=False)  # item errors printed so far
+    warned: set[str] = field(default_factory=set, init=False, repr=False)    # warnings printed so far
     silent: bool = False
 
     @classmethod
@@ -44,9 +45,13 @@ class Reporter:
             self.console.print(message, markup=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
+        """Print a warning once: the same text again (each frame of a clip, each job of a batch) is not repeated."""
         if self.silent:
             warnings.warn(message, stacklevel=3)
             return
+        if message in self.warned:
+            return
+        self.warned.add(message)
         self.console.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
 
     def item_error(self, name: str, reason: str) -> None:

@@ -90,6 +90,13 @@ def test_bad_clips_and_options_fail_before_the_model_loads(tmp_path, monkeypatch
     monkeypatch.setattr(diffusion_cli, "job_scorers", lambda *a, **k: pytest.fail("scoring weights looked for"))
     res = ctrlx("--prompt", "a square", "--structure", clip, "--score", "--out", tmp_path / "o")
     assert res.exit_code == 2 and "--score is for image outputs, not videos" in res.output, res.output
+    res = ctrlx("--prompt", "a square", "--structure", clip, "--out", tmp_path / "d.webm")     # no H.264 in WebM
+    assert res.exit_code == 2 and "--out d.webm (H.264)" in res.output and "--codec" not in res.output, res.output
+    whole = make_clip(tmp_path / "whole.mkv", n=30, width=32, height=32, audio=False)
+    cut = tmp_path / "cut.mkv"                         # read to its end (not decoded) before any model loads
+    cut.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])
+    res = ctrlx("--prompt", "a square", "--structure", cut, "--out", tmp_path / "o")
+    assert res.exit_code == 3 and "cut.mkv: corrupt or truncated video: it ends after frame" in res.output
 
 
 def freecontrol(tmp_path, condition, out):

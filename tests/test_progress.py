@@ -39,3 +39,12 @@ def test_quiet_prints_nothing():
     with Reporter(quiet=True, console=Console(file=buf, force_terminal=False)).progress(3, "x") as advance:
         advance(3, status="s")
     assert buf.getvalue() == ""
+
+
+def test_a_warning_is_printed_once():
+    buf = io.StringIO()
+    r = reporter(buf)
+    for _ in range(15):                          # e.g. one per frame of a clip
+        r.warn("the structure image is ignored")
+    r.warn("another one")
+    assert buf.getvalue().count("warning: the structure image is ignored") == 1 and "another one" in buf.getvalue()

@@ -316,7 +316,7 @@ def prepare(run: JobRun, reporter: "Reporter") -> tuple[list[tuple[dict, dict[st
             continue                                   # done by an earlier run: counted by run_jobs
         try:
             if video:
-                check_video_job(run, job)
+                check_video_job(run, job, names[0]["image"])
             images = {key: load_image(job[key]) for key in run.schema.images
                       if job.get(key) is not None and not (video and key == run.schema.primary)}
             existing = None if run.overwrite or run.skip_existing else existing_output(names)

@@ -51,17 +51,19 @@ def scored_video(path: str) -> UsageError:
     return UsageError(f"{path}: --score is for image outputs, not videos")
 
 
-def check_video_job(run: Any, job: dict[str, Any]) -> None:
-    """Refuse what a video job cannot do, and read the clip's header (a clear error for a missing, empty or
-    corrupt clip: :mod:`i2i.video.reading`), before any model is loaded."""
-    from i2i.video.reading import probe_video
+def check_video_job(run: Any, job: dict[str, Any], target: Path) -> None:
+    """Refuse what a video job cannot do, and read the clip to its end without decoding it (a clear error for a
+    missing, empty, corrupt or truncated clip: :func:`i2i.video.reading.check_whole`) and check that ``target``'s
+    container takes H.264 and the clip's audio, before any model is loaded."""
+    from i2i.video.pipeline import check_video_output
 
+    source = job[run.schema.primary]
     if run.scorers is not None:
-        raise scored_video(job[run.schema.primary])
+        raise scored_video(source)
     if run.extras:
-        raise UsageError(f"{job[run.schema.primary]}: a video input makes one output video; the companion pictures "
-                         f"({', '.join(run.extras)}; e.g. --save-branches) are for image outputs")
-    probe_video(job[run.schema.primary])
+        raise UsageError(f"{source}: a video input makes one output video; the companion pictures "
+                         f"({', '.join(run.extras)}) are for image outputs")
+    check_video_output(source, target, whole=True, what=f"--out {target.name} (H.264)")
 
 
 def generate_clip(run: Any, model: Any, job: dict[str, Any], images: dict[str, "Image.Image"], target: Path,

@@ -154,16 +154,19 @@ def run_video_job(source: str | os.PathLike, target: str | os.PathLike, process:
 
 
 def check_video_output(source: str | os.PathLike, target: str | os.PathLike,
-                       settings: EncodeSettings = EncodeSettings()) -> tuple["VideoInfo", "AudioPlan | None"]:
-    """What can be known before any frame is decoded or model loaded: ``source``'s header, that ``target``'s
-    container takes the video encoder, and how the audio goes in (None: the clip has none). A container that
-    takes neither is a :class:`~i2i.errors.UsageError`."""
+                       settings: EncodeSettings = EncodeSettings(), whole: bool = False,
+                       what: str | None = None) -> tuple["VideoInfo", "AudioPlan | None"]:
+    """What can be known before any frame is decoded or model loaded: ``source``'s header (``whole``: and its
+    packets read to the end, :func:`~i2i.video.reading.check_whole`), that ``target``'s container takes the video
+    encoder (``what``: how the message names the choice, default the ``--codec`` flag), and how the audio goes in
+    (None: the clip has none). A container that takes neither is a :class:`~i2i.errors.UsageError`."""
     from i2i.errors import UsageError
     from i2i.video.audio import plan_audio, unwritable_audio
+    from i2i.video.reading import check_whole
 
     fmt = container_format(target)
-    check_encoder(settings, fmt)
-    info = probe_video(source)
+    check_encoder(settings, fmt, what)
+    info = check_whole(source) if whole else probe_video(source)
     if not info.audio_codec:
         return info, None
     plan = plan_audio(source, fmt)

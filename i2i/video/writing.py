@@ -70,25 +70,25 @@ def container_format(path: str | os.PathLike) -> str:
     return VIDEO_FORMATS[suffix]
 
 
-def check_encoder(settings: EncodeSettings, container: str) -> None:
+def check_encoder(settings: EncodeSettings, container: str, what: str | None = None) -> None:
     """:class:`UsageError` unless ``container`` (an FFmpeg muxer name) takes ``settings``' encoder: checked in
-    memory, before any frame is decoded."""
+    memory, before any frame is decoded. ``what`` begins the message (default: the ``--codec`` flag)."""
     import io
 
     import av
 
-    encoder = settings.encoder
+    encoder, what = settings.encoder, what or f"--codec {settings.codec}"
     with av.open(io.BytesIO(), mode="w", format=container) as probe:
         try:
             stream = probe.add_stream(encoder, rate=24)
         except ValueError as exc:       # "'webm' format does not support 'libx264' codec"
-            raise UsageError(f"--codec {settings.codec}: {exc}") from exc
+            raise UsageError(f"{what}: {exc}") from exc
         stream.width = stream.height = 64
         stream.pix_fmt = _pixel_format(encoder, 64, 64)
         try:
             probe.start_encoding()      # the header: Ogg, say, refuses H.264 only here
         except (av.FFmpegError, ValueError) as exc:
-            raise UsageError(f"--codec {settings.codec}: a {container} file does not take {encoder} "
+            raise UsageError(f"{what}: a {container} file does not take {encoder} "
                              f"({getattr(exc, 'strerror', None) or exc})") from exc
 
 
