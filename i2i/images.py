@@ -15,7 +15,7 @@ import re
 import secrets
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +97,14 @@ def _glob_base(pattern: str) -> Path:
 
 
 def expand_inputs(specs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None,
-                  videos: bool = True) -> list[InputItem]:
+                  videos: bool = True,
+                  exclude: Callable[[list[InputItem]], list[InputItem]] | None = None) -> list[InputItem]:
     """Expand files, directories (recursively), globs and ``@list.txt`` files into input items.
 
     ``out``: the command's output folder; when it lies inside an input folder, its files (an earlier run's
     outputs) are not taken as inputs. ``videos``: False leaves video files out of folders and globs (for a
-    command that reads images only).
+    command that reads images only). ``exclude``: applied to the items found before two of them are refused for
+    sharing an output name (a command's own earlier outputs, say, when ``out`` is an input folder).
 
     The relative path of an item keeps the folder structure below a directory or a glob's fixed prefix;
     a plain file keeps just its name. A path named directly in ``specs`` that does not exist raises
@@ -112,11 +114,12 @@ def expand_inputs(specs: Sequence[str | os.PathLike], out: str | os.PathLike | N
     written to the same output path.
     """
     skip = Path(out).resolve() if out is not None else None
-    return _expand(specs, top_level=True, skip=skip, videos=videos)
+    return _expand(specs, top_level=True, skip=skip, videos=videos, exclude=exclude)
 
 
 def _expand(specs: Sequence[str | os.PathLike], top_level: bool, skip: Path | None = None,
-            videos: bool = True) -> list[InputItem]:
+            videos: bool = True, exclude: Callable[[list[InputItem]], list[InputItem]] | None = None,
+            ) -> list[InputItem]:
     items: list[InputItem] = []
     if top_level and any(not os.fspath(s).strip() for s in specs):
         raise UsageError("an input path is empty ('' would read the current folder); name a file or folder")
@@ -157,6 +160,8 @@ def _expand(specs: Sequence[str | os.PathLike], top_level: bool, skip: Path | No
             items.append(InputItem(path, Path(path.name)))
     if not items:
         raise InputError("no input images or videos found in: " + ", ".join(os.fspath(s) for s in specs))
+    if exclude is not None:
+        items = exclude(items)
     # Drop exact duplicates; refuse two different files that would share an output path.
     seen: dict[Path, InputItem] = {}
     unique: list[InputItem] = []

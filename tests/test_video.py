@@ -407,3 +407,35 @@ def test_an_mp4_cut_near_its_end_is_refused(tmp_path):
     fast.write_bytes(data[:int(len(data) * 0.9)])
     with pytest.raises(CorruptVideoError, match=r"it ends after frame \d+ of 48"):
         list(read_frames(fast))
+
+
+def test_transparent_pixels_of_a_clip_are_white_as_in_images(tmp_path):
+    path = tmp_path / "alpha.mov"
+    rgba = np.zeros((32, 32, 4), np.uint8)                 # transparent black, an opaque blue square in the middle
+    rgba[8:24, 8:24] = (0, 0, 255, 255)
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("png", rate=12)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "rgba"
+        for _ in range(2):
+            c.mux(stream.encode(av.VideoFrame.from_ndarray(rgba, format="rgba")))
+        c.mux(stream.encode(None))
+    frame = next(read_frames(path)).array
+    assert tuple(frame[0, 0]) == (255, 255, 255) and tuple(frame[16, 16]) == (0, 0, 255)
+    assert next(read_frames(path, grey=True)).array[0, 0] == 255
+
+
+def test_non_square_pixels_are_kept(gen, tmp_path):
+    src = tmp_path / "dv.mp4"
+    with av.open(str(src), "w") as c:
+        stream = c.add_stream("libx264", rate=12)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        for array in moving_frames(3, 32, 32):
+            c.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        c.mux(stream.encode(None))
+    translate_video(src, tmp_path / "out.mp4", gen, CFG)
+    assert probe_video(tmp_path / "out.mp4").sample_aspect_ratio == Fraction(2, 1)
+    translate_video(make_clip(tmp_path / "sq.mp4", n=2), tmp_path / "sq-out.mp4", gen, CFG)
+    assert probe_video(tmp_path / "sq-out.mp4").sample_aspect_ratio is None

@@ -136,3 +136,16 @@ def test_mixed_folder_shards_and_skip_existing(gen_file, tmp_path):
     assert again.exit_code == 0, again.output
     assert "skipped 5 existing" in again.output and "already exists" not in again.output
     assert {n: (tmp_path / "one" / n).stat().st_mtime_ns for n in names(tmp_path / "one")} == before
+
+
+def test_a_folder_translated_into_itself_can_be_run_again(gen_file, tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    make_clip(folder / "clip.mkv", n=3, width=32, height=32)
+    assert run("cyclegan", "translate", folder, "-c", gen_file, "--out", folder, "-q").exit_code == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["clip.mkv", "clip.mp4"]
+    res = run("cyclegan", "translate", folder, "-c", gen_file, "--out", folder, "-q")
+    assert res.exit_code == 6 and "already exist" in res.output, res.output     # not 'both written as clip'
+    assert run("cyclegan", "translate", folder, "-c", gen_file, "--out", folder, "-q", "--skip-existing"
+               ).exit_code == 0
+    assert run("cyclegan", "translate", folder, "-c", gen_file, "--out", folder, "-q", "--overwrite").exit_code == 0

@@ -44,7 +44,9 @@ def translate_inputs(inputs: Sequence[str], out: str | os.PathLike, load: Callab
 
     reporter = reporter or Reporter.library()
     out, part = Path(out), current_shard(shard)
-    items, out_dir = _without_earlier_outputs(expand_inputs(inputs, out=out), inputs, out, cfg, reporter), out
+    items = expand_inputs(inputs, out=out, exclude=lambda found: _without_earlier_outputs(found, inputs, out, cfg,
+                                                                                          reporter))
+    out_dir = out
     images_all, videos_all = split_videos(items)
     if is_video_file(out) and not videos_all and not out.is_dir():
         raise UsageError(f"--out {out} names a video file, but no input is a video: give a folder or an image file "

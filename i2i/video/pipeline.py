@@ -133,7 +133,7 @@ def run_video_job(source: str | os.PathLike, target: str | os.PathLike, process:
         def open_writer(first: "np.ndarray") -> VideoWriter:
             return VideoWriter(tmp, first.shape[1], first.shape[0], info.fps, settings, time_base=info.time_base,
                                audio_source=source if audio else None, start=info.start_time,
-                               container=fmt, audio_plan=audio)
+                               container=fmt, audio_plan=audio, sample_aspect_ratio=info.sample_aspect_ratio)
 
         threads = [threading.Thread(target=_decode, args=(source, grey, stages), daemon=True),
                    threading.Thread(target=_encode, args=(open_writer, post, stages, advance, done), daemon=True)]

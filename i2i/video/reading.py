@@ -48,6 +48,7 @@ class VideoInfo:
     time_base: Fraction | None = None
     end: float | None = None
     end_of_file: bool = False
+    sample_aspect_ratio: Fraction | None = None      # of non-square pixels (DV, HDV, DVD); None for square ones
 
     @property
     def end_time(self) -> float | None:
@@ -136,9 +137,11 @@ def _info(path: Path, container: "av.container.InputContainer") -> VideoInfo:
     width, height = stream.codec_context.width, stream.codec_context.height
     if not width or not height:
         raise InputError(f"{path}: the video stream has no frame size")
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     return VideoInfo(path, width, height, Fraction(fps), stream.frames or None,
                      None if end is None else max(end - video_start, 0.0), stream.codec_context.name, audio, start,
-                     Fraction(stream.time_base) if stream.time_base else None, end, end_of_file)
+                     Fraction(stream.time_base) if stream.time_base else None, end, end_of_file,
+                     Fraction(sar) if sar and sar != 1 else None)
 
 
 def check_whole(path: str | os.PathLike) -> VideoInfo:
@@ -190,7 +193,10 @@ def read_frames(path: str | os.PathLike, grey: bool = False) -> Iterator[Decoded
         try:
             for frame in container.decode(stream):
                 # at the stream's size: a mid-stream size change is scaled back to it
-                array = frame.to_ndarray(format=fmt, width=info.width, height=info.height)
+                if any(c.is_alpha for c in frame.format.components):     # transparency on white, as for images
+                    array = _on_white(frame.to_ndarray(format="rgba", width=info.width, height=info.height), grey)
+                else:
+                    array = frame.to_ndarray(format=fmt, width=info.width, height=info.height)
                 yield DecodedFrame(count, frame.pts, array)
                 count, last_time = count + 1, frame.time if frame.time is not None else last_time
                 first_time = last_time if first_time is None else first_time
@@ -201,6 +207,16 @@ def read_frames(path: str | os.PathLike, grey: bool = False) -> Iterator[Decoded
             raise CorruptVideoError(f"{p}: no frame could be decoded")
         if _ends_early(info, count, first_time, last_time) and not (info.end_of_file and _file_reaches_end(p, info)):
             raise CorruptVideoError(f"{p}: corrupt or truncated video: it ends after frame {count}{_of(info)}")
+
+
+def _on_white(rgba: "np.ndarray", grey: bool) -> "np.ndarray":
+    """An RGBA frame composited on white (as :func:`i2i.images.convert_image` does an image), RGB or grey."""
+    import numpy as np
+    from PIL import Image
+
+    alpha = rgba[..., 3:].astype(np.uint16)
+    rgb = ((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(rgb).convert("L")) if grey else rgb
 
 
 def _ends_early(info: VideoInfo, count: int, first_time: float | None, last_time: float | None) -> bool:

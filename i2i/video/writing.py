@@ -119,7 +119,8 @@ class VideoWriter:
     that does not start at 0), so they stay in sync. ``audio_source``: a file whose first audio stream is muxed in
     (:class:`~i2i.video.audio.AudioTrack`); or ``audio_samples``: ``(samples [channels, n] float in [-1, 1],
     rate)`` to encode (:class:`~i2i.video.audio.SampleAudio`).
-    ``container``: the muxer (default: from ``path``'s extension; needed when ``path`` is a temporary name).
+    ``container``: the muxer (default: from ``path``'s extension; needed when ``path`` is a temporary name);
+    ``sample_aspect_ratio``: the source's, for clips of non-square pixels.
     Use as a context manager: closed on success, abandoned (the file left incomplete) on an error.
     """
 
@@ -127,7 +128,7 @@ class VideoWriter:
                  settings: EncodeSettings = EncodeSettings(), time_base: Fraction | None = None,
                  audio_source: str | os.PathLike | None = None, start: float = 0.0,
                  audio_samples: "tuple[np.ndarray, int] | None" = None, container: str | None = None,
-                 audio_plan: "AudioPlan | None" = None) -> None:
+                 audio_plan: "AudioPlan | None" = None, sample_aspect_ratio: Fraction | None = None) -> None:
         import av
 
         encoder = settings.encoder
@@ -147,6 +148,8 @@ class VideoWriter:
             self._stream.width, self._stream.height = width, height
             self._stream.pix_fmt = _pixel_format(encoder, width, height)
             self._stream.options = settings.options(encoder)
+            if sample_aspect_ratio:                 # non-square pixels: played at the source's shape
+                self._stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
             if time_base is not None:
                 self._stream.time_base = self._stream.codec_context.time_base = time_base
             if audio_source is not None:
