@@ -240,3 +240,14 @@ def test_import_official_reads_the_schedule_from_the_name_or_refuses(tmp_path):
     with pytest.raises(CheckpointError, match="does not record"):
         read_bases_file(tmp_path / "pca_info.pt")
     assert import_official(tmp_path / "pca_info.pt", 199).timesteps[0] == 991     # the Python caller may say
+
+
+def test_pca_basis_stops_at_the_rank_of_the_centred_features():
+    gen = torch.Generator().manual_seed(0)
+    few = torch.randn(8, 32, generator=gen)                     # 8 samples: the centred ones span 7 dimensions
+    mean, basis = G.pca_basis(few, n_components=64)
+    assert basis.shape == (7, 32)                               # not an 8th, arbitrary direction
+    assert torch.allclose(basis @ basis.T, torch.eye(7), atol=1e-5)
+    flat = torch.randn(100, 3, generator=gen) @ torch.randn(3, 16, generator=gen)      # rank 3 in 16 channels
+    assert G.pca_basis(flat, n_components=10)[1].shape == (3, 16)
+    assert G.pca_basis(torch.randn(200, 16, generator=gen), n_components=10)[1].shape == (10, 16)

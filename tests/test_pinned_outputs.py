@@ -12,11 +12,18 @@ replaced version 1 (2026-12-06): the four demo outputs were re-recorded (new wei
 with structure weight 1000; Ctrl-X's appearance path is pinned with an explicit schedule 0.6, since the model's own
 settings turn it off); the 9 tiny-pipeline outputs did not move. Then the demo model's FreeControl settings moved
 to the feature block up_blocks.2 (structure weight 3000, 16 components; 2026-12-06): fc_demo and
-fc_demo_appearance were re-recorded (they moved by 0.72 and 1.73), the other 11 did not move (max diff 0).
+fc_demo_appearance were re-recorded (they moved by 0.72 and 1.73), the other 11 did not move (max diff 0). Then
+the PCA of the semantic bases stopped at the rank of the centred seed features (2026-12-07,
+i2i/freecontrol/guidance.py ``pca_basis``): the tiny pipelines' bases had one more component than their few seed
+features span, an arbitrary direction that differed between machines and thread counts (fc_sdxl came out 59 apart
+of 130 on an AMD host, 70 apart between 1 and 2 threads; now 0.002); fc_sd, fc_sd_appearance, fc_sd_img2img and
+fc_sdxl were re-recorded (they moved by 1.3-1.4 and 55), the demo model's and the other outputs did not move beyond
+1e-4 (their bases are full rank), and the file was recorded on the AMD host (no AMX) where this was found.
 
-On the machine and torch version that recorded them (one thread) the outputs must be bit-equal; elsewhere, float
-kernels may round differently, so they must agree to 1e-5. Re-record (only after a deliberate change of the maths)
-with ``python tests/test_pinned_outputs.py``.
+On the machine (CPU model and AMX) and torch version that recorded them (one thread) the outputs must be bit-equal;
+elsewhere, float kernels round differently, so they must agree to 1e-4 of each output's largest value (between 1
+and 2 threads on one host they agree to 2e-5 of it). Re-record (only after a deliberate change of the maths) with
+``python tests/test_pinned_outputs.py``.
 """
 
 from __future__ import annotations
@@ -104,9 +111,19 @@ def compute(cache: Path) -> dict[str, torch.Tensor]:
     return {**_freecontrol_tiny(cache), **_ctrlx_tiny(), **_demo(cache)}
 
 
+def cpu_model() -> str:
+    """The CPU's model name and whether it has AMX (hosts of one instruction set still round differently)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    return f"{name}{' amx' if 'amx_tile' in info else ''}"
+
+
 def environment() -> dict[str, str]:
     return {"torch": str(torch.__version__), "machine": platform.machine(),
-            "cpu": torch.backends.cpu.get_cpu_capability(), "python": sys.version.split()[0]}
+            "cpu": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model(), "python": sys.version.split()[0]}
 
 
 def test_pipelines_reproduce_the_pinned_outputs(tmp_path):
@@ -124,7 +141,8 @@ def test_pipelines_reproduce_the_pinned_outputs(tmp_path):
         if exact:
             assert torch.equal(latents, expected), f"{name}: max abs diff {(latents - expected).abs().max():.3g}"
         else:
-            torch.testing.assert_close(latents, expected, rtol=0, atol=1e-5, msg=name)
+            scale = float(expected.abs().max())
+            torch.testing.assert_close(latents, expected, rtol=0, atol=1e-4 * scale, msg=name)
 
 
 if __name__ == "__main__":          # record (run from the repository root: python tests/test_pinned_outputs.py)

@@ -439,3 +439,23 @@ def test_non_square_pixels_are_kept(gen, tmp_path):
     assert probe_video(tmp_path / "out.mp4").sample_aspect_ratio == Fraction(2, 1)
     translate_video(make_clip(tmp_path / "sq.mp4", n=2), tmp_path / "sq-out.mp4", gen, CFG)
     assert probe_video(tmp_path / "sq-out.mp4").sample_aspect_ratio is None
+
+
+@pytest.mark.parametrize("codec, out", [("mjpeg", "o.avi"), ("mpeg2video", "o.mpg"), ("h264", "o.avi")])
+def test_encoders_and_muxers_that_keep_time_in_frames(gen, tmp_path, codec, out):
+    from video_clips import av_clip
+
+    src = av_clip(tmp_path / "late.mp4", start=5.0)             # timestamps in 1/1200 s, a late start
+    job = translate_video(src, tmp_path / out, gen, CFG, video=VideoOptions(EncodeSettings(codec)))
+    assert job.frames == 12 == len(list(read_frames(tmp_path / out)))
+    with av.open(str(tmp_path / out)) as c:
+        stamps = sorted(p.pts for p in c.demux(c.streams.video[0]) if p.size and p.pts is not None)
+    steps = {b - a for a, b in zip(stamps, stamps[1:])}
+    assert len(steps) == 1                                        # evenly spaced: no gap, no 600 fps header
+
+
+def test_the_output_says_which_yuv_matrix_it_was_encoded_with(gen, clip, tmp_path):
+    translate_video(clip, tmp_path / "o.mp4", gen, CFG)
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (ctx.colorspace, ctx.color_range) == (6, 1)       # BT.601 (SMPTE 170M), limited range

@@ -284,9 +284,11 @@ def compute_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, siz
             step = [pca_basis(torch.cat(collected[name]), config.n_components) for name in layers]
             del collected
             means.append(torch.stack([m.cpu() for m, _ in step]))
-            bases.append(torch.stack([b.cpu() for _, b in step]))
+            bases.append([b.cpu() for _, b in step])
             adv(1)
-    return SemanticBases(analysed.to(torch.int64).cpu(), tuple(layers), torch.stack(means), torch.stack(bases), info)
+    k = min(b.shape[0] for layer_bases in bases for b in layer_bases)     # one count for all: the lowest rank
+    return SemanticBases(analysed.to(torch.int64).cpu(), tuple(layers), torch.stack(means),
+                         torch.stack([torch.stack([b[:k] for b in layer_bases]) for layer_bases in bases]), info)
 
 
 def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int,

@@ -19,13 +19,19 @@ EPS = 1e-5
 def pca_basis(features: torch.Tensor, n_components: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Principal directions of ``features`` ``[N, C]`` after mean-centring (plain SVD, no whitening).
 
-    Returns ``mean`` ``[C]`` and ``basis`` ``[K, C]`` with ``K = min(n_components, N, C)``; rows are orthonormal and
-    ordered by decreasing variance. Computed in float32.
+    Returns ``mean`` ``[C]`` and ``basis`` ``[K, C]`` with ``K = min(n_components, rank)``; rows are orthonormal and
+    ordered by decreasing variance. Computed in float32. The rank is that of the centred features (at most
+    ``min(N - 1, C)``: centring removes one dimension), counted as NumPy's ``matrix_rank`` does (singular values
+    above ``max(N, C) * eps`` times the largest); the directions beyond it carry no variance, only rounding, so
+    SVD returns arbitrary ones that differ from machine to machine, and a key's coordinate on them would steer the
+    guidance at random. They occur only with few seed features (N = seed images x tokens of the feature block),
+    never with SD's (20 x 256 or more, against 640-1280 key channels).
     """
     x = features.float()
     mean = x.mean(dim=0)
-    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
-    k = min(n_components, vh.shape[0])
+    _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    rank = int((s > s[0] * max(x.shape) * torch.finfo(torch.float32).eps).sum()) if len(s) else 0
+    k = min(n_components, rank)
     return mean, vh[:k].contiguous()
 
 

@@ -92,6 +92,18 @@ def check_encoder(settings: EncodeSettings, container: str, what: str | None = N
                              f"({getattr(exc, 'strerror', None) or exc})") from exc
 
 
+# FFmpeg's AVColorSpace for BT.601 (SMPTE 170M): the matrix swscale converts RGB frames to YUV with by default.
+# Untagged, players guess BT.709 for HD sizes and shift the colours slightly.
+_BT601 = 6
+
+# Encoders that take only a frame-rate time base (MPEG-1/2), and muxers that store frame counts, not timestamps
+# (AVI): their frames are stamped on the 1/fps grid (a variable frame rate is rounded to it).
+_FRAME_RATE_ENCODERS = ("mpeg1video", "mpeg2video")
+_FRAME_RATE_MUXERS = ("avi",)
+
+# JPEG encoders: they list yuv420p too, but refuse it in limited range.
+_FULL_RANGE_ENCODERS = ("mjpeg", "ljpeg")
+
 # Encoders that list 4:4:4 but abort the whole process (heap corruption) on frames with an odd side: refused first.
 _ODD_SIDES_ABORT = ("libx265",)
 
@@ -103,6 +115,8 @@ def _pixel_format(encoder: str, width: int, height: int) -> str:
     wanted = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
     if wanted == "yuv444p" and encoder in _ODD_SIDES_ABORT:
         raise UsageError(f"{encoder} cannot encode {width}x{height} frames (it fails on odd sides); use h264")
+    if encoder in _FULL_RANGE_ENCODERS and "yuvj" + wanted[3:] in formats:    # the same sampling in full range
+        return "yuvj" + wanted[3:]
     if not formats or wanted in formats:
         return wanted
     if wanted == "yuv444p":
@@ -147,10 +161,14 @@ class VideoWriter:
                 raise UsageError(f"--codec {settings.codec}: {exc}") from exc
             self._stream.width, self._stream.height = width, height
             self._stream.pix_fmt = _pixel_format(encoder, width, height)
+            if self._stream.pix_fmt.startswith("yuv"):     # say which matrix the RGB frames were converted with
+                self._stream.codec_context.colorspace = _BT601            # (swscale's default), and the range
+                self._stream.codec_context.color_range = 2 if self._stream.pix_fmt.startswith("yuvj") else 1
             self._stream.options = settings.options(encoder)
             if sample_aspect_ratio:                 # non-square pixels: played at the source's shape
                 self._stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
-            if time_base is not None:
+            self._grid = time_base is not None and (encoder in _FRAME_RATE_ENCODERS or fmt in _FRAME_RATE_MUXERS)
+            if time_base is not None and not self._grid:
                 self._stream.time_base = self._stream.codec_context.time_base = time_base
             if audio_source is not None:
                 from i2i.video.audio import AudioTrack
@@ -163,9 +181,10 @@ class VideoWriter:
         except BaseException:
             self.abandon()
             raise
-        self._fps, self._time_base = Fraction(fps), time_base or 1 / Fraction(fps)
-        self._shift = round(start / float(self._time_base)) if time_base is not None else 0
-        self._count, self._last_pts = 0, None
+        self._fps, self._source_base = Fraction(fps), time_base
+        self._time_base = 1 / self._fps if self._grid or time_base is None else time_base
+        self._shift = round(start / float(time_base)) if time_base is not None else 0
+        self._count, self._last_pts, self._first = 0, None, None
 
     def write(self, array: "np.ndarray", pts: int | None = None) -> None:
         """Encode one frame; ``pts`` in the ``time_base`` given to the constructor, the source's (None: frame
@@ -173,7 +192,13 @@ class VideoWriter:
         import av
 
         frame = av.VideoFrame.from_ndarray(array, format="rgb24" if array.ndim == 3 else "gray")
-        pts = round(self._count / self._fps / self._time_base) if pts is None else pts - self._shift
+        if pts is None:
+            pts = round(self._count / self._fps / self._time_base)
+        elif self._grid:                    # on the frame-rate grid these encoders and muxers keep time in,
+            self._first = pts if self._first is None else self._first    # from the first frame (the audio may
+            pts = round((pts - self._first) * self._source_base * self._fps)   # lead or lag by < 1 frame)
+        else:
+            pts -= self._shift
         if self._last_pts is not None and pts <= self._last_pts:   # repeated or disordered stamps
             pts = self._last_pts + 1
         frame.pts, frame.time_base = pts, self._time_base
