@@ -60,11 +60,12 @@ def _folder_id(path: str | os.PathLike) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _walk_dir(root: Path, skip: Path | None = None, videos: bool = True) -> list[InputItem]:
-    """Every image (and with ``videos`` every video) below ``root``, following linked folders, but each folder
-    once: a link back to a folder already read (a loop, or a second link to one folder) is skipped with a warning.
-    ``skip``: a folder (resolved) below ``root`` whose contents are left out, e.g. the command's own output folder
-    (``root`` itself is never skipped: an output folder that is the input folder is refused by the command)."""
+def walk_folder(root: Path, skip: Path | None = None, videos: bool = True) -> list[InputItem]:
+    """Every image (and with ``videos`` every video) below ``root``, hidden files and folders left out, following
+    linked folders, but each folder once: a link back to a folder already read (a loop, or a second link to one
+    folder) is skipped with a warning. ``skip``: a folder (resolved) below ``root`` whose contents are left out,
+    e.g. the command's own output folder (``root`` itself is never skipped: an output folder that is the input
+    folder is refused by the command)."""
     items, seen = [], {_folder_id(root)}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         if skip is not None and dirpath != os.fspath(root) and Path(dirpath).resolve() == skip:
@@ -72,6 +73,8 @@ def _walk_dir(root: Path, skip: Path | None = None, videos: bool = True) -> list
             continue
         keep = []
         for name in sorted(dirnames):
+            if name.startswith("."):               # hidden: .ipynb_checkpoints, .thumbnails, .git, earlier runs
+                continue
             folder = _folder_id(os.path.join(dirpath, name))
             if folder is not None and folder in seen:
                 warnings.warn(f"{Path(dirpath) / name}: skipped, a link to a folder already read", stacklevel=4)
@@ -144,7 +147,7 @@ def _expand(specs: Sequence[str | os.PathLike], top_level: bool, skip: Path | No
             continue
         path = Path(s)
         if path.is_dir():
-            items.extend(_walk_dir(path, skip, videos))
+            items.extend(walk_folder(path, skip, videos))
         elif _GLOB_CHARS & set(s) and not path.exists():
             base = _glob_base(s)
             matches = sorted(Path(m) for m in glob.glob(s, recursive=True))
@@ -153,7 +156,8 @@ def _expand(specs: Sequence[str | os.PathLike], top_level: bool, skip: Path | No
                 if below and (m.resolve() == skip or skip in m.resolve().parents):
                     continue                           # the command's own outputs
                 if m.is_dir():
-                    items.extend(InputItem(it.path, m.relative_to(base) / it.rel) for it in _walk_dir(m, skip, videos))
+                    items.extend(InputItem(it.path, m.relative_to(base) / it.rel)
+                                 for it in walk_folder(m, skip, videos))
                 elif m.is_file() and (videos or not is_video_file(m)):
                     items.append(InputItem(m, m.relative_to(base)))
         else:
@@ -248,7 +252,6 @@ def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEF
                 img.seek(0)
             with _refuse_truncated():
                 img.load()
-            img = ImageOps.exif_transpose(img) or img
             return convert_image(img, mode)
         except InputError:
             raise
@@ -260,11 +263,14 @@ def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEF
 
 
 def convert_image(img: Image.Image, mode: str = "RGB") -> Image.Image:
-    """``img`` as ``mode`` ("RGB" or "L") the way :func:`load_image` converts a file: 16/32-bit and float images
-    scaled to 8 bits, transparency composited on white. Library calls that take a PIL image use it, so an image
-    passed in memory gives what the same file gives."""
+    """``img`` as ``mode`` ("RGB" or "L") the way :func:`load_image` converts a file: turned upright by its EXIF
+    orientation (a phone photo), 16/32-bit and float images scaled to 8 bits, transparency composited on white.
+    Library calls that take a PIL image use it, so an image passed in memory (``Image.open(path)``) gives what the
+    same file gives."""
     if mode not in ("RGB", "L"):
         raise UsageError(f"unsupported image mode {mode!r} (use RGB or L)")
+    if img.getexif().get(0x0112, 1) != 1:            # the orientation tag; exif_transpose drops it, so once only
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
         img = _to_8bit(img)
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
@@ -365,7 +371,7 @@ def check_writable(targets: Sequence[str | os.PathLike]) -> None:
     probed: set[Path] = set()
     for target in targets:
         folder = Path(target).parent
-        existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+        existing = next((p for p in (folder, *folder.parents) if os.path.lexists(p)), Path("."))
         if existing in probed:
             continue
         probed.add(existing)
@@ -381,8 +387,10 @@ def check_writable(targets: Sequence[str | os.PathLike]) -> None:
 
 def _cannot_write(path: Path, exc: OSError) -> OutputError:
     """The error for a ``path`` whose folder cannot be made: naming a file in the way, else the OS's reason."""
-    blocker = next((p for p in path.parents if p.is_file()), None)
-    reason = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror or exc
+    blocker = next((p for p in path.parents if os.path.lexists(p) and not p.is_dir()), None)
+    reason = (exc.strerror or exc if blocker is None else
+              f"{blocker} is a link to {os.readlink(blocker)}, which does not exist" if blocker.is_symlink() else
+              f"{blocker} is a file, not a folder")
     return OutputError(f"{path}: cannot write ({reason})")
 
 

@@ -207,3 +207,17 @@ def test_load_any_generator_takes_what_the_commands_take(tmp_path: Path) -> None
     assert cfg == SMALL and _same_output(ref, net, SMALL)
     with pytest.raises(UsageError, match="only for reference .pth files"):
         load_any_generator(tmp_path / "G_A.safetensors", ngf=16)
+
+
+def test_btoa_with_a_single_generator_file_is_refused_unless_it_is_a_b_to_a_one(tmp_path: Path) -> None:
+    from i2i.cyclegan.checkpoint import resolve_generator_file
+
+    for name in ("G_A.safetensors", "latest_net_G_A.pth", "zebra.safetensors", "G_B.safetensors",
+                 "latest_net_G_B.pth"):
+        (tmp_path / name).write_bytes(b"x")
+        if "G_B" in name:
+            assert resolve_generator_file(tmp_path / name, "BtoA") == tmp_path / name
+        else:
+            with pytest.raises(UsageError, match="a file is one generator"):
+                resolve_generator_file(tmp_path / name, "BtoA")
+            assert resolve_generator_file(tmp_path / name, "AtoB") == tmp_path / name

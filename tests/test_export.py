@@ -70,3 +70,20 @@ def test_an_opset_torch_cannot_write_is_a_usage_error_before_loading(tmp_path: P
                                    str(tmp_path / "g.onnx"), "--opset", str(opset)])
     assert res.exit_code == 2 and res.stderr.count(f"--opset {opset}") == 1 and "graph" not in res.stderr
     assert not (tmp_path / "g.onnx").exists()
+
+
+@pytest.mark.parametrize("name, message", [("outdir/", "a folder"), ("existing", "a folder"),
+                                           ("g.onx", "must end in .onnx")])
+def test_an_onnx_name_that_is_not_a_file_name_is_refused_before_loading(tmp_path: Path, monkeypatch, name,
+                                                                        message) -> None:
+    from typer.testing import CliRunner
+
+    import i2i.cli.cyclegan as cli
+    from i2i.cli.app import app
+
+    (tmp_path / "existing").mkdir()
+    monkeypatch.setattr(cli, "_load_any_generator", lambda *a, **k: pytest.fail("weights were read"))
+    res = CliRunner().invoke(app, ["cyclegan", "export", "-c", str(tmp_path / "run"), "--onnx",
+                                   str(tmp_path) + "/" + name, "--overwrite"])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]

@@ -26,6 +26,10 @@ def test_exif_orientation_applied(tmp_path):
     assert out.size == (20, 40)
     top = np.asarray(out)[2, 10]
     assert top[2] > 200 and top[0] < 60                  # the blue stripe is now on top
+    from i2i.images import convert_image
+
+    in_memory = convert_image(Image.open(tmp_path / "rot.jpg"))      # what the Python API gets: the same
+    assert np.array_equal(np.asarray(in_memory), np.asarray(out))
 
 
 def test_16bit_grey_png_is_scaled(tmp_path):
@@ -291,3 +295,20 @@ def test_outputs_get_the_usual_file_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["private.png", "x.png"]   # no temporary files left
+
+
+def test_training_lists_linked_folders_and_leaves_hidden_ones_out(tmp_path):
+    from i2i.cyclegan.data import list_images
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "real.png")
+    (tmp_path / "elsewhere").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "elsewhere" / "linked.png")
+    folder = tmp_path / "trainA"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / ".ipynb_checkpoints" / "copy.png")
+    Image.new("RGB", (8, 8)).save(folder / "own.png")
+    (folder / "sub").symlink_to(tmp_path / "elsewhere")          # the reference's make_dataset follows links
+    (folder / "loop").symlink_to(folder)                         # read once, not forever
+    with pytest.warns(UserWarning, match="already read"):
+        found = list_images(folder)
+    assert [p.relative_to(folder).as_posix() for p in found] == ["own.png", "sub/linked.png"]

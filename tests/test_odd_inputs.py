@@ -422,3 +422,36 @@ def test_an_out_name_ending_in_a_slash_is_a_folder_even_when_it_reads_like_a_fil
     assert res.exit_code == EXIT_OK and (tmp_path / "file.png").is_file()     # without the slash: the file
     res = run("cyclegan", "translate", pictures / "a.png", "-c", tiny_run, "--out", f"{tmp_path}/file.png/", "-q")
     assert res.exit_code == EXIT_USAGE and "is a file" in res.output
+
+
+def test_a_run_folder_that_cannot_be_made_and_zero_widths_fail_before_any_data(tmp_path, monkeypatch):
+    from i2i.cyclegan import loop
+
+    monkeypatch.setattr(loop, "_build_data", lambda *a, **k: pytest.fail("the data was built"))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere")
+    for run_dir, why in (("afile/sub", "afile is a file, not a folder"), ("broken/sub", "which does not exist")):
+        res = run("cyclegan", "train", "--run-dir", tmp_path / run_dir, "--max-iters", "1", "-q")
+        assert res.exit_code == EXIT_OUTPUT and why in res.output, res.output
+    for flag in ("--ngf", "--ndf", "--n-layers-d"):
+        res = run("cyclegan", "train", "--run-dir", tmp_path / "r", flag, "0", "--max-iters", "1", "-q")
+        assert res.exit_code == EXIT_USAGE and f"{flag} 0: must be at least 1" in res.output, res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_cuts_feature_head_file_is_named_as_one(tmp_path):
+    import torch
+
+    head = {f"mlp_{i}.{j}.{kind}": torch.zeros(8, 8) if kind == "weight" else torch.zeros(8)
+            for i in range(2) for j in (0, 2) for kind in ("weight", "bias")}
+    torch.save(head, tmp_path / "latest_net_F.pth")
+    res = run("cyclegan", "import", tmp_path / "latest_net_F.pth", "--out", tmp_path / "g.safetensors",
+              "--net-g", "resnet_9blocks")
+    assert res.exit_code == 4 and "PatchNCE feature head" in res.stderr, res.output
+
+
+def test_messages_name_the_flags_to_give(tmp_path, pictures):
+    res = run("cyclegan", "train", "--model", "cut", "--net-g", "unet_256", "--run-dir", tmp_path / "r", "-q")
+    assert res.exit_code == EXIT_USAGE and "add --no-antialias --no-antialias-up" in res.output, res.output
+    res = run("cyclegan", "translate", pictures, "-c", tmp_path / "none", "--tile", "16", "--out", tmp_path / "o")
+    assert res.exit_code == EXIT_USAGE and "--tile 16 with --tile-overlap 32 (its default is 32)" in res.output

@@ -137,6 +137,48 @@ def test_an_overwrite_that_fails_before_its_first_checkpoint_keeps_the_old_run(t
     assert after == before                                                     # config, checkpoints, log, samples
 
 
+def test_a_killed_overwrite_start_leaves_the_old_run_to_be_put_back(tmp_path):
+    import os
+    import socket
+
+    from i2i.cyclegan.checkpoint import RUN_OUTPUTS, aside_folder, latest_checkpoint
+
+    run = tmp_path / "run"
+    train(tiny_config(run, max_iters=4, save_every=2))
+    before = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    live = aside_folder(run)                                 # a start still running (this process): left alone
+    live.mkdir()
+    assert latest_checkpoint(run) is not None and live.is_dir()
+    live.rmdir()
+    dead = run / f".overwritten-{socket.gethostname()}-{2 ** 22 + 12345}"      # what kill -9 of a start leaves
+    dead.mkdir()
+    for name in RUN_OUTPUTS:
+        if os.path.lexists(run / name):
+            os.replace(run / name, dead / name)
+    (run / "config.json").write_text(json.dumps({**tiny_config(run, lr=1e-3).to_dict()}))   # the dead start's
+    with pytest.warns(UserWarning, match="put back"):
+        with pytest.raises(OutputError, match="already holds a run"):      # not a silent fresh start over it
+            train(tiny_config(run, max_iters=2))
+    after = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before and not dead.exists()
+
+
+def test_resume_refuses_a_dataset_whose_image_counts_changed(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for domain, n in (("trainA", 5), ("trainB", 8)):
+        (data / domain).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (32, 32), (30 * i, 100, 200 if domain == "trainA" else 0)).save(data / domain / f"{i}.png")
+    run = tmp_path / "run"
+    config = tiny_config(run, dataroot=str(data), max_iters=2, save_every=2)
+    train(config)
+    (data / "trainA" / "0.png").unlink()                 # the smaller domain: iterations per epoch do not change
+    with pytest.raises(CheckpointError, match=r"the dataset changed since the checkpoint \(A: 5 -> 4 images\)"):
+        train(dataclasses.replace(config, max_iters=4), resume=True)
+
+
 def test_a_lost_latest_pointer_falls_back_to_the_newest_complete_checkpoint(tmp_path):
     run = tmp_path / "run"
     train(tiny_config(run, max_iters=4, save_every=2))

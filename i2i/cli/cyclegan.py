@@ -300,7 +300,7 @@ def import_(
 def export(
     checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="Run folder, checkpoint folder, "
                                             "generator file or reference .pth.")],
-    onnx: Annotated[Path, typer.Option("--onnx", help="Output .onnx file.")],
+    onnx: Annotated[str, typer.Option("--onnx", help="Output .onnx file.")],
     direction: Annotated[str, typer.Option("--direction", help="AtoB (G_A) or BtoA (G_B).")] = "AtoB",
     size: Annotated[int, typer.Option("--size", help="Example input size used for tracing and checking.")] = 256,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 17,
@@ -315,9 +315,10 @@ def export(
     def go() -> None:
         import torch
 
-        from i2i.cyclegan.export import check_opset, export_onnx
+        from i2i.cyclegan.export import check_onnx_path, check_opset, export_onnx
 
         check_opset(opset)                       # before the weights are read
+        check_onnx_path(onnx)
         gen, cfg = _load_any_generator(checkpoint, direction,
                                        _gen_fields(net_g, ngf, norm, dropout, input_nc, output_nc),
                                        torch.device("cpu"))

@@ -82,10 +82,14 @@ class GeneratorConfig:
             _check(self.arch, GENERATOR_ARCHS + ("resnet_<N>blocks",), f"{flag(self, 'arch')}")
         _check(self.norm, NORMS, flag(self, "norm"))
         if (self.antialias or self.antialias_up) and not self.arch.startswith("resnet"):
-            raise UsageError(f"{flag(self, 'antialias')}: anti-aliasing is implemented for the resnet generators "
-                             f"only, not {self.arch}")
+            on = [flag(self, name) for name in ("antialias", "antialias_up") if getattr(self, name)]
+            off = " ".join("--no-" + name[2:] for name in on)
+            raise UsageError(f"{' and '.join(on)}: anti-aliasing is implemented for the resnet generators only, not "
+                             f"{self.arch} (CUT and FastCUT turn it on by default): add {off}")
         if self.input_nc not in (1, 3) or self.output_nc not in (1, 3):
             raise UsageError(f"{flag(self, 'input_nc')}/{flag(self, 'output_nc')} must be 1 or 3")
+        if self.ngf < 1:
+            raise UsageError(f"{flag(self, 'ngf')} {self.ngf}: must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,6 +123,9 @@ class DiscriminatorConfig:
         if self.antialias and self.arch not in ("basic", "n_layers"):
             raise UsageError(f"{flag(self, 'antialias')}: anti-aliasing is implemented for the basic/n_layers "
                              f"discriminators, not {self.arch}")
+        for name in ("ndf", "n_layers"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{flag(self, name)} {getattr(self, name)}: must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -112,11 +112,15 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 def list_images(folder: Path, max_items: int | None = None) -> list[Path]:
-    """Image files below ``folder`` (recursive, sorted), like the reference's make_dataset."""
+    """Image files below ``folder`` (recursive, sorted), like the reference's make_dataset: linked folders are
+    followed (each folder once), hidden files and folders (``.ipynb_checkpoints``) left out, as ``translate``
+    reads a folder."""
+    from i2i.images import walk_folder
+
     if not folder.is_dir():
         phase = folder.name[:-1] if folder.name[-1:] in ("A", "B") else "train"
         raise InputError(f"{folder}: no such folder (expected DATAROOT/{phase}A and DATAROOT/{phase}B)")
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+    paths = sorted(item.path for item in walk_folder(folder, videos=False))
     if not paths:
         raise InputError(f"{folder}: contains no images")
     return paths[:max_items] if max_items else paths

@@ -71,6 +71,17 @@ def check_opset(opset: int) -> int:
     return opset
 
 
+def check_onnx_path(path: str | os.PathLike) -> Path:
+    """``path`` if it names an ``.onnx`` file, else a :class:`UsageError` (a folder, or another extension: the
+    file would not be what was asked for)."""
+    p = Path(path)
+    if p.is_dir() or os.fspath(path).endswith(("/", os.sep)):
+        raise UsageError(f"--onnx {path}: a folder; give the output file, e.g. {p / 'G_A.onnx'}")
+    if p.suffix.lower() != ".onnx":
+        raise UsageError(f"--onnx {path}: the output file's name must end in .onnx")
+    return p
+
+
 def export_onnx(generator: nn.Module, cfg: GeneratorConfig, out_path: str | os.PathLike, size: int = 256,
                 opset: int = 17, dynamic: bool = True, check: bool = True,
                 overwrite: bool = False) -> dict[str, Any]:
@@ -92,7 +103,7 @@ def export_onnx(generator: nn.Module, cfg: GeneratorConfig, out_path: str | os.P
     if size < 1:
         raise UsageError(f"--size must be positive (got {size})")
     check_opset(opset)
-    out_path = Path(out_path)
+    out_path = check_onnx_path(out_path)
     if out_path.exists() and not overwrite:  # fail before the (slow) export; atomic_path checks again
         raise OutputError(f"{out_path}: already exists (pass --overwrite to replace it)")
 

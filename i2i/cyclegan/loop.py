@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from i2i.cyclegan.checkpoint import INFO_FILE, LATEST_FILE, latest_checkpoint
+from i2i.cyclegan.checkpoint import (ASIDE_PREFIX, INFO_FILE, RUN_OUTPUTS, aside_folder, latest_checkpoint,
+                                     put_back)
 from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
 from i2i.cyclegan.config import DiscriminatorConfig, TrainConfig
 from i2i.cyclegan.context import StepContext
@@ -37,7 +38,7 @@ from i2i.cyclegan.signals import StopSignal
 from i2i.cyclegan.train_state import load_train_state, save_train_state
 from i2i.device import make_accelerator
 from i2i.errors import CheckpointError, Interrupted, NumericalError, OutputError, UsageError
-from i2i.images import atomic_path, save_image, tensor_to_image
+from i2i.images import atomic_path, check_writable, save_image, tensor_to_image
 from i2i.options import flag
 from i2i.progress import Reporter
 
@@ -90,18 +91,12 @@ def _sample_grid(rows: list[list[torch.Tensor]]) -> "Any":
     return grid
 
 
-# What a run writes in its folder besides config.json; a fresh run over an old one (--overwrite) moves these aside
-# first (the evaluations too: they describe weights that are gone) and deletes them once its own first checkpoint
-# is written; if it fails before that, they are put back.
-RUN_OUTPUTS = ("checkpoints", "samples", "eval", "eval-best", "log.jsonl", LATEST_FILE, "config.json")
-ASIDE_PREFIX = ".overwritten-"
-
-
 def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise UsageError("--resume continues the run in --run-dir and --overwrite starts it over: give one")
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputError(f"--run-dir {run_dir} is a file, not a folder")
+    check_writable([run_dir / "config.json"])       # before the data and networks are built (a file in the way)
     existing = latest_checkpoint(run_dir) if run_dir.exists() else None
     if resume and existing is None:
         raise CheckpointError(f"{run_dir}: no complete checkpoint to resume from")
@@ -180,12 +175,12 @@ class _Run:
     sample grids, hooks and checkpoints. Only rank 0 writes; every rank joins the barriers around a save."""
 
     def __init__(self, config: TrainConfig, method: Method, accelerator: Any, scaler: Any,
-                 iters_per_epoch: int) -> None:
+                 iters_per_epoch: int, sizes: tuple[int, int]) -> None:
         self.config, self.method, self.accelerator, self.scaler = config, method, accelerator, scaler
         self.run_dir = Path(config.run_dir)
         self.writer = CheckpointWriter(self.run_dir, config.keep_checkpoints)
         self.is_main = accelerator.is_main_process
-        self.iters_per_epoch = iters_per_epoch
+        self.iters_per_epoch, self.sizes = iters_per_epoch, sizes      # sizes: images in A and B
         self.epoch, self.iter_in_epoch, self.global_iter = 1, 0, 0
         self.last_ckpt: Path | None = None    # the newest checkpoint: the resumed one until this call saves another
         self.loss_names = method.loss_names
@@ -209,6 +204,11 @@ class _Run:
         if pos.get("iters_per_epoch") not in (None, self.iters_per_epoch):
             raise CheckpointError(f"{self.run_dir}: the dataset or batch size changed since the checkpoint "
                                   f"({pos['iters_per_epoch']} -> {self.iters_per_epoch} iterations per epoch)")
+        saved = tuple(pos.get("dataset_sizes") or self.sizes)       # (checkpoints before it was recorded: not known)
+        if saved != self.sizes:
+            changed = ", ".join(f"{d}: {a} -> {b} images" for d, a, b in zip("AB", saved, self.sizes) if a != b)
+            raise CheckpointError(f"{self.run_dir}: the dataset changed since the checkpoint ({changed}); an exact "
+                                  "resume needs the same images (put them back, or start a new run)")
         reporter.info(f"resuming {self.run_dir} from {folder.name}: epoch {self.epoch}, iteration {self.global_iter}")
         self.last_ckpt = folder
 
@@ -219,9 +219,12 @@ class _Run:
         at the new run's first checkpoint, :meth:`put_back` restores it if the new run fails before."""
         config = self.config
         if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"--run-dir {self.run_dir}: cannot create it ({exc.strerror or exc})") from exc
             if not resume and overwrite:
-                self.aside = self.run_dir / f"{ASIDE_PREFIX}{os.getpid()}"
+                self.aside = aside_folder(self.run_dir)
                 self.aside.mkdir()
                 for name in RUN_OUTPUTS:
                     if os.path.lexists(self.run_dir / name):
@@ -244,15 +247,7 @@ class _Run:
         """The new run failed before its first checkpoint: its outputs go, the old run's come back."""
         if self.aside is None:
             return
-        for name in RUN_OUTPUTS:
-            new = self.run_dir / name
-            if new.is_dir() and not new.is_symlink():
-                shutil.rmtree(new)
-            else:
-                new.unlink(missing_ok=True)
-            if os.path.lexists(self.aside / name):
-                os.replace(self.aside / name, new)
-        self.aside.rmdir()
+        put_back(self.run_dir, self.aside)
         self.aside = None
 
     def _drop_old_runs(self) -> None:
@@ -328,7 +323,7 @@ class _Run:
         path = None
         if self.is_main:
             position = {"epoch": self.epoch, "iter_in_epoch": self.iter_in_epoch, "global_iter": self.global_iter,
-                        "iters_per_epoch": self.iters_per_epoch}
+                        "iters_per_epoch": self.iters_per_epoch, "dataset_sizes": list(self.sizes)}
 
             def extra_files(folder: Path) -> None:
                 if with_state:
@@ -416,7 +411,7 @@ def _train(config: TrainConfig, resume: bool, device: str | None, reporter: Repo
     # ---- the method: networks, optimizers, schedulers, losses
     ctx = StepContext.for_run(dev, config.precision, config.memory_format)
     method = method_cls(config, ctx)
-    run = _Run(config, method, accelerator, ctx.scaler, iters_per_epoch)
+    run = _Run(config, method, accelerator, ctx.scaler, iters_per_epoch, tuple(dataset.sizes))
     if resume:
         run.restore(reporter)
     run.start(resume, overwrite)

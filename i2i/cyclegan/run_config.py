@@ -162,7 +162,11 @@ def _flags(config: TrainConfig, saved: TrainConfig, name: str) -> list[str]:
 
 
 def saved_config(run_dir: str | Path) -> TrainConfig | None:
-    """The config recorded in ``run_dir/config.json``, or None if there is none."""
+    """The config recorded in ``run_dir/config.json``, or None if there is none (the run a killed ``--overwrite``
+    start had set aside is put back first: its config is the run's)."""
+    from i2i.cyclegan.checkpoint import recover_overwritten
+
+    recover_overwritten(run_dir)
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         return None

@@ -62,7 +62,8 @@ class TranslateConfig:
         if self.size is not None:
             check_side(self.size, "--size")
         if self.tile is not None and not 0 <= self.tile_overlap < self.tile:
-            raise UsageError("--tile-overlap must be at least 0 and smaller than --tile")
+            raise UsageError(f"--tile {self.tile} with --tile-overlap {self.tile_overlap} (its default is 32): the "
+                             "overlap must be at least 0 and smaller than the tile")
         if self.num_workers is not None and self.num_workers < 0:
             raise UsageError("--num-workers cannot be negative")
         check_file_name(self.suffix, "--suffix", part=True)

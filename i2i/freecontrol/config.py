@@ -158,7 +158,8 @@ class FreeControlConfig:
 # What a FreeControl job (a JSONL line) may hold (an appearance image is optional); "unguided" is the optional
 # sibling saved beside each image.
 FREECONTROL_JOBS = JobSchema(
-    images=("condition", "appearance"), options=("inversion_prompt", "appearance_prompt", "subject", "concept", "img2img"),
+    images=("condition", "appearance"),
+    options=("inversion_prompt", "appearance_prompt", "subject", "concept", "img2img"),
     extras=("unguided",),
     flags={
         "condition": JobFlag("Condition image (sketch, depth, edges, a photo, ...); repeatable. A video (clip.mp4) "

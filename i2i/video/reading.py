@@ -2,8 +2,8 @@
 
 A clip that stops early is caught two ways: FFmpeg's own decoding error, and fewer decoded frames than the container
 announces (its frame count, and where there are timestamps a last frame well before its duration's end), which is
-how a cut-off Matroska or a damaged MP4 usually shows. Either raises :class:`CorruptVideoError` once the readable frames are used up; the
-translation driver then writes nothing (see :mod:`i2i.video.pipeline`).
+how a cut-off Matroska or a damaged MP4 usually shows. Either raises :class:`CorruptVideoError` once the readable
+frames are used up; the translation driver then writes nothing (see :mod:`i2i.video.pipeline`).
 """
 
 from __future__ import annotations
