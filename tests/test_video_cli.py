@@ -149,3 +149,11 @@ def test_a_folder_translated_into_itself_can_be_run_again(gen_file, tmp_path):
     assert run("cyclegan", "translate", folder, "-c", gen_file, "--out", folder, "-q", "--skip-existing"
                ).exit_code == 0
     assert run("cyclegan", "translate", folder, "-c", gen_file, "--out", folder, "-q", "--overwrite").exit_code == 0
+
+
+def test_out_an_existing_file_is_a_usage_error_for_clips_as_for_images(gen_file, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", n=2, width=32, height=32)
+    (tmp_path / "notes.txt").write_text("mine")
+    res = run("cyclegan", "translate", clip, "-c", gen_file, "--out", tmp_path / "notes.txt")
+    assert res.exit_code == 2 and "is an existing file, not a folder" in res.output
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -48,4 +48,6 @@ def video_targets(videos: Sequence, out: str | os.PathLike, suffix: str = "", n_
             raise UsageError(f"--out {out} names one video file, but {len(videos) + n_images} inputs would be "
                              "written: give a folder")
         return [out]
+    if out.exists() and not out.is_dir():           # as names_one_file says it for images
+        raise UsageError(f"--out {out} is an existing file, not a folder")
     return [out / it.rel.parent / f"{it.rel.stem}{suffix}{DEFAULT_VIDEO_EXT}" for it in videos]
