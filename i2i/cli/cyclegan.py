@@ -12,8 +12,13 @@ from i2i.cli.common import (DebugOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt
 from i2i.cli.options import declared_command, given_changes
 from i2i.cyclegan.config import (CPU_BATCH, CPU_VIDEO_BATCH, DECODE_WORKERS, GPU_BATCH, GPU_VIDEO_BATCH, RUN,
                                  SHAPES_EVAL_LIMIT, TRAIN, WORKER_MIN_CORES)
+from i2i.cyclegan.job_config import EXPORT_OPSET, EXPORT_SIZE, EvalConfig, TranslateConfig
 from i2i.cyclegan.methods import REGISTRY
+from i2i.video.writing import EncodeSettings
 from i2i.progress import Reporter
+
+# The library's defaults, shown by the flags below (not restated here).
+TRANSLATE, EVAL, ENCODE = TranslateConfig(), EvalConfig(), EncodeSettings()
 
 app = typer.Typer(help="CycleGAN (Zhu et al. 2017), CUT and FastCUT (Park et al. 2020, train --model): unpaired "
                        "training, translation of images and videos, evaluation.",
@@ -219,20 +224,23 @@ def translate(
         show_default=False)] = None,
     tile: Annotated[Optional[int], typer.Option("--tile", help="Translate large images in overlapping tiles of "
                                                 "this size (seams blended).")] = None,
-    tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Tile overlap in pixels.")] = 32,
+    tile_overlap: Annotated[int, typer.Option("--tile-overlap", help="Tile overlap in pixels.")] = (
+        TRANSLATE.tile_overlap),
     size: Annotated[Optional[int], typer.Option(
         "--size", help="Translate at this many px on the shorter side (e.g. the training size: 32 for the "
         "builtin:shapes preset) and resize each output back to its input's size. Default: each image as it is.",
         show_default=False)] = None,
-    ext: Annotated[str, typer.Option("--ext", help="Output format extension.")] = ".png",
-    suffix: Annotated[str, typer.Option("--suffix", help="Appended to each output file name.")] = "",
+    ext: Annotated[str, typer.Option("--ext", help="Output format extension.")] = TRANSLATE.ext,
+    suffix: Annotated[str, typer.Option("--suffix", help="Appended to each output file name.")] = (
+        TRANSLATE.suffix),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     num_workers: Annotated[Optional[int], typer.Option(
         "--num-workers", help=f"Background decoding processes (default: {DECODE_WORKERS} on a GPU or a CPU with "
         f"at least {WORKER_MIN_CORES} cores, else 0: decoding in the main process).", show_default=False)] = None,
     skip_existing: SkipExistingOpt = False, shard: ShardOpt = None, temporal: TemporalOpt = False,
     net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
-    input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None, codec: CodecOpt = "h264", crf: CrfOpt = 18,
+    input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None, codec: CodecOpt = ENCODE.codec,
+    crf: CrfOpt = ENCODE.crf,
     device: DeviceOpt = None, precision: PrecisionOpt = "fp32", quiet: QuietOpt = False, json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -242,7 +250,6 @@ def translate(
 
     def go() -> None:
         from i2i.cyclegan.translate_job import translate_inputs
-        from i2i.cyclegan.translator import TranslateConfig
         from i2i.device import check_precision, resolve_device
         from i2i.errors import batch_failure
 
@@ -302,8 +309,9 @@ def export(
                                             "generator file or reference .pth.")],
     onnx: Annotated[str, typer.Option("--onnx", help="Output .onnx file.")],
     direction: Annotated[str, typer.Option("--direction", help="AtoB (G_A) or BtoA (G_B).")] = "AtoB",
-    size: Annotated[int, typer.Option("--size", help="Example input size used for tracing and checking.")] = 256,
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = 17,
+    size: Annotated[int, typer.Option("--size", help="Example input size used for tracing and checking.")] = (
+        EXPORT_SIZE),
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset.")] = EXPORT_OPSET,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     net_g: NetGOpt = None, ngf: NgfOpt = None, norm: NormOpt = None, dropout: DropoutOpt = None,
     input_nc: InputNcOpt = None, output_nc: OutputNcOpt = None,
@@ -342,15 +350,16 @@ def eval_(
     features: Annotated[str, typer.Option(
         "--features", help="Feature extractor for --metrics: inception (the standard; needs its weights, see "
         "--inception-weights) or random-cnn (an offline stand-in with fixed random weights: NOT comparable to "
-        "published FIDs).")] = "inception",
+        "published FIDs).")] = EVAL.features,
     inception_weights: InceptionWeightsOpt = None,
     resolution: Annotated[str, typer.Option(
         "--resolution", help="train: images resized as in training (e.g. 256x256); original: as they are. "
-        "The summary says which.")] = "train",
-    kid_subsets: Annotated[int, typer.Option("--kid-subsets", help="Random subsets KID is averaged over.")] = 100,
+        "The summary says which.")] = EVAL.resolution,
+    kid_subsets: Annotated[int, typer.Option("--kid-subsets", help="Random subsets KID is averaged over.")] = (
+        EVAL.kid_subsets),
     dataroot: Annotated[Optional[str], typer.Option("--dataroot", help="Dataset with testA/testB, or "
                                                     "builtin:shapes (default: the run's own).")] = None,
-    phase: Annotated[str, typer.Option("--phase", help="Folder prefix: <phase>A, <phase>B.")] = "test",
+    phase: Annotated[str, typer.Option("--phase", help="Folder prefix: <phase>A, <phase>B.")] = EVAL.phase,
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many images per direction "
                                                  f"(default: all; builtin:shapes: {SHAPES_EVAL_LIMIT}).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where summary.json and grid.png go "
@@ -365,7 +374,7 @@ def eval_(
 
     def go() -> None:
         from i2i.cli.eval_table import print_eval_table
-        from i2i.cyclegan.evaluate import EvalConfig, default_eval_dir, evaluate
+        from i2i.cyclegan.evaluate import default_eval_dir, evaluate
         from i2i.device import check_precision, resolve_device
 
         dev = resolve_device(device)

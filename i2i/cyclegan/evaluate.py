@@ -17,7 +17,6 @@ ones are refused before any work unless ``overwrite``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +25,10 @@ from PIL import Image
 from i2i.cyclegan.checkpoint import latest_checkpoint, load_generator, resolve_generator_file
 from i2i.cyclegan.config import SHAPES_EVAL_LIMIT, TrainConfig
 from i2i.cyclegan.data import BUILTIN_SHAPES, list_images
+from i2i.cyclegan.job_config import EvalConfig
 from i2i.cyclegan.translator import translate_pil
 from i2i.errors import CheckpointError, InputError, OutputError, UsageError
 from i2i.images import image_to_tensor, load_image, output_folder, save_image, write_bytes_atomic
-from i2i.metrics import DOMAIN_SCORE_REMOVED
 from i2i.progress import Reporter
 
 if TYPE_CHECKING:
@@ -39,41 +38,6 @@ if TYPE_CHECKING:
 POSITION_TOLERANCE = 0.08
 # Test images of builtin:shapes use indices far from the training ones.
 SHAPES_TEST_OFFSET = 10_000_000
-
-
-METRICS = ("fid", "kid")
-RESOLUTIONS = ("train", "original")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    dataroot: str | None = None        # default: the run's training dataroot
-    phase: str = "test"
-    limit: int | None = None           # images per direction (default: all; shapes: SHAPES_EVAL_LIMIT)
-    grid_rows: int = 6
-    precision: str = "fp32"
-    metrics: tuple[str, ...] = ()      # any of METRICS (image folders only)
-    features: str = "inception"        # feature extractor for the metrics (i2i.metrics.registry)
-    inception_weights: str | None = None
-    resolution: str = "train"          # "train": images resized as in training; "original": as they are
-    kid_subsets: int = 100
-    best: bool = False                 # the run's best checkpoint (trained with --eval-every), not its latest
-
-    def __post_init__(self) -> None:
-        if "domain" in self.metrics:
-            raise UsageError(f"--metrics domain: {DOMAIN_SCORE_REMOVED}; choose from {','.join(METRICS)}")
-        unknown = [m for m in self.metrics if m not in METRICS]
-        if unknown:
-            raise UsageError(f"--metrics {','.join(unknown)}: choose from {','.join(METRICS)}")
-        if self.resolution not in RESOLUTIONS:
-            raise UsageError(f"--resolution {self.resolution!r}: use train or original")
-        if self.kid_subsets < 1:
-            raise UsageError("--kid-subsets must be at least 1")
-        if self.limit is not None and self.limit < 1:
-            raise UsageError(f"--limit must be at least 1 (got {self.limit}); leave it out for all images")
-        if self.metrics and self.limit is not None and self.limit < 2:      # found before translating anything
-            raise UsageError(f"--metrics {','.join(self.metrics)} needs at least 2 images per set (--limit "
-                             f"{self.limit})")
 
 
 def _l1(a: Image.Image, b: Image.Image) -> float:

@@ -20,6 +20,7 @@ from torch import nn
 
 from i2i.cyclegan.checkpoint import unwrap
 from i2i.cyclegan.config import GeneratorConfig
+from i2i.cyclegan.job_config import EXPORT_OPSET, EXPORT_SIZE
 from i2i.cyclegan.networks import min_generator_side, required_multiple
 from i2i.errors import CheckpointError, OutputError, UsageError
 from i2i.images import atomic_path
@@ -82,8 +83,8 @@ def check_onnx_path(path: str | os.PathLike) -> Path:
     return p
 
 
-def export_onnx(generator: nn.Module, cfg: GeneratorConfig, out_path: str | os.PathLike, size: int = 256,
-                opset: int = 17, dynamic: bool = True, check: bool = True,
+def export_onnx(generator: nn.Module, cfg: GeneratorConfig, out_path: str | os.PathLike, size: int = EXPORT_SIZE,
+                opset: int = EXPORT_OPSET, dynamic: bool = True, check: bool = True,
                 overwrite: bool = False) -> dict[str, Any]:
     """Export ``generator`` (described by ``cfg``) to ONNX at ``out_path``, atomically.
 

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,60 +26,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from i2i.cyclegan.config import CPU_BATCH, DECODE_WORKERS, GPU_BATCH, WORKER_MIN_CORES, GeneratorConfig
+from i2i.cyclegan.config import GeneratorConfig
+from i2i.cyclegan.job_config import TranslateConfig  # noqa: F401  (re-exported: its old home)
 from i2i.cyclegan.networks import MIN_SIDE, required_multiple
 from i2i.device import Precision, autocast, use_channels_last
-from i2i.errors import I2IError, InputError, OutputError, UsageError
-from i2i.images import (InputItem, check_file_name, check_image_ext, check_side, check_write_mode, convert_image,
-                        image_to_tensor, load_image, output_path, remove_stale_temps, save_image, stops_the_batch,
-                        tensor_to_image)
+from i2i.errors import I2IError, InputError, OutputError
+from i2i.images import (InputItem, convert_image, image_to_tensor, load_image, output_path, remove_stale_temps,
+                        save_image, stops_the_batch, tensor_to_image)
 from i2i.progress import Reporter
-
-
-@dataclass(frozen=True)
-class TranslateConfig:
-    """Translation settings. ``batch_size`` and ``num_workers`` None: chosen for the device by
-    :meth:`for_device`."""
-
-    batch_size: int | None = None
-    tile: int | None = None          # tile side in px (None: whole images)
-    tile_overlap: int = 32
-    size: int | None = None          # translate at this shorter side, output resized back (None: as it is)
-    precision: Precision = "fp32"
-    ext: str = ".png"
-    suffix: str = ""
-    overwrite: bool = False
-    num_workers: int | None = None
-    skip_existing: bool = False      # an existing output is done: counted in ``skipped``, not an error
-
-    def __post_init__(self) -> None:
-        check_write_mode(self.overwrite, self.skip_existing)
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
-        if self.tile is not None and self.tile < 1:
-            raise UsageError("--tile must be a positive number of pixels")
-        if self.size is not None:
-            check_side(self.size, "--size")
-        if self.tile is not None and not 0 <= self.tile_overlap < self.tile:
-            raise UsageError(f"--tile {self.tile} with --tile-overlap {self.tile_overlap} (its default is 32): the "
-                             "overlap must be at least 0 and smaller than the tile")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise UsageError("--num-workers cannot be negative")
-        check_file_name(self.suffix, "--suffix", part=True)
-        if self.ext and not self.ext.startswith("."):             # "jpg" as the CLI takes it
-            object.__setattr__(self, "ext", "." + self.ext)
-        check_image_ext(check_file_name(self.ext, "--ext", part=True))
-
-    def for_device(self, device: torch.device) -> "TranslateConfig":
-        """Unset batch size / workers filled in for ``device`` (:data:`i2i.cyclegan.config.GPU_BATCH` and the
-        constants beside it: on a CPU one image at a time, as the convolutions already use every core)."""
-        import os
-
-        gpu = device.type == "cuda"
-        batch = self.batch_size if self.batch_size is not None else (GPU_BATCH if gpu else CPU_BATCH)
-        workers = self.num_workers if self.num_workers is not None else (
-            DECODE_WORKERS if gpu or (os.cpu_count() or 1) >= WORKER_MIN_CORES else 0)
-        return dataclasses.replace(self, batch_size=batch, num_workers=workers)
 
 
 @dataclass
