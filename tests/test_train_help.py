@@ -57,6 +57,8 @@ def test_every_shown_default_is_the_config_that_runs(model):
     for flag, paths in flags.items():
         row = rows[flag]
         a, b = shown(on_shapes, flag, paths), shown(on_folder, flag, paths)
+        if flag == "--shapes-count":                 # image folders do not use it: only the preset's is shown
+            b = a
         if a == b:
             assert (f"[default: {a}]" in row) if a is not None else "[default:" not in row, row
         else:

@@ -85,10 +85,13 @@ def _train_defaults(args: list[str]):
     from i2i.cyclegan.run_config import default_config
     from i2i.errors import UsageError
 
+    import dataclasses
+
     try:
         model = _train_model(args)
-        return Defaults(default_config(model, shapes=True), usual=default_config(model),
-                        note="from the shapes preset", usual_label="for image folders")
+        shapes = default_config(model, shapes=True)
+        folders = dataclasses.replace(default_config(model), shapes_count=shapes.shapes_count)  # (unused there)
+        return Defaults(shapes, usual=folders, note="from the shapes preset", usual_label="for image folders")
     except UsageError:
         return None
 
