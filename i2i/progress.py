@@ -45,7 +45,8 @@ class Reporter:
             self.console.print(message, markup=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
-        """Print a warning once: the same text again (each frame of a clip, each job of a batch) is not repeated."""
+        """Print a warning once per reporter (one command): the same text again (each frame of a clip, each job of
+        a batch) is not repeated."""
         if self.silent:
             warnings.warn(message, stacklevel=3)
             return

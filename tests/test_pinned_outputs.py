@@ -14,11 +14,12 @@ settings turn it off); the 9 tiny-pipeline outputs did not move. Then the demo m
 to the feature block up_blocks.2 (structure weight 3000, 16 components; 2026-12-06): fc_demo and
 fc_demo_appearance were re-recorded (they moved by 0.72 and 1.73), the other 11 did not move (max diff 0). Then
 the PCA of the semantic bases stopped at the rank of the centred seed features (2026-12-07,
-i2i/freecontrol/guidance.py ``pca_basis``): the tiny pipelines' bases had one more component than their few seed
-features span, an arbitrary direction that differed between machines and thread counts (fc_sdxl came out 59 apart
-of 130 on an AMD host, 70 apart between 1 and 2 threads; now 0.002); fc_sd, fc_sd_appearance, fc_sd_img2img and
-fc_sdxl were re-recorded (they moved by 1.3-1.4 and 55), the demo model's and the other outputs did not move beyond
-1e-4 (their bases are full rank), and the file was recorded on the AMD host (no AMX) where this was found.
+i2i/freecontrol/guidance.py ``pca_basis``; layers and steps of lower rank padded with zero rows, bases.py): the
+tiny pipelines' bases had components beyond what their few seed features span, arbitrary directions that differed
+between machines and thread counts (fc_sdxl came out 59 apart of 130 on an AMD host, 70 apart between 1 and 2
+threads; now 0.002); fc_sd, fc_sd_appearance, fc_sd_img2img and fc_sdxl were re-recorded, the demo model's and the
+other outputs did not move beyond 1e-4 (their bases are full rank), and the file was recorded on the AMD host (no
+AMX) where this was found.
 
 On the machine (CPU model and AMX) and torch version that recorded them (one thread) the outputs must be bit-equal;
 elsewhere, float kernels round differently, so they must agree to 1e-4 of each output's largest value (between 1

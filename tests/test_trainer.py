@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
+from i2i.cli.app import app
 from i2i.cyclegan.config import DiscriminatorConfig, GeneratorConfig, TrainConfig
 from i2i.cyclegan.methods.cyclegan import CycleGAN
 from i2i.cyclegan.trainer import resolve_config, train
@@ -137,30 +139,63 @@ def test_an_overwrite_that_fails_before_its_first_checkpoint_keeps_the_old_run(t
     assert after == before                                                     # config, checkpoints, log, samples
 
 
-def test_a_killed_overwrite_start_leaves_the_old_run_to_be_put_back(tmp_path):
+def _files(run):
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+def _kill_while_setting_aside(run, moved, prefix=".overwritten-", host=None):
+    """What ``kill -9`` of a start with --overwrite leaves: ``moved`` outputs in a folder of a dead process."""
     import os
     import socket
 
-    from i2i.cyclegan.checkpoint import RUN_OUTPUTS, aside_folder, latest_checkpoint
+    folder = run / f"{prefix}{host or socket.gethostname()}-{2 ** 22 + 12345}"     # above any Linux PID
+    folder.mkdir()
+    for name in moved:
+        os.replace(run / name, folder / name)
+    return folder
+
+
+def test_a_killed_overwrite_start_leaves_the_old_run_to_be_put_back(tmp_path):
+    from i2i.cyclegan.run_aside import RUN_OUTPUTS
 
     run = tmp_path / "run"
     train(tiny_config(run, max_iters=4, save_every=2))
-    before = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    live = aside_folder(run)                                 # a start still running (this process): left alone
-    live.mkdir()
-    assert latest_checkpoint(run) is not None and live.is_dir()
-    live.rmdir()
-    dead = run / f".overwritten-{socket.gethostname()}-{2 ** 22 + 12345}"      # what kill -9 of a start leaves
-    dead.mkdir()
-    for name in RUN_OUTPUTS:
-        if os.path.lexists(run / name):
-            os.replace(run / name, dead / name)
-    (run / "config.json").write_text(json.dumps({**tiny_config(run, lr=1e-3).to_dict()}))   # the dead start's
+    before = _files(run)
+    dead = _kill_while_setting_aside(run, [n for n in RUN_OUTPUTS if (run / n).exists()])
+    (run / "config.json").write_text(json.dumps(tiny_config(run, lr=1e-3).to_dict()))     # the dead start's
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "x.png")
+    res = CliRunner().invoke(app, ["cyclegan", "translate", str(tmp_path / "x.png"), "-c", str(run), "--out",
+                                   str(tmp_path / "o")])
+    assert res.exit_code == 4 and "--resume` puts it back" in res.output           # read-only: only a hint
+    assert dead.is_dir()
     with pytest.warns(UserWarning, match="put back"):
         with pytest.raises(OutputError, match="already holds a run"):      # not a silent fresh start over it
             train(tiny_config(run, max_iters=2))
-    after = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    assert after == before and not dead.exists()
+    assert _files(run) == before and not dead.exists()
+
+
+def test_a_start_killed_while_moving_the_old_run_aside_loses_nothing(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(run, max_iters=4, save_every=2))
+    before = _files(run)
+    _kill_while_setting_aside(run, ["checkpoints", "samples"], prefix=".overwriting-")   # latest, log, config left
+    with pytest.warns(UserWarning, match="put back"):
+        with pytest.raises(OutputError, match="already holds a run"):
+            train(tiny_config(run, max_iters=2))
+    assert _files(run) == before
+
+
+def test_a_run_set_aside_on_another_host_is_not_started_over_blindly(tmp_path):
+    from i2i.cyclegan.run_aside import RUN_OUTPUTS
+
+    run = tmp_path / "run"
+    train(tiny_config(run, max_iters=2, save_every=2))
+    elsewhere = _kill_while_setting_aside(run, [n for n in RUN_OUTPUTS if (run / n).exists()], host="node-7")
+    with pytest.raises(OutputError, match="on another host"):
+        train(tiny_config(run, max_iters=2))
+    assert elsewhere.is_dir() and (elsewhere / "checkpoints").is_dir()
 
 
 def test_resume_refuses_a_dataset_whose_image_counts_changed(tmp_path):

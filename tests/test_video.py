@@ -459,3 +459,13 @@ def test_the_output_says_which_yuv_matrix_it_was_encoded_with(gen, clip, tmp_pat
     with av.open(str(tmp_path / "o.mp4")) as c:
         ctx = c.streams.video[0].codec_context
         assert (ctx.colorspace, ctx.color_range) == (6, 1)       # BT.601 (SMPTE 170M), limited range
+
+
+def test_the_frame_rate_grid_keeps_a_late_video_start(tmp_path):
+    out = tmp_path / "late.avi"
+    with VideoWriter(out, 32, 32, Fraction(25), EncodeSettings("mjpeg"), time_base=Fraction(1, 1000)) as writer:
+        for i, frame in enumerate(moving_frames(4, 32, 32)):
+            writer.write(frame, 500 + 40 * i)                    # the video starts 0.5 s into the clip's time
+    with av.open(str(out)) as c:                                 # (AVI shows the first frame from 0 until then)
+        stamps = [float(p.pts * p.time_base) for p in c.demux(c.streams.video[0]) if p.size]
+    assert stamps[-1] == pytest.approx(0.6, abs=0.001) and len(stamps) == 4

@@ -203,15 +203,6 @@ def given(**values: object) -> dict[str, object]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def warn_unknown_demo_words(texts: list[str], model_name: str, reporter: Reporter) -> None:
-    """Warn when ``model_name`` is a demo model and ``texts`` use words it was never trained on."""
-    from i2i.demo.model import demo_vocabulary_warning
-
-    warning = demo_vocabulary_warning(texts, model_name)
-    if warning:
-        reporter.warn(warning)
-
-
 def quiet_libraries() -> None:
     """Silence diffusers'/transformers' loading bars and import notices. Called by the diffusion commands (the
     CLI only: the library never changes other libraries' global settings)."""

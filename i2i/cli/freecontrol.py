@@ -119,7 +119,8 @@ def run_bases(changes: dict[str, Any], reporter: Reporter, *, concept: Optional[
               from_inverted: bool, overwrite: bool, cache_dir: Optional[Path], device: Optional[str],
               precision: str) -> None:
     """``freecontrol bases``: import official bases, or compute (and cache) a concept's, or picture them."""
-    from i2i.cli.common import quiet_libraries, warn_unknown_demo_words
+    from i2i.cli.common import quiet_libraries
+    from i2i.demo.model import warn_unknown_words
     from i2i.device import check_precision, resolve_device
     from i2i.errors import UsageError
     from i2i.freecontrol.bases import read_concept_images, save_bases
@@ -142,7 +143,7 @@ def run_bases(changes: dict[str, Any], reporter: Reporter, *, concept: Optional[
     cfg = dataclasses.replace(full.bases, source=source, images=None if images is None else str(images),
                               **{"inversion_steps": None, **changes}).validate()
     concept_images = read_concept_images(images, reporter) if images is not None else None
-    warn_unknown_demo_words([concept], model_name, reporter)
+    warn_unknown_words([concept], model_name, reporter)
     dev = resolve_device(device)
     check_precision(precision, dev)
     quiet_libraries()

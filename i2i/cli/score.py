@@ -17,15 +17,16 @@ SCORES_PANEL = "Scores (--score)"
 DEFAULT_DINO, DEFAULT_CLIP = "facebook/dino-vitb8", "openai/clip-vit-base-patch32"
 
 # The same flags on every diffusion command: --score, with --dino/--clip as in `i2i score`.
+SELF_SIM = "self_sim (structure distance to the condition, DINO ViT-B/8; lower keeps it better)"
+CLIP_SCORE = "clip_score (CLIP image-prompt similarity; higher follows the prompt better)"
+LOADED = ("The weights are loaded before the diffusion model; offline without them, exit 4 names what to "
+          "download.")
 ScoreOpt = Annotated[bool, typer.Option(
-    "--score", help="Add self_sim (structure distance to the condition, DINO ViT-B/8; lower keeps it better) and "
-    "clip_score (CLIP image-prompt similarity; higher follows the prompt better) to each JSON result, as "
-    "`i2i score` computes them. The weights are loaded before the diffusion model; offline without them, exit 4 "
-    "names what to download.", rich_help_panel=SCORES_PANEL)]
-TextScoreOpt = Annotated[bool, typer.Option(
-    "--score", help="Add clip_score (CLIP image-prompt similarity; higher follows the prompt better) to each JSON "
-    "result, as `i2i score` computes it. The weights are loaded before the diffusion model; offline without them, "
-    "exit 4 names what to download.", rich_help_panel=SCORES_PANEL)]        # a method without a condition image
+    "--score", help=f"Add {SELF_SIM} and {CLIP_SCORE} to each JSON result, as `i2i score` computes them. {LOADED}",
+    rich_help_panel=SCORES_PANEL)]
+TextScoreOpt = Annotated[bool, typer.Option(                  # a method without a condition image
+    "--score", help=f"Add {CLIP_SCORE} to each JSON result, as `i2i score` computes it. {LOADED}",
+    rich_help_panel=SCORES_PANEL)]
 JobDinoOpt = Annotated[str, typer.Option("--dino", help="With --score: " + DINO_HELP, rich_help_panel=SCORES_PANEL)]
 JobClipOpt = Annotated[str, typer.Option("--clip", help="With --score: " + CLIP_HELP, rich_help_panel=SCORES_PANEL)]
 

@@ -150,89 +150,8 @@ CHECKPOINT_FILES = ("G_A.safetensors", "G_B.safetensors", "D_A.safetensors", "D_
 _ALWAYS_PRESENT = ("G_A.safetensors", "train_state.safetensors", "train_state.json")
 
 
-# What a run writes in its folder besides config.json; a fresh run over an old one (--overwrite) moves these aside
-# first (the evaluations too: they describe weights that are gone) and deletes them once its own first checkpoint
-# is written; if it fails before that, they are put back (by the run itself, or after a kill by the next look at
-# the folder: :func:`recover_overwritten`).
-RUN_OUTPUTS = ("checkpoints", "samples", "eval", "eval-best", "log.jsonl", LATEST_FILE, "config.json")
-ASIDE_PREFIX = ".overwritten-"
-
-
-def aside_folder(run_dir: str | os.PathLike) -> Path:
-    """Where this process sets an old run aside: named by host and process, so another look can tell a start
-    still running from one that was killed."""
-    import socket
-
-    return Path(run_dir) / f"{ASIDE_PREFIX}{socket.gethostname()}-{os.getpid()}"
-
-
-def put_back(run_dir: str | os.PathLike, aside: Path) -> None:
-    """The old run's outputs from ``aside`` back into ``run_dir``, replacing what a failed new start wrote."""
-    import shutil
-
-    run = Path(run_dir)
-    for name in RUN_OUTPUTS:
-        new = run / name
-        if new.is_dir() and not new.is_symlink():
-            shutil.rmtree(new)
-        else:
-            new.unlink(missing_ok=True)
-        if os.path.lexists(aside / name):
-            os.replace(aside / name, new)
-    aside.rmdir()
-
-
-def _running_here(aside: Path) -> bool:
-    """Whether the start that made ``aside`` may still be running: on another host (it cannot be told), or here
-    with its process alive."""
-    import socket
-
-    host, _, pid = aside.name[len(ASIDE_PREFIX):].rpartition("-")
-    if host and host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def recover_overwritten(run_dir: str | os.PathLike) -> Path | None:
-    """After a start with ``--overwrite`` was killed (``kill -9``, out of memory) before its first checkpoint,
-    the old run is still set aside in a hidden folder and the run folder holds only the dead start's config:
-    put the old run back, as the start would have on an error, and return the folder it came from (a warning
-    says so). When the new run did write a checkpoint, the old one is deleted, as the run would have. A start
-    still running is left alone."""
-    import shutil
-    import warnings
-
-    run = Path(run_dir)
-    if not run.is_dir():
-        return None
-    restored = None
-    for aside in sorted(run.glob(f"{ASIDE_PREFIX}*")):
-        if not aside.is_dir() or _running_here(aside):
-            continue
-        if _newest_checkpoint(run) is not None:
-            shutil.rmtree(aside, ignore_errors=True)
-        elif restored is None:
-            put_back(run, aside)
-            restored = aside
-            warnings.warn(f"{run}: a start with --overwrite was stopped before its first checkpoint; the run it "
-                          "was replacing is put back", stacklevel=2)
-    return restored
-
-
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint directory of a run, or None if the run has none (a run that a killed
-    ``--overwrite`` start had set aside is put back first: :func:`recover_overwritten`)."""
-    recover_overwritten(run_dir)
-    return _newest_checkpoint(run_dir)
-
-
-def _newest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint directory of a run, or None if the run has none."""
     run = Path(run_dir)
     pointer = run / LATEST_FILE
     complete = [p for p in sorted((run / "checkpoints").glob("iter_*"))
@@ -327,4 +246,7 @@ def resolve_generator_file(checkpoint: str | os.PathLike, direction: str = "AtoB
     single = sorted(ckpt.glob("*.safetensors"))
     if len(single) == 1:
         return single[0]
-    raise CheckpointError(f"{p}: no {name} found (is this a run folder with at least one saved checkpoint?)")
+    from i2i.cyclegan.run_aside import set_aside_note
+
+    raise CheckpointError(f"{p}: no {name} found (is this a run folder with at least one saved checkpoint?)"
+                          + set_aside_note(p))

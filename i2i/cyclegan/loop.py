@@ -14,8 +14,8 @@ import math
 import os
 import random
 import shlex
-import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from i2i.cyclegan.checkpoint import (ASIDE_PREFIX, INFO_FILE, RUN_OUTPUTS, aside_folder, latest_checkpoint,
-                                     put_back)
+from i2i.cyclegan import run_aside
+from i2i.cyclegan.checkpoint import INFO_FILE, latest_checkpoint
 from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
 from i2i.cyclegan.config import DiscriminatorConfig, TrainConfig
 from i2i.cyclegan.context import StepContext
@@ -97,7 +97,14 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputError(f"--run-dir {run_dir} is a file, not a folder")
     check_writable([run_dir / "config.json"])       # before the data and networks are built (a file in the way)
+    if (said := run_aside.recover(run_dir)) is not None:
+        warnings.warn(said, stacklevel=4)
     existing = latest_checkpoint(run_dir) if run_dir.exists() else None
+    elsewhere = run_aside.other_hosts(run_dir)
+    if elsewhere and existing is None and not overwrite:
+        raise OutputError(f"{run_dir}: {elsewhere[0].name} holds a run set aside by a start with --overwrite on "
+                          "another host that has not written its first checkpoint; if that start is no longer "
+                          f"running, move the contents of {elsewhere[0]} back into {run_dir} and run again")
     if resume and existing is None:
         raise CheckpointError(f"{run_dir}: no complete checkpoint to resume from")
     if not resume and existing is not None and not overwrite:
@@ -213,10 +220,10 @@ class _Run:
         self.last_ckpt = folder
 
     def start(self, resume: bool, overwrite: bool) -> None:
-        """Write ``config.json``; a fresh run over an old one (``overwrite``) first moves the old run's
-        :data:`RUN_OUTPUTS` (checkpoints, samples, log, evaluations, config) into a hidden folder, so none of them
-        can be mistaken for the new run's or outlive its checkpoints when they are pruned; :meth:`save` deletes it
-        at the new run's first checkpoint, :meth:`put_back` restores it if the new run fails before."""
+        """Write ``config.json``; a fresh run over an old one (``overwrite``) first moves the old run's outputs
+        (checkpoints, samples, log, evaluations, config) into a hidden folder (:mod:`i2i.cyclegan.run_aside`), so
+        none of them can be mistaken for the new run's or outlive its checkpoints when they are pruned; :meth:`save`
+        deletes it at the new run's first checkpoint, :meth:`put_back` restores it if the new run fails before."""
         config = self.config
         if self.is_main:
             try:
@@ -224,11 +231,7 @@ class _Run:
             except OSError as exc:
                 raise OutputError(f"--run-dir {self.run_dir}: cannot create it ({exc.strerror or exc})") from exc
             if not resume and overwrite:
-                self.aside = aside_folder(self.run_dir)
-                self.aside.mkdir()
-                for name in RUN_OUTPUTS:
-                    if os.path.lexists(self.run_dir / name):
-                        os.replace(self.run_dir / name, self.aside / name)
+                self.aside = run_aside.set_aside(self.run_dir)
             self.writer.clean_stale()
             with atomic_path(self.run_dir / "config.json", overwrite=True) as p:
                 p.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
@@ -247,14 +250,13 @@ class _Run:
         """The new run failed before its first checkpoint: its outputs go, the old run's come back."""
         if self.aside is None:
             return
-        put_back(self.run_dir, self.aside)
+        run_aside.put_back(self.run_dir, self.aside)
         self.aside = None
 
     def _drop_old_runs(self) -> None:
-        """The new run has a checkpoint: the old run's outputs set aside (this call's, and any a killed start
-        left) are deleted."""
-        for folder in self.run_dir.glob(f"{ASIDE_PREFIX}*"):
-            shutil.rmtree(folder, ignore_errors=True)
+        """The new run has a checkpoint: the old run's outputs it set aside (and any a start killed here left)
+        are deleted."""
+        run_aside.drop_dead(self.run_dir, self.aside)
         self.aside = None
 
     # ---- every iteration

@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
+from i2i.cyclegan import run_aside
 from i2i.cyclegan.config import DEFAULT_MODEL, RESUMABLE_FIELDS, SHAPES_PRESET, TrainConfig
 from i2i.cyclegan.methods import get_method
 from i2i.errors import CheckpointError, InputError, UsageError
@@ -60,6 +62,8 @@ def run_config(dataroot: str | None = None, run_dir: str | None = None, model: s
         given["model"] = model
     if dataroot is not None or not resume:       # recorded absolute, so that a resume works from any folder
         given["dataroot"] = data if data.startswith("builtin:") else os.path.abspath(data)
+    if resume and (said := run_aside.recover(given["run_dir"])) is not None:   # before its config is read
+        warnings.warn(said, stacklevel=2)
     base = saved_config(given["run_dir"]) if resume else None
     base = base or default_config(model or DEFAULT_MODEL, shapes=data == BUILTIN_SHAPES)
     if option_pairs:
@@ -162,11 +166,7 @@ def _flags(config: TrainConfig, saved: TrainConfig, name: str) -> list[str]:
 
 
 def saved_config(run_dir: str | Path) -> TrainConfig | None:
-    """The config recorded in ``run_dir/config.json``, or None if there is none (the run a killed ``--overwrite``
-    start had set aside is put back first: its config is the run's)."""
-    from i2i.cyclegan.checkpoint import recover_overwritten
-
-    recover_overwritten(run_dir)
+    """The config recorded in ``run_dir/config.json``, or None if there is none."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         return None

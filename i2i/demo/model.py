@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from i2i.errors import CheckpointError
 from i2i.text import words as prompt_words
+
+if TYPE_CHECKING:
+    from i2i.progress import Reporter
 
 DEMO_MODEL_NAME = "demo-shapes"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -20,6 +24,14 @@ def demo_model_path() -> Path:
                               "Diffusion folder or hub id, or train it: python -m i2i.demo.train --run DIR "
                               "(docs/demo-model.md)")
     return path
+
+
+def warn_unknown_words(texts: Iterable[str], model: str | Path, reporter: "Reporter | None") -> None:
+    """Warn (through ``reporter``) when ``model`` is a demo model and ``texts`` use words it has no tokens for."""
+    from i2i.progress import warn
+
+    if (warning := demo_vocabulary_warning(texts, model)) is not None:
+        warn(reporter, warning, stacklevel=3)
 
 
 def demo_vocabulary_warning(texts: Iterable[str], model: str | Path) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from i2i.diffusion.method import DiffusionMethod
-from i2i.progress import Reporter, warn
+from i2i.progress import Reporter
 
 if TYPE_CHECKING:
     from i2i.summary import BatchSummary
@@ -61,7 +61,7 @@ def run_batch(method: DiffusionMethod, prompts: Sequence[str] = (), images: dict
     save the schema's companion images; ``scorers``: called with the device before the model loads, returns the
     scorers of ``--score``; ``before_load``: called just before the scorers or the model load.
     """
-    from i2i.demo.model import demo_vocabulary_warning
+    from i2i.demo.model import warn_unknown_words
     from i2i.device import check_precision, resolve_device
     from i2i.diffusion.jobs import JobRun, build_jobs, run_jobs
     from i2i.diffusion.settings import describe
@@ -82,10 +82,8 @@ def run_batch(method: DiffusionMethod, prompts: Sequence[str] = (), images: dict
     all_jobs = build_jobs(schema, list(prompts), images or {}, None if jobs is None else Path(jobs), defaults,
                           method.seed if seed is None else seed)
     texts = [getattr(config, f.name) for f in dataclasses.fields(config) if f.name.endswith("prompt")]
-    warning = demo_vocabulary_warning([*texts, *(job[key] for job in all_jobs for key in ("prompt", *schema.options)
-                                                 if isinstance(job.get(key), str))], model_name)
-    if warning:
-        warn(reporter, warning)
+    warn_unknown_words([*texts, *(job[key] for job in all_jobs for key in ("prompt", *schema.options)
+                                  if isinstance(job.get(key), str))], model_name, reporter)
     run.update((check(all_jobs) if check else None) or {})
     dev = resolve_device(device)
     check_precision(precision, dev)

@@ -286,9 +286,12 @@ def compute_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, siz
             means.append(torch.stack([m.cpu() for m, _ in step]))
             bases.append([b.cpu() for _, b in step])
             adv(1)
-    k = min(b.shape[0] for layer_bases in bases for b in layer_bases)     # one count for all: the lowest rank
+    # one count for all: the highest rank; a layer or step of lower rank gets zero rows, whose coordinates are 0
+    # (a flat component: no guidance), so no other layer loses a direction
+    k = max(b.shape[0] for layer_bases in bases for b in layer_bases)
+    padded = [[torch.cat([b, b.new_zeros(k - b.shape[0], b.shape[1])]) for b in layer_bases] for layer_bases in bases]
     return SemanticBases(analysed.to(torch.int64).cpu(), tuple(layers), torch.stack(means),
-                         torch.stack([torch.stack([b[:k] for b in layer_bases]) for layer_bases in bases]), info)
+                         torch.stack([torch.stack(layer_bases) for layer_bases in padded]), info)
 
 
 def cached_bases(pipe: "DiffusionModel", concept: str, config: BasesConfig, size: int,

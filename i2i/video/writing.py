@@ -7,6 +7,7 @@ one (x264, x265, VP9, SVT-AV1); other encoders use their default bit rate.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -184,7 +185,7 @@ class VideoWriter:
         self._fps, self._source_base = Fraction(fps), time_base
         self._time_base = 1 / self._fps if self._grid or time_base is None else time_base
         self._shift = round(start / float(time_base)) if time_base is not None else 0
-        self._count, self._last_pts, self._first = 0, None, None
+        self._count, self._last_pts, self._start = 0, None, start
 
     def write(self, array: "np.ndarray", pts: int | None = None) -> None:
         """Encode one frame; ``pts`` in the ``time_base`` given to the constructor, the source's (None: frame
@@ -195,8 +196,8 @@ class VideoWriter:
         if pts is None:
             pts = round(self._count / self._fps / self._time_base)
         elif self._grid:                    # on the frame-rate grid these encoders and muxers keep time in,
-            self._first = pts if self._first is None else self._first    # from the first frame (the audio may
-            pts = round((pts - self._first) * self._source_base * self._fps)   # lead or lag by < 1 frame)
+            seconds = float(pts * self._source_base) - self._start     # rounded down: no empty first frame
+            pts = math.floor(seconds * float(self._fps) + 1e-6)        # (the audio leads by < 1 frame)
         else:
             pts -= self._shift
         if self._last_pts is not None and pts <= self._last_pts:   # repeated or disordered stamps
