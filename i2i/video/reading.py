@@ -164,12 +164,8 @@ def check_whole(path: str | os.PathLike) -> VideoInfo:
                     first_time = t if first_time is None else min(first_time, t)
                     last_time = t if last_time is None else max(last_time, t)
         except (av.FFmpegError, ValueError) as exc:
-            raise CorruptVideoError(f"{p}: corrupt or truncated video: reading failed after frame {count}"
-                                    f"{_of(info)} ({_reason(exc)})") from exc
-    if count == 0:
-        raise CorruptVideoError(f"{p}: no frame could be read")
-    if _ends_early(info, count, first_time, last_time) and not (info.end_of_file and _file_reaches_end(p, info)):
-        raise CorruptVideoError(f"{p}: corrupt or truncated video: it ends after frame {count}{_of(info)}")
+            raise _stopped(p, info, count, "reading", exc) from exc
+    _check_end(p, info, count, first_time, last_time, "read")
     return info
 
 
@@ -201,12 +197,23 @@ def read_frames(path: str | os.PathLike, grey: bool = False) -> Iterator[Decoded
                 count, last_time = count + 1, frame.time if frame.time is not None else last_time
                 first_time = last_time if first_time is None else first_time
         except (av.FFmpegError, ValueError) as exc:
-            raise CorruptVideoError(f"{p}: corrupt or truncated video: decoding failed after frame {count}"
-                                    f"{_of(info)} ({_reason(exc)})") from exc
-        if count == 0:
-            raise CorruptVideoError(f"{p}: no frame could be decoded")
-        if _ends_early(info, count, first_time, last_time) and not (info.end_of_file and _file_reaches_end(p, info)):
-            raise CorruptVideoError(f"{p}: corrupt or truncated video: it ends after frame {count}{_of(info)}")
+            raise _stopped(p, info, count, "decoding", exc) from exc
+        _check_end(p, info, count, first_time, last_time, "decoded")
+
+
+def _stopped(path: Path, info: VideoInfo, count: int, doing: str, exc: BaseException) -> CorruptVideoError:
+    return CorruptVideoError(f"{path}: corrupt or truncated video: {doing} failed after frame {count}{_of(info)} "
+                             f"({_reason(exc)})")
+
+
+def _check_end(path: Path, info: VideoInfo, count: int, first_time: float | None, last_time: float | None,
+               done: str) -> None:
+    """:class:`CorruptVideoError` when no frame could be ``done`` or the video ends before its header says (and,
+    where the header's end is the whole file's, no other stream reaches it either)."""
+    if count == 0:
+        raise CorruptVideoError(f"{path}: no frame could be {done}")
+    if _ends_early(info, count, first_time, last_time) and not (info.end_of_file and _file_reaches_end(path, info)):
+        raise CorruptVideoError(f"{path}: corrupt or truncated video: it ends after frame {count}{_of(info)}")
 
 
 def _on_white(rgba: "np.ndarray", grey: bool) -> "np.ndarray":
