@@ -40,7 +40,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperCommand, TyperOption
 
-from i2i.options import declared, field_types, nest, value_at
+from i2i.options import Declared, declared, field_types, nest, value_at
 
 PARAMS_KEY, ARGS_KEY, CHANGES_KEY = "i2i.declared_params", "i2i.args", "i2i.changes"
 
