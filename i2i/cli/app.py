@@ -11,6 +11,7 @@ from i2i.cli.cyclegan import app as cyclegan_app
 from i2i.cli.diffusion import diffusion_app
 from i2i.cli.freecontrol import app as freecontrol_app
 from i2i.generate.config import GENERATE
+from i2i.plugins import add_diffusion_plugins
 from i2i.cli.preprocess import preprocess as preprocess_command
 from i2i.cli.score import score as score_command
 from i2i.cli.summaries import merge_summaries as merge_summaries_command
@@ -46,6 +47,7 @@ app.add_typer(diffusion_app(GENERATE), name="generate")
 app.command("preprocess")(preprocess_command)
 app.command("score")(score_command)
 app.command("merge-summaries")(merge_summaries_command)
+add_diffusion_plugins(app, {info.name for info in (*app.registered_groups, *app.registered_commands)})
 
 
 def _version(value: bool) -> None:

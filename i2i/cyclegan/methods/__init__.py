@@ -65,3 +65,12 @@ def _check_flags(name: str, method: "type[Method]") -> None:
         if clash is not None:
             raise UsageError(f"--model {name}: its option {'.'.join(d.path)} declares {clash}, a flag the train "
                              "command already has; give it another flag (option(..., flag=...))")
+
+
+def _register_plugins() -> None:
+    from i2i.plugins import register_training_plugins
+
+    register_training_plugins()
+
+
+_register_plugins()       # other packages' methods (entry points "i2i.training_methods"), imported when chosen
