@@ -22,8 +22,9 @@ other outputs did not move beyond 1e-4 (their bases are full rank), and the file
 AMX) where this was found.
 
 On the machine (CPU model and AMX) and torch version that recorded them (one thread) the outputs must be bit-equal;
-elsewhere, float kernels round differently, so they must agree to 1e-4 of each output's largest value (between 1
-and 2 threads on one host they agree to 2e-5 of it). Re-record (only after a deliberate change of the maths) with
+elsewhere, float kernels round differently, so they must agree to 1e-3 of each output's largest value (between 1
+and 2 threads on one host they agree to 2e-5 of it; the guidance amplifies rounding, and the deliberate changes
+above moved the outputs by 4-50 % of it). Re-record (only after a deliberate change of the maths) with
 ``python tests/test_pinned_outputs.py``.
 """
 
@@ -143,7 +144,7 @@ def test_pipelines_reproduce_the_pinned_outputs(tmp_path):
             assert torch.equal(latents, expected), f"{name}: max abs diff {(latents - expected).abs().max():.3g}"
         else:
             scale = float(expected.abs().max())
-            torch.testing.assert_close(latents, expected, rtol=0, atol=1e-4 * scale, msg=name)
+            torch.testing.assert_close(latents, expected, rtol=0, atol=1e-3 * scale, msg=name)
 
 
 if __name__ == "__main__":          # record (run from the repository root: python tests/test_pinned_outputs.py)
