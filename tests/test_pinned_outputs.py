@@ -23,8 +23,8 @@ AMX) where this was found.
 
 On the machine (CPU model and AMX) and torch version that recorded them (one thread) the outputs must be bit-equal;
 elsewhere, float kernels round differently, so they must agree to 1e-3 of each output's largest value (between 1
-and 2 threads on one host they agree to 2e-5 of it; the guidance amplifies rounding, and the deliberate changes
-above moved the outputs by 4-50 % of it). Re-record (only after a deliberate change of the maths) with
+and 2 threads on one host they agree to 2e-5 of it; the changes of the maths above moved the outputs they moved
+by 4-50 % of it, all but Ctrl-X's smaller batch, a rounding change that only the recording host can see). Re-record (only after a deliberate change of the maths) with
 ``python tests/test_pinned_outputs.py``.
 """
 
