@@ -116,8 +116,9 @@ def train(
                                             "run: its checkpoints, samples, log and evaluations are deleted "
                                             "first.", rich_help_panel=RUN)] = False,
     option: Annotated[Optional[list[str]], typer.Option(
-        "--option", metavar="NAME=VALUE", help="A method option by its name (repeatable), e.g. --option "
-        "lambda_nce=4; the flags of --model do the same.", show_default=False, rich_help_panel=TRAIN)] = None,
+        "--option", metavar="NAME=VALUE", help="A method option by its field name (repeatable), e.g. --option "
+        "lambda_A=5 for cyclegan, --option lambda_nce=4 for cut; each option's flag, listed by --model NAME "
+        "--help, does the same.", show_default=False, rich_help_panel=TRAIN)] = None,
     device: DeviceOpt = None, quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
     """Train an unpaired translation (--model: CycleGAN, CUT, FastCUT, ...) on two image folders (or builtin:shapes).
