@@ -54,12 +54,18 @@ def plan_audio(source: str | os.PathLike, container_format: str) -> AudioPlan | 
         ctx = stream.codec_context
         channels = ctx.layout.nb_channels if ctx.layout else ctx.channels
     named = ctx.layout.name if ctx.layout and "channels" not in ctx.layout.name else None
-    layouts = list(dict.fromkeys(x for x in (named, DEFAULT_LAYOUTS.get(channels), "stereo") if x))
+    return reencode_plan(container_format, (named, DEFAULT_LAYOUTS.get(channels), "stereo"), ctx.sample_rate)
+
+
+def reencode_plan(container_format: str, layouts: tuple[str | None, ...], rate: int,
+                  mode: str = "re-encoded") -> AudioPlan | None:
+    """The first of :data:`REENCODERS`, ``layouts`` (in order; None skipped) and ``rate`` (else 48 kHz) that a
+    ``container_format`` file takes, tried in memory; None when none is."""
     for codec in REENCODERS:
-        for layout in layouts:
-            for rate in dict.fromkeys((ctx.sample_rate, 48000)):
-                if _encode_works(codec, layout, rate, container_format):
-                    return AudioPlan(f"re-encoded ({codec})", codec, layout, rate)
+        for layout in dict.fromkeys(x for x in layouts if x):
+            for r in dict.fromkeys((rate, 48000)):
+                if _encode_works(codec, layout, r, container_format):
+                    return AudioPlan(f"{mode} ({codec})", codec, layout, r)
     return None
 
 
@@ -176,7 +182,8 @@ class AudioTrack:
 
 class SampleAudio:
     """Raw samples (float ``[channels, n]`` in [-1, 1], 1 or 2 channels, at ``rate`` Hz) encoded into ``output``
-    as AAC (Opus for WebM), interleaved with the video like :class:`AudioTrack`."""
+    with the first encoder it takes (:func:`reencode_plan`: AAC, Opus for WebM, ...), interleaved with the video
+    like :class:`AudioTrack`."""
 
     def __init__(self, samples: "np.ndarray", rate: int, output: "av.container.OutputContainer") -> None:
         import numpy as np
@@ -184,11 +191,14 @@ class SampleAudio:
         self._samples = np.ascontiguousarray(np.atleast_2d(samples), dtype=np.float32)
         if self._samples.shape[0] not in (1, 2):
             raise ValueError(f"audio samples must be [channels, n] with 1 or 2 channels, not {samples.shape}")
-        codec = "aac" if "aac" in output.supported_codecs else "libopus"
-        self.mode = f"encoded ({codec})"
-        self._rate, self._pos, self._output = rate, 0, output
-        self._layout = "mono" if self._samples.shape[0] == 1 else "stereo"
-        self._out = output.add_stream(codec, rate=rate if codec == "aac" else 48000, layout=self._layout)
+        from i2i.errors import UsageError
+
+        layout = "mono" if self._samples.shape[0] == 1 else "stereo"
+        plan = reencode_plan(output.format.name, (layout,), rate, mode="encoded")
+        if plan is None:
+            raise UsageError(f"a {output.format.name} file takes none of the audio encoders {', '.join(REENCODERS)}")
+        self.mode, self._rate, self._pos, self._output, self._layout = plan.mode, rate, 0, output, layout
+        self._out = output.add_stream(plan.codec, rate=plan.rate, layout=layout)
 
     def mux_until(self, seconds: float | None) -> None:
         import av

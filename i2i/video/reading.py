@@ -51,11 +51,6 @@ class VideoInfo:
     sample_aspect_ratio: Fraction | None = None      # of non-square pixels (DV, HDV, DVD); None for square ones
 
     @property
-    def end_time(self) -> float | None:
-        """Where the video should end, in seconds (None if unknown)."""
-        return self.end
-
-    @property
     def expected_frames(self) -> int | None:
         """The frame count to expect: the header's, else duration x frame rate, rounded down (None if neither is
         known; an estimate when the container's duration covers a longer audio stream)."""
@@ -229,7 +224,7 @@ def _on_white(rgba: "np.ndarray", grey: bool) -> "np.ndarray":
 def _ends_early(info: VideoInfo, count: int, first_time: float | None, last_time: float | None) -> bool:
     """Fewer frames than the header's count and, where the stream has timestamps, a last frame well before the
     announced end. Both must say so: an AVI with a fine time base (1/1000) counts time-base ticks as frames."""
-    timed = info.end_time is not None and last_time is not None and info.duration is not None
+    timed = info.end is not None and last_time is not None and info.duration is not None
     if info.frames and (count >= info.frames - 1 or not timed):
         return count < info.frames - 1
     if not timed:
@@ -237,7 +232,7 @@ def _ends_early(info: VideoInfo, count: int, first_time: float | None, last_time
     interval = 1 / float(info.fps)
     if count > 1 and first_time is not None:          # the frames' own spacing, when the stream's rate is a tick
         interval = max(interval, (last_time - first_time) / (count - 1))
-    return last_time + interval < info.end_time - max(2 * interval, 0.01 * info.duration)
+    return last_time + interval < info.end - max(2 * interval, 0.01 * info.duration)
 
 
 def _file_reaches_end(path: Path, info: VideoInfo) -> bool:
