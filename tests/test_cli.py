@@ -70,6 +70,16 @@ def test_resume_of_a_finished_run_says_so(shapes_run):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
 
 
+def test_resume_below_the_run_keeps_its_config(shapes_run):
+    """--resume --max-iters 3 on a run at 6 trains nothing, so config.json must keep the 6 it records."""
+    run_dir, _ = shapes_run
+    recorded = (run_dir / "config.json").read_bytes()
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--resume", "--max-iters", 3, "--json")
+    assert res.exit_code == 0, res.output
+    assert json_lines(res.stdout)[0]["iterations"] == 6 and "at or past" in res.stderr
+    assert (run_dir / "config.json").read_bytes() == recorded
+
+
 def test_train_refuses_existing_run(shapes_run):
     run_dir, _ = shapes_run
     res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 2, *TINY)

@@ -15,13 +15,14 @@ from i2i.plugins import add_diffusion_plugins
 from i2i.cli.preprocess import preprocess as preprocess_command
 from i2i.cli.score import score as score_command
 from i2i.cli.summaries import merge_summaries as merge_summaries_command
+from i2i.cyclegan.methods import REGISTRY
 
 app = typer.Typer(
     name="i2i",
     help="Image-to-image translation from one CLI.\n\n"
-         "cyclegan: train on two unpaired image folders (or the built-in circles -> squares set) with CycleGAN, "
-         "CUT or FastCUT (--model), then translate images and videos and evaluate the run (FID/KID with "
-         "--metrics).\n\n"
+         "cyclegan: train on two unpaired image folders (or the built-in circles -> squares set) with one of "
+         f"the training methods (--model: {', '.join(REGISTRY)}), then translate images and videos and evaluate "
+         "the run (FID/KID with --metrics).\n\n"
          "freecontrol: training-free structure control of a Stable Diffusion model (or the bundled offline demo "
          "model): a text prompt generates an image laid out like a condition image (sketch, edges, depth, photo), "
          "or a video frame by frame.\n\n"

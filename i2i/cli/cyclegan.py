@@ -20,8 +20,8 @@ from i2i.progress import Reporter
 # The library's defaults, shown by the flags below (not restated here).
 TRANSLATE, EVAL, ENCODE = TranslateConfig(), EvalConfig(), EncodeSettings()
 
-app = typer.Typer(help="CycleGAN (Zhu et al. 2017), CUT and FastCUT (Park et al. 2020, train --model): unpaired "
-                       "training, translation of images and videos, evaluation.",
+app = typer.Typer(help=f"Unpaired training (train --model: {', '.join(REGISTRY)}; CycleGAN: Zhu et al. 2017, "
+                       "CUT and FastCUT: Park et al. 2020), translation of images and videos, evaluation.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 InceptionWeightsOpt = Annotated[Optional[Path], typer.Option(
@@ -121,7 +121,7 @@ def train(
         "--help, does the same.", show_default=False, rich_help_panel=TRAIN)] = None,
     device: DeviceOpt = None, quiet: QuietOpt = False, json: JsonOpt = False, debug: DebugOpt = False,
 ) -> None:
-    """Train an unpaired translation (--model: CycleGAN, CUT, FastCUT, ...) on two image folders (or builtin:shapes).
+    """Train an unpaired translation (a method chosen by --model) on two image folders (or builtin:shapes).
 
     Each default shown is what runs when the flag is not given: on builtin:shapes its preset, on image folders the
     method's reference defaults (both shown where they differ). Ctrl-C saves a resumable checkpoint and exits (130).
@@ -150,9 +150,9 @@ def train(
 
 def _report_training(result, reporter: Reporter) -> None:
     if result.iterations == result.start_iteration:
-        reporter.info(f"nothing to do: {result.run_dir} is already at iteration {result.iterations}, where "
-                      "training ends (raise --max-iters, --n-epochs or --n-epochs-decay to go on); "
-                      f"checkpoint {result.checkpoint}")
+        reporter.info(f"nothing to do: {result.run_dir} is already at iteration {result.iterations}, at or past "
+                      "where training ends (raise --max-iters, --n-epochs or --n-epochs-decay to go on; its "
+                      f"config.json is left as it was); checkpoint {result.checkpoint}")
     else:
         first, last = result.start_iteration + 1, result.iterations
         span = f"iteration {last}" if first == last else f"iterations {first}-{last}"

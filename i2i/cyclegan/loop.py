@@ -219,8 +219,8 @@ class _Run:
         reporter.info(f"resuming {self.run_dir} from {folder.name}: epoch {self.epoch}, iteration {self.global_iter}")
         self.last_ckpt = folder
 
-    def start(self, resume: bool, overwrite: bool) -> None:
-        """Write ``config.json``; a fresh run over an old one (``overwrite``) first moves the old run's outputs
+    def start(self, resume: bool, overwrite: bool, record: bool = True) -> None:
+        """Write ``config.json`` (``record``; a resumed run already past its end keeps the one it has); a fresh run over an old one (``overwrite``) first moves the old run's outputs
         (checkpoints, samples, log, evaluations, config) into a hidden folder (:mod:`i2i.cyclegan.run_aside`), so
         none of them can be mistaken for the new run's or outlive its checkpoints when they are pruned; :meth:`save`
         deletes it at the new run's first checkpoint, :meth:`put_back` restores it if the new run fails before."""
@@ -233,8 +233,9 @@ class _Run:
             if not resume and overwrite:
                 self.aside = run_aside.set_aside(self.run_dir)
             self.writer.clean_stale()
-            with atomic_path(self.run_dir / "config.json", overwrite=True) as p:
-                p.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+            if record:
+                with atomic_path(self.run_dir / "config.json", overwrite=True) as p:
+                    p.write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
         if config.log_with:
             self.accelerator.init_trackers("cyclegan", config={k: v for k, v in config.to_dict().items()
                                                                if isinstance(v, (int, float, str, bool))})
@@ -414,12 +415,12 @@ def _train(config: TrainConfig, resume: bool, device: str | None, reporter: Repo
     ctx = StepContext.for_run(dev, config.precision, config.memory_format)
     method = method_cls(config, ctx)
     run = _Run(config, method, accelerator, ctx.scaler, iters_per_epoch, tuple(dataset.sizes))
-    if resume:
-        run.restore(reporter)
-    run.start(resume, overwrite)
-    ctx.prepare(accelerator)
     total_iters = config.total_epochs * iters_per_epoch
     total_iters = min(total_iters, config.max_iters or total_iters)
+    if resume:
+        run.restore(reporter)
+    run.start(resume, overwrite, record=not resume or run.global_iter < total_iters)   # nothing to do: kept as is
+    ctx.prepare(accelerator)
 
     # ---- the loop
     start_iter, t_start, stop = run.global_iter, time.perf_counter(), StopSignal()
