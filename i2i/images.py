@@ -296,12 +296,22 @@ def image_to_tensor(img: Image.Image) -> "torch.Tensor":
     return t.div_(127.5).sub_(1.0)
 
 
-def tensor_to_image(t: "torch.Tensor") -> Image.Image:
-    """Float tensor ``[C, H, W]`` in [-1, 1] (C = 1 or 3) -> PIL image (L or RGB)."""
+def to_uint8(t: "torch.Tensor", rounding: str = "nearest") -> "torch.Tensor":
+    """Float values in [-1, 1] -> uint8 grey levels. ``rounding``: ``nearest``, or ``down`` as the reference
+    CycleGAN/CUT code saves its outputs (``tensor2im``: ``(x + 1) / 2 * 255`` in float32, truncated), so that a
+    reference checkpoint's outputs equal its own test script's to the grey level."""
     import torch
 
-    t = t.detach().float().cpu()
-    arr = ((t.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    t = t.detach().float().cpu().clamp(-1, 1)
+    if rounding == "down":
+        return ((t + 1.0) / 2.0 * 255.0).to(torch.uint8)
+    return ((t + 1.0) * 127.5).round().to(torch.uint8)
+
+
+def tensor_to_image(t: "torch.Tensor", rounding: str = "nearest") -> Image.Image:
+    """Float tensor ``[C, H, W]`` in [-1, 1] (C = 1 or 3) -> PIL image (L or RGB); ``rounding`` as in
+    :func:`to_uint8`."""
+    arr = to_uint8(t, rounding).permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
         return Image.fromarray(arr[:, :, 0], mode="L")
     return Image.fromarray(arr, mode="RGB")

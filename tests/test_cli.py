@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from i2i.cli.app import app
+from i2i.errors import EXIT_USAGE
 
 TINY = ["--ngf", "8", "--ndf", "8", "--shapes-count", "8", "--batch-size", "2", "--crop-size", "32",
         "--load-size", "32", "--num-workers", "0", "--quiet"]
@@ -238,3 +239,11 @@ def test_bad_training_arguments_are_clear_errors(tmp_path):
         res = run("cyclegan", "train", tmp_path / args[0], *args[1:], "--run-dir", tmp_path / f"run{k}", *tiny)
         assert res.exit_code == code, res.output
         assert words in res.stderr and "Traceback" not in res.output
+
+
+def test_identity_loss_with_unequal_channels_is_refused(tmp_path):
+    """The reference asserts input_nc == output_nc when the identity weight is above 0; it was switched off
+    silently (idt_A logged as 0)."""
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", tmp_path / "r", "--input-nc", 1, *TINY)
+    assert res.exit_code == EXIT_USAGE and "--lambda-identity 0" in res.stderr, res.output
+    assert not (tmp_path / "r").exists()

@@ -221,3 +221,32 @@ def test_btoa_with_a_single_generator_file_is_refused_unless_it_is_a_b_to_a_one(
             with pytest.raises(UsageError, match="a file is one generator"):
                 resolve_generator_file(tmp_path / name, "BtoA")
             assert resolve_generator_file(tmp_path / name, "AtoB") == tmp_path / name
+
+
+def test_a_reference_checkpoint_folder_is_taken_as_its_test_script_takes_it(tmp_path: Path) -> None:
+    """-c checkpoints/NAME/ of the reference code: latest_net_G_A / G_B by direction (its --epoch latest),
+    CUT's latest_net_G for A -> B; a folder with only numbered epochs names them."""
+    from i2i.cyclegan.checkpoint import resolve_generator_file
+    from i2i.cyclegan.convert import load_any_generator
+
+    cyc = tmp_path / "horse2zebra"
+    cyc.mkdir()
+    for name in ("latest_net_G_A.pth", "latest_net_G_B.pth", "latest_net_D_A.pth", "5_net_G_A.pth"):
+        (cyc / name).write_bytes(b"x")
+    assert resolve_generator_file(cyc, "AtoB") == cyc / "latest_net_G_A.pth"
+    assert resolve_generator_file(cyc, "BtoA") == cyc / "latest_net_G_B.pth"
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    ref = _reference_file(cut / "latest_net_G.pth", SMALL)
+    (cut / "latest_net_F.pth").write_bytes(b"x")
+    net, cfg = load_any_generator(cut)
+    assert cfg.arch == "resnet_6blocks" and _same_output(ref, net, SMALL)
+    with pytest.raises(UsageError, match="A -> B only"):
+        resolve_generator_file(cut, "BtoA")
+    epochs = tmp_path / "epochs"
+    epochs.mkdir()
+    (epochs / "5_net_G_A.pth").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="5_net_G_A.pth"):
+        resolve_generator_file(epochs, "AtoB")
+    with pytest.raises(CheckpointError, match="no G_A.safetensors"):
+        resolve_generator_file(tmp_path / "horse2zebra" / "..", "AtoB")   # nothing of either kind directly here

@@ -51,6 +51,22 @@ def test_pad_to_multiple_reflects_and_replicates():
     assert pad_to_multiple(tiny, 4).shape == (1, 1, 8, 8)           # at least 8 a side; too small to reflect
 
 
+def test_outputs_quantised_as_the_reference_saves_them(gen, tmp_path):
+    """The reference's tensor2im: (y + 1) / 2 * 255 in float32, truncated (not rounded), so a reference
+    checkpoint's files equal its test script's to the grey level (rounding differed by 1 in about half)."""
+    import numpy as np
+
+    img = noise_image(40, 24, seed=3)
+    img.save(tmp_path / "x.png")
+    with torch.inference_mode():
+        y = gen(image_to_tensor(img)[None])[0].float().numpy()
+    expected = ((np.transpose(y, (1, 2, 0)) + 1) / 2.0 * 255.0).astype(np.uint8)
+    assert np.array_equal(np.asarray(translate_pil(gen, CFG, img, "cpu")), expected)
+    res = translate_images(expand_inputs([tmp_path / "x.png"]), gen, CFG, tmp_path / "out",
+                           TranslateConfig(num_workers=0))
+    assert np.array_equal(np.asarray(Image.open(res.ok[0])), expected)
+
+
 @pytest.mark.parametrize("size", [(1, 300), (300, 1), (3, 5), (1, 1)])
 def test_thin_and_tiny_images_translate(gen, size):
     assert translate_pil(gen, CFG, noise_image(*size), "cpu").size == size

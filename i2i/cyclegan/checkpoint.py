@@ -246,7 +246,29 @@ def resolve_generator_file(checkpoint: str | os.PathLike, direction: str = "AtoB
     single = sorted(ckpt.glob("*.safetensors"))
     if len(single) == 1:
         return single[0]
+    reference = _reference_generator(ckpt, direction)
+    if reference is not None:
+        return reference
     from i2i.cyclegan.run_aside import set_aside_note
 
     raise CheckpointError(f"{p}: no {name} found (is this a run folder with at least one saved checkpoint?)"
                           + set_aside_note(p))
+
+
+def _reference_generator(folder: Path, direction: str) -> Path | None:
+    """A reference checkpoint folder (``checkpoints/NAME`` of the CycleGAN/CUT code): its latest generator for
+    ``direction`` (``latest_net_G_A.pth`` / ``latest_net_G_B.pth``; CUT's and pix2pix's one ``latest_net_G.pth``
+    for A -> B), as the reference's test script loads by default (``--epoch latest``); another epoch's file is
+    given as ``-c`` itself. None when the folder holds no reference generator at all."""
+    names = {"AtoB": ("latest_net_G_A.pth", "latest_net_G.pth"), "BtoA": ("latest_net_G_B.pth",)}[direction]
+    found = next((folder / n for n in names if (folder / n).is_file()), None)
+    if found is not None:
+        return found
+    others = sorted(q.name for q in folder.glob("*_net_G*.pth"))
+    if not others:
+        return None
+    if direction == "BtoA" and (folder / "latest_net_G.pth").is_file():
+        raise UsageError(f"{folder}: --direction BtoA is not available: latest_net_G.pth is one generator (CUT, "
+                         "FastCUT, pix2pix), A -> B only; use --direction AtoB")
+    raise CheckpointError(f"{folder}: no {names[0]} here; give one of its generator files as -c: "
+                          + ", ".join(others[:8]) + (" ..." if len(others) > 8 else ""))

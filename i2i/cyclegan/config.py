@@ -16,8 +16,8 @@ GENERATOR_ARCHS = ("resnet_9blocks", "resnet_6blocks", "unet_256", "unet_128", "
 DISCRIMINATOR_ARCHS = ("basic", "n_layers", "pixel", "dcgan")
 NORMS = ("instance", "batch", "none")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
-GAN_MODES = ("lsgan", "vanilla", "hinge")
-LR_POLICIES = ("linear", "step", "cosine", "constant")
+GAN_MODES = ("lsgan", "vanilla", "wgangp", "hinge")
+LR_POLICIES = ("linear", "step", "plateau", "cosine", "constant")
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 
 T = TypeVar("T")
@@ -161,13 +161,17 @@ class TrainConfig:
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
     init_type: str = option("normal", help="Initial weights.", choices=INIT_TYPES, panel=ARCH)
     init_gain: float = option(0.02, help="Scale of the initial weights (the std for normal).", panel=ARCH)
-    gan_mode: str = option("lsgan", help="The adversarial loss.", choices=GAN_MODES, panel=TRAIN)
+    gan_mode: str = option("lsgan", help="The adversarial loss (wgangp: the reference's, whose training never "
+                           "calls the gradient penalty: a plain WGAN loss; hinge: not in the reference).",
+                           choices=GAN_MODES, panel=TRAIN)
     lr: float = option(2e-4, help="Adam learning rate.", panel=TRAIN)
     beta1: float = option(0.5, help="Adam beta1.", panel=TRAIN)
     beta2: float = option(0.999, help="Adam beta2.", panel=TRAIN)
     n_epochs: int = option(100, help="Epochs at the initial learning rate.", panel=TRAIN)
     n_epochs_decay: int = option(100, help="Epochs of decay to 0 after them.", panel=TRAIN)
-    lr_policy: str = option("linear", help="Learning-rate schedule.", choices=LR_POLICIES, panel=TRAIN)
+    lr_policy: str = option("linear", help="Learning-rate schedule (plateau: the reference's, on a metric it never "
+                            "sets: x0.2 after every 6 epochs from the 7th; constant: not in the reference).",
+                            choices=LR_POLICIES, panel=TRAIN)
     lr_decay_iters: int = option(50, help="Epochs per x0.1 step of --lr-policy step.", panel=TRAIN)
     batch_size: int = option(1, help="Images per domain per iteration.", panel=TRAIN)
     load_size: int = option(286, help="Resize to this before cropping.", panel=DATA)

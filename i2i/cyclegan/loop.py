@@ -34,6 +34,7 @@ from i2i.cyclegan.data import BUILTIN_SHAPES, Preprocess, build_dataset, collate
 from i2i.cyclegan.methods import get_method
 from i2i.cyclegan.methods.base import Method
 from i2i.cyclegan.networks import min_train_side, required_multiple
+from i2i.cyclegan.translator import ROUNDING
 from i2i.cyclegan.signals import StopSignal
 from i2i.cyclegan.train_state import load_train_state, save_train_state
 from i2i.device import make_accelerator
@@ -81,7 +82,7 @@ def _sample_grid(rows: list[list[torch.Tensor]]) -> "Any":
     """One row of tiles per list (the first image of each batch)."""
     from PIL import Image
 
-    tiles = [[tensor_to_image(v[0]).convert("RGB") for v in row] for row in rows]
+    tiles = [[tensor_to_image(v[0], ROUNDING).convert("RGB") for v in row] for row in rows]
     w = max(t.width for row in tiles for t in row)
     h = max(t.height for row in tiles for t in row)
     grid = Image.new("RGB", (max(len(r) for r in tiles) * w, len(tiles) * h), (255, 255, 255))
@@ -394,7 +395,7 @@ def _train(config: TrainConfig, resume: bool, device: str | None, reporter: Repo
         config = replace(config, precision=resolve_precision("auto", resolve_device(device)))
     reporter = reporter or Reporter.library()
     method_cls = get_method(config.model)
-    method_cls.options_from(config.options)            # an unknown or invalid option fails here, not after loading
+    method_cls.check(config)               # an unknown or invalid option (or combination) fails here, not after loading
     _check_run_dir(Path(config.run_dir), resume, overwrite)
     accelerator = _accelerator(config, device)
     dev, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes

@@ -13,6 +13,8 @@ def gan_loss(pred: torch.Tensor, target_is_real: bool, mode: str, for_discrimina
 
     - ``lsgan``: mean squared error to 1 (real) or 0 (fake) — the reference default.
     - ``vanilla``: binary cross-entropy on logits.
+    - ``wgangp``: ``-mean(pred)`` for real, ``mean(pred)`` for fake (the reference's; its CycleGAN and CUT
+      training never add the gradient penalty, so this is the plain WGAN loss).
     - ``hinge``: discriminator ``relu(1 - pred)`` / ``relu(1 + pred)``; generator ``-pred``.
     """
     pred = pred.float()
@@ -22,6 +24,8 @@ def gan_loss(pred: torch.Tensor, target_is_real: bool, mode: str, for_discrimina
     if mode == "vanilla":
         target = torch.ones_like(pred) if target_is_real else torch.zeros_like(pred)
         return F.binary_cross_entropy_with_logits(pred, target)
+    if mode == "wgangp":
+        return -pred.mean() if target_is_real else pred.mean()
     if mode == "hinge":
         if not for_discriminator:
             return -pred.mean()

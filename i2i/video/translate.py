@@ -19,9 +19,10 @@ import torch
 from torch import nn
 
 from i2i.cyclegan.config import CPU_VIDEO_BATCH, GPU_VIDEO_BATCH, GeneratorConfig
-from i2i.cyclegan.translator import TranslateConfig, TranslateResult, translate_tensor
+from i2i.cyclegan.translator import ROUNDING, TranslateConfig, TranslateResult, translate_tensor
 from i2i.device import use_channels_last
 from i2i.errors import I2IError, OutputError
+from i2i.images import to_uint8
 from i2i.progress import Reporter
 from i2i.video.pipeline import VideoJobResult, run_video_job
 from i2i.video.writing import EncodeSettings
@@ -49,8 +50,9 @@ def frames_to_tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
 
 
 def tensor_to_frames(y: torch.Tensor) -> list[np.ndarray]:
-    """float ``[N, C, H, W]`` in [-1, 1] -> uint8 frames ``[H, W, 3]`` (``[H, W]`` for one channel)."""
-    arr = ((y.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    """float ``[N, C, H, W]`` in [-1, 1] -> uint8 frames ``[H, W, 3]`` (``[H, W]`` for one channel), quantised as
+    the reference saves images (:data:`~i2i.cyclegan.translator.ROUNDING`)."""
+    arr = to_uint8(y, ROUNDING).permute(0, 2, 3, 1).numpy()
     return [a[..., 0] if a.shape[-1] == 1 else a for a in arr]
 
 

@@ -35,10 +35,27 @@ def lr_lambda(config: TrainConfig):
         return lambda e: 1.0 - max(0, e + 1 - config.n_epochs) / float(config.n_epochs_decay + 1)
     if config.lr_policy == "step":
         return lambda e: 0.1 ** (e // config.lr_decay_iters)
+    if config.lr_policy == "plateau":
+        return _plateau(config.lr)
     if config.lr_policy == "cosine":
         t_max = max(config.n_epochs, 1)
         return lambda e: 0.5 * (1.0 + math.cos(math.pi * (e % (2 * t_max)) / t_max))
     return lambda e: 1.0
+
+
+def _plateau(lr: float):
+    """The reference's ``plateau`` policy: ReduceLROnPlateau (factor 0.2, patience 5, relative threshold 0.01, eps
+    1e-8) stepped once an epoch on a metric the CycleGAN and CUT models never set (always 0): the first step sets
+    the best value, every later one is "no better", so the LR drops at steps 7, 13, 19, ... until a drop would be
+    below eps."""
+    def factor(e: int) -> float:
+        f = 1.0
+        for _ in range(max(0, (e - 1) // 6)):
+            if lr * f * 0.8 <= 1e-8:
+                break
+            f *= 0.2
+        return f
+    return factor
 
 
 def make_adam(params, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -114,6 +131,12 @@ class Method:
             if isinstance(value, float) and not math.isfinite(value):      # a NaN weight would only show as a NaN loss
                 raise UsageError(f"{flag(values, f.name)} (--option {f.name}) must be a finite number (got {value})")
         return values
+
+    @classmethod
+    def check(cls, config: "TrainConfig") -> None:
+        """Refuse (:class:`~i2i.errors.UsageError`) a config this method cannot train, before any data is read:
+        unknown or invalid options, and what a method adds (override and call ``super().check``)."""
+        cls.options_from(config.options)
 
     # ---- what a checkpoint holds
     def networks(self) -> dict[str, Saved]:

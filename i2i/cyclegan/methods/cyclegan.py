@@ -91,6 +91,17 @@ class CycleGAN(Method):
     # cycle 10, identity 2; docs/cyclegan.md)
     shapes_preset = {"options": {"lambda_A": 5.0, "lambda_B": 5.0, "lambda_identity": 4.0}}
 
+    @classmethod
+    def check(cls, config: TrainConfig) -> None:
+        """The identity loss feeds B images to G_A (A -> B): it needs as many channels in as out, as the reference
+        asserts; it is not switched off silently."""
+        super().check(config)
+        g = config.generator
+        if cls.options_from(config.options).lambda_identity > 0 and g.input_nc != g.output_nc:
+            raise UsageError(f"--lambda-identity needs --input-nc equal to --output-nc (got {g.input_nc} and "
+                             f"{g.output_nc}): the identity loss feeds domain B images to the A -> B generator; "
+                             "pass --lambda-identity 0")
+
     def __init__(self, config: TrainConfig, ctx: StepContext) -> None:
         super().__init__(config, ctx)
         self.g_cfg_a, self.g_cfg_b = config.generator, config.generator.reversed()
@@ -99,7 +110,7 @@ class CycleGAN(Method):
         init = dict(init_type=config.init_type, init_gain=config.init_gain)
         self.G_A, self.G_B = define_G(self.g_cfg_a, **init), define_G(self.g_cfg_b, **init)
         self.D_A, self.D_B = define_D(self.d_cfg_a, **init), define_D(self.d_cfg_b, **init)
-        self.identity = self.opt.lambda_identity > 0 and config.generator.input_nc == config.generator.output_nc
+        self.identity = self.opt.lambda_identity > 0
         per_sample = config.generator.norm != "batch" and config.discriminator.norm != "batch"
         self.gens = GeneratorPair(self.G_A, self.G_B, self.identity, fuse=per_sample)
         self.discs = DiscriminatorPair(self.D_A, self.D_B, fuse=per_sample)
