@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from i2i.errors import InputError, UsageError
-from i2i.images import image_to_tensor, is_image_file, load_image
+from i2i.images import image_to_tensor, load_image
 
 BUILTIN_SHAPES = "builtin:shapes"
 

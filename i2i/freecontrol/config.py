@@ -3,7 +3,6 @@ app's values merged over ``config/base.yaml``)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
