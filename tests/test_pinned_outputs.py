@@ -35,7 +35,6 @@ import platform
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from tiny_sd import one_thread, sd_pipeline, sdxl_pipeline  # noqa: F401  (one_thread: autouse fixture)
 
