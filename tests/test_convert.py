@@ -250,3 +250,11 @@ def test_a_reference_checkpoint_folder_is_taken_as_its_test_script_takes_it(tmp_
         resolve_generator_file(epochs, "AtoB")
     with pytest.raises(CheckpointError, match="no G_A.safetensors"):
         resolve_generator_file(tmp_path / "horse2zebra" / "..", "AtoB")   # nothing of either kind directly here
+
+
+def test_wrong_architecture_flags_name_what_the_weights_look_like(tmp_path: Path) -> None:
+    from i2i.cyclegan.convert import load_any_generator
+
+    _reference_file(tmp_path / "latest_net_G_A.pth", SMALL)
+    with pytest.raises(CheckpointError, match=r"looks like arch=resnet_6blocks, ngf=8 .*not arch=resnet_9blocks"):
+        load_any_generator(tmp_path / "latest_net_G_A.pth", arch="resnet_9blocks")

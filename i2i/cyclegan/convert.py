@@ -253,7 +253,15 @@ def load_any_generator(checkpoint: str | os.PathLike, direction: str = "AtoB", d
     if path.suffix in (".pth", ".pt"):
         guessed = guess_generator_config(load_reference_state(path))
         cfg = GeneratorConfig(**{**(guessed.to_dict() if guessed else {}), **arch})
-        return generator_from_reference(path, cfg).to(device).eval(), cfg
+        try:
+            return generator_from_reference(path, cfg).to(device).eval(), cfg
+        except CheckpointError as exc:
+            if guessed is None or guessed == cfg:
+                raise
+            given = ", ".join(f"{k}={v}" for k, v in arch.items())
+            looks = ", ".join(f"{k}={v}" for k, v in guessed.to_dict().items() if k in arch or k in ("arch", "ngf"))
+            raise CheckpointError(f"{exc}\n{path.name} looks like {looks} by its weights, not {given}: drop the "
+                                  "architecture flags to use that") from exc
     if arch:
         raise UsageError("architecture flags (--net-g, --ngf, ...) are only for reference .pth files; "
                          f"{path.name} describes its own architecture")
