@@ -283,3 +283,27 @@ def test_a_full_disk_stops_the_batch_at_the_first_output(gen, tmp_path, monkeypa
     with pytest.raises(OutputError, match="No space left"):
         translate_images(items, gen, CFG, tmp_path / "out", TranslateConfig(num_workers=0, batch_size=1))
     assert tried == ["x.png"]                                  # not computed on for nothing
+
+
+def test_decoding_workers_leave_a_sigterm_to_the_main_process(gen, tmp_path, monkeypatch):
+    """A scheduler's SIGTERM reaches the whole process group; a decoding worker killed by it made the batch fail
+    with "DataLoader worker ... is killed" (exit 70, no checkpoint in training) before the main process could stop
+    cleanly. Here each worker gets a SIGTERM while decoding: the batch still completes."""
+    import os
+    import signal
+
+    from i2i.cyclegan import translator
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(8):
+        noise_image(16, 16, seed=i).save(src / f"{i}.png")
+    real = translator._Decoded.__getitem__
+
+    def getitem(self, i):
+        os.kill(os.getpid(), signal.SIGTERM)        # in a worker process (forked: this patch is there too)
+        return real(self, i)
+
+    monkeypatch.setattr(translator._Decoded, "__getitem__", getitem)
+    res = translate_images(expand_inputs([src]), gen, CFG, tmp_path / "out", TranslateConfig(num_workers=2))
+    assert len(res.ok) == 8 and not res.failed

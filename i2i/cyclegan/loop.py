@@ -35,7 +35,7 @@ from i2i.cyclegan.methods import get_method
 from i2i.cyclegan.methods.base import Method
 from i2i.cyclegan.networks import min_train_side, required_multiple
 from i2i.cyclegan.translator import ROUNDING
-from i2i.cyclegan.signals import StopSignal
+from i2i.cyclegan.signals import StopSignal, leave_stops_to_the_main_process
 from i2i.cyclegan.train_state import load_train_state, save_train_state
 from i2i.device import make_accelerator
 from i2i.errors import CheckpointError, Interrupted, NumericalError, OutputError, UsageError
@@ -166,7 +166,7 @@ def _epoch_loader(dataset: Any, config: TrainConfig, epoch: int, skip: int, rank
         dataset, batch_size=config.batch_size, sampler=shard[skip * config.batch_size:],
         num_workers=min(config.num_workers, os.cpu_count() or 1), pin_memory=dev.type == "cuda",
         persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + epoch),
-        collate_fn=collate)
+        collate_fn=collate, worker_init_fn=leave_stops_to_the_main_process)
 
 
 def _stop_agreed(stop: StopSignal, accelerator: Any) -> bool:

@@ -28,3 +28,12 @@ class StopSignal:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def leave_stops_to_the_main_process(worker_id: int) -> None:
+    """``worker_init_fn`` of the DataLoaders: a decoding worker ignores SIGINT and SIGTERM, which a scheduler
+    (``scancel``, a time limit) sends to the whole process group; the main process handles the stop and ends its
+    workers itself (killed by the signal, they made it fail with "DataLoader worker ... is killed" before it could
+    save, exit 70)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

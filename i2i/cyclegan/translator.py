@@ -33,6 +33,7 @@ from i2i.device import Precision, autocast, use_channels_last
 from i2i.errors import I2IError, InputError, OutputError
 from i2i.images import (InputItem, convert_image, image_to_tensor, load_image, output_path, remove_stale_temps,
                         save_image, stops_the_batch, tensor_to_image)
+from i2i.cyclegan.signals import leave_stops_to_the_main_process
 from i2i.progress import Reporter
 
 # Outputs are quantised as the reference saves its images (``tensor2im`` truncates), so that a reference
@@ -239,7 +240,8 @@ def translate_images(items: Sequence[InputItem], gen: nn.Module, gen_cfg: Genera
     workers = cfg.num_workers if len(todo) > 2 * max(cfg.num_workers, 1) else 0
     loader = torch.utils.data.DataLoader(_Decoded(todo, image_mode(gen_cfg)), batch_size=None,
                                          shuffle=False, num_workers=workers, collate_fn=_as_list,
-                                         pin_memory=device.type == "cuda")
+                                         pin_memory=device.type == "cuda",
+                                         worker_init_fn=leave_stops_to_the_main_process)
     pending: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
 
     def flush(key: tuple[int, ...], advance) -> None:
