@@ -456,22 +456,52 @@ def remove_stale_temps(targets: Sequence[Path]) -> int:
             continue
         for entry in entries:
             match = _TEMP_NAME.match(entry.name)
-            if match and match["name"] in wanted:
-                Path(entry.path).unlink(missing_ok=True)
+            if match and match["name"] in wanted and _remove_if_abandoned(entry.path):
                 removed += 1
     return removed
 
 
-def _create_temp_beside(path: Path) -> Path:
+def _remove_if_abandoned(path: str) -> bool:
+    """Remove a temporary file unless its writer is still at work: :func:`atomic_path` holds a lock on it while
+    it writes (another process running the same job, ``--skip-existing``), which ends with the writer, also when
+    it is killed. Where files cannot be locked (no ``fcntl``), every one is taken as abandoned."""
+    try:
+        import fcntl
+    except ImportError:
+        Path(path).unlink(missing_ok=True)
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False                    # gone meanwhile (its writer finished) or unreadable: left alone
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False                    # held: a live writer
+    else:
+        Path(path).unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _create_temp_beside(path: Path) -> tuple[Path, int]:
     """Create a new empty hidden file next to ``path``, with the permissions a plain ``open()`` would give it
-    (0666 less the umask: ``tempfile.mkstemp`` would make it 0600, readable by its owner only)."""
+    (0666 less the umask: ``tempfile.mkstemp`` would make it 0600, readable by its owner only); returns it and an
+    open descriptor that holds a lock on it (:func:`_remove_if_abandoned`) until closed."""
     for _ in range(100):
         tmp = _temp_name(path)
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
-        return tmp
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (ImportError, OSError):
+            pass                        # no locks here: the temporary file is unprotected, as before
+        return tmp, fd
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
@@ -515,7 +545,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         raise OutputError(f"{path}: already exists (pass --overwrite to replace it)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _create_temp_beside(path)
+        tmp, lock = _create_temp_beside(path)
     except OSError as exc:
         raise _cannot_write(path, exc) from exc
     try:
@@ -537,6 +567,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(lock)
 
 
 def save_image(img: Image.Image, path: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -312,3 +312,18 @@ def test_training_lists_linked_folders_and_leaves_hidden_ones_out(tmp_path):
     with pytest.warns(UserWarning, match="already read"):
         found = list_images(folder)
     assert [p.relative_to(folder).as_posix() for p in found] == ["own.png", "sub/linked.png"]
+
+
+def test_stale_temps_are_removed_but_a_live_writers_are_not(tmp_path):
+    """Two processes of one --skip-existing job: the second's clean-up deleted the first's file in progress
+    ("cannot write (No such file or directory)"). A writer holds a lock on its temporary file while it writes."""
+    from i2i.images import atomic_path, remove_stale_temps
+
+    target = tmp_path / "x.png"
+    abandoned = tmp_path / ".x.png.0123abcd.tmp"        # what a killed writer leaves (no one holds it)
+    abandoned.write_bytes(b"partial")
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"in progress")
+        assert remove_stale_temps([target]) == 1
+        assert tmp.exists() and not abandoned.exists()
+    assert target.read_bytes() == b"in progress" and not tmp.exists()
