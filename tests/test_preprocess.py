@@ -238,3 +238,41 @@ def test_diffusion_commands_make_the_map_at_the_demo_model_size(command, image_f
     res = CliRunner().invoke(app, [command, "--prompt", "a square", image_flag, str(path), "--preprocess", "hed",
                                    "--out", str(tmp_path / "out")])
     assert res.exit_code == EXIT_CHECKPOINT and "hed" in res.output
+
+
+def test_batch_stops_on_a_full_disk_and_checks_resolution_first(tmp_path, monkeypatch):
+    """A full disk stops the batch at its first failed write (exit 6), as translate does; a bad --resolution is
+    one usage error before any work, not a failure of every input; an abandoned temporary file is removed."""
+    import errno
+
+    import i2i.images
+    import i2i.preprocess.maps
+    from i2i.errors import OutputError
+    from i2i.preprocess.files import preprocess_files
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        square().save(src / f"s{i}.png")
+    (src / "bad.png").write_bytes(b"not an image")
+    res = run(src, "--out", tmp_path / "o", "--resolution", 0, "-q")
+    assert res.exit_code == EXIT_USAGE and "--resolution" in res.output and not (tmp_path / "o").exists()
+
+    calls = []
+    real_map = i2i.preprocess.maps.condition_map
+    monkeypatch.setattr(i2i.preprocess.maps, "condition_map", lambda *a: calls.append(a) or real_map(*a))
+
+    def no_space(picture, target, overwrite=False):
+        raise OutputError(f"{target}: cannot write (No space left on device)") from OSError(errno.ENOSPC, "full")
+
+    with monkeypatch.context() as m:
+        m.setattr(i2i.images, "save_image", no_space)
+        with pytest.raises(OutputError, match="No space left"):
+            preprocess_files([src], out=tmp_path / "full")
+    assert [c[0].name for c in calls] == ["bad.png", "s0.png"]      # s1-s3 not computed for nothing
+
+    (tmp_path / "maps").mkdir()
+    stale = tmp_path / "maps" / ".s1.png.0123abcd.tmp"
+    stale.write_bytes(b"partial")
+    result = preprocess_files([src], out=tmp_path / "maps", skip_existing=True)
+    assert len(result.written) == 4 and not stale.exists()

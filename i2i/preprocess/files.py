@@ -43,13 +43,15 @@ def preprocess_files(inputs: Sequence[str | os.PathLike], kind: str = DEFAULT_KI
     (with ``skip_existing``, unreadable inputs alone do not: a restarted job is done when the rest is written). The
     batch's one input's error is raised as it is. The summary line (and, with ``--json``, its record) goes through
     ``reporter``; it is also ``result.summary``."""
-    from i2i.images import (check_writable, check_write_mode, expand_inputs, names_one_file, output_path,
-                            refuse_if_all_exist, refuse_replacing_inputs)
+    from i2i.images import (check_side, check_writable, check_write_mode, expand_inputs, names_one_file,
+                            output_path, refuse_if_all_exist, refuse_replacing_inputs, remove_stale_temps)
     from i2i.video import is_video_file
 
     reporter = reporter or Reporter.library()
     kind = check_kind(kind)
     check_write_mode(overwrite, skip_existing)
+    if resolution is not None:
+        check_side(resolution, "--resolution")        # once, before any work (not as a failure of every input)
     out, part = Path(out), current_shard(shard)
     items = expand_inputs(inputs, out=out, videos=False)
     clip = next((it.path for it in items if is_video_file(it.path)), None)
@@ -62,6 +64,8 @@ def preprocess_files(inputs: Sequence[str | os.PathLike], kind: str = DEFAULT_KI
     refuse_replacing_inputs(items, targets)
     refuse_if_all_exist(targets, overwrite or skip_existing)
     check_writable(targets)
+    if remove_stale_temps(targets):
+        reporter.info("removed temporary files an interrupted run left beside the outputs")
     result = _write_maps(mine, targets, kind, resolution, overwrite, skip_existing, len(items) == 1, reporter)
     result.summary = BatchSummary("preprocess", part, len(items), len(mine), len(result.written),
                                   len(result.skipped), result.failed, verb="mapped", out=str(out))
@@ -76,7 +80,7 @@ def _write_maps(items: list, targets: list[Path], kind: str, resolution: int | N
                 skip_existing: bool, single: bool, reporter: Reporter) -> PreprocessResult:
     """Each item's map written to its target; failures reported per item (``single``: the batch's one input,
     whose error is raised as it is)."""
-    from i2i.images import save_image
+    from i2i.images import save_image, stops_the_batch
     from i2i.preprocess.maps import condition_map
 
     result = PreprocessResult()
@@ -85,6 +89,7 @@ def _write_maps(items: list, targets: list[Path], kind: str, resolution: int | N
             try:
                 if skip_existing and target.exists():
                     result.skipped.append(target)
+                    advance(1)
                     continue
                 if not overwrite and target.exists():
                     raise OutputError(f"{target}: already exists (pass --overwrite to replace it)")
@@ -93,8 +98,9 @@ def _write_maps(items: list, targets: list[Path], kind: str, resolution: int | N
             except I2IError as exc:
                 if isinstance(exc, OutputError) and skip_existing and target.exists():
                     result.skipped.append(target)        # written meanwhile by another run of the same job
+                    advance(1)
                     continue
-                if single:
+                if single or stops_the_batch(exc):      # a full disk: every later map would fail too
                     raise
                 result.failed.append((str(item.path), str(exc)))
                 result.errors.append(exc)
@@ -104,6 +110,5 @@ def _write_maps(items: list, targets: list[Path], kind: str, resolution: int | N
                 result.written.append(target)
                 reporter.result({"input": str(item.path), "output": str(target), "kind": kind, "status": "ok",
                                  "width": picture.width, "height": picture.height})
-            finally:
-                advance(1)
+            advance(1)                  # not in a `finally`: an interrupted image is not counted as done
     return result
