@@ -146,3 +146,13 @@ def test_evaluate_from_python_writes_where_the_command_writes(folder_run, tmp_pa
     ex = FeatureExtractor(MeanColour(), name="mean-colour", size=16, value_range="unit")
     evaluate(run, config=EvalConfig(metrics=("kid",)), extractor=ex)       # no out_dir, no device: the CLI's
     assert (default_eval_dir(run) / "summary.json").is_file() and (default_eval_dir(run) / "grid.png").is_file()
+
+
+def test_a_test_set_with_no_readable_image_is_an_input_error(folder_run, tmp_path):
+    """Only unreadable files in testA: reported "images": 0, cycle L1 0.0 (a perfect score) with exit 0."""
+    data = tmp_path / "data"
+    (data / "testA").mkdir(parents=True)
+    (data / "testA" / "broken.png").write_bytes(b"\x89PNG not really")
+    shutil.copytree(folder_run.parent / "data" / "testB", data / "testB")
+    res = run("cyclegan", "eval", folder_run, "--dataroot", data, "--out", tmp_path / "e")
+    assert res.exit_code == 3 and "could be read" in res.stderr, res.output

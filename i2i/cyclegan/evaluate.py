@@ -105,12 +105,14 @@ def _resize(img: Image.Image, size: int | None, keep_aspect: bool) -> Image.Imag
 def _load_folder(folder: Path, mode: str, limit: int | None, size: int | None, keep_aspect: bool,
                  reporter: Reporter) -> list[tuple[Path, Image.Image]]:
     """Readable images of ``folder`` at the evaluation size; unreadable ones are reported and skipped."""
-    images = []
-    for path in list_images(folder, limit):
+    images, paths = [], list_images(folder, limit)
+    for path in paths:
         try:
             images.append((path, _resize(load_image(path, mode=mode), size, keep_aspect)))
         except InputError as exc:
             reporter.warn(f"skipping {exc}" if str(exc).startswith(str(path)) else f"skipping {path}: {exc}")
+    if not images:                  # scores over no images would read as perfect (a cycle L1 of 0)
+        raise InputError(f"{folder}: none of its {len(paths)} image file(s) could be read")
     return images
 
 
