@@ -247,3 +247,23 @@ def test_identity_loss_with_unequal_channels_is_refused(tmp_path):
     res = run("cyclegan", "train", "builtin:shapes", "--run-dir", tmp_path / "r", "--input-nc", 1, *TINY)
     assert res.exit_code == EXIT_USAGE and "--lambda-identity 0" in res.stderr, res.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_second_training_in_a_run_folder_in_use_stops(tmp_path):
+    """Two `train` on one --run-dir at once both exited 0, the config of one beside the checkpoints of the other.
+    The folder is held (flock) while a run trains in it; here the test holds it as another process would."""
+    fcntl = pytest.importorskip("fcntl")
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 1, *TINY)
+        assert res.exit_code == 6 and "another process is training in it" in res.stderr, res.output
+        assert not (run_dir / "config.json").exists()
+    finally:
+        os.close(fd)
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 1, *TINY)
+    assert res.exit_code == 0, res.output
+    res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--resume", "--max-iters", 2, "--quiet")
+    assert res.exit_code == 0, res.output            # released at the end of a run, in the same process too

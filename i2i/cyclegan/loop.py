@@ -9,6 +9,7 @@ only rank 0 writes checkpoints, samples and logs.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import random
 import shlex
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -198,6 +200,7 @@ class _Run:
         self.t_log = time.perf_counter()
         self.interrupted = False
         self.aside: Path | None = None        # the old run's outputs (--overwrite) until the first checkpoint
+        self._release: Callable[[], Any] = lambda: None     # lets go of the run folder's lock (_hold_run_dir)
 
     # ---- start: resume, run folder
     def _state_parts(self) -> dict[str, Any]:
@@ -231,6 +234,7 @@ class _Run:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise OutputError(f"--run-dir {self.run_dir}: cannot create it ({exc.strerror or exc})") from exc
+            self._hold_run_dir()
             if not resume and overwrite:
                 self.aside = run_aside.set_aside(self.run_dir)
             self.writer.clean_stale()
@@ -241,12 +245,33 @@ class _Run:
             self.accelerator.init_trackers("cyclegan", config={k: v for k, v in config.to_dict().items()
                                                                if isinstance(v, (int, float, str, bool))})
 
+    def _hold_run_dir(self) -> None:
+        """Hold a lock on the run folder while this process trains in it (released when the process ends, also
+        when killed): a second ``train`` on the same ``--run-dir`` at once stops here instead of writing its
+        checkpoints, config and log over this one's."""
+        try:
+            import fcntl
+        except ImportError:
+            return                                  # no advisory locks here: not guarded
+        fd = os.open(self.run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise OutputError(f"--run-dir {self.run_dir}: another process is training in it now; wait for it "
+                                  "to finish (or stop it), or give another --run-dir") from None
+            return                                  # a file system without locks: not guarded
+        self._release = weakref.finalize(self, os.close, fd)     # at the end of the run (__exit__), or at the latest
+                                                                  # when this object goes
+
     def __enter__(self) -> "_Run":
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None and self.is_main:
             self.put_back()
+        self._release()
 
     def put_back(self) -> None:
         """The new run failed before its first checkpoint: its outputs go, the old run's come back."""
