@@ -36,9 +36,9 @@ from i2i.cyclegan.data import BUILTIN_SHAPES, Preprocess, build_dataset, collate
 from i2i.cyclegan.methods import get_method
 from i2i.cyclegan.methods.base import Method
 from i2i.cyclegan.networks import min_train_side, required_multiple
-from i2i.cyclegan.translator import ROUNDING
 from i2i.cyclegan.signals import StopSignal, leave_stops_to_the_main_process
 from i2i.cyclegan.train_state import load_train_state, save_train_state
+from i2i.cyclegan.translator import ROUNDING
 from i2i.device import make_accelerator
 from i2i.errors import CheckpointError, Interrupted, NumericalError, OutputError, UsageError
 from i2i.images import atomic_path, check_writable, save_image, tensor_to_image
@@ -224,10 +224,12 @@ class _Run:
         self.last_ckpt = folder
 
     def start(self, resume: bool, overwrite: bool, record: bool = True) -> None:
-        """Write ``config.json`` (``record``; a resumed run already past its end keeps the one it has); a fresh run over an old one (``overwrite``) first moves the old run's outputs
-        (checkpoints, samples, log, evaluations, config) into a hidden folder (:mod:`i2i.cyclegan.run_aside`), so
-        none of them can be mistaken for the new run's or outlive its checkpoints when they are pruned; :meth:`save`
-        deletes it at the new run's first checkpoint, :meth:`put_back` restores it if the new run fails before."""
+        """Hold the run folder (:meth:`_hold_run_dir`) and write ``config.json`` (``record``: a resumed run already
+        past its end keeps the one it has); a fresh run over an old one (``overwrite``) first moves the old run's
+        outputs (checkpoints, samples, log, evaluations, config) into a hidden folder (:mod:`i2i.cyclegan.run_aside`),
+        so none of them can be mistaken for the new run's or outlive its checkpoints when they are pruned;
+        :meth:`save` deletes it at the new run's first checkpoint, :meth:`put_back` restores it if the new run fails
+        before."""
         config = self.config
         if self.is_main:
             try:
