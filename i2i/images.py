@@ -500,7 +500,7 @@ def _create_temp_beside(path: Path) -> tuple[Path, int]:
 
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (ImportError, OSError):
-            pass                        # no locks here: the temporary file is unprotected, as before
+            pass                        # a file system without locks: this temporary file is not guarded
         return tmp, fd
     raise FileExistsError(f"no free temporary name beside {path}")
 

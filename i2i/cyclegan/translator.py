@@ -29,11 +29,11 @@ from torch import nn
 from i2i.cyclegan.config import GeneratorConfig
 from i2i.cyclegan.job_config import TranslateConfig  # noqa: F401  (re-exported: its old home)
 from i2i.cyclegan.networks import MIN_SIDE, required_multiple
+from i2i.cyclegan.signals import leave_stops_to_the_main_process
 from i2i.device import Precision, autocast, use_channels_last
 from i2i.errors import I2IError, InputError, OutputError
 from i2i.images import (InputItem, convert_image, image_to_tensor, load_image, output_path, remove_stale_temps,
                         save_image, stops_the_batch, tensor_to_image)
-from i2i.cyclegan.signals import leave_stops_to_the_main_process
 from i2i.progress import Reporter
 
 # Outputs are quantised as the reference saves its images (``tensor2im`` truncates), so that a reference
