@@ -257,9 +257,10 @@ def resolve_generator_file(checkpoint: str | os.PathLike, direction: str = "AtoB
 
 def _reference_generator(folder: Path, direction: str) -> Path | None:
     """A reference checkpoint folder (``checkpoints/NAME`` of the CycleGAN/CUT code): its latest generator for
-    ``direction`` (``latest_net_G_A.pth`` / ``latest_net_G_B.pth``; CUT's and pix2pix's one ``latest_net_G.pth``
-    for A -> B), as the reference's test script loads by default (``--epoch latest``); another epoch's file is
-    given as ``-c`` itself. None when the folder holds no reference generator at all."""
+    ``direction`` (``latest_net_G_A.pth`` / ``latest_net_G_B.pth``; the one ``latest_net_G.pth`` of a pretrained
+    CycleGAN model, CUT or pix2pix with the default direction), as the reference's test script loads by default
+    (``--epoch latest``); another epoch's file is given as ``-c`` itself. None when the folder holds no reference
+    generator at all."""
     names = {"AtoB": ("latest_net_G_A.pth", "latest_net_G.pth"), "BtoA": ("latest_net_G_B.pth",)}[direction]
     found = next((folder / n for n in names if (folder / n).is_file()), None)
     if found is not None:
@@ -268,7 +269,8 @@ def _reference_generator(folder: Path, direction: str) -> Path | None:
     if not others:
         return None
     if direction == "BtoA" and (folder / "latest_net_G.pth").is_file():
-        raise UsageError(f"{folder}: --direction BtoA is not available: latest_net_G.pth is one generator (CUT, "
-                         "FastCUT, pix2pix), A -> B only; use --direction AtoB")
+        raise UsageError(f"{folder}: --direction BtoA is not available: latest_net_G.pth is one generator (a "
+                         "pretrained CycleGAN model's, CUT's, FastCUT's or pix2pix's), used as it is; drop "
+                         "--direction")
     raise CheckpointError(f"{folder}: no {names[0]} here; give one of its generator files as -c: "
                           + ", ".join(others[:8]) + (" ..." if len(others) > 8 else ""))
