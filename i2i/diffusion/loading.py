@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,20 +124,119 @@ def _sd_kwargs(xl: bool) -> dict:
     return {} if xl else {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
 
+_NOT_LOADED = ("safety_checker", "feature_extractor", "image_encoder")     # i2i passes None or never uses them
+_NEEDED = ("unet", "vae", "scheduler", "text_encoder", "tokenizer")
+_NEEDED_XL = ("text_encoder_2", "tokenizer_2")
+_WEIGHTS = re.compile(r"^(diffusion_pytorch_model|model|pytorch_model)(?:\.(?P<v>\w+))?(?:-\d+-of-\d+)?"
+                      r"\.(?:safetensors|bin)$")
+
+
+def _read_index(folder: Path) -> dict:
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+        index["_class_name"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{folder}: unreadable model_index.json ({exc})") from exc
+    return index
+
+
+def _listed(index: dict) -> dict[str, str]:
+    """The components model_index.json lists with a class (name -> class), less those i2i does not load."""
+    return {name: spec[1] for name, spec in index.items() if not name.startswith("_") and isinstance(spec, list)
+            and len(spec) == 2 and spec[1] is not None and name not in _NOT_LOADED}
+
+
+def _unet_in_channels(folder: Path) -> int | None:
+    try:
+        return int(json.loads((folder / "unet" / "config.json").read_text())["in_channels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _refuse_unsupported(model: str, folder: Path, index: dict) -> None:
+    """Model types i2i cannot run (inpainting, image-conditioned UNets, SDXL refiners, other architectures): a
+    CheckpointError from model_index.json and the UNet's config, before any weights are read."""
+    class_name, listed = index["_class_name"], _listed(index)
+    channels = _unet_in_channels(folder)
+    if "Inpaint" in class_name or channels == 9:
+        raise CheckpointError(f"{model}: inpainting models are not supported; use the base model")
+    if channels is not None and channels != 4:
+        raise CheckpointError(f"{model}: a UNet with {channels} input channels (an image-conditioned model such as "
+                              "depth, instruct-pix2pix or upscaling) is not supported; use a text-to-image base model")
+    if "XL" in class_name and "text_encoder" not in listed:
+        raise CheckpointError(f"{model}: SDXL refiner models (no text_encoder) are not supported; use the SDXL "
+                              "base model")
+    for name in _NEEDED + (_NEEDED_XL if "XL" in class_name else ()):
+        if name not in listed:
+            raise CheckpointError(f"{model}: a {class_name} model without {name} (model_index.json) is not "
+                                  "supported; use a Stable Diffusion 1.x/2.x or SDXL text-to-image model")
+
+
+def _weight_variants(path: Path) -> set[str | None]:
+    """The variants of the weight files in a component folder (None: the plain files)."""
+    return {m["v"] for m in map(_WEIGHTS.match, (p.name for p in path.iterdir())) if m}
+
+
+def _check_components(model: str, folder: Path, index: dict, todo: str) -> dict:
+    """Every component model_index.json lists is there (its folder, its config, its weights), named when not.
+    Returns the ``from_pretrained`` arguments that find the weights: the ``variant`` (e.g. ``fp16``) when some
+    component has only variant weights (diffusers then falls back to the plain files of the others)."""
+    needing: list[set[str]] = []
+    for name, class_name in _listed(index).items():
+        path = folder / name
+        if not path.is_dir() or not any(path.iterdir()):
+            raise CheckpointError(f"{model}: the model has no {name}/ folder (model_index.json lists {class_name}); "
+                                  f"{todo}")
+        if "tokenizer" in name.lower() or "scheduler" in name.lower():
+            continue
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{model}: {name}/ has no config.json; {todo}")
+        variants = _weight_variants(path)
+        if not variants:
+            raise CheckpointError(f"{model}: {name}/ holds no weights (.safetensors or .bin); {todo}")
+        if None not in variants:
+            needing.append(variants)
+    if not needing:
+        return {}
+    common = set.intersection(*needing)
+    if not common:
+        raise CheckpointError(f"{model}: its components hold only weights of different variants "
+                              f"({', '.join(sorted(set.union(*needing)))}); {todo}")
+    return {"variant": "fp16" if "fp16" in common else sorted(common)[0]}
+
+
+def _cap_tokenizers(base) -> None:
+    """A tokenizer without tokenizer_config.json (an old layout) has transformers' placeholder model_max_length
+    (1e30), which the pipeline pads to: cap it at its text encoder's ``max_position_embeddings``."""
+    for tok_name, enc_name in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
+        tok, enc = getattr(base, tok_name, None), getattr(base, enc_name, None)
+        if tok is None or enc is None:
+            continue
+        limit = getattr(enc.config, "max_position_embeddings", None)
+        if limit is not None and tok.model_max_length > limit:
+            tok.model_max_length = int(limit)
+
+
 def _load_folder(model: str, dtype: torch.dtype) -> LoadedPipeline:
     folder = resolve_model_folder(model)
-    try:
-        class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{folder}: unreadable model_index.json ({exc})") from exc
-    xl = "XL" in class_name
+    index = _read_index(folder)
+    _refuse_unsupported(model, folder, index)
+    if Path(model).expanduser().exists():
+        todo = "copy the model's whole diffusers folder (every folder model_index.json lists)"
+    else:
+        from i2i.hub import download_hint
+
+        todo = f"the Hugging Face cache holds an incomplete download. {download_hint(model, '--model')}"
+    found = _check_components(model, folder, index, todo)
+    xl = "XL" in index["_class_name"]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             base = _pipeline_class(xl).from_pretrained(folder, torch_dtype=dtype, local_files_only=True,
-                                                       **_sd_kwargs(xl))
+                                                       **found, **_sd_kwargs(xl))
     except Exception as exc:
         raise CheckpointError(f"{model}: cannot load the pipeline ({type(exc).__name__}: {exc})") from exc
+    _cap_tokenizers(base)
     return LoadedPipeline(base, f"{model}@{folder_fingerprint(folder)}", folder)
 
 
