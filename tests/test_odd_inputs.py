@@ -91,6 +91,24 @@ def test_job_files_that_are_not_utf8_text_and_byte_order_marks(tmp_path):
     assert [p.name for p in (tmp_path / "o").iterdir()] == ["000-a-red-circle.png"]
 
 
+@pytest.mark.parametrize("command", [["generate"], ["ctrlx", "--structure", "{s}"],
+                                     ["freecontrol", "--condition", "{s}"]])
+def test_a_prompt_that_is_not_utf8_is_a_usage_error_before_the_model_loads(pictures, monkeypatch, command):
+    """A Latin-1 shell argument reaches Python as lone surrogates (\\udce9 for the byte 0xe9), as does a JSON
+    \\udcff escape in a job file: the tokenizer cannot take them."""
+    no_diffusion_model(monkeypatch)
+    command = [c.format(s=pictures / "s.png") for c in command]
+    res = run(*command, "--prompt", "un carr\udce9 rouge", "--out", pictures / "o")
+    assert res.exit_code == EXIT_USAGE, res.output
+    assert 'job 0: the prompt "un carr? rouge" is not valid UTF-8 text' in res.stderr and "LANG=C.UTF-8" in res.stderr
+    image = {command[1][2:]: "s.png"} if len(command) > 1 else {}
+    jobs = pictures / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps({"prompt": p, **image}) + "\n" for p in ("a red circle", "a red \udcff circle")))
+    assert "\\udcff" in jobs.read_text()                  # json.dumps writes the escape
+    res = run(*command[:1], "--jobs", jobs, "--out", pictures / "o")
+    assert res.exit_code == EXIT_USAGE and 'job 1: the prompt "a red ? circle"' in res.stderr, res.output
+
+
 # ---- outputs: folders that cannot be written, names that are not folders, the output inside the input folder ------
 
 def test_an_unwritable_output_folder_is_exit_6_before_any_work(tiny_run, pictures, tmp_path, monkeypatch):

@@ -161,6 +161,7 @@ def build_jobs(schema: JobSchema, prompts: list[str], images: dict[str, list[str
         for key in schema.images:
             job.setdefault(key, None)
         _check_types(job, index, schema, defaults)
+        _check_text(job, index, schema)
         empty = next((key for key in schema.images if job[key] is not None and not job[key].strip()), None)
         if empty is not None:                      # Path("") is the current folder: never meant
             raise UsageError(f"the {empty} image path is empty (job {index})")
@@ -196,6 +197,21 @@ def _check_types(job: dict[str, Any], index: int, schema: JobSchema, defaults: d
             ok, wanted = value is None or isinstance(value, str), "a string or null"
         if not ok:
             raise UsageError(f"job {index}: \"{key}\" must be {wanted} (got {json.dumps(value)})")
+
+
+def _check_text(job: dict[str, Any], index: int, schema: JobSchema) -> None:
+    """A :class:`UsageError` for a prompt (or other text) that is not valid Unicode: lone surrogates, from a
+    non-UTF-8 shell argument (Python keeps its bytes as U+DC80..U+DCFF) or a JSON ``\\udcff`` escape, which the
+    tokenizer cannot take. Image paths may hold them (file names are bytes)."""
+    for key, value in job.items():
+        if key in schema.images or not isinstance(value, str):
+            continue
+        at = next((i for i, ch in enumerate(value) if 0xD800 <= ord(ch) <= 0xDFFF), None)
+        if at is not None:
+            shown = value.encode("utf-8", "replace").decode("utf-8")
+            raise UsageError(f"job {index}: the {key} \"{shown}\" is not valid UTF-8 text (a lone surrogate, "
+                             f"U+{ord(value[at]):04X}, at character {at + 1}); write it in UTF-8 (in a shell: a "
+                             "UTF-8 locale such as LANG=C.UTF-8)")
 
 
 def _check_unique_names(jobs: list[dict[str, Any]]) -> None:
