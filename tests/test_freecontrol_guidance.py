@@ -171,6 +171,18 @@ def test_subject_tokens_and_parsing():
     assert default_concept("a red square", "square;circle") == "circle"
 
 
+def test_the_default_concept_is_a_word_of_the_first_comma_separated_part_that_has_one():
+    from i2i.demo.model import demo_model_path, demo_vocabulary_warning
+    from i2i.freecontrol.pipeline import default_concept
+
+    assert default_concept(", a red circle") == "circle"
+    assert default_concept(" , 🟥, a blue Square.") == "square"
+    assert default_concept("a red circle 🟥") == "circle"          # a word as the demo vocabulary check reads words
+    assert demo_vocabulary_warning(["a red circle 🟥"], demo_model_path()) is None
+    with pytest.raises(UsageError, match="no word to take the concept.*--concept WORD"):
+        default_concept("🟥, !")
+
+
 def test_cache_entry_checksum_key_and_corruption(tmp_path):
     from i2i.diffusion.cache import entry_status, load_entry, save_entry
 

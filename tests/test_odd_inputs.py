@@ -365,6 +365,7 @@ def test_flags_without_a_prompt_are_an_error_and_the_bare_command_its_help(monke
     (["--subject", "dog;lion"], EXIT_USAGE, "'dog' does not occur in the inversion prompt 'a square'"),
     (["--bases", "{tmp}/nope.safetensors"], EXIT_INPUT, "no such bases file"),
     (["--bases", "{tmp}/broken.safetensors"], 4, "not a valid i2i bases file"),
+    (["--prompt", ", 🟥"], EXIT_USAGE, "has no word to take the concept of the semantic bases from"),
 ])
 def test_freecontrol_flags_checked_before_the_model_loads(pictures, monkeypatch, tmp_path, flags, code, message):
     no_diffusion_model(monkeypatch)

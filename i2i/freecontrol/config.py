@@ -172,8 +172,8 @@ FREECONTROL_JOBS = JobSchema(
         "subject": JobFlag("\"COND_WORD;GEN_WORD\", e.g. \"dog;lion\": COND_WORD's cross-attention in the inversion "
                            "prompt gives the mask, GEN_WORD the concept (default: every word of the inversion "
                            "prompt)."),
-        "concept": JobFlag("Concept of the semantic bases (default: GEN_WORD of --subject, else the prompt's last "
-                           "word before its first comma).", panel=ANALYSIS),
+        "concept": JobFlag("Concept of the semantic bases (default: GEN_WORD of --subject, else the last word of "
+                           "the prompt's first comma-separated part that has one).", panel=ANALYSIS),
     })
 # A model folder may ship its own recommended settings (``i2i_freecontrol.json``, e.g. the small demo model's fewer
 # steps); flags and arguments given explicitly still win.

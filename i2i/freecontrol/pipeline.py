@@ -48,6 +48,7 @@ from i2i.freecontrol.bases import SemanticBases, cached_bases, read_bases_file
 from i2i.freecontrol.config import DEFAULT_SEED, FREECONTROL, BasesConfig, FreeControlConfig
 from i2i.freecontrol.features import (FeatureStore, block_attention_layers, default_feature_block,
                                       prompt_token_indices, recording, run_until_recorded, subject_token_indices)
+from i2i.text import words
 
 if TYPE_CHECKING:
     from i2i.progress import Reporter
@@ -94,15 +95,17 @@ def check_subject(subject: str | None, inversion_prompt: str) -> None:
 
 
 def default_concept(prompt: str, subject: str | None = None) -> str:
-    """The concept to analyse: the generated word of ``subject``, else the last word before the prompt's first
-    comma ("a photo of a lion, in the desert" -> "lion")."""
+    """The concept to analyse: the generated word of ``subject``, else the last word (letters, as
+    :func:`i2i.text.words` reads words) of the prompt's first comma-separated piece that has one ("a photo of a
+    lion, in the desert" -> "lion", ", a red circle 🟥" -> "circle")."""
     ref, gen = parse_subject(subject)
     if gen:
         return gen
-    words = prompt.split(",")[0].strip().rstrip(".!?").split()
-    if not words:
-        raise UsageError("the prompt is empty")
-    return words[-1]
+    for piece in prompt.split(","):
+        if found := words(piece):
+            return found[-1]
+    raise UsageError(f"the prompt {prompt!r} has no word to take the concept of the semantic bases from: give "
+                     "--concept WORD")
 
 
 def _mask_picture(mask: torch.Tensor | None, latents: torch.Tensor) -> torch.Tensor | None:
@@ -428,6 +431,8 @@ class FreeControlPipeline(DiffusionModel):
         ref_word, _ = parse_subject(subject)
         plan = _Plan(start.scheduler, shape)
         ts, n_guided = plan.ts, config.guided_steps if config.structure_weight > 0 else 0
+        if n_guided and bases is None:
+            concept = concept or default_concept(prompt, subject)          # before the inversion's work
         plan.n_guided = n_guided
         if appearance is not None and not (n_guided and config.appearance_weight > 0):
             self._warn(reporter, "the appearance image is ignored: it acts through the guidance energy, which is off "
@@ -450,7 +455,7 @@ class FreeControlPipeline(DiffusionModel):
             if bases is None:
                 bases_cfg = dataclasses.replace(config.bases,
                                                 inversion_steps=config.bases.inversion_steps or config.inversion_steps)
-                bases = self.semantic_bases(concept or default_concept(prompt, subject), bases_cfg, size, reporter)
+                bases = self.semantic_bases(concept, bases_cfg, size, reporter)
             plan.bases, plan.layers = bases, self._check_bases(bases)
             self._note_components(bases, config, reporter)
             far = max(abs(int(bases.timesteps[bases.index(t)]) - t) for t in ts[:n_guided])
