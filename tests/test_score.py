@@ -113,6 +113,12 @@ def test_score_cli_flags_and_jsonl(models, tmp_path):
     rec = json.loads(res.stdout)
     assert rec["job"] == 0 and rec["self_sim"] == lines[0]["self_sim"]
     assert rec["clip_score"] == pytest.approx(lines[0]["clip_score"])
+    ctrlx = tmp_path / "ctrlx.jsonl"                                  # Ctrl-X names its condition "structure"
+    ctrlx.write_text(json.dumps({"job": 0, "prompt": "a red square", "structure": str(cond), "appearance": None,
+                                 "image": str(out1)}) + "\n" + json.dumps({"kind": "summary", "command": "ctrlx"}))
+    res = run("score", "--jsonl", ctrlx, *flags, "--scores", "self-sim", "--json", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["self_sim"] == lines[0]["self_sim"]
 
 
 def test_score_cli_errors(models, tmp_path, monkeypatch):

@@ -48,8 +48,9 @@ def score(
     prompt: Annotated[Optional[list[str]], typer.Option(
         "--prompt", help="Prompt(s): one for all images or one per image (repeat the flag).")] = None,
     jsonl: Annotated[Optional[Path], typer.Option(
-        "--jsonl", help="Score the records of a JSON-lines file instead (e.g. saved `i2i freecontrol --json` "
-        "output): keys image, condition, prompt; relative paths are taken from the current folder.")] = None,
+        "--jsonl", help="Score the records of a JSON-lines file instead (e.g. saved `i2i freecontrol --json` or "
+        "`i2i ctrlx --json` output): keys image, condition (or Ctrl-X's structure), prompt; relative paths are taken "
+        "from the current folder.")] = None,
     scores: Annotated[Optional[str], typer.Option(
         "--scores", help="self-sim, clip or both, comma-separated (default: what the inputs allow).")] = None,
     dino: Annotated[str, typer.Option("--dino", help=DINO_HELP)] = DEFAULT_DINO,
@@ -64,11 +65,12 @@ def score(
     def go() -> None:
         from i2i.device import resolve_device
         from i2i.errors import UsageError
-        from i2i.metrics.score import SCORES, check_records, load_scorers, score_records
+        from i2i.metrics.score import check_records, load_scorers, record_condition, score_records
 
         records = _records(images, condition, prompt, jsonl)
         wanted = tuple(s.strip() for s in scores.split(",") if s.strip()) if scores else tuple(
-            s for s, key in zip(SCORES, ("condition", "prompt")) if any(r.get(key) for r in records))
+            s for s, given in (("self-sim", record_condition), ("clip", lambda r: r.get("prompt")))
+            if any(given(r) for r in records))
         if not wanted:
             raise UsageError("nothing to score: give --condition (structure) and/or --prompt (CLIP score)")
         check_records(records, wanted)                # inputs and flags before any weights

@@ -24,6 +24,12 @@ from i2i.metrics.selfsim import DEFAULT_DINO, ViTKeys
 
 ImageLike = Union[str, os.PathLike, Image.Image]
 SCORES = ("self-sim", "clip")
+CONDITION_KEYS = ("condition", "structure")     # the condition image of FreeControl's and Ctrl-X's --json records
+
+
+def record_condition(record: dict[str, Any]) -> str | None:
+    """The condition image of a result record: its ``condition``, or Ctrl-X's ``structure``."""
+    return next((record[key] for key in CONDITION_KEYS if record.get(key)), None)
 
 
 @dataclass
@@ -41,13 +47,14 @@ def check_records(records: Sequence[dict[str, Any]], scores: Sequence[str]) -> N
     unknown = [s for s in scores if s not in SCORES]
     if unknown:
         raise UsageError(f"--scores {','.join(unknown)}: choose from {','.join(SCORES)}")
-    for score, key in (("clip", "prompt"), ("self-sim", "condition")):
-        if score in scores and not all(r.get(key) for r in records):
+    needs = (("clip", "prompt", lambda r: r.get("prompt")), ("self-sim", "condition", record_condition))
+    for score, key, get in needs:
+        if score in scores and not all(get(r) for r in records):
             raise UsageError(f"--scores {score} needs a {key} for every image (--{key})")
     for rec in records:
-        for key in ("image", "condition"):
-            if rec.get(key) and not Path(rec[key]).is_file():
-                raise InputError(f"{rec[key]}: no such file")
+        for path in (rec.get("image"), record_condition(rec)):
+            if path and not Path(path).is_file():
+                raise InputError(f"{path}: no such file")
 
 
 def load_scorers(scores: Sequence[str] = SCORES, dino: str = DEFAULT_DINO, clip: str = DEFAULT_CLIP,
@@ -111,17 +118,18 @@ def _broadcast(values: Sequence[Any] | None, n: int, what: str) -> list[Any] | N
 
 
 def score_records(records: Sequence[dict[str, Any]], scorers: Scorers, base: str | os.PathLike = ".",
-                  condition_key: str = "condition") -> list[dict]:
-    """Copies of result records (``image``, optional ``condition`` — or another ``condition_key``, e.g. Ctrl-X's
-    ``structure`` — and ``prompt``; relative paths are taken from ``base``) with ``self_sim`` / ``clip_score``
-    added. Records without an ``image`` (e.g. errors) pass through."""
+                  condition_key: str | None = None) -> list[dict]:
+    """Copies of result records (``image``, optional condition image — under ``condition_key``, by default
+    ``condition`` or Ctrl-X's ``structure`` — and ``prompt``; relative paths are taken from ``base``) with
+    ``self_sim`` / ``clip_score`` added. Records without an ``image`` (e.g. errors) pass through."""
     out = []
     for rec in records:
         if not rec.get("image"):
             out.append(dict(rec))
             continue
         path = lambda p: p if Path(p).is_absolute() else Path(base) / p  # noqa: E731
-        cond = [path(rec[condition_key])] if rec.get(condition_key) else None
+        found = record_condition(rec) if condition_key is None else rec.get(condition_key)
+        cond = [path(found)] if found else None
         prompt = [rec["prompt"]] if rec.get("prompt") else None
         out.append({**rec, **score_images([path(rec["image"])], cond, prompt, scorers)[0]})
     return out
