@@ -3,10 +3,11 @@ method packages."""
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
-from tiny_sd import one_thread, save_sd, save_single_file  # noqa: F401  (one_thread: autouse fixture)
+from tiny_sd import one_thread, save_sd, save_single_file, sdxl_pipeline  # noqa: F401  (one_thread: autouse fixture)
 from typer.testing import CliRunner
 
 
@@ -21,6 +22,29 @@ def test_single_file_checkpoint_loads_with_a_config_folder(tmp_path):
         assert mine.keys() == theirs.keys()
         assert all(torch.equal(mine[k].reshape(-1), theirs[k].reshape(-1)) for k in mine)     # the file's weights
     assert model.model_id.startswith("tiny.safetensors@") and model.model_folder is None
+
+
+def test_a_lora_or_a_file_of_another_architecture_is_one_line_naming_the_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from i2i.diffusion.loading import load_pipeline
+    from i2i.errors import CheckpointError
+
+    config = save_sd(tmp_path / "config")
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 16)},
+              str(tmp_path / "lora.safetensors"))
+    with pytest.raises(CheckpointError) as info:
+        load_pipeline(tmp_path / "lora.safetensors", config=str(config))
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'lora.safetensors'}: not a whole SD/SDXL checkpoint matching --config")
+    assert "\n" not in message and "(SingleFileComponentError: " in message and "not a LoRA" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdxl_pipeline().save_pretrained(tmp_path / "xl")
+    save_single_file(tmp_path / "sd15.safetensors")
+    with pytest.raises(CheckpointError, match=r"sd15.safetensors: not a whole SD/SDXL checkpoint matching --config "
+                                              r".*xl \(KeyError: "):
+        load_pipeline(tmp_path / "sd15.safetensors", config=str(tmp_path / "xl"))
 
 
 def test_single_file_offline_without_config_is_a_usage_error(tmp_path, monkeypatch):

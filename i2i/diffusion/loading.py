@@ -273,8 +273,18 @@ def _load_single_file(model: str, dtype: torch.dtype, config: str | None) -> Loa
             raise UsageError(f"{path}: a single-file checkpoint needs --config DIR (a diffusers folder of the same "
                              f"architecture, for its component configs and tokenizer) when {why} and the "
                              "Hugging Face cache does not hold them") from exc
-        raise CheckpointError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {exc})") from exc
+        raise _not_a_checkpoint(path, config, exc) from exc
     return LoadedPipeline(base, f"{path.name}@{_fingerprint_file(path)[:24]}", None)
+
+
+def _not_a_checkpoint(path: Path, config: str | None, exc: Exception) -> CheckpointError:
+    """One line for a file diffusers cannot build a pipeline from (a LoRA, a VAE or text encoder alone, a truncated
+    file, another architecture than ``config``'s): what it is not, and the first line of diffusers' reason."""
+    reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    cause = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+    matching = f" matching --config {config}" if config is not None else ""
+    return CheckpointError(f"{path}: not a whole SD/SDXL checkpoint{matching} ({cause}); pass a full checkpoint (not a "
+                           "LoRA or other partial file) and a --config folder of its architecture")
 
 
 def load_pipeline(model: str | os.PathLike, precision: str = "fp32", config: str | None = None) -> LoadedPipeline:
