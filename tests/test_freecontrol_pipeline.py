@@ -274,6 +274,11 @@ def test_invalid_settings_are_usage_errors(sd, condition):
             run(sd, condition, dataclasses.replace(SMALL, **bad))
     with pytest.raises(UsageError, match="multiple of"):
         run(sd, condition, dataclasses.replace(SMALL, size=36))
+    unit = sd.size_unit
+    for size in (17000, 16384 + unit, -unit):                   # past the 16,384 px limit, a multiple or not
+        with pytest.raises(UsageError, match=f"--size {size}: must be a multiple of {unit} from {unit} to 16,384 "
+                                             "pixels for this model"):
+            sd.check_size(size)
     with pytest.raises(UsageError, match="does not occur"):
         run(sd, condition, subject="lion;lion")
 

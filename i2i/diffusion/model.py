@@ -197,12 +197,13 @@ class DiffusionModel:
         return self.vae_scale_factor * 2 ** (len(self.unet.config.down_block_types) - 1)
 
     def check_size(self, size: int) -> int:
-        from i2i.images import check_side
+        from i2i.images import MAX_SIDE
 
         unit = self.size_unit
-        if size <= 0 or size % unit:
-            raise UsageError(f"--size {size}: must be a positive multiple of {unit} for this model")
-        return check_side(size, "--size")
+        if not 0 < size <= MAX_SIDE or size % unit:
+            raise UsageError(f"--size {size}: must be a multiple of {unit} from {unit} to "
+                             f"{MAX_SIDE - MAX_SIDE % unit:,} pixels for this model")
+        return size
 
     def output_shape(self, condition_size: tuple[int, int], size: int) -> tuple[int, int]:
         """``(height, width)`` of the output for a condition of PIL size ``(width, height)``: the long side is
