@@ -73,3 +73,8 @@ def test_train_model_help_lists_the_registered_methods():
 
     text = help_text("cyclegan", "train")
     assert "one of: " + ", ".join(REGISTRY) in re.sub(r"[\s│]+", " ", text)
+
+
+def test_import_official_help_says_where_the_step_count_comes_from():
+    text = " ".join(help_text("freecontrol", "bases").replace("│", " ").split())      # the panel's lines joined
+    assert "200-step" not in text and "step count is read from its folder or file name" in text

@@ -78,8 +78,9 @@ def bases_command(
     seed: Annotated[Optional[int], typer.Option("--seed", hidden=True)] = None,        # old name of --bases-seed
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", hidden=True)] = None,   # --bases-batch-size
     import_official: Annotated[Optional[Path], typer.Option(
-        "--import-official", help="Convert the official pca_info.pt (200-step schedule) to an i2i bases file "
-        "keyed by timestep (needs --out; no model is loaded).")] = None,
+        "--import-official", help="Convert the official pca_info.pt to an i2i bases file keyed by timestep (its "
+        "DDIM step count is read from its folder or file name: step_N_sample_M_id_K/pca_info.pt, cat_step_200.pt; "
+        "needs --out; no model is loaded).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the bases to this "
                                                 ".safetensors file; with --show, the pictures' folder (default: "
                                                 f"{SHOW_OUT}).")] = None,
