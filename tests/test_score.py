@@ -138,5 +138,7 @@ def test_score_cli_errors(models, tmp_path, monkeypatch):
     assert res.exit_code == 3 and "missing.png: no such file" in res.stderr
     res = run("score", img, "--condition", tmp_path / "nothere.png")
     assert res.exit_code == 3 and "nothere.png: no such file" in res.stderr
+    res = run("score", tmp_path, "--prompt", "x")                            # a folder: its images are meant
+    assert res.exit_code == 3 and "a folder, not an image: give the image files in it" in res.stderr, res.output
     res = run("score", img, "--condition", img, "--scores", "clip")
     assert res.exit_code == 2 and "--scores clip needs a prompt" in res.stderr

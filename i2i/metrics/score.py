@@ -54,7 +54,8 @@ def check_records(records: Sequence[dict[str, Any]], scores: Sequence[str]) -> N
     for rec in records:
         for path in (rec.get("image"), record_condition(rec)):
             if path and not Path(path).is_file():
-                raise InputError(f"{path}: no such file")
+                raise InputError(f"{path}: a folder, not an image: give the image files in it (e.g. {path}/*.png)"
+                                 if Path(path).is_dir() else f"{path}: no such file")
 
 
 def load_scorers(scores: Sequence[str] = SCORES, dino: str = DEFAULT_DINO, clip: str = DEFAULT_CLIP,
