@@ -47,6 +47,13 @@ def test_a_lora_or_a_file_of_another_architecture_is_one_line_naming_the_file(tm
         load_pipeline(tmp_path / "sd15.safetensors", config=str(tmp_path / "xl"))
 
 
+def test_the_freecontrol_page_says_a_single_file_loads_with_config_as_it_does():
+    from pathlib import Path
+
+    page = " ".join((Path(__file__).resolve().parents[1] / "docs" / "freecontrol.md").read_text().split())
+    assert "first convert it" not in page and "`--model x.safetensors` (or `.ckpt`), with `--config DIR`" in page
+
+
 def test_single_file_offline_without_config_is_a_usage_error(tmp_path, monkeypatch):
     from i2i.cli.app import app
 
