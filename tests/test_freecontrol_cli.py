@@ -85,8 +85,15 @@ def test_end_to_end_json_guided_and_unguided(cli, tmp_path):
     again = cli("--prompt", "a red square", "--condition", SQUARE, "--out", out, "--subject", "square;square")
     assert again.exit_code == 6 and "already exists" in again.output            # never overwrites silently
     forced = cli("--prompt", "a red square", "--condition", SQUARE, "--out", out, "--subject", "square;square",
-                 "--overwrite", "--json")
+                 "--overwrite", "--json", "--save-unguided")
     assert forced.exit_code == 0 and Image.open(guided).tobytes() == a.tobytes()   # deterministic
+    alone = cli("--prompt", "a red square", "--condition", SQUARE, "--out", out, "--subject", "square;square",
+                "--overwrite")            # no siblings after the guidance window: fewer UNet rows, other rounding
+    import numpy as np
+
+    assert alone.exit_code == 0
+    diff = np.abs(np.asarray(Image.open(guided), np.float32) - np.asarray(a, np.float32))
+    assert diff.mean() < 2.0
 
 
 def test_out_may_name_the_one_image_file(cli, tmp_path):

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 # A translated shape counts as "in place" when its centroid is within this fraction of the image side.
 POSITION_TOLERANCE = 0.08
+# Translations scored here are rounded to the nearest grey level: the reference's truncation (what `translate`
+# writes) would darken each pass by half a level on average and add that bias to the cycle L1.
+EVAL_ROUNDING = "nearest"
 # Test images of builtin:shapes use indices far from the training ones.
 SHAPES_TEST_OFFSET = 10_000_000
 
@@ -189,7 +192,7 @@ def _eval_shapes(gens, train_cfg, config, device, reporter, summary) -> list[lis
     (G_A, cfg_a), (G_B, cfg_b) = gens["AtoB"], gens.get("BtoA", (None, None))   # one-sided runs: A -> B only
 
     def fwd(G, cfg, img):
-        return translate_pil(G, cfg, img, device, precision=config.precision)
+        return translate_pil(G, cfg, img, device, precision=config.precision, rounding=EVAL_ROUNDING)
 
     size = train_cfg.crop_size if train_cfg else 32
     seed = train_cfg.seed if train_cfg else 0
@@ -259,7 +262,7 @@ def _eval_folders(gens, train_cfg, config, device, reporter, summary, extractor)
 def _translate_set(G, cfg, back, images, config, device, reporter, direction, grid_rows):
     """Translate ``images``; returns (cycle/identity L1 stats, translated images)."""
     def fwd(G, cfg, img):
-        return translate_pil(G, cfg, img, device, precision=config.precision)
+        return translate_pil(G, cfg, img, device, precision=config.precision, rounding=EVAL_ROUNDING)
 
     cycle = identity = 0.0
     fakes = []

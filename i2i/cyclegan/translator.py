@@ -177,14 +177,15 @@ def image_mode(gen_cfg: GeneratorConfig) -> str:
 
 def translate_pil(gen: nn.Module, gen_cfg: GeneratorConfig, img: Image.Image, device: torch.device | str,
                   precision: Precision = "fp32", tile: int | None = None, tile_overlap: int = 32,
-                  size: int | None = None) -> Image.Image:
+                  size: int | None = None, rounding: str = ROUNDING) -> Image.Image:
     """Translate one PIL image (converted to the generator's mode first); the output has the input's size.
-    ``size``: work at that shorter side, e.g. the training resolution (None: at the image's own size)."""
+    ``size``: work at that shorter side, e.g. the training resolution (None: at the image's own size);
+    ``rounding``: how outputs become grey levels (:func:`i2i.images.to_uint8`; the reference's by default)."""
     device = torch.device(device)
     x = image_to_tensor(convert_image(img, image_mode(gen_cfg)))[None]
     with torch.inference_mode():
         y = translate_tensor(gen, gen_cfg, x, device, precision, tile, tile_overlap, size=size)
-    return tensor_to_image(y[0], ROUNDING)
+    return tensor_to_image(y[0], rounding)
 
 
 class _Decoded(torch.utils.data.Dataset):
