@@ -13,6 +13,7 @@ import glob
 import os
 import re
 import secrets
+import stat
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -226,7 +227,11 @@ def load_image(path: str | os.PathLike, mode: str = "RGB", max_pixels: int = DEF
             raise InputError(f"{os.fspath(path)}: URLs are not downloaded; save the image and pass its path")
         raise InputError(f"{p}: no such file")
     try:
-        if p.stat().st_size == 0:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):        # /dev/stdin, a named pipe: not read as a stream
+            raise InputError(f"{p}: not a regular file (a pipe or device); save the image to a file and pass "
+                             "its path")
+        if st.st_size == 0:
             raise InputError(f"{p}: empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -327,3 +327,15 @@ def test_stale_temps_are_removed_but_a_live_writers_are_not(tmp_path):
         assert remove_stale_temps([target]) == 1
         assert tmp.exists() and not abandoned.exists()
     assert target.read_bytes() == b"in progress" and not tmp.exists()
+
+
+def test_a_pipe_is_named_as_such_not_as_an_empty_file(tmp_path):
+    """`i2i ... /dev/stdin` with an image piped in was refused as "empty file (0 bytes)"."""
+    import os
+
+    from i2i.errors import InputError
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        load_image(fifo)
