@@ -481,13 +481,13 @@ def _remove_if_abandoned(path: str) -> bool:
         return False                    # gone meanwhile (its writer finished) or unreadable: left alone
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return False                    # held: a live writer
-    else:
-        Path(path).unlink(missing_ok=True)
-        return True
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return False                # held: a live writer
     finally:
         os.close(fd)
+    Path(path).unlink(missing_ok=True)  # not held, or no locks on this file system (the writer could not lock it
+    return True                         # either): abandoned
 
 
 def _create_temp_beside(path: Path) -> tuple[Path, int]:

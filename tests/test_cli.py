@@ -249,21 +249,41 @@ def test_identity_loss_with_unequal_channels_is_refused(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_recorded_run_with_unequal_channels_still_resumes(tmp_path):
+    """Runs trained before the refusal recorded lambda_identity 0.5 with the loss off: they go on, as they were."""
+    for domain in ("trainA", "trainB"):
+        (tmp_path / "data" / domain).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(tmp_path / "data" / domain / f"{i}.png")
+    run_dir = tmp_path / "r"
+    res = run("cyclegan", "train", tmp_path / "data", "--run-dir", run_dir, "--input-nc", 1, "--lambda-identity", 0,
+              "--max-iters", 1, *TINY)
+    assert res.exit_code == 0, res.output
+    config = json.loads((run_dir / "config.json").read_text())
+    config["options"]["lambda_identity"] = 0.5                 # what such a run recorded
+    (run_dir / "config.json").write_text(json.dumps(config))
+    res = run("cyclegan", "train", "--run-dir", run_dir, "--resume", "--max-iters", 2, "--quiet")
+    assert res.exit_code == 0 and "identity loss stays off" in res.stderr, res.output
+
+
 def test_a_second_training_in_a_run_folder_in_use_stops(tmp_path):
     """Two `train` on one --run-dir at once both exited 0, the config of one beside the checkpoints of the other.
-    The folder is held (flock) while a run trains in it; here the test holds it as another process would."""
-    fcntl = pytest.importorskip("fcntl")
+    The process training in a folder holds a lock on RUN/.lock; here another process holds it."""
+    pytest.importorskip("fcntl")
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    fd = os.open(run_dir, os.O_RDONLY)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+         "fcntl.lockf(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(run_dir / ".lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert holder.stdout.readline().strip() == "held"
         res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 1, *TINY)
         assert res.exit_code == 6 and "another process is training in it" in res.stderr, res.output
         assert not (run_dir / "config.json").exists()
     finally:
-        os.close(fd)
+        holder.communicate("", timeout=60)
     res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--max-iters", 1, *TINY)
     assert res.exit_code == 0, res.output
     res = run("cyclegan", "train", "builtin:shapes", "--run-dir", run_dir, "--resume", "--max-iters", 2, "--quiet")
-    assert res.exit_code == 0, res.output            # released at the end of a run, in the same process too
+    assert res.exit_code == 0, res.output

@@ -475,3 +475,11 @@ def test_messages_name_the_flags_to_give(tmp_path, pictures):
     assert res.exit_code == EXIT_USAGE and "add --no-antialias --no-antialias-up" in res.output, res.output
     res = run("cyclegan", "translate", pictures, "-c", tmp_path / "none", "--tile", "16", "--out", tmp_path / "o")
     assert res.exit_code == EXIT_USAGE and "--tile 16 with --tile-overlap 32 (its default is 32)" in res.output
+
+
+def test_a_prompt_without_a_word_is_fine_when_guidance_is_off(pictures, tmp_path):
+    """The concept is needed only for the guidance: with --structure-weight 0 the check before loading let the
+    command refuse what the pipeline runs."""
+    res = run("freecontrol", "--prompt", ", 🟥", "--condition", pictures / "s.png", "--out", tmp_path / "o.png",
+              "--structure-weight", "0", "--steps", "2", "-q")
+    assert res.exit_code == EXIT_OK, res.output

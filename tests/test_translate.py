@@ -300,10 +300,16 @@ def test_decoding_workers_leave_a_sigterm_to_the_main_process(gen, tmp_path, mon
         noise_image(16, 16, seed=i).save(src / f"{i}.png")
     real = translator._Decoded.__getitem__
 
+    main, sent = os.getpid(), tmp_path / "sent"
+    sent.mkdir()
+
     def getitem(self, i):
-        os.kill(os.getpid(), signal.SIGTERM)        # in a worker process (forked: this patch is there too)
+        if os.getpid() != main:                     # in a worker process (forked: this patch is there too)
+            (sent / str(os.getpid())).touch()
+            os.kill(os.getpid(), signal.SIGTERM)
         return real(self, i)
 
     monkeypatch.setattr(translator._Decoded, "__getitem__", getitem)
     res = translate_images(expand_inputs([src]), gen, CFG, tmp_path / "out", TranslateConfig(num_workers=2))
     assert len(res.ok) == 8 and not res.failed
+    assert len(list(sent.iterdir())) == 2           # both workers were sent the signal (the patch reached them)

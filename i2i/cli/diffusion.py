@@ -38,8 +38,8 @@ class MethodFlags:
     ``--prompt``), ``job_defaults`` (job keys a job file may override), ``config`` (config changes its flags make
     beyond the declared ones), ``load`` / ``run`` (more arguments of the pipeline's ``from_pretrained`` /
     ``run_job``), ``extras`` (save the companion outputs of the method's job schema) and ``check`` (called with
-    the jobs before any model loads: the method's own checks of its flags and job values; it returns ``run_job``
-    arguments it prepared on the way, such as a file it read, or None)."""
+    the jobs and the method's settings before any model loads: the method's own checks of its flags and job
+    values; it returns ``run_job`` arguments it prepared on the way, such as a file it read, or None)."""
 
     images: dict[str, list[str]] = field(default_factory=dict)
     job_defaults: dict[str, Any] = field(default_factory=dict)
@@ -47,7 +47,7 @@ class MethodFlags:
     load: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
     extras: bool = False
-    check: Optional[Callable[[list[dict[str, Any]]], Optional[dict[str, Any]]]] = None
+    check: Optional[Callable[[list[dict[str, Any]], Any], Optional[dict[str, Any]]]] = None
 
 
 @dataclass

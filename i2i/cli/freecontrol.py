@@ -39,19 +39,20 @@ def freecontrol_flags(
         "for SDXL and on CPUs.", show_default=False, rich_help_panel="Common")] = None,
 ) -> MethodFlags:
     return MethodFlags(load={"cache_dir": cache_dir, "one_call": one_call}, run={"bases": bases},
-                       extras=save_unguided, check=lambda jobs: check_jobs(jobs, bases))
+                       extras=save_unguided, check=lambda jobs, config: check_jobs(jobs, bases, config))
 
 
-def check_jobs(jobs: list[dict[str, Any]], bases: Optional[Path]) -> Optional[dict[str, Any]]:
+def check_jobs(jobs: list[dict[str, Any]], bases: Optional[Path], config: Any = None) -> Optional[dict[str, Any]]:
     """What can be checked of FreeControl's own flags before a model loads: the --bases file (read once here:
     missing is 3, unusable 4; returned for ``run_job``) and each job's --subject (its condition word must be in
-    the inversion prompt) and concept (without --concept or --bases: a word of the prompt)."""
+    the inversion prompt) and concept (without --concept or --bases, where guidance runs: a word of the
+    prompt)."""
     from i2i.freecontrol.bases import read_bases_file
     from i2i.freecontrol.pipeline import check_subject, default_concept
 
     for job in jobs:
         check_subject(job["subject"], job["prompt"] if job["inversion_prompt"] is None else job["inversion_prompt"])
-        if bases is None and not job["concept"]:
+        if bases is None and not job["concept"] and getattr(config, "structure_weight", 1) > 0:
             default_concept(job["prompt"], job["subject"])
     return None if bases is None else {"bases": read_bases_file(bases)}
 

@@ -75,6 +75,9 @@ class PeriodicHook:
     fn: Callable[[Method, int], dict[str, Any] | None]
 
 
+RUN_LOCK = ".lock"          # held by the process training in the run folder (_Run._hold_run_dir)
+
+
 def resume_command(run_dir: Path | str) -> str:
     """The command that continues the run in ``run_dir``."""
     return f"i2i cyclegan train --run-dir {shlex.quote(str(run_dir))} --resume"
@@ -248,22 +251,32 @@ class _Run:
                                                                if isinstance(v, (int, float, str, bool))})
 
     def _hold_run_dir(self) -> None:
-        """Hold a lock on the run folder while this process trains in it (released when the process ends, also
-        when killed): a second ``train`` on the same ``--run-dir`` at once stops here instead of writing its
-        checkpoints, config and log over this one's."""
+        """Hold a lock on ``RUN/.lock`` while this process trains in the folder: a second ``train`` on the same
+        ``--run-dir`` at once stops here instead of writing its checkpoints, config and log over this one's. A
+        POSIX record lock (``lockf``): forked DataLoader workers do not inherit it (a killed trainer's workers
+        would hold it for seconds more), it works on NFS, and it goes with the process, also when killed. Where the
+        file system takes no locks, a warning says the folder is not guarded."""
         try:
             import fcntl
         except ImportError:
-            return                                  # no advisory locks here: not guarded
-        fd = os.open(self.run_dir, os.O_RDONLY)
+            return                                  # no POSIX locks on this platform
+        path = self.run_dir / RUN_LOCK
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            warnings.warn(f"{path}: cannot create the run folder's lock ({exc.strerror or exc}); a second training "
+                          "in it at once would not be stopped", stacklevel=2)
+            return
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise OutputError(f"--run-dir {self.run_dir}: another process is training in it now; wait for it "
                                   "to finish (or stop it), or give another --run-dir") from None
-            return                                  # a file system without locks: not guarded
+            warnings.warn(f"--run-dir {self.run_dir}: its file system takes no locks ({exc.strerror or exc}); a "
+                          "second training in it at once would not be stopped", stacklevel=2)
+            return
         self._release = weakref.finalize(self, os.close, fd)     # at the end of the run (__exit__), or at the latest
                                                                   # when this object goes
 
@@ -422,7 +435,7 @@ def _train(config: TrainConfig, resume: bool, device: str | None, reporter: Repo
         config = replace(config, precision=resolve_precision("auto", resolve_device(device)))
     reporter = reporter or Reporter.library()
     method_cls = get_method(config.model)
-    method_cls.check(config)               # an unknown or invalid option (or combination) fails here, not after loading
+    method_cls.check(config, resume)       # an unknown or invalid option (or combination) fails here, not after loading
     _check_run_dir(Path(config.run_dir), resume, overwrite)
     accelerator = _accelerator(config, device)
     dev, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes

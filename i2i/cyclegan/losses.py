@@ -1,4 +1,4 @@
-"""GAN objectives (lsgan, vanilla, hinge) as pure functions of discriminator outputs (logits / scores)."""
+"""GAN objectives (lsgan, vanilla, wgangp, hinge) as pure functions of discriminator outputs (logits / scores)."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def run_batch(method: DiffusionMethod, prompts: Sequence[str] = (), images: dict
               seed: int | None = None, num_images: int = 1, overwrite: bool = False, skip_existing: bool = False,
               shard: str | None = None, preprocess: str = "none", extras: bool = False, device: str | None = None,
               precision: str = "fp32", load: dict[str, Any] | None = None, run: dict[str, Any] | None = None,
-              check: Callable[[list[dict[str, Any]]], dict[str, Any] | None] | None = None,
+              check: Callable[[list[dict[str, Any]], Any], dict[str, Any] | None] | None = None,
               scorers: Callable[[Any], Any] | None = None, before_load: Callable[[], None] | None = None,
               reporter: Reporter | None = None) -> "BatchSummary":
     """Run ``method`` over its jobs into ``out`` and return this process's summary (a failed batch raises, as the
@@ -57,7 +57,7 @@ def run_batch(method: DiffusionMethod, prompts: Sequence[str] = (), images: dict
     the bundled demo model). ``job_defaults``: job keys every job takes unless it sets its own (the schema's keys
     that are config fields take the config's value). ``load`` / ``run``: more arguments of the pipeline's
     ``from_pretrained`` (``config``, ``vae``, ``vae_decode``, ``text_encoder_device``, a method's own) / ``run_job``;
-    ``check``: called with the jobs before any model loads, it may return more ``run_job`` arguments; ``extras``:
+    ``check``: called with the jobs and the settings before any model loads, it may return more ``run_job`` arguments; ``extras``:
     save the schema's companion images; ``scorers``: called with the device before the model loads, returns the
     scorers of ``--score``; ``before_load``: called just before the scorers or the model load.
     """
@@ -84,7 +84,7 @@ def run_batch(method: DiffusionMethod, prompts: Sequence[str] = (), images: dict
     texts = [getattr(config, f.name) for f in dataclasses.fields(config) if f.name.endswith("prompt")]
     warn_unknown_words([*texts, *(job[key] for job in all_jobs for key in ("prompt", *schema.options)
                                   if isinstance(job.get(key), str))], model_name, reporter)
-    run.update((check(all_jobs) if check else None) or {})
+    run.update((check(all_jobs, config) if check else None) or {})
     dev = resolve_device(device)
     check_precision(precision, dev)
     reporter.info("settings: " + describe(config, from_model, method.shown))

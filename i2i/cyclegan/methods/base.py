@@ -133,9 +133,10 @@ class Method:
         return values
 
     @classmethod
-    def check(cls, config: "TrainConfig") -> None:
+    def check(cls, config: "TrainConfig", resume: bool = False) -> None:
         """Refuse (:class:`~i2i.errors.UsageError`) a config this method cannot train, before any data is read:
-        unknown or invalid options, and what a method adds (override and call ``super().check``)."""
+        unknown or invalid options, and what a method adds (override and call ``super().check``). ``resume``: the
+        config is a recorded run's, which a rule added since must not lock out (warn instead)."""
         cls.options_from(config.options)
 
     # ---- what a checkpoint holds

@@ -8,6 +8,7 @@ generators; then both discriminators on real vs pooled fakes, one Adam step for 
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,12 +93,17 @@ class CycleGAN(Method):
     shapes_preset = {"options": {"lambda_A": 5.0, "lambda_B": 5.0, "lambda_identity": 4.0}}
 
     @classmethod
-    def check(cls, config: TrainConfig) -> None:
+    def check(cls, config: TrainConfig, resume: bool = False) -> None:
         """The identity loss feeds B images to G_A (A -> B): it needs as many channels in as out, as the reference
-        asserts; it is not switched off silently."""
-        super().check(config)
+        asserts. A new run is refused; a recorded run (trained with the loss off, as i2i did before it refused
+        them) goes on with it off, with a warning."""
+        super().check(config, resume)
         g = config.generator
         if cls.options_from(config.options).lambda_identity > 0 and g.input_nc != g.output_nc:
+            if resume:
+                warnings.warn(f"this run has {g.input_nc} input and {g.output_nc} output channels: its identity "
+                              "loss stays off, as it was when the run started", stacklevel=2)
+                return
             raise UsageError(f"--lambda-identity needs --input-nc equal to --output-nc (got {g.input_nc} and "
                              f"{g.output_nc}): the identity loss feeds domain B images to the A -> B generator; "
                              "pass --lambda-identity 0")
@@ -110,7 +116,7 @@ class CycleGAN(Method):
         init = dict(init_type=config.init_type, init_gain=config.init_gain)
         self.G_A, self.G_B = define_G(self.g_cfg_a, **init), define_G(self.g_cfg_b, **init)
         self.D_A, self.D_B = define_D(self.d_cfg_a, **init), define_D(self.d_cfg_b, **init)
-        self.identity = self.opt.lambda_identity > 0
+        self.identity = self.opt.lambda_identity > 0 and config.generator.input_nc == config.generator.output_nc
         per_sample = config.generator.norm != "batch" and config.discriminator.norm != "batch"
         self.gens = GeneratorPair(self.G_A, self.G_B, self.identity, fuse=per_sample)
         self.discs = DiscriminatorPair(self.D_A, self.D_B, fuse=per_sample)
