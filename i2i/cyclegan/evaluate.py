@@ -16,6 +16,8 @@ ones are refused before any work unless ``overwrite``.
 
 from __future__ import annotations
 
+import functools
+
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,11 @@ POSITION_TOLERANCE = 0.08
 EVAL_ROUNDING = "nearest"
 # Test images of builtin:shapes use indices far from the training ones.
 SHAPES_TEST_OFFSET = 10_000_000
+
+
+def _scored_translation(G, cfg, img: Image.Image, device: Any, precision: str) -> Image.Image:
+    """``img`` translated as the scores read it (rounded to the nearest grey level, :data:`EVAL_ROUNDING`)."""
+    return translate_pil(G, cfg, img, device, precision=precision, rounding=EVAL_ROUNDING)
 
 
 def _l1(a: Image.Image, b: Image.Image) -> float:
@@ -191,8 +198,7 @@ def _eval_shapes(gens, train_cfg, config, device, reporter, summary) -> list[lis
 
     (G_A, cfg_a), (G_B, cfg_b) = gens["AtoB"], gens.get("BtoA", (None, None))   # one-sided runs: A -> B only
 
-    def fwd(G, cfg, img):
-        return translate_pil(G, cfg, img, device, precision=config.precision, rounding=EVAL_ROUNDING)
+    fwd = functools.partial(_scored_translation, device=device, precision=config.precision)
 
     size = train_cfg.crop_size if train_cfg else 32
     seed = train_cfg.seed if train_cfg else 0
@@ -261,8 +267,7 @@ def _eval_folders(gens, train_cfg, config, device, reporter, summary, extractor)
 
 def _translate_set(G, cfg, back, images, config, device, reporter, direction, grid_rows):
     """Translate ``images``; returns (cycle/identity L1 stats, translated images)."""
-    def fwd(G, cfg, img):
-        return translate_pil(G, cfg, img, device, precision=config.precision, rounding=EVAL_ROUNDING)
+    fwd = functools.partial(_scored_translation, device=device, precision=config.precision)
 
     cycle = identity = 0.0
     fakes = []
