@@ -247,3 +247,14 @@ def test_a_b_channel_mismatch_is_a_usage_error(tmp_path, model):
     res = CliRunner().invoke(app, ["cyclegan", "train", str(tmp_path), "--model", model, "--input-nc", "3",
                                    "--output-nc", "1", "--run-dir", str(tmp_path / "run"), "--max-iters", "1"])
     assert res.exit_code == 2 and "needs as many channels in A as in B" in res.stderr, res.output
+
+
+def test_a_short_last_batch_is_left_out_as_the_reference_does(tmp_path):
+    """The CUT reference's training DataLoader has drop_last=True (data/__init__.py): 5 images at batch 2 make 2
+    iterations an epoch, not 3; fewer images than a batch is a usage error, not an endless run of empty epochs."""
+    from i2i.errors import UsageError
+
+    result = train(tiny(tmp_path / "run", "cut", shapes_count=5, log_every=100, sample_every=100, save_every=100))
+    assert (result.iterations, result.epochs_done) == (4, 2)
+    with pytest.raises(UsageError, match="batch"):
+        train(tiny(tmp_path / "one", "fastcut", shapes_count=1))

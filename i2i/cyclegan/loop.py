@@ -161,7 +161,7 @@ def _build_data(config: TrainConfig, reporter: Reporter | None) -> tuple[Preproc
 
 
 def _epoch_loader(dataset: Any, config: TrainConfig, epoch: int, skip: int, rank: int, world: int,
-                  per_rank: int, dev: torch.device) -> torch.utils.data.DataLoader:
+                  per_rank: int, dev: torch.device, drop_last: bool = False) -> torch.utils.data.DataLoader:
     """This rank's batches of ``epoch``, from batch ``skip`` on (a resumed epoch continues where it stopped)."""
     n_a, n_b = dataset.sizes
     plan = epoch_plan(n_a, n_b, epoch, config.seed, config.serial_batches)
@@ -169,7 +169,7 @@ def _epoch_loader(dataset: Any, config: TrainConfig, epoch: int, skip: int, rank
     shard = plan[rank::world]
     return torch.utils.data.DataLoader(
         dataset, batch_size=config.batch_size, sampler=shard[skip * config.batch_size:],
-        num_workers=min(config.num_workers, os.cpu_count() or 1), pin_memory=dev.type == "cuda",
+        num_workers=min(config.num_workers, os.cpu_count() or 1), pin_memory=dev.type == "cuda", drop_last=drop_last,
         persistent_workers=False, generator=torch.Generator().manual_seed(config.seed + epoch),
         collate_fn=collate, worker_init_fn=leave_stops_to_the_main_process)
 
@@ -450,7 +450,14 @@ def _train(config: TrainConfig, resume: bool, device: str | None, reporter: Repo
     # ---- data
     pre, dataset = _build_data(config, reporter if is_main else None)
     per_rank = math.ceil(max(dataset.sizes) / world)
-    iters_per_epoch = math.ceil(per_rank / config.batch_size)
+    if method_cls.drop_last:            # CUT: a short last batch is left out, as its reference does
+        iters_per_epoch = per_rank // config.batch_size
+        if iters_per_epoch < 1:
+            raise UsageError(f"--model {config.model} leaves out a last batch shorter than "
+                             f"{flag(config, 'batch_size')} {config.batch_size}, and an epoch has only {per_rank} "
+                             f"images{' per process' if world > 1 else ''}: use a smaller batch")
+    else:
+        iters_per_epoch = math.ceil(per_rank / config.batch_size)
 
     # ---- the method: networks, optimizers, schedulers, losses
     ctx = StepContext.for_run(dev, config.precision, config.memory_format)
@@ -468,7 +475,8 @@ def _train(config: TrainConfig, resume: bool, device: str | None, reporter: Repo
     with run, stop, reporter.progress(total_iters, "train", completed=run.global_iter) as advance:
         while run.epoch <= config.total_epochs and run.global_iter < total_iters:
             dataset.pre = method.preprocess(pre, run.epoch)
-            for batch in _epoch_loader(dataset, config, run.epoch, run.iter_in_epoch, rank, world, per_rank, dev):
+            for batch in _epoch_loader(dataset, config, run.epoch, run.iter_in_epoch, rank, world, per_rank, dev,
+                                       method_cls.drop_last):
                 real_A = batch["A"].to(dev, non_blocking=True, memory_format=ctx.memory_format)
                 real_B = batch["B"].to(dev, non_blocking=True, memory_format=ctx.memory_format)
                 run.count(method.step(real_A, real_B))

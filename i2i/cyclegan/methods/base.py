@@ -95,6 +95,8 @@ class Method:
     defaults: ClassVar[dict[str, Any]] = {}
     #: builtin:shapes only: fields applied on top of the shared shapes preset (config.SHAPES_PRESET)
     shapes_preset: ClassVar[dict[str, Any]] = {}
+    #: an epoch leaves out a last batch shorter than --batch-size (the reference's DataLoader drop_last)
+    drop_last: ClassVar[bool] = False
 
     def __init__(self, config: TrainConfig, ctx: StepContext) -> None:
         self.config, self.ctx = config, ctx

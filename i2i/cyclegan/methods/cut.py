@@ -101,6 +101,7 @@ class CUT(Method):
     loss_names = ("G_GAN", "D_real", "D_fake", "NCE", "NCE_Y")
     status_names = ("G_GAN", "D_real", "D_fake", "NCE", "NCE_Y")
     Options = CUTOptions
+    drop_last = True        # the CUT reference's training DataLoader drops a short last batch (data/__init__.py)
     defaults = {"n_epochs": 200, "n_epochs_decay": 200, "init_type": "xavier", "gan_mode": "lsgan",
                 "generator": {"antialias": True, "antialias_up": True}, "discriminator": {"antialias": True}}
     # builtin:shapes (measured in docs/cut.md "Quality on builtin:shapes"): the preset's generator has 3 ResBlocks
