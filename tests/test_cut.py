@@ -258,3 +258,22 @@ def test_a_short_last_batch_is_left_out_as_the_reference_does(tmp_path):
     assert (result.iterations, result.epochs_done) == (4, 2)
     with pytest.raises(UsageError, match="batch"):
         train(tiny(tmp_path / "one", "fastcut", shapes_count=1))
+
+
+def test_a_run_that_kept_the_short_last_batch_says_why_it_cannot_resume(tmp_path):
+    """A CUT run started before the short last batch was left out has one iteration more an epoch on record; its
+    resume is refused with the reason, not only 'the dataset or batch size changed'."""
+    import json
+
+    from i2i.cyclegan.checkpoint import latest_checkpoint
+    from i2i.errors import CheckpointError
+
+    cfg = tiny(tmp_path / "run", "cut", shapes_count=5, n_epochs=2, log_every=100, sample_every=100, save_every=1,
+               max_iters=1)
+    train(cfg)
+    state = latest_checkpoint(tmp_path / "run") / "train_state.json"
+    meta = json.loads(state.read_text())
+    meta["position"]["iters_per_epoch"] = 3              # as ceil(5 / 2) was recorded then
+    state.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="short last batch"):
+        train(merge_config(cfg, {"max_iters": None}), resume=True)

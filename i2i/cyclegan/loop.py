@@ -160,6 +160,18 @@ def _build_data(config: TrainConfig, reporter: Reporter | None) -> tuple[Preproc
     return pre, dataset
 
 
+def _iters_per_epoch(config: TrainConfig, drop_last: bool, per_rank: int, world: int) -> int:
+    """Batches in one epoch of ``per_rank`` images; a method that leaves out a short last batch (CUT, as its
+    reference's DataLoader does) needs at least one full batch."""
+    if not drop_last:
+        return math.ceil(per_rank / config.batch_size)
+    if per_rank < config.batch_size:
+        raise UsageError(f"--model {config.model} leaves out a last batch shorter than "
+                         f"{flag(config, 'batch_size')} {config.batch_size}, and an epoch has only {per_rank} "
+                         f"images{' per process' if world > 1 else ''}: use a smaller batch")
+    return per_rank // config.batch_size
+
+
 def _epoch_loader(dataset: Any, config: TrainConfig, epoch: int, skip: int, rank: int, world: int,
                   per_rank: int, dev: torch.device, drop_last: bool = False) -> torch.utils.data.DataLoader:
     """This rank's batches of ``epoch``, from batch ``skip`` on (a resumed epoch continues where it stopped)."""
@@ -217,7 +229,8 @@ class _Run:
         self.epoch, self.iter_in_epoch, self.global_iter = pos["epoch"], pos["iter_in_epoch"], pos["global_iter"]
         if pos.get("iters_per_epoch") not in (None, self.iters_per_epoch):
             raise CheckpointError(f"{self.run_dir}: the dataset or batch size changed since the checkpoint "
-                                  f"({pos['iters_per_epoch']} -> {self.iters_per_epoch} iterations per epoch)")
+                                  f"({pos['iters_per_epoch']} -> {self.iters_per_epoch} iterations per epoch)"
+                                  + self._kept_short_batch(pos["iters_per_epoch"]))
         saved = tuple(pos.get("dataset_sizes") or self.sizes)       # (checkpoints before it was recorded: not known)
         if saved != self.sizes:
             changed = ", ".join(f"{d}: {a} -> {b} images" for d, a, b in zip("AB", saved, self.sizes) if a != b)
@@ -225,6 +238,14 @@ class _Run:
                                   "resume needs the same images (put them back, or start a new run)")
         reporter.info(f"resuming {self.run_dir} from {folder.name}: epoch {self.epoch}, iteration {self.global_iter}")
         self.last_ckpt = folder
+
+    def _kept_short_batch(self, saved: int) -> str:
+        """Why a run can be one batch an epoch longer than its settings give now: it was started before CUT left
+        out its short last batch (2026-12-07)."""
+        if self.method.drop_last and saved == self.iters_per_epoch + 1:
+            return ("; or the run was started by an i2i that still trained CUT on an epoch's short last batch, which "
+                    "it now leaves out as the reference does: start a new run")
+        return ""
 
     def start(self, resume: bool, overwrite: bool, record: bool = True) -> None:
         """Hold the run folder (:meth:`_hold_run_dir`) and write ``config.json`` (``record``: a resumed run already
@@ -450,14 +471,7 @@ def _train(config: TrainConfig, resume: bool, device: str | None, reporter: Repo
     # ---- data
     pre, dataset = _build_data(config, reporter if is_main else None)
     per_rank = math.ceil(max(dataset.sizes) / world)
-    if method_cls.drop_last:            # CUT: a short last batch is left out, as its reference does
-        iters_per_epoch = per_rank // config.batch_size
-        if iters_per_epoch < 1:
-            raise UsageError(f"--model {config.model} leaves out a last batch shorter than "
-                             f"{flag(config, 'batch_size')} {config.batch_size}, and an epoch has only {per_rank} "
-                             f"images{' per process' if world > 1 else ''}: use a smaller batch")
-    else:
-        iters_per_epoch = math.ceil(per_rank / config.batch_size)
+    iters_per_epoch = _iters_per_epoch(config, method_cls.drop_last, per_rank, world)
 
     # ---- the method: networks, optimizers, schedulers, losses
     ctx = StepContext.for_run(dev, config.precision, config.memory_format)
@@ -476,7 +490,7 @@ def _train(config: TrainConfig, resume: bool, device: str | None, reporter: Repo
         while run.epoch <= config.total_epochs and run.global_iter < total_iters:
             dataset.pre = method.preprocess(pre, run.epoch)
             for batch in _epoch_loader(dataset, config, run.epoch, run.iter_in_epoch, rank, world, per_rank, dev,
-                                       method_cls.drop_last):
+                                       method.drop_last):
                 real_A = batch["A"].to(dev, non_blocking=True, memory_format=ctx.memory_format)
                 real_B = batch["B"].to(dev, non_blocking=True, memory_format=ctx.memory_format)
                 run.count(method.step(real_A, real_B))
