@@ -259,3 +259,29 @@ def test_memory_format_choice(tmp_path):
     assert use_channels_last(cpu, "channels_last") and not use_channels_last(cuda, "contiguous")
     with pytest.raises(UsageError, match="--memory-format"):
         tiny_config(tmp_path / "run", memory_format="nhwc")
+
+
+def test_batch_norm_running_statistics_move_in_the_reference_call_order():
+    """With --norm batch every generator call updates the running statistics (a moving average, so the order of
+    the batches matters): after one step they must be those of the reference's order, G_A(A), G_B(G_A(A)), G_B(B),
+    G_A(G_B(B)), then the identity calls G_A(B), G_B(A)."""
+    import copy
+
+    from i2i.cyclegan.context import StepContext
+
+    cfg = TrainConfig(generator=GeneratorConfig(arch="resnet_1blocks", ngf=4, norm="batch"),
+                      discriminator=DiscriminatorConfig(ndf=4, norm="batch"), options={"pool_size": 0})
+    torch.manual_seed(0)
+    method = CycleGAN(cfg, StepContext.for_run(torch.device("cpu"), "fp32", "contiguous"))
+    G_A, G_B = copy.deepcopy(method.G_A), copy.deepcopy(method.G_B)
+    real_A, real_B = torch.rand(2, 3, 24, 24) * 2 - 1, torch.rand(2, 3, 24, 24) * 2 - 1
+    method.step(real_A, real_B)
+    with torch.no_grad():                       # the same weights, called in the reference's order
+        G_B(G_A(real_A))
+        G_A(G_B(real_B))
+        G_A(real_B)
+        G_B(real_A)
+    for mine, replayed in ((method.G_A, G_A), (method.G_B, G_B)):
+        buffers = dict(replayed.named_buffers())
+        for name, value in mine.named_buffers():
+            torch.testing.assert_close(value, buffers[name], msg=name)

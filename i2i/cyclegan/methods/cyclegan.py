@@ -46,7 +46,9 @@ class GeneratorPair(nn.Module):
     """Both generators and the whole generator-side forward of one iteration (one DDP call).
 
     Inputs real_A: [B, Ca, H, W], real_B: [B, Cb, H', W']. When the norm is per-sample (instance/none) and A and
-    B share a shape, the two calls of each generator on real images are fused into one batched call.
+    B share a shape, the two calls of each generator on real images are fused into one batched call; otherwise
+    the generators are called in the reference's order (G_A(A), G_B(G_A(A)), G_B(B), G_A(G_B(B)), G_A(B), G_B(A)),
+    which fixes how batch norm's running statistics move.
     """
 
     def __init__(self, G_A: nn.Module, G_B: nn.Module, identity: bool, fuse: bool) -> None:
@@ -59,11 +61,16 @@ class GeneratorPair(nn.Module):
         if self.identity and self.fuse and real_A.shape == real_B.shape:
             fake_B, out["idt_A"] = self.G_A(torch.cat([real_A, real_B])).split(n)
             fake_A, out["idt_B"] = self.G_B(torch.cat([real_B, real_A])).split(n)
-        else:
-            fake_B, fake_A = self.G_A(real_A), self.G_B(real_B)
-            if self.identity:
-                out["idt_A"], out["idt_B"] = self.G_A(real_B), self.G_B(real_A)
-        out.update(fake_B=fake_B, fake_A=fake_A, rec_A=self.G_B(fake_B), rec_B=self.G_A(fake_A))
+            out.update(fake_B=fake_B, fake_A=fake_A, rec_A=self.G_B(fake_B), rec_B=self.G_A(fake_A))
+            return out
+        # the reference's call order (forward, then the identity calls of backward_G): with batch norm each call
+        # moves the running statistics, and their moving average depends on the order of the batches
+        fake_B = self.G_A(real_A)
+        out.update(fake_B=fake_B, rec_A=self.G_B(fake_B))
+        fake_A = self.G_B(real_B)
+        out.update(fake_A=fake_A, rec_B=self.G_A(fake_A))
+        if self.identity:
+            out["idt_A"], out["idt_B"] = self.G_A(real_B), self.G_B(real_A)
         return out
 
 
