@@ -170,7 +170,7 @@ class TrainConfig:
     n_epochs: int = option(100, help="Epochs at the initial learning rate.", panel=TRAIN)
     n_epochs_decay: int = option(100, help="Epochs of decay to 0 after them.", panel=TRAIN)
     lr_policy: str = option("linear", help="Learning-rate schedule (plateau: the reference's, on a metric it never "
-                            "sets: x0.2 after every 6 epochs from the 7th; constant: not in the reference).",
+                            "sets: x0.2 from epoch 8 and every 6 epochs after; constant: not in the reference).",
                             choices=LR_POLICIES, panel=TRAIN)
     lr_decay_iters: int = option(50, help="Epochs per x0.1 step of --lr-policy step.", panel=TRAIN)
     batch_size: int = option(1, help="Images per domain per iteration.", panel=TRAIN)
