@@ -277,3 +277,22 @@ def test_a_run_that_kept_the_short_last_batch_says_why_it_cannot_resume(tmp_path
     state.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="short last batch"):
         train(merge_config(cfg, {"max_iters": None}), resume=True)
+
+
+def test_a_decay_phase_the_images_cannot_train_in_is_refused_before_training(tmp_path):
+    """CUT's decay phase sets the load size to the crop size; under scale_width that can make every image too
+    small for the networks. It is a usage error before the first step, not a failure when the phase starts."""
+    from PIL import Image
+
+    from i2i.errors import UsageError
+
+    for d in ("trainA", "trainB"):
+        (tmp_path / "data" / d).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (64, 40), (40 * i, 90, 200)).save(tmp_path / "data" / d / f"{i}.png")
+    cfg = merge_config(tiny(tmp_path / "run", "cut"), {"dataroot": str(tmp_path / "data"), "preprocess": "scale_width",
+                                                       "load_size": 64, "crop_size": 8, "batch_size": 1})
+    with pytest.raises(UsageError, match="from epoch 2 on, --model cut trains with load size 8"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    train(merge_config(cfg, {"crop_size": 32, "max_iters": 1}))      # a crop the networks take: it trains

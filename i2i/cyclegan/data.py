@@ -127,10 +127,12 @@ def list_images(folder: Path, max_items: int | None = None) -> list[Path]:
 
 
 def validate_images(paths: list[Path], mode: str, warn: Callable[[str], None],
-                    pre: Preprocess | None = None, sizes: set[tuple[int, int]] | None = None) -> list[Path]:
+                    pre: Preprocess | None = None, sizes: set[tuple[int, int]] | None = None,
+                    sources: set[tuple[int, int]] | None = None) -> list[Path]:
     """Try to decode every file; report each bad one with ``warn`` and return the good ones. With ``pre``, an image
     that preprocessing could not train on (smaller than the crop, too small for the networks) is bad too, found
-    here rather than when training draws it; ``sizes`` collects the sizes the good ones train at."""
+    here rather than when training draws it; ``sizes`` collects the sizes the good ones train at, ``sources`` their
+    own sizes."""
     good = []
     for p in paths:
         try:
@@ -139,6 +141,8 @@ def validate_images(paths: list[Path], mode: str, warn: Callable[[str], None],
                 trained = check_trainable(img.size, pre, str(p))
                 if sizes is not None:
                     sizes.add(trained)
+                if sources is not None:
+                    sources.add(img.size)
         except InputError as exc:
             warn(f"skipping {exc}")
             continue
@@ -174,6 +178,7 @@ class UnalignedDataset(Dataset):
                  output_nc: int = 3) -> None:
         self.paths_a, self.paths_b, self.pre = paths_a, paths_b, pre
         self.train_sizes: set[tuple[int, int]] = set()     # the sizes its images train at (build_dataset)
+        self.source_sizes: set[tuple[int, int]] = set()    # and their own sizes
         self.mode_a = "RGB" if input_nc == 3 else "L"
         self.mode_b = "RGB" if output_nc == 3 else "L"
 
@@ -232,13 +237,15 @@ def build_dataset(dataroot: str, phase: str, pre: Preprocess, input_nc: int, out
     if not root.is_dir():
         raise InputError(f"{root}: no such dataset folder")
     sizes: set[tuple[int, int]] = set()
+    sources: set[tuple[int, int]] = set()
     paths_a = validate_images(list_images(root / f"{phase}A", max_items), "RGB" if input_nc == 3 else "L", warn,
-                              pre, sizes)
+                              pre, sizes, sources)
     paths_b = validate_images(list_images(root / f"{phase}B", max_items), "RGB" if output_nc == 3 else "L", warn,
-                              pre, sizes)
+                              pre, sizes, sources)
     for name, paths in (("A", paths_a), ("B", paths_b)):
         if not paths:
             raise InputError(f"{root / (phase + name)}: no readable images")
     dataset = UnalignedDataset(paths_a, paths_b, pre, input_nc, output_nc)
     dataset.train_sizes.update(sizes)
+    dataset.source_sizes.update(sources)
     return dataset

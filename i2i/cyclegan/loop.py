@@ -32,7 +32,7 @@ from i2i.cyclegan.checkpoint import INFO_FILE, latest_checkpoint
 from i2i.cyclegan.checkpoint_writer import CheckpointWriter, load_nets
 from i2i.cyclegan.config import DiscriminatorConfig, TrainConfig
 from i2i.cyclegan.context import StepContext
-from i2i.cyclegan.data import BUILTIN_SHAPES, Preprocess, build_dataset, collate, epoch_plan
+from i2i.cyclegan.data import BUILTIN_SHAPES, Preprocess, build_dataset, check_trainable, collate, epoch_plan
 from i2i.cyclegan.methods import get_method
 from i2i.cyclegan.methods.base import Method
 from i2i.cyclegan.networks import min_train_side, required_multiple
@@ -40,7 +40,7 @@ from i2i.cyclegan.signals import StopSignal, leave_stops_to_the_main_process
 from i2i.cyclegan.train_state import load_train_state, save_train_state
 from i2i.cyclegan.translator import ROUNDING
 from i2i.device import make_accelerator
-from i2i.errors import CheckpointError, Interrupted, NumericalError, OutputError, UsageError
+from i2i.errors import CheckpointError, InputError, Interrupted, NumericalError, OutputError, UsageError
 from i2i.images import atomic_path, check_writable, save_image, tensor_to_image
 from i2i.options import flag
 from i2i.progress import Reporter
@@ -151,13 +151,36 @@ def _build_data(config: TrainConfig, reporter: Reporter | None) -> tuple[Preproc
     dataset = build_dataset(config.dataroot, config.phase, pre, config.generator.input_nc,
                             config.generator.output_nc, config.max_dataset_size, config.shapes_count, config.seed,
                             warn=reporter.warn if reporter else (lambda m: None))
-    sizes = sorted(getattr(dataset, "train_sizes", ()))
+    _check_one_size(config, getattr(dataset, "train_sizes", ()))
+    return pre, dataset
+
+
+def _check_one_size(config: TrainConfig, sizes: Any) -> None:
+    sizes = sorted(sizes)
     if config.batch_size > 1 and len(sizes) > 1:
         shown = " and ".join(f"{w}x{h}" for w, h in sizes[:2])
         raise UsageError(f"{flag(config, 'preprocess')} {config.preprocess} keeps each image's size, and these "
                          f"differ ({shown}{', ...' if len(sizes) > 2 else ''}): a batch of {config.batch_size} needs "
                          f"one size; use {flag(config, 'batch_size')} 1 or a --preprocess that crops")
-    return pre, dataset
+
+
+def _check_later_epochs(config: TrainConfig, pre: Preprocess, dataset: Any, method: Method) -> None:
+    """A method whose preprocessing changes in later epochs (CUT's decay phase: load size := crop size) is checked
+    against the training images now, not when that epoch starts."""
+    for epoch in range(2, config.total_epochs + 1):
+        later = method.preprocess(pre, epoch)
+        if later != pre:
+            break
+    else:
+        return
+    sizes = set()
+    for w, h in sorted(getattr(dataset, "source_sizes", ())):
+        try:
+            sizes.add(check_trainable((w, h), later, f"a {w}x{h} training image"))
+        except InputError as exc:
+            raise UsageError(f"from epoch {epoch} on, --model {config.model} trains with load size {later.load_size} "
+                             f"and crop size {later.crop_size} (--preprocess {later.mode}), and {exc}") from None
+    _check_one_size(config, sizes)
 
 
 def _iters_per_epoch(config: TrainConfig, drop_last: bool, per_rank: int, world: int) -> int:
@@ -476,6 +499,7 @@ def _train(config: TrainConfig, resume: bool, device: str | None, reporter: Repo
     # ---- the method: networks, optimizers, schedulers, losses
     ctx = StepContext.for_run(dev, config.precision, config.memory_format)
     method = method_cls(config, ctx)
+    _check_later_epochs(config, pre, dataset, method)
     run = _Run(config, method, accelerator, ctx.scaler, iters_per_epoch, tuple(dataset.sizes))
     total_iters = config.total_epochs * iters_per_epoch
     total_iters = min(total_iters, config.max_iters or total_iters)
