@@ -60,7 +60,7 @@ def test_parse_options_reads_each_value_as_its_defaults_type():
 def test_cli_option_flag_reaches_the_run(tmp_path):
     run_dir = tmp_path / "run"
     args = ["cyclegan", "train", "--model", "fastcut", "--run-dir", str(run_dir), "--max-iters", "1", "--quiet",
-            "--shapes-count", "4", "--ngf", "8", "--ndf", "8", "--option", "num_patches=16",
+            "--shapes-count", "8", "--ngf", "8", "--ndf", "8", "--option", "num_patches=16",
             "--option", "nce_all_negatives=true", "--lambda-nce", "3"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
