@@ -256,7 +256,7 @@ def test_a_short_last_batch_is_left_out_as_the_reference_does(tmp_path):
 
     result = train(tiny(tmp_path / "run", "cut", shapes_count=5, log_every=100, sample_every=100, save_every=100))
     assert (result.iterations, result.epochs_done) == (4, 2)
-    with pytest.raises(UsageError, match="batch"):
+    with pytest.raises(UsageError, match="leaves out a last batch shorter than --batch-size 2"):
         train(tiny(tmp_path / "one", "fastcut", shapes_count=1))
 
 
@@ -292,7 +292,25 @@ def test_a_decay_phase_the_images_cannot_train_in_is_refused_before_training(tmp
             Image.new("RGB", (64, 40), (40 * i, 90, 200)).save(tmp_path / "data" / d / f"{i}.png")
     cfg = merge_config(tiny(tmp_path / "run", "cut"), {"dataroot": str(tmp_path / "data"), "preprocess": "scale_width",
                                                        "load_size": 64, "crop_size": 8, "batch_size": 1})
-    with pytest.raises(UsageError, match="from epoch 2 on, --model cut trains with load size 8"):
+    with pytest.raises(UsageError, match=r"from epoch 2 on, --model cut trains with load size 8 .*0\.png: 64x40 is "
+                                         r"too small.*or a larger --crop-size"):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists()
     train(merge_config(cfg, {"crop_size": 32, "max_iters": 1}))      # a crop the networks take: it trains
+
+
+def test_a_decay_phase_that_splits_the_image_sizes_is_named_as_such(tmp_path):
+    """300x300 and 300x305 images both train at 288x288 at first (scale_width 286, rounded to 4), but at 256x256
+    and 256x260 in CUT's decay phase: a batch of 2 cannot hold both, and the message says when."""
+    from PIL import Image
+
+    from i2i.errors import UsageError
+
+    for d in ("trainA", "trainB"):
+        (tmp_path / "data" / d).mkdir(parents=True)
+        for i, h in enumerate((300, 305)):
+            Image.new("RGB", (300, h), (90, 40 * i, 200)).save(tmp_path / "data" / d / f"{i}.png")
+    cfg = merge_config(tiny(tmp_path / "run", "cut"), {"dataroot": str(tmp_path / "data"), "preprocess": "scale_width",
+                                                       "load_size": 286, "crop_size": 256, "batch_size": 2})
+    with pytest.raises(UsageError, match=r"from epoch 2 on, .*these differ \(256x256 and 256x260\)"):
+        train(cfg)

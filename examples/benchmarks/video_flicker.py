@@ -15,7 +15,7 @@ per temporal weight. The decoded outputs are scored:
 
 Prints a table and one JSON line. Usage:
 
-    python examples/benchmarks/video_flicker.py --run runs/shapes --clips 4 --frames 48
+    python examples/benchmarks/video_flicker.py --run runs/shapes --clips 6 --frames 48 --weights 0.5,0.3,0.7
 """
 
 from __future__ import annotations

@@ -128,11 +128,11 @@ def list_images(folder: Path, max_items: int | None = None) -> list[Path]:
 
 def validate_images(paths: list[Path], mode: str, warn: Callable[[str], None],
                     pre: Preprocess | None = None, sizes: set[tuple[int, int]] | None = None,
-                    sources: set[tuple[int, int]] | None = None) -> list[Path]:
+                    sources: dict[tuple[int, int], Path] | None = None) -> list[Path]:
     """Try to decode every file; report each bad one with ``warn`` and return the good ones. With ``pre``, an image
     that preprocessing could not train on (smaller than the crop, too small for the networks) is bad too, found
     here rather than when training draws it; ``sizes`` collects the sizes the good ones train at, ``sources`` their
-    own sizes."""
+    own sizes (each with the first image of that size)."""
     good = []
     for p in paths:
         try:
@@ -142,7 +142,7 @@ def validate_images(paths: list[Path], mode: str, warn: Callable[[str], None],
                 if sizes is not None:
                     sizes.add(trained)
                 if sources is not None:
-                    sources.add(img.size)
+                    sources.setdefault(img.size, p)
         except InputError as exc:
             warn(f"skipping {exc}")
             continue
@@ -178,7 +178,7 @@ class UnalignedDataset(Dataset):
                  output_nc: int = 3) -> None:
         self.paths_a, self.paths_b, self.pre = paths_a, paths_b, pre
         self.train_sizes: set[tuple[int, int]] = set()     # the sizes its images train at (build_dataset)
-        self.source_sizes: set[tuple[int, int]] = set()    # and their own sizes
+        self.source_sizes: dict[tuple[int, int], Path] = {}  # their own sizes, each with its first image
         self.mode_a = "RGB" if input_nc == 3 else "L"
         self.mode_b = "RGB" if output_nc == 3 else "L"
 
@@ -237,7 +237,7 @@ def build_dataset(dataroot: str, phase: str, pre: Preprocess, input_nc: int, out
     if not root.is_dir():
         raise InputError(f"{root}: no such dataset folder")
     sizes: set[tuple[int, int]] = set()
-    sources: set[tuple[int, int]] = set()
+    sources: dict[tuple[int, int], Path] = {}
     paths_a = validate_images(list_images(root / f"{phase}A", max_items), "RGB" if input_nc == 3 else "L", warn,
                               pre, sizes, sources)
     paths_b = validate_images(list_images(root / f"{phase}B", max_items), "RGB" if output_nc == 3 else "L", warn,

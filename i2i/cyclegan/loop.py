@@ -155,32 +155,36 @@ def _build_data(config: TrainConfig, reporter: Reporter | None) -> tuple[Preproc
     return pre, dataset
 
 
-def _check_one_size(config: TrainConfig, sizes: Any) -> None:
+def _check_one_size(config: TrainConfig, sizes: Any, when: str = "") -> None:
     sizes = sorted(sizes)
     if config.batch_size > 1 and len(sizes) > 1:
         shown = " and ".join(f"{w}x{h}" for w, h in sizes[:2])
-        raise UsageError(f"{flag(config, 'preprocess')} {config.preprocess} keeps each image's size, and these "
+        raise UsageError(f"{when}{flag(config, 'preprocess')} {config.preprocess} keeps each image's size, and these "
                          f"differ ({shown}{', ...' if len(sizes) > 2 else ''}): a batch of {config.batch_size} needs "
                          f"one size; use {flag(config, 'batch_size')} 1 or a --preprocess that crops")
 
 
 def _check_later_epochs(config: TrainConfig, pre: Preprocess, dataset: Any, method: Method) -> None:
     """A method whose preprocessing changes in later epochs (CUT's decay phase: load size := crop size) is checked
-    against the training images now, not when that epoch starts."""
-    for epoch in range(2, config.total_epochs + 1):
-        later = method.preprocess(pre, epoch)
-        if later != pre:
-            break
-    else:
-        return
-    sizes = set()
-    for w, h in sorted(getattr(dataset, "source_sizes", ())):
-        try:
-            sizes.add(check_trainable((w, h), later, f"a {w}x{h} training image"))
-        except InputError as exc:
-            raise UsageError(f"from epoch {epoch} on, --model {config.model} trains with load size {later.load_size} "
-                             f"and crop size {later.crop_size} (--preprocess {later.mode}), and {exc}") from None
-    _check_one_size(config, sizes)
+    against the training images now, not when that epoch starts (a run stopped early by --max-iters too: a resume
+    may reach it)."""
+    firsts: dict[Preprocess, int] = {}
+    for epoch in range(1, config.total_epochs + 1):
+        firsts.setdefault(method.preprocess(pre, epoch), epoch)
+    sources = getattr(dataset, "source_sizes", {})        # {size: the first image of that size}
+    for later, epoch in firsts.items():
+        if later == pre:
+            continue
+        when = (f"from epoch {epoch} on, --model {config.model} trains with load size {later.load_size} and crop "
+                f"size {later.crop_size} (--preprocess {later.mode}): ")
+        sizes = set()
+        for size, path in sorted(sources.items()):
+            try:
+                sizes.add(check_trainable(size, later, str(path)))
+            except InputError as exc:
+                others = " (images of other sizes may be too)" if len(sources) > 1 else ""
+                raise UsageError(f"{when}{exc}; or a larger {flag(config, 'crop_size')}{others}") from None
+        _check_one_size(config, sizes, when)
 
 
 def _iters_per_epoch(config: TrainConfig, drop_last: bool, per_rank: int, world: int) -> int:
@@ -191,7 +195,8 @@ def _iters_per_epoch(config: TrainConfig, drop_last: bool, per_rank: int, world:
     if per_rank < config.batch_size:
         raise UsageError(f"--model {config.model} leaves out a last batch shorter than "
                          f"{flag(config, 'batch_size')} {config.batch_size}, and an epoch has only {per_rank} "
-                         f"images{' per process' if world > 1 else ''}: use a smaller batch")
+                         f"images{' per process' if world > 1 else ''}: use a smaller batch"
+                         f"{' or fewer processes' if world > 1 else ''}")
     return per_rank // config.batch_size
 
 
@@ -253,7 +258,7 @@ class _Run:
         if pos.get("iters_per_epoch") not in (None, self.iters_per_epoch):
             raise CheckpointError(f"{self.run_dir}: the dataset or batch size changed since the checkpoint "
                                   f"({pos['iters_per_epoch']} -> {self.iters_per_epoch} iterations per epoch)"
-                                  + self._kept_short_batch(pos["iters_per_epoch"]))
+                                  + self._kept_short_batch(pos))
         saved = tuple(pos.get("dataset_sizes") or self.sizes)       # (checkpoints before it was recorded: not known)
         if saved != self.sizes:
             changed = ", ".join(f"{d}: {a} -> {b} images" for d, a, b in zip("AB", saved, self.sizes) if a != b)
@@ -262,10 +267,14 @@ class _Run:
         reporter.info(f"resuming {self.run_dir} from {folder.name}: epoch {self.epoch}, iteration {self.global_iter}")
         self.last_ckpt = folder
 
-    def _kept_short_batch(self, saved: int) -> str:
+    def _kept_short_batch(self, pos: dict[str, Any]) -> str:
         """Why a run can be one batch an epoch longer than its settings give now: it was started before CUT left
-        out its short last batch (2026-12-07)."""
-        if self.method.drop_last and saved == self.iters_per_epoch + 1:
+        out its short last batch (2026-12-07), with the same images."""
+        batch, world = self.config.batch_size, self.accelerator.num_processes
+        kept = math.ceil(math.ceil(max(self.sizes) / world) / batch)
+        same_images = pos.get("dataset_sizes") in (None, list(self.sizes))
+        if (self.method.drop_last and batch > 1 and same_images
+                and pos["iters_per_epoch"] == kept > self.iters_per_epoch):
             return ("; or the run was started by an i2i that still trained CUT on an epoch's short last batch, which "
                     "it now leaves out as the reference does: start a new run")
         return ""

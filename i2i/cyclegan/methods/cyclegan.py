@@ -95,8 +95,8 @@ class CycleGAN(Method):
     Options = CycleGANOptions
     # builtin:shapes: an identity term of weight 20 (4 x the cycle weight 5) keeps each colour (with Adam at 5e-4,
     # config.SHAPES_PRESET); halving the reference's cycle weight (10) lets the adversarial term square the corners
-    # sooner (the lowest accuracy at two thirds was 91.5-94 % in three seeds, against 93 and 88 % in two seeds with
-    # cycle 10, identity 2; docs/cyclegan.md)
+    # sooner (when chosen, the lowest accuracy at two thirds was 91.5-94 % in three seeds, against 93 and 88 % in two
+    # seeds with cycle 10, identity 2; later measurements on other hosts and code: docs/cyclegan.md)
     shapes_preset = {"options": {"lambda_A": 5.0, "lambda_B": 5.0, "lambda_identity": 4.0}}
 
     @classmethod
