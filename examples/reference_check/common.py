@@ -149,3 +149,32 @@ def finish(result: dict, out: str | None) -> None:
         Path(out).write_text(json.dumps(result, indent=1))
     short = {k: v for k, v in result.items() if k not in ("rows", "baseline_rows")}
     print(json.dumps(short))
+
+
+def add_common_args(ap, reference_help: str, iters: int) -> None:
+    """The flags both scripts take."""
+    ap.add_argument("--reference", required=True, help=reference_help)
+    ap.add_argument("--data", required=True, help="dataset folder with trainA/ and trainB/ (e.g. horse2zebra)")
+    ap.add_argument("--iters", type=int, default=iters)
+
+
+def add_run_args(ap) -> None:
+    ap.add_argument("--crop", type=int, default=64, help="crop size (load size crop * 286 / 256)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", help="write the full result (every iteration) to this JSON file")
+
+
+def add_baseline(result: dict, key: str, title: str, rows: list[dict], params: dict) -> dict:
+    """Print the float-rounding yardstick's tables and add it to ``result`` under ``key``."""
+    print_tables(title, rows, params)
+    result[key] = summary(rows, params)
+    result["baseline_rows"] = rows
+    return result
+
+
+def parse_and_run(ap, run) -> None:
+    """Parse the command line, set the thread count, run the comparison and write its result."""
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    finish(run(args), args.out)

@@ -46,7 +46,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from common import batches, checkpoints, finish, loss_row, net_diff, output_diff, print_tables, summary, use_reference
+from common import (add_baseline, add_common_args, add_run_args, batches, checkpoints, loss_row, net_diff, output_diff,
+                    parse_and_run, print_tables, summary, use_reference)
 from i2i.cyclegan.context import StepContext
 from i2i.cyclegan.methods import get_method
 from i2i.cyclegan.run_config import default_config
@@ -226,28 +227,19 @@ def run(args) -> dict:
     flips = rec.flips if m.opt.flip_equivariance else None
     result = {"script": "cut_step", **vars(args), "keys": keys, "flips": flips, **summary(rows, params), "rows": rows}
     if base is not None:
-        print_tables("i2i with D in two calls vs i2i", base_rows, base_params)
-        result["i2i_vs_i2i"] = summary(base_rows, base_params)
-        result["baseline_rows"] = base_rows
+        add_baseline(result, "i2i_vs_i2i", "i2i with D in two calls vs i2i", base_rows, base_params)
     return result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reference", required=True, help="checkout of the CUT repository")
-    ap.add_argument("--data", required=True, help="dataset folder with trainA/ and trainB/ (e.g. horse2zebra)")
     ap.add_argument("--model", choices=("cut", "fastcut"), default="cut")
-    ap.add_argument("--iters", type=int, default=30)
+    add_common_args(ap, "checkout of the CUT repository", 30)
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     ap.add_argument("--baseline", action="store_true",
                     help="also train i2i with D scoring real and fake in two calls (the float-rounding yardstick)")
-    ap.add_argument("--crop", type=int, default=64, help="crop size (load size crop * 286 / 256)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", help="write the full result (every iteration) to this JSON file")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    finish(run(args), args.out)
+    add_run_args(ap)
+    parse_and_run(ap, run)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ from argparse import Namespace
 
 import torch
 
-from common import batches, checkpoints, finish, loss_row, net_diff, output_diff, print_tables, summary, use_reference
+from common import (add_baseline, add_common_args, add_run_args, batches, checkpoints, loss_row, net_diff, output_diff,
+                    parse_and_run, print_tables, summary, use_reference)
 from i2i.cyclegan.context import StepContext
 from i2i.cyclegan.methods.cyclegan import CycleGAN
 from i2i.cyclegan.run_config import run_config
@@ -171,28 +172,19 @@ def run(args) -> dict:
     print_tables(f"i2i vs reference ({args.mode})", rows, params)
     result = {"script": "cyclegan_step", **vars(args), "pool_draws": draws, **summary(rows, params), "rows": rows}
     if base is not None:
-        print_tables("reference with fused Adam vs reference", base_rows, base_params)
-        result["ref_vs_ref"] = summary(base_rows, base_params)
-        result["baseline_rows"] = base_rows
+        add_baseline(result, "ref_vs_ref", "reference with fused Adam vs reference", base_rows, base_params)
     return result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reference", required=True, help="checkout of the CycleGAN or the CUT repository")
-    ap.add_argument("--data", required=True, help="dataset folder with trainA/ and trainB/ (e.g. horse2zebra)")
-    ap.add_argument("--iters", type=int, default=60)
+    add_common_args(ap, "checkout of the CycleGAN or the CUT repository", 60)
     ap.add_argument("--mode", choices=("synced", "free"), default="synced")
     ap.add_argument("--baseline", action="store_true",
                     help="also train a copy of the reference with fused Adam (the float-rounding yardstick)")
-    ap.add_argument("--crop", type=int, default=64, help="crop size (load size crop * 286 / 256)")
     ap.add_argument("--norm", choices=("instance", "batch"), default="instance")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", help="write the full result (every iteration) to this JSON file")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    finish(run(args), args.out)
+    add_run_args(ap)
+    parse_and_run(ap, run)
 
 
 if __name__ == "__main__":
